@@ -1,0 +1,120 @@
+"""Settings: every tunable of the app, read from `MLSA_*` environment variables with documented defaults.
+
+`get_settings()` reads the environment on each call (a dozen look-ups, microseconds), so tests and the
+scheduler can change a variable and see it at once without cache invalidation.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"MLSA_{name}", default)
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name, "1" if default else "0").strip().lower()
+    return raw in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One frozen snapshot of the configuration; see README "Configuration" for each variable."""
+
+    db_path: Path
+    models_dir: Path
+    data_dir: Path
+    offline: bool
+    yfinance_timeout_s: float
+    # training
+    train_window_days: int
+    validation_splits: int
+    interval_coverage: float
+    min_history_days: int
+    # drift
+    drift_psi_threshold: float
+    drift_psi_moderate: float
+    drift_ks_alpha: float
+    drift_share_threshold: float
+    drift_perf_threshold: float
+    drift_window_days: int
+    drift_check_time: str
+    # A/B tests
+    ab_min_samples: int
+    ab_confidence_level: float
+    # retraining
+    enable_auto_retrain: bool
+    retrain_confirmations: int
+    retrain_cooldown_days: int
+    retrain_margin: float
+    validation_window_days: int
+    # alerts
+    slack_webhook_url: str
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str
+    smtp_password: str
+    smtp_from: str
+    smtp_to: str
+    # certification
+    cert_min_skill: float
+    cert_max_skill_std: float
+    cert_min_ci_lower: float
+    cert_max_latency_p95_ms: float
+
+
+def get_settings() -> Settings:
+    """Read the current configuration from the environment."""
+    data_dir = Path(_env("DATA_DIR", str(PROJECT_ROOT / "data")))
+    return Settings(
+        db_path=Path(_env("DB_PATH", str(data_dir / "app.db"))),
+        models_dir=Path(_env("MODELS_DIR", str(PROJECT_ROOT / "models"))),
+        data_dir=data_dir,
+        offline=_env_bool("OFFLINE", False),
+        yfinance_timeout_s=float(_env("YFINANCE_TIMEOUT", "4")),
+        train_window_days=int(_env("TRAIN_WINDOW_DAYS", "1000")),
+        validation_splits=int(_env("VALIDATION_SPLITS", "5")),
+        interval_coverage=float(_env("INTERVAL_COVERAGE", "0.90")),
+        min_history_days=int(_env("MIN_HISTORY_DAYS", "300")),
+        drift_psi_threshold=float(_env("DRIFT_PSI_THRESHOLD", "0.25")),
+        drift_psi_moderate=float(_env("DRIFT_PSI_MODERATE", "0.10")),
+        drift_ks_alpha=float(_env("DRIFT_KS_ALPHA", "0.05")),
+        drift_share_threshold=float(_env("DRIFT_SHARE_THRESHOLD", "0.30")),
+        drift_perf_threshold=float(_env("DRIFT_PERF_THRESHOLD", "0.20")),
+        drift_window_days=int(_env("DRIFT_WINDOW_DAYS", "30")),
+        drift_check_time=_env("DRIFT_CHECK_TIME", "06:00"),
+        ab_min_samples=int(_env("AB_MIN_SAMPLES", "30")),
+        ab_confidence_level=float(_env("AB_CONFIDENCE_LEVEL", "0.95")),
+        enable_auto_retrain=_env_bool("ENABLE_AUTO_RETRAIN", False),
+        retrain_confirmations=int(_env("RETRAIN_CONFIRMATIONS", "3")),
+        retrain_cooldown_days=int(_env("RETRAIN_COOLDOWN_DAYS", "7")),
+        retrain_margin=float(_env("RETRAIN_MARGIN", "0.02")),
+        validation_window_days=int(_env("VALIDATION_WINDOW_DAYS", "5")),
+        slack_webhook_url=_env("SLACK_WEBHOOK_URL", ""),
+        smtp_host=_env("SMTP_HOST", ""),
+        smtp_port=int(_env("SMTP_PORT", "587")),
+        smtp_user=_env("SMTP_USER", ""),
+        smtp_password=_env("SMTP_PASSWORD", ""),
+        smtp_from=_env("SMTP_FROM", ""),
+        smtp_to=_env("SMTP_TO", ""),
+        cert_min_skill=float(_env("CERT_MIN_SKILL", "0.0")),
+        cert_max_skill_std=float(_env("CERT_MAX_SKILL_STD", "0.05")),
+        cert_min_ci_lower=float(_env("CERT_MIN_CI_LOWER", "-0.01")),
+        cert_max_latency_p95_ms=float(_env("CERT_MAX_LATENCY_P95_MS", "2000")),
+    )
+
+
+def settings_table() -> list[dict[str, str]]:
+    """The settings as rows (name, value) for display; secrets are masked."""
+    current = get_settings()
+    rows = []
+    for field in fields(current):
+        value = getattr(current, field.name)
+        if field.name in {"smtp_password", "slack_webhook_url"} and value:
+            value = "(set)"
+        rows.append({"setting": field.name, "value": str(value)})
+    return rows

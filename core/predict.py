@@ -1,0 +1,211 @@
+"""The serving path: pick the model (deployed, or an A/B arm), predict the next close, log the prediction.
+
+`predict` is the only way a forecast is made, so the prediction log is complete: the UI, the demo
+replay, A/B simulations and the scheduler all come through here.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from core.features import build_features, check_feature_frame
+from core.market import MarketDataError, load_prices, next_trading_day
+from core.registry import LoadedModel, RegistryError, deployed_model, load_model
+from core.store import get_db, utc_now
+
+log = logging.getLogger(__name__)
+
+HISTORY_DAYS = 300  # trading days of history fed to the features: the EWMs converge to < 1e-6 in it
+
+
+@dataclass(frozen=True)
+class Prediction:
+    symbol: str
+    as_of: str
+    target_date: str
+    last_close: float
+    predicted_close: float
+    lower: float
+    upper: float
+    predicted_return: float
+    model_id: str
+    latency_ms: float
+    experiment_id: int | None = None
+    arm: str | None = None
+    prediction_id: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which model serves a request, and (in an A/B test) for which experiment arm.
+
+    `shadows` are the other arms' models that also predict (shadow mode) but are not served.
+    """
+
+    model_id: str
+    experiment_id: int | None = None
+    arm: str | None = None
+    shadows: tuple[tuple[str, str], ...] = ()
+
+
+# A/B testing installs its router here (core.abtest registers on import) so predict needs no
+# knowledge of experiments; None means "the deployed model serves".
+Router = Callable[[sqlite_utils.Database, str, str], "Route | None"]
+_routers: list[Router] = []
+
+
+def register_router(router: Router) -> None:
+    if router not in _routers:
+        _routers.append(router)
+
+
+def _route(db: sqlite_utils.Database, symbol: str, request_key: str) -> Route:
+    for router in _routers:
+        chosen = router(db, symbol, request_key)
+        if chosen is not None:
+            return chosen
+    deployed = deployed_model(symbol, db=db)
+    if deployed is None:
+        raise RegistryError(f"No model is deployed for {symbol}: train one and deploy it on Model Management.")
+    return Route(model_id=deployed["model_id"])
+
+
+def feature_row(symbol: str, as_of, db: sqlite_utils.Database) -> tuple[pd.Timestamp, float, np.ndarray, list[str]]:
+    """(as_of trading day, its close, the feature row, columns) from the recent price history."""
+    start = pd.Timestamp(as_of) - pd.Timedelta(days=int(HISTORY_DAYS * 1.5)) if as_of is not None else None
+    prices = load_prices(symbol, start=start, end=as_of, db=db)
+    features = build_features(prices.iloc[-HISTORY_DAYS:], symbol, dropna=False)
+    return features.index[-1], float(features["close"].iloc[-1]), features.iloc[[-1]], list(features.columns)
+
+
+def forecast(model: LoadedModel, last_close: float, features: pd.DataFrame) -> tuple[float, float, float, float]:
+    """(predicted return, predicted close, lower, upper) for one feature row."""
+    X = check_feature_frame(features, model.feature_columns)
+    predicted_return = float(model.predict_returns(X)[0])
+    q = model.interval_halfwidth
+    return (predicted_return, last_close * np.exp(predicted_return),
+            last_close * np.exp(predicted_return - q), last_close * np.exp(predicted_return + q))
+
+
+def predict(
+    symbol: str,
+    as_of=None,
+    request_key: str | None = None,
+    log_prediction: bool = True,
+    db: sqlite_utils.Database | None = None,
+) -> Prediction:
+    """Forecast the close of the trading day after `as_of` (default: the last day with data)."""
+    db = db or get_db()
+    started = time.perf_counter()
+    day, last_close, features, _ = feature_row(symbol, as_of, db)
+    if features.isna().to_numpy()[:, :-2].any():
+        raise MarketDataError(f"{symbol}: not enough history before {day.date()} to build the features.")
+    request_key = request_key or f"{symbol}:{day:%Y-%m-%d}"
+    route = _route(db, symbol, request_key)
+    model = load_model(route.model_id, db=db)
+    predicted_return, predicted_close, lower, upper = forecast(model, last_close, features)
+    latency_ms = (time.perf_counter() - started) * 1000
+    target = next_trading_day(symbol, day, db=db)
+    prediction = Prediction(
+        symbol=symbol, as_of=f"{day:%Y-%m-%d}", target_date=f"{target:%Y-%m-%d}", last_close=last_close,
+        predicted_close=predicted_close, lower=lower, upper=upper, predicted_return=predicted_return,
+        model_id=route.model_id, latency_ms=latency_ms, experiment_id=route.experiment_id, arm=route.arm,
+    )
+    if not log_prediction:
+        return prediction
+    rows = [_row(prediction, request_key, served=True)]
+    for arm, shadow_id in route.shadows:
+        shadow_model = load_model(shadow_id, db=db)
+        shadow_started = time.perf_counter()
+        s_ret, s_close, s_lower, s_upper = forecast(shadow_model, last_close, features)
+        shadow = Prediction(
+            symbol=symbol, as_of=prediction.as_of, target_date=prediction.target_date, last_close=last_close,
+            predicted_close=s_close, lower=s_lower, upper=s_upper, predicted_return=s_ret, model_id=shadow_id,
+            latency_ms=(time.perf_counter() - shadow_started) * 1000, experiment_id=route.experiment_id, arm=arm,
+        )
+        rows.append(_row(shadow, request_key, served=False))
+    with db.atomic():
+        table = db["predictions"]
+        table.insert_all(rows)
+        prediction_id = table.last_pk if len(rows) == 1 else _served_id(db, request_key, route.model_id)
+    return Prediction(**{**prediction.to_dict(), "prediction_id": prediction_id})
+
+
+def _served_id(db: sqlite_utils.Database, request_key: str, model_id: str) -> int:
+    return db.execute(
+        "SELECT MAX(id) FROM predictions WHERE request_key = ? AND model_id = ? AND served = 1", [request_key, model_id]
+    ).fetchone()[0]
+
+
+def _row(prediction: Prediction, request_key: str, served: bool) -> dict:
+    return {
+        "model_id": prediction.model_id, "symbol": prediction.symbol, "as_of": prediction.as_of,
+        "target_date": prediction.target_date, "predicted_close": prediction.predicted_close,
+        "lower": prediction.lower, "upper": prediction.upper, "last_close": prediction.last_close,
+        "latency_ms": prediction.latency_ms, "experiment_id": prediction.experiment_id, "arm": prediction.arm,
+        "request_key": request_key, "actual_close": None, "served": int(served), "created_at": utc_now(),
+    }
+
+
+def backfill_actuals(as_of, symbol: str | None = None, db: sqlite_utils.Database | None = None) -> int:
+    """Fill `actual_close` for predictions whose target day has arrived by `as_of`; returns rows filled."""
+    db = db or get_db()
+    day = f"{pd.Timestamp(as_of):%Y-%m-%d}"
+    symbol_clause, params = ("AND p.symbol = ?", [symbol]) if symbol else ("", [])
+    with db.atomic():
+        cursor = db.execute(
+            "UPDATE predictions AS p SET actual_close = ("
+            "  SELECT close FROM prices WHERE prices.symbol = p.symbol AND prices.date = p.target_date) "
+            f"WHERE p.actual_close IS NULL AND p.target_date <= ? {symbol_clause} "
+            "AND EXISTS (SELECT 1 FROM prices WHERE prices.symbol = p.symbol AND prices.date = p.target_date)",
+            [day, *params],
+        )
+    return cursor.rowcount
+
+
+def prediction_log(
+    symbol: str | None = None, model_id: str | None = None, start=None, end=None,
+    served_only: bool = True, db: sqlite_utils.Database | None = None,
+) -> pd.DataFrame:
+    """Predictions as a frame (newest last), with error columns where the actual is known."""
+    db = db or get_db()
+    clauses, params = [], []
+    for column, value in (("symbol", symbol), ("model_id", model_id)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if start is not None:
+        clauses.append("as_of >= ?")
+        params.append(f"{pd.Timestamp(start):%Y-%m-%d}")
+    if end is not None:
+        clauses.append("as_of <= ?")
+        params.append(f"{pd.Timestamp(end):%Y-%m-%d}")
+    if served_only:
+        clauses.append("served = 1")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    frame = pd.read_sql_query(f"SELECT * FROM predictions {where} ORDER BY as_of, id", db.conn, params=params)
+    frame["abs_error"] = (frame["predicted_close"] - frame["actual_close"]).abs()
+    frame["naive_abs_error"] = (frame["last_close"] - frame["actual_close"]).abs()
+    return frame
+
+
+def live_performance(symbol: str, as_of=None, days: int = 30, db: sqlite_utils.Database | None = None) -> dict | None:
+    """Live MAE of served predictions vs naive over the last `days` trading days with actuals, or None."""
+    frame = prediction_log(symbol, end=as_of, db=db).dropna(subset=["actual_close"])
+    if frame.empty:
+        return None
+    recent_days = sorted(frame["as_of"].unique())[-days:]
+    recent = frame[frame["as_of"].isin(recent_days)]
+    mae, naive = float(recent["abs_error"].mean()), float(recent["naive_abs_error"].mean())
+    return {"n": int(len(recent)), "mae": mae, "naive_mae": naive,
+            "skill": 1 - mae / naive if naive > 0 else float("nan"),
+            "start": recent_days[0], "end": recent_days[-1]}
