@@ -77,7 +77,10 @@ def replay(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) ->
     return count
 
 
-def build_demo(report: Report = print, force: bool = False) -> None:
+def build_demo(
+    report: Report = print, force: bool = False, symbols: list[str] | None = None, replay_days: int | None = None
+) -> None:
+    """Build the demo registry (idempotent). Tests pass fewer `symbols` and a shorter `replay_days`."""
     settings = get_settings()
     if force:
         close_all()
@@ -92,7 +95,7 @@ def build_demo(report: Report = print, force: bool = False) -> None:
         report(f"Demo registry already present in {settings.db_path}; nothing to do (use --force to rebuild).")
         return
     started = time.perf_counter()
-    symbols = sorted(bundled_frame()["symbol"].unique())
+    symbols = symbols or sorted(bundled_frame()["symbol"].unique())
     report(f"Building the demo registry for {len(symbols)} tickers in {settings.db_path} ...")
     deployed: dict[str, str] = {}
     for i, symbol in enumerate(symbols, start=1):
@@ -102,7 +105,11 @@ def build_demo(report: Report = print, force: bool = False) -> None:
             deployed[symbol] = best
     for i, symbol in enumerate(deployed, start=1):
         cutoff = demo_cutoff(symbol)
-        n = replay(symbol, cutoff)
+        end = None
+        if replay_days is not None:
+            days = load_prices(symbol, start=cutoff).index
+            end = days[min(replay_days, len(days) - 1)]
+        n = replay(symbol, cutoff, end)
         report(f"[{i}/{len(deployed)}] replayed {n} trading days of {symbol} after {cutoff:%Y-%m-%d}")
     report(f"Demo registry built in {time.perf_counter() - started:.0f} s.")
 

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 _local = threading.local()
-_migrated: set[str] = set()
 _migrate_lock = threading.Lock()
 
 
@@ -83,9 +82,7 @@ def _open(path: str) -> sqlite_utils.Database:
         raise StoreError(f"Cannot open the database at {path}: {exc}. Move the file away to start fresh.") from exc
     db = sqlite_utils.Database(conn)
     with _migrate_lock:
-        if path not in _migrated:
-            migrate(db)
-            _migrated.add(path)
+        migrate(db)  # a no-op (one PRAGMA read) when the schema is current
     return db
 
 

@@ -1,0 +1,122 @@
+"""Model Management: the registry, one model in detail, deploy and rollback (each with a confirmation)."""
+import json
+
+import streamlit as st
+
+from core import registry
+from core.charts import validation_figure
+from core.market import available_symbols
+from core.registry import ModelIntegrityError, RegistryError
+
+st.set_page_config(page_title="Model Management · ML Stock Agent", page_icon="🗂️", layout="wide")
+st.title("🗂️ Model Management")
+
+symbols = ["All", *available_symbols()]
+col_symbol, col_status = st.columns(2)
+symbol = col_symbol.selectbox("Ticker", symbols, key="mm_symbol")
+status = col_status.selectbox("Status", ["All", *registry.STATUSES], key="mm_status")
+table = registry.models_table(None if symbol == "All" else symbol)
+if status != "All" and not table.empty:
+    table = table[table["status"] == status]
+
+if table.empty:
+    st.info("No models match. Train one on the Forecast page.")
+    st.stop()
+
+st.dataframe(
+    table, hide_index=True,
+    column_config={
+        "MAE $": st.column_config.NumberColumn(format="$%.3f"), "naive MAE $": st.column_config.NumberColumn(format="$%.3f"),
+        "RMSE $": st.column_config.NumberColumn(format="$%.3f"), "MAPE %": st.column_config.NumberColumn(format="%.2f%%"),
+        "direction %": st.column_config.NumberColumn(format="%.1f%%"),
+        "skill": st.column_config.NumberColumn(format="%+.3f", help="1 - MAE_model / MAE_naive; below 0 loses to naive"),
+    },
+)
+
+model_id = st.selectbox("Model", table["model_id"].tolist(), key="mm_model")
+model = registry.get_model(model_id)
+metrics = model["metrics"]
+
+st.subheader(f"{model_id}")
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Status", model["status"])
+c2.metric("Validation MAE", f"${metrics['mae']:.3f}", f"naive ${metrics['naive']['mae']:.3f}", delta_color="off")
+c3.metric("Skill vs naive", f"{metrics['skill']:+.3f}", "beats naive" if metrics["skill"] > 0 else "loses to naive",
+          delta_color="normal" if metrics["skill"] > 0 else "inverse")
+c4.metric("Interval coverage", f"{metrics['interval_coverage_empirical']:.0%}",
+          f"nominal {metrics['interval_coverage_nominal']:.0%}", delta_color="off")
+if metrics["skill"] <= 0:
+    st.warning(f"This model does not beat the naive baseline (tomorrow = today) on validation: "
+               f"MAE ${metrics['mae']:.3f} vs ${metrics['naive']['mae']:.3f}.")
+
+# --- actions: deploy / rollback with a confirmation step -----------------------------------------------
+pending = st.session_state.get("mm_pending")
+a1, a2, _ = st.columns([1, 1, 3])
+if a1.button("Deploy", disabled=model["status"] == "deployed", key="mm_deploy"):
+    st.session_state["mm_pending"] = pending = {"action": "deploy", "model_id": model_id}
+if a2.button(f"Roll back {model['symbol']}", key="mm_rollback"):
+    st.session_state["mm_pending"] = pending = {"action": "rollback", "symbol": model["symbol"]}
+
+if pending:
+    current = registry.deployed_model(pending.get("symbol") or registry.get_model(pending["model_id"])["symbol"])
+    what = (f"deploy **{pending['model_id']}**" if pending["action"] == "deploy"
+            else f"roll back **{pending['symbol']}** to its previous version")
+    with st.container(border=True):
+        st.markdown(f"Confirm: {what}? Currently deployed: **{current['model_id'] if current else 'none'}**.")
+        b1, b2 = st.columns([1, 5])
+        if b1.button("Confirm", type="primary", key="mm_confirm"):
+            try:
+                if pending["action"] == "deploy":
+                    result = registry.deploy(pending["model_id"], actor="ui", reason="deployed from Model Management")
+                else:
+                    result = registry.rollback(pending["symbol"], actor="ui", reason="rolled back from Model Management")
+                st.session_state["mm_flash"] = f"Deployed {result['deployed']} (previous: {result['previous'] or 'none'})."
+            except (RegistryError, ModelIntegrityError) as exc:
+                st.session_state["mm_flash_error"] = str(exc)
+            st.session_state.pop("mm_pending", None)
+            st.rerun()
+        if b2.button("Cancel", key="mm_cancel"):
+            st.session_state.pop("mm_pending", None)
+            st.rerun()
+
+if flash := st.session_state.pop("mm_flash", None):
+    st.success(flash)
+if flash_error := st.session_state.pop("mm_flash_error", None):
+    st.error(flash_error)
+
+# --- drift (issue: drift detection) --------------------------------------------------------------------
+
+# --- retraining, approval queue (issue: daily cycle) ---------------------------------------------------
+
+# --- certification (issue: certification) ------------------------------------------------------------
+
+# --- detail ---------------------------------------------------------------------------------------------
+tab_detail, tab_validation, tab_lineage, tab_audit = st.tabs(["Details", "Validation", "Lineage", "Audit log"])
+with tab_detail:
+    d1, d2 = st.columns(2)
+    d1.markdown(f"**Ticker** {model['symbol']} · **type** {model['model_type']} · **version** {model['version']}")
+    d1.markdown(f"**Trained on** {model['train_start']} → {model['train_end']} ({metrics.get('data_source', '')})")
+    d1.markdown(f"**Validation window** {metrics['validation_start']} → {metrics['validation_end']} "
+                f"({metrics['n']} days, {len(metrics['fold_skill'])} walk-forward folds)")
+    d1.markdown(f"**Feature signature** `{model['feature_signature'][:16]}…`  \n**Artifact** `{model['artifact_path']}` "
+                f"(sha256 `{model['artifact_sha256'][:16]}…`)")
+    d1.json(model["params"], expanded=False)
+    d2.markdown("**Features** " + ", ".join(f"`{f}`" for f in model["features"]))
+    d2.markdown("**Per-fold skill** " + ", ".join(f"{s:+.3f}" for s in metrics["fold_skill"]))
+    st.download_button("Download metrics (JSON)", json.dumps(metrics, indent=2), f"{model_id}_metrics.json",
+                       "application/json", key="mm_metrics_json")
+with tab_validation:
+    try:
+        st.plotly_chart(validation_figure(registry.validation_predictions(model_id)), key="mm_validation_chart")
+    except ModelIntegrityError as exc:
+        st.error(str(exc))
+with tab_lineage:
+    chain = registry.lineage(model_id)
+    st.markdown(" → ".join(f"**{m['model_id']}** ({m['reason']})" for m in chain))
+    kids = registry.children(model_id)
+    if kids:
+        st.markdown("Children: " + ", ".join(f"{k['model_id']} ({k['reason']})" for k in kids))
+with tab_audit:
+    from core.store import audit_entries
+
+    st.dataframe(audit_entries(target=model_id), hide_index=True)

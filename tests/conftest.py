@@ -1,0 +1,45 @@
+"""Shared fixtures. Every test runs offline against a temporary database and models folder, never
+the user's data/app.db. The session-scoped `demo_registry` trains real models on two bundled
+tickers and replays 120 trading days through the serving path, once per test session."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Set before any core import reads them: offline always, and a throwaway state folder.
+os.environ["MLSA_OFFLINE"] = "1"
+_SESSION_DIR = Path(os.environ.setdefault("MLSA_TEST_DIR", str(Path(__import__("tempfile").mkdtemp(prefix="mlsa-tests-")))))
+os.environ["MLSA_DB_PATH"] = str(_SESSION_DIR / "app.db")
+os.environ["MLSA_MODELS_DIR"] = str(_SESSION_DIR / "models")
+
+DEMO_SYMBOLS = ["AAPL", "MSFT"]
+DEMO_REPLAY_DAYS = 120
+
+
+@pytest.fixture(scope="session")
+def demo_registry() -> dict:
+    """A registry with rf + xgb for AAPL and MSFT (the better one deployed) and 120 replayed days.
+
+    Tests that change the registry should use `fresh_db` instead, or restore what they change.
+    """
+    from core.demo import build_demo
+    from core.registry import deployed_model
+
+    build_demo(report=lambda _line: None, symbols=DEMO_SYMBOLS, replay_days=DEMO_REPLAY_DAYS)
+    return {symbol: deployed_model(symbol)["model_id"] for symbol in DEMO_SYMBOLS}
+
+
+@pytest.fixture()
+def fresh_db(tmp_path, monkeypatch):
+    """An empty database and models folder for one test (own MLSA_DB_PATH / MLSA_MODELS_DIR)."""
+    monkeypatch.setenv("MLSA_DB_PATH", str(tmp_path / "app.db"))
+    monkeypatch.setenv("MLSA_MODELS_DIR", str(tmp_path / "models"))
+    from core.store import get_db
+
+    yield get_db()
