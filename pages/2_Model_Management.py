@@ -90,6 +90,8 @@ if flash_error := st.session_state.pop("mm_flash_error", None):
 
 # --- certification (issue: certification) ------------------------------------------------------------
 
+# --- explainability artifacts: model card, importance (issue: explainability) -------------------------
+
 # --- detail ---------------------------------------------------------------------------------------------
 tab_detail, tab_validation, tab_lineage, tab_audit = st.tabs(["Details", "Validation", "Lineage", "Audit log"])
 with tab_detail:
