@@ -15,6 +15,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.features import build_features, check_feature_frame
+from core.training import naive_metrics, price_metrics, skill
 from core.market import MarketDataError, load_prices, next_trading_day
 from core.registry import LoadedModel, RegistryError, deployed_model, load_model
 from core.store import get_db, utc_now
@@ -199,13 +200,29 @@ def prediction_log(
 
 
 def live_performance(symbol: str, as_of=None, days: int = 30, db: sqlite_utils.Database | None = None) -> dict | None:
-    """Live MAE of served predictions vs naive over the last `days` trading days with actuals, or None."""
+    """Served predictions vs naive over the last `days` prediction days with a known actual, or None.
+
+    Returns `mae`, `naive_mae`, `skill` and the full `model` / `naive` metric dicts ($, %, direction).
+    """
     frame = prediction_log(symbol, end=as_of, db=db).dropna(subset=["actual_close"])
     if frame.empty:
         return None
     recent_days = sorted(frame["as_of"].unique())[-days:]
     recent = frame[frame["as_of"].isin(recent_days)]
-    mae, naive = float(recent["abs_error"].mean()), float(recent["naive_abs_error"].mean())
-    return {"n": int(len(recent)), "mae": mae, "naive_mae": naive,
-            "skill": 1 - mae / naive if naive > 0 else float("nan"),
+    model = price_metrics(recent["last_close"], recent["actual_close"], recent["predicted_close"])
+    naive = naive_metrics(recent["last_close"], recent["actual_close"])
+    return {"n": int(len(recent)), "mae": model["mae"], "naive_mae": naive["mae"],
+            "skill": skill(model["mae"], naive["mae"]), "model": model, "naive": naive,
             "start": recent_days[0], "end": recent_days[-1]}
+
+
+def comparison_table(model_row: dict, live: dict | None) -> pd.DataFrame:
+    """Model vs naive, on validation and live, in the units users think in ($, %)."""
+    rows = []
+    validation = model_row["metrics"]
+    for label, model, naive in [("validation", validation, validation["naive"]),
+                                *([("live, last 30 days", live["model"], live["naive"])] if live else [])]:
+        for who, metrics in (("model", model), ("naive", naive)):
+            rows.append({"period": label, "who": who, "MAE $": metrics["mae"], "RMSE $": metrics["rmse"],
+                         "MAPE %": metrics["mape"], "direction %": metrics["directional_accuracy"], "days": metrics["n"]})
+    return pd.DataFrame(rows)
