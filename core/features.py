@@ -70,7 +70,7 @@ def build_features(prices: pd.DataFrame, symbol: str = "", dropna: bool = True) 
     vol_mean = log_volume.rolling(20, min_periods=20).mean()
     vol_std = log_volume.rolling(20, min_periods=20).std()
     columns["volume_z_20"] = ((log_volume - vol_mean) / vol_std.replace(0.0, np.nan)).fillna(0.0).where(vol_mean.notna())
-    columns["day_of_week"] = pd.Series(prices.index.dayofweek.astype(float), index=prices.index)
+    columns["day_of_week"] = pd.Series(prices.index.day_of_week.astype(float), index=prices.index)
 
     values = np.column_stack([columns[name].to_numpy(dtype=float) for name in FEATURE_COLUMNS])
     values[:WARMUP_DAYS] = np.nan

@@ -1,0 +1,62 @@
+"""Serving: the forecast, its log row, backfilled actuals, live performance vs naive."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import predict as serving
+from core.registry import RegistryError
+
+
+def test_demo_replay_filled_the_log(demo_registry):
+    log = serving.prediction_log("AAPL")
+    assert len(log) >= 120
+    done = log.dropna(subset=["actual_close"])
+    assert len(done) == len(log) - 1  # only the last day's target is still in the future of the replay
+    assert (log["model_id"] == demo_registry["AAPL"]).all()
+    assert (log["latency_ms"] > 0).all()
+
+
+def test_predict_returns_a_consistent_forecast(demo_registry):
+    p = serving.predict("MSFT", "2012-06-01", log_prediction=False)
+    assert p.as_of == "2012-06-01" and p.target_date == "2012-06-04"
+    assert p.lower < p.predicted_close < p.upper
+    assert p.predicted_close == pytest.approx(p.last_close * np.exp(p.predicted_return))
+    assert p.model_id == demo_registry["MSFT"]
+
+
+def test_non_trading_day_uses_the_last_close_before_it(demo_registry):
+    p = serving.predict("MSFT", "2012-06-03", log_prediction=False)  # a Sunday
+    assert p.as_of == "2012-06-01"
+
+
+def test_logged_prediction_and_backfill(demo_registry):
+    before = len(serving.prediction_log("MSFT"))
+    p = serving.predict("MSFT", "2011-03-01", request_key="test-backfill")
+    log = serving.prediction_log("MSFT")
+    assert len(log) == before + 1
+    row = log.loc[log["id"] == p.prediction_id].iloc[0]
+    assert pd.isna(row["actual_close"]) and row["request_key"] == "test-backfill"
+    filled = serving.backfill_actuals("2011-03-02", symbol="MSFT")
+    assert filled >= 1
+    row = serving.prediction_log("MSFT").set_index("id").loc[p.prediction_id]
+    from core.market import load_prices
+
+    assert row["actual_close"] == pytest.approx(load_prices("MSFT").loc["2011-03-02", "close"])
+    from core.store import get_db
+
+    get_db().execute("DELETE FROM predictions WHERE id = ?", [p.prediction_id])
+
+
+def test_live_performance_matches_the_log(demo_registry):
+    live = serving.live_performance("AAPL", days=30)
+    log = serving.prediction_log("AAPL").dropna(subset=["actual_close"])
+    last30 = log[log["as_of"].isin(sorted(log["as_of"].unique())[-30:])]
+    assert live["n"] == 30
+    assert live["mae"] == pytest.approx((last30["predicted_close"] - last30["actual_close"]).abs().mean())
+    assert live["naive_mae"] == pytest.approx((last30["last_close"] - last30["actual_close"]).abs().mean())
+    assert live["skill"] == pytest.approx(1 - live["mae"] / live["naive_mae"])
+
+
+def test_no_deployed_model_is_a_clear_error(demo_registry):
+    with pytest.raises(RegistryError, match="No model is deployed for IBM"):
+        serving.predict("IBM", "2012-01-03", log_prediction=False)
