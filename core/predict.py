@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -58,22 +57,17 @@ class Route:
     shadows: tuple[tuple[str, str], ...] = ()
 
 
-# A/B testing installs its router here (core.abtest registers on import) so predict needs no
-# knowledge of experiments; None means "the deployed model serves".
-Router = Callable[[sqlite_utils.Database, str, str], "Route | None"]
-_routers: list[Router] = []
-
-
-def register_router(router: Router) -> None:
-    if router not in _routers:
-        _routers.append(router)
-
-
 def _route(db: sqlite_utils.Database, symbol: str, request_key: str) -> Route:
-    for router in _routers:
-        chosen = router(db, symbol, request_key)
-        if chosen is not None:
-            return chosen
+    """The running A/B experiment's arm for this request, else the deployed model.
+
+    Imported here, not at module level: core.abtest's `simulate` calls `predict` (import cycle), and
+    a direct call means routing can never be skipped because a module was not imported.
+    """
+    from core.abtest import active_route
+
+    route = active_route(db, symbol, request_key)
+    if route is not None:
+        return route
     deployed = deployed_model(symbol, db=db)
     if deployed is None:
         raise RegistryError(f"No model is deployed for {symbol}: train one and deploy it on Model Management.")
