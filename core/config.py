@@ -65,6 +65,7 @@ class Settings:
     cert_max_skill_std: float
     cert_min_ci_lower: float
     cert_max_latency_p95_ms: float
+    cert_max_skill: float
     # explainability
     explain_window_days: int
     explain_image_format: str
@@ -106,8 +107,9 @@ def get_settings() -> Settings:
         smtp_to=_env("SMTP_TO", ""),
         cert_min_skill=float(_env("CERT_MIN_SKILL", "0.0")),
         cert_max_skill_std=float(_env("CERT_MAX_SKILL_STD", "0.05")),
-        cert_min_ci_lower=float(_env("CERT_MIN_CI_LOWER", "-0.01")),
+        cert_min_ci_lower=float(_env("CERT_MIN_CI_LOWER", "-0.02")),
         cert_max_latency_p95_ms=float(_env("CERT_MAX_LATENCY_P95_MS", "2000")),
+        cert_max_skill=float(_env("CERT_MAX_SKILL", "0.10")),
         explain_window_days=int(_env("EXPLAIN_WINDOW_DAYS", "250")),
         explain_image_format=_env("EXPLAIN_IMAGE_FORMAT", "png").strip().lower(),
     )

@@ -41,6 +41,10 @@ class ModelIntegrityError(RegistryError):
     """A model artifact that is missing, tampered with, or built for another feature schema."""
 
 
+class CertificationRequired(RegistryError):
+    """A deploy of a model that has not passed certification, without `override=True` and a reason."""
+
+
 # --- artifacts ----------------------------------------------------------------------------------------
 
 def file_sha256(path: Path) -> str:
@@ -300,13 +304,25 @@ def _set_status(db: sqlite_utils.Database, model_id: str, status: str) -> None:
     db.execute("UPDATE models SET status = ? WHERE model_id = ?", [status, model_id])
 
 
-def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None) -> dict:
-    """Make `model_id` the one deployed model of its ticker; the previous one is archived."""
+def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
+           override: bool = False) -> dict:
+    """Make `model_id` the one deployed model of its ticker; the previous one is archived.
+
+    An uncertified model (core.certification) is refused with `CertificationRequired` unless
+    `override=True` with a `reason`; the override and the reason are written to the audit log.
+    """
     db = db or get_db()
     with transaction(db):
         model = get_model(model_id, db=db)
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
+        if not model["certified"] and not override:
+            raise CertificationRequired(
+                f"{model_id} is not certified: run the certification on Model Management, or deploy it "
+                "with an explicit override and a reason (recorded in the audit log)."
+            )
+        if not model["certified"] and not reason.strip():
+            raise CertificationRequired(f"Deploying the uncertified {model_id} with an override needs a reason for the audit log.")
         load_model(model_id, db=db)  # never deploy a file that would fail to load
         previous = deployed_model(model["symbol"], db=db)
         if previous:
@@ -314,6 +330,7 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
         _set_status(db, model_id, "deployed")
         audit(db, actor, "deploy", model_id, {
             "symbol": model["symbol"], "previous": previous["model_id"] if previous else None, "reason": reason,
+            "certified": bool(model["certified"]), "override": bool(override and not model["certified"]),
         })
     log.info("deployed %s (previous: %s)", model_id, previous["model_id"] if previous else None)
     return {"deployed": model_id, "previous": previous["model_id"] if previous else None}

@@ -4,6 +4,7 @@ import json
 import streamlit as st
 
 from core import registry
+from core.certification import certify, checklist, stored_certification
 from core.charts import validation_figure
 from core.market import available_symbols
 from core.registry import ModelIntegrityError, RegistryError
@@ -63,11 +64,17 @@ if pending:
             else f"roll back **{pending['symbol']}** to its previous version")
     with st.container(border=True):
         st.markdown(f"Confirm: {what}? Currently deployed: **{current['model_id'] if current else 'none'}**.")
+        override, override_reason = False, ""
+        if pending["action"] == "deploy" and not registry.get_model(pending["model_id"])["certified"]:
+            st.warning("This model is not certified: deploying it needs an override, written to the audit log with your reason.")
+            override = st.checkbox("Override: deploy without certification", key="mm_override")
+            override_reason = st.text_input("Reason for the override", key="mm_override_reason")
         b1, b2 = st.columns([1, 5])
         if b1.button("Confirm", type="primary", key="mm_confirm"):
             try:
                 if pending["action"] == "deploy":
-                    result = registry.deploy(pending["model_id"], actor="ui", reason="deployed from Model Management")
+                    result = registry.deploy(pending["model_id"], actor="ui", override=override,
+                                             reason=override_reason if override else "deployed from Model Management")
                 else:
                     result = registry.rollback(pending["symbol"], actor="ui", reason="rolled back from Model Management")
                 st.session_state["mm_flash"] = f"Deployed {result['deployed']} (previous: {result['previous'] or 'none'})."
@@ -89,6 +96,26 @@ if flash_error := st.session_state.pop("mm_flash_error", None):
 # --- retraining, approval queue (issue: daily cycle) ---------------------------------------------------
 
 # --- certification (issue: certification) ------------------------------------------------------------
+st.subheader("Certification: " + ("✅ certified" if model["certified"] else "❌ not certified"))
+certification = stored_certification(model)
+if certification:
+    st.caption(f"Computed {certification['computed_at'][:16].replace('T', ' ')} UTC in {certification['seconds']:.1f} s "
+               "on the walk-forward validation of the training window; all five checks must pass to deploy without override.")
+    st.dataframe(checklist(certification), hide_index=True)
+else:
+    st.info("Certification not computed for this model yet: run it below (a few seconds; the permutation test refits the model).")
+with st.form("mm_cert_form"):
+    run_certification = st.form_submit_button("Recompute certification" if certification else "Run certification")
+if run_certification:
+    cert_bar = st.progress(0.0, text="Starting the certification")
+    try:
+        result = certify(model_id, progress=lambda fraction, message: cert_bar.progress(min(fraction, 1.0), text=message))
+    except (ValueError, RegistryError) as exc:
+        st.error(f"Certification failed to run: {exc}")
+    else:
+        st.session_state["mm_flash"] = f"{model_id}: {'certified' if result.certified else 'not certified'} ({result.seconds:.1f} s)."
+        st.rerun()
+
 
 # --- explainability artifacts: model card, importance (issue: explainability) -------------------------
 
