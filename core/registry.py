@@ -145,6 +145,13 @@ def register(
             shutil.rmtree(folder, ignore_errors=True)
         raise
     log.info("registered %s", model_id)
+    try:  # explainability artifacts + model card; lazy import (explain imports registry); never undoes the registration
+        from core.explain import write_model_artifacts
+
+        write_model_artifacts(model_id, db=db)
+    except Exception as exc:
+        log.warning("%s: explainability artifacts were not written (%s); call write_model_artifacts(%r) to retry",
+                    model_id, exc, model_id, exc_info=True)
     return model_id
 
 
