@@ -1,0 +1,400 @@
+"""Retraining: owns `retrain_jobs`; triggers, the five safeguards, the validation gate, the validation window, rollback.
+
+Automatic path (`auto_retrain`, called by the daily cycle after the drift check), each safeguard a
+recorded decision in `retrain_jobs` and `audit_log`:
+1. `MLSA_ENABLE_AUTO_RETRAIN` must be on (manual "Retrain Now" always works);
+2. the trigger must hold on `MLSA_RETRAIN_CONFIRMATIONS` (3) consecutive drift checks;
+3. no automatic retrain of the ticker within `MLSA_RETRAIN_COOLDOWN_DAYS` (7) days of the last one;
+4. the validation gate: on the last `HOLDOUT_DAYS` trading days up to `as_of`, the challenger's
+   walk-forward (out-of-sample) MAE must beat the champion's by `MLSA_RETRAIN_MARGIN` (2%) and beat
+   the naive baseline, else it stays a "candidate" and the job is "rejected";
+5. critical drift waits in the approval queue (Model Management) for a person.
+After a retrain deploys, the validation window (`MLSA_VALIDATION_WINDOW_DAYS`, 5 trading days)
+compares the new model's MAE with what the previous champion would have scored on the same days
+(both predict from the same features; only the new one is served) and rolls back when it is worse
+by the margin.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from core import training
+from core.alerts import raise_alert
+from core.config import get_settings
+from core.features import build_features, check_feature_frame
+from core.market import load_prices
+from core.registry import deploy, deployed_model, get_model, load_model, register, rollback
+from core.store import audit, get_db, to_json, transaction, utc_now
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_DAYS = 60
+AUTO_TRIGGERS = ("drift", "performance")
+TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed")
+Progress = Callable[[float, str], None]
+
+
+class RetrainError(ValueError):
+    """A retrain that cannot be done as asked, or that failed (the registry is left unchanged)."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The validation gate's verdict and the numbers behind it (all MAE in $ on the same holdout days)."""
+
+    passed: bool
+    challenger_mae: float
+    champion_mae: float
+    naive_mae: float
+    margin: float
+    holdout_days: int
+    holdout_start: str
+    holdout_end: str
+    champion_in_sample_days: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _day(value) -> str:
+    return f"{pd.Timestamp(value):%Y-%m-%d}"
+
+
+# --- jobs ---------------------------------------------------------------------------------------------
+
+def _create_job(db: sqlite_utils.Database, model_id: str, trigger: str, status: str, decision: str,
+                details: dict, finished: bool) -> int:
+    with transaction(db):
+        job_id = db["retrain_jobs"].insert({
+            "model_id": model_id, "trigger": trigger, "status": status, "challenger_id": None,
+            "decision": decision, "details_json": to_json(details), "created_at": utc_now(),
+            "finished_at": utc_now() if finished else None,
+        }).last_pk
+        audit(db, details.get("actor", "scheduler"), f"retrain_{status}", model_id,
+              {"job_id": job_id, "trigger": trigger, "decision": decision, "as_of": details.get("as_of")})
+    return job_id
+
+
+def _update_job(db: sqlite_utils.Database, job_id: int, status: str, decision: str, details: dict | None = None,
+                challenger_id: str | None = None, finished: bool = True, actor: str = "scheduler") -> None:
+    """Update a job and audit the step; joins the caller's transaction when there is one."""
+    with transaction(db):
+        job = get_job(job_id, db=db)
+        merged = {**job["details"], **(details or {})}
+        db.execute(
+            "UPDATE retrain_jobs SET status = ?, decision = ?, details_json = ?, challenger_id = COALESCE(?, challenger_id), "
+            "finished_at = ? WHERE id = ?",
+            [status, decision, to_json(merged), challenger_id, utc_now() if finished else None, job_id],
+        )
+        audit(db, actor, f"retrain_{status}", job["model_id"],
+              {"job_id": job_id, "decision": decision, "challenger_id": challenger_id or job["challenger_id"]})
+
+
+def get_job(job_id: int, db: sqlite_utils.Database | None = None) -> dict:
+    db = db or get_db()
+    rows = list(db.query("SELECT * FROM retrain_jobs WHERE id = ?", [job_id]))
+    if not rows:
+        raise RetrainError(f"No retrain job with id {job_id}.")
+    return {**rows[0], "details": json.loads(rows[0]["details_json"] or "{}")}
+
+
+def jobs_frame(symbol: str | None = None, status: str | None = None, limit: int = 500,
+               db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Retrain jobs newest first with ticker and as_of, for the pages."""
+    db = db or get_db()
+    clauses, params = [], []
+    if symbol:
+        clauses.append("m.symbol = ?")
+        params.append(symbol)
+    if status:
+        clauses.append("j.status = ?")
+        params.append(status)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return pd.read_sql_query(
+        "SELECT j.id, json_extract(j.details_json, '$.as_of') AS as_of, m.symbol, j.model_id, j.trigger, j.status, "
+        f"j.decision, j.challenger_id, j.created_at, j.finished_at FROM retrain_jobs j LEFT JOIN models m "
+        f"ON m.model_id = j.model_id {where} ORDER BY j.id DESC LIMIT ?", db.conn, params=[*params, limit],
+    )
+
+
+def approval_queue(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    return jobs_frame(status="awaiting_approval", db=db)
+
+
+# --- counterfactual predictions and the gate ----------------------------------------------------------
+
+def counterfactual_predictions(model_id: str, days, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """What `model_id` predicts (price) for the close after each of `days`, beside that actual close.
+
+    The same features and arithmetic as the serving path, for days in the past: used to score a
+    champion on a challenger's holdout and a previous champion on the validation window.
+    """
+    db = db or get_db()
+    loaded = load_model(model_id, db=db)
+    days = pd.DatetimeIndex(days)
+    prices = load_prices(loaded.symbol, start=days.min() - pd.Timedelta(days=450), db=db)
+    features = build_features(prices, loaded.symbol, dropna=False)
+    missing = days.difference(features.index)
+    if len(missing):
+        raise RetrainError(f"{loaded.symbol}: no prices on {', '.join(_day(d) for d in missing[:3])}.")
+    rows = features.loc[days]
+    predicted = np.asarray(loaded.predict_returns(check_feature_frame(rows, loaded.feature_columns)))
+    close = rows["close"].to_numpy()
+    return pd.DataFrame({"last_close": close, "predicted_close": close * np.exp(predicted),
+                         "actual_close": close * np.exp(rows["target"].to_numpy())}, index=days)
+
+
+def validation_gate(trained: training.TrainedModel, champion_id: str, margin: float,
+                    db: sqlite_utils.Database | None = None) -> GateResult:
+    """Challenger vs champion vs naive on the last HOLDOUT_DAYS days of the challenger's walk-forward.
+
+    The challenger's numbers there are out-of-sample (the last fold). Days on or before the
+    champion's own train_end are in-sample for the champion, which only favours it (a stricter gate);
+    their count is reported.
+    """
+    holdout = trained.validation.iloc[-HOLDOUT_DAYS:]
+    champion = counterfactual_predictions(champion_id, holdout.index, db=db)
+    actual = holdout["actual_close"].to_numpy()
+    challenger_mae = float(np.mean(np.abs(holdout["predicted_close"].to_numpy() - actual)))
+    champion_mae = float(np.mean(np.abs(champion["predicted_close"].to_numpy() - actual)))
+    naive_mae = float(np.mean(np.abs(holdout["last_close"].to_numpy() - actual)))
+    beats_champion = challenger_mae <= champion_mae * (1 - margin)
+    beats_naive = challenger_mae < naive_mae
+    if beats_champion and beats_naive:
+        reason = f"passed: ${challenger_mae:.3f} vs champion ${champion_mae:.3f} (margin {margin:.0%}) and naive ${naive_mae:.3f}"
+    else:
+        failed = [f"does not beat the champion by {margin:.0%} (${challenger_mae:.3f} vs ${champion_mae:.3f})"] if not beats_champion else []
+        failed += [f"does not beat naive (${challenger_mae:.3f} vs ${naive_mae:.3f})"] if not beats_naive else []
+        reason = "rejected: " + "; ".join(failed)
+    in_sample = int(np.sum(holdout.index <= pd.Timestamp(get_model(champion_id, db=db)["train_end"])))
+    return GateResult(beats_champion and beats_naive, challenger_mae, champion_mae, naive_mae, margin, len(holdout),
+                      _day(holdout.index.min()), _day(holdout.index.max()), in_sample, reason)
+
+
+# --- retrain ------------------------------------------------------------------------------------------
+
+def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", actor: str = "ui",
+            progress: Progress | None = None, job_id: int | None = None,
+            db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+    """Train a challenger up to `as_of`, register it as the champion's child, gate it, deploy it if it passes.
+
+    Any failure marks the job "failed" and re-raises as RetrainError; whatever was registered stays a
+    candidate and the champion stays deployed.
+    """
+    db = db or get_db()
+    settings = get_settings()
+    champion = get_model(champion_id, db=db)
+    day = _day(as_of)
+    details = {"as_of": day, "reason": reason, "actor": actor, "champion_id": champion_id}
+    if job_id is None:
+        job_id = _create_job(db, champion_id, trigger, "running", "training the challenger", details, finished=False)
+    else:
+        _update_job(db, job_id, "running", "training the challenger", details, finished=False, actor=actor)
+    report = progress or (lambda _fraction, _text: None)
+    challenger_id = None
+    try:
+        report(0.05, f"Training a {champion['model_type']} challenger for {champion['symbol']} on data up to {day}")
+        trained = training.train_model(champion["symbol"], champion["model_type"], train_end=day,
+                                       params=champion["params"], db=db,
+                                       progress=lambda f, text: report(0.05 + 0.7 * f, text))
+        report(0.8, "Validation gate: challenger vs champion vs naive on the recent holdout")
+        gate = validation_gate(trained, champion_id, settings.retrain_margin, db=db)
+        challenger_id = register(trained, parent_id=champion_id, actor=actor, db=db,
+                                 reason=f"retrain ({trigger}) on {day}: {reason or 'requested'}")
+        outcome = {"gate": gate.to_dict(), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
+        if not gate.passed:
+            _update_job(db, job_id, "rejected", gate.reason, outcome, challenger_id=challenger_id, actor=actor)
+            raise_alert(champion_id, "retrain_rejected", "info", f"Challenger {challenger_id} {gate.reason}.", day, db=db)
+            report(1.0, f"Challenger {challenger_id} kept as a candidate: {gate.reason}")
+            return {"job_id": job_id, "status": "rejected", "challenger_id": challenger_id, "gate": gate}
+        report(0.9, f"Deploying {challenger_id}")
+        with transaction(db):  # deploy and the job's new state commit together
+            deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}): {gate.reason}", db=db)
+            _update_job(db, job_id, "validating", f"deployed; {gate.reason}",
+                        {**outcome, "deployed_as_of": day, "previous_id": champion_id},
+                        challenger_id=challenger_id, finished=False, actor=actor)
+        raise_alert(challenger_id, "retrain_deployed", "info",
+                    f"Deployed {challenger_id} replacing {champion_id} ({gate.reason}); validation window of "
+                    f"{settings.validation_window_days} trading days started.", day, db=db)
+        report(1.0, f"Deployed {challenger_id}: {gate.reason}")
+        return {"job_id": job_id, "status": "validating", "challenger_id": challenger_id, "gate": gate}
+    except BaseException as exc:  # killed or failed mid-way: record it, leave the registry as it was
+        if get_job(job_id, db=db)["status"] == "running":
+            _update_job(db, job_id, "failed", f"failed: {type(exc).__name__}: {exc}", challenger_id=challenger_id, actor=actor)
+        log.warning("retrain of %s failed: %s", champion_id, exc)
+        if isinstance(exc, Exception) and not isinstance(exc, RetrainError):
+            raise RetrainError(f"Retraining {champion['symbol']} failed: {exc}. The deployed model was not changed.") from exc
+        raise
+
+
+# --- the automatic path -------------------------------------------------------------------------------
+
+def _trigger(report) -> tuple[str | None, str]:
+    from core.drift import should_retrain
+
+    fire, reason = should_retrain(report)
+    if fire:
+        return "drift", reason
+    performance = getattr(report, "performance", None) or {}
+    if performance.get("degraded"):
+        return "performance", f"live MAE {performance.get('change_pct', float('nan')):+.0f}% vs validation"
+    return None, reason
+
+
+def _confirmations(db: sqlite_utils.Database, model_id: str, day: str, needed: int) -> int:
+    """Consecutive drift checks up to `day` on which a retrain trigger held (today counts as one)."""
+    check_days = [r[0] for r in db.execute(
+        "SELECT DISTINCT as_of FROM drift_checks WHERE model_id = ? AND as_of < ? ORDER BY as_of DESC LIMIT ?",
+        [model_id, day, needed - 1]).fetchall()]
+    triggered = {r[0] for r in db.execute(
+        "SELECT json_extract(details_json, '$.as_of') FROM retrain_jobs WHERE model_id = ? AND trigger IN (?, ?)",
+        [model_id, *AUTO_TRIGGERS]).fetchall()}
+    count = 1
+    for check_day in check_days:
+        if check_day not in triggered:
+            break
+        count += 1
+    return count
+
+
+def _last_automatic(db: sqlite_utils.Database, symbol: str, day: str) -> str | None:
+    row = db.execute(
+        "SELECT MAX(json_extract(j.details_json, '$.as_of')) FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id "
+        f"WHERE m.symbol = ? AND j.trigger IN (?, ?) AND j.status IN ({', '.join('?' * len(TRAINED))}) "
+        "AND json_extract(j.details_json, '$.as_of') < ?",
+        [symbol, *AUTO_TRIGGERS, *TRAINED, day]).fetchone()
+    return row[0] if row else None
+
+
+def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None = None) -> str:
+    """The daily cycle's retrain decision for a deployed model, once per (model, day); returns it as text."""
+    db = db or get_db()
+    day = _day(as_of)
+    existing = db.execute(
+        "SELECT status, decision FROM retrain_jobs WHERE model_id = ? AND trigger IN (?, ?) "
+        "AND json_extract(details_json, '$.as_of') = ? ORDER BY id LIMIT 1", [model_id, *AUTO_TRIGGERS, day]).fetchone()
+    if existing:
+        return f"{existing[0]}: {existing[1]} (decided earlier today)"
+    trigger, reason = _trigger(report)
+    if trigger is None:
+        return "no retrain needed"
+    settings = get_settings()
+    model = get_model(model_id, db=db)
+    details = {"as_of": day, "reason": reason, "severity": report.severity, "actor": "scheduler"}
+
+    def blocked(decision: str) -> str:
+        _create_job(db, model_id, trigger, "blocked", decision, details, finished=True)
+        return f"blocked: {decision}"
+
+    confirmed = _confirmations(db, model_id, day, settings.retrain_confirmations)
+    details["confirmations"] = confirmed
+    if not settings.enable_auto_retrain:
+        return blocked("automatic retraining is off (MLSA_ENABLE_AUTO_RETRAIN=false); use Retrain Now")
+    if confirmed < settings.retrain_confirmations:
+        return blocked(f"awaiting confirmation: trigger held on {confirmed} of {settings.retrain_confirmations} consecutive checks")
+    last = _last_automatic(db, model["symbol"], day)
+    if last and (pd.Timestamp(day) - pd.Timestamp(last)).days < settings.retrain_cooldown_days:
+        return blocked(f"cooldown: last automatic retrain on {last}, fewer than {settings.retrain_cooldown_days} days ago")
+    queued = db.execute(
+        "SELECT j.id FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id WHERE m.symbol = ? "
+        "AND j.status = 'awaiting_approval'", [model["symbol"]]).fetchone()
+    if queued:
+        return blocked(f"job {queued[0]} already awaits approval")
+    if report.severity == "critical":
+        job_id = _create_job(db, model_id, trigger, "awaiting_approval",
+                             "critical drift: waiting for approval on Model Management", details, finished=False)
+        raise_alert(model_id, "approval_needed", "critical",
+                    f"Critical drift ({reason}): retrain job {job_id} waits for approval on Model Management.", day, db=db)
+        return f"awaiting approval (job {job_id})"
+    try:
+        result = retrain(model_id, day, trigger=trigger, reason=reason, actor="scheduler", db=db)
+    except RetrainError as exc:
+        return f"failed: {exc}"
+    return f"{result['status']}: {result['gate'].reason}"
+
+
+def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
+            db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+    """Run a job from the approval queue (retrain, gate, deploy if it passes)."""
+    db = db or get_db()
+    job = get_job(job_id, db=db)
+    if job["status"] != "awaiting_approval":
+        raise RetrainError(f"Job {job_id} is {job['status']}, not awaiting approval.")
+    champion = get_model(job["model_id"], db=db)
+    if champion["status"] != "deployed":
+        _update_job(db, job_id, "declined", f"{job['model_id']} is no longer deployed; nothing to retrain", actor=actor)
+        raise RetrainError(f"{job['model_id']} is no longer deployed, so job {job_id} was closed.")
+    return retrain(job["model_id"], job["details"]["as_of"], trigger=job["trigger"], reason=job["details"].get("reason", ""),
+                   actor=actor, progress=progress, job_id=job_id, db=db)
+
+
+def decline(job_id: int, actor: str = "ui", db: sqlite_utils.Database | None = None) -> None:
+    db = db or get_db()
+    if get_job(job_id, db=db)["status"] != "awaiting_approval":
+        raise RetrainError(f"Job {job_id} is not awaiting approval.")
+    _update_job(db, job_id, "declined", f"declined by {actor}", actor=actor)
+
+
+def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None = None,
+                db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+    """The "Retrain Now" button: no flag, confirmation or cooldown, but the same gate and validation window."""
+    db = db or get_db()
+    champion = deployed_model(symbol, db=db)
+    if champion is None:
+        raise RetrainError(f"No model is deployed for {symbol}: deploy one before retraining it.")
+    return retrain(champion["model_id"], as_of, trigger="manual", reason="Retrain Now", actor=actor,
+                   progress=progress, db=db)
+
+
+# --- validation window --------------------------------------------------------------------------------
+
+def check_validation_window(symbol: str, as_of, db: sqlite_utils.Database | None = None) -> str | None:
+    """Close the open validation window of `symbol` once it has enough days; rolls back a worse model.
+
+    Returns what happened as text, or None when no window is open.
+    """
+    db = db or get_db()
+    settings = get_settings()
+    day = _day(as_of)
+    row = db.execute(
+        "SELECT j.id FROM retrain_jobs j JOIN models m ON m.model_id = j.challenger_id WHERE m.symbol = ? "
+        "AND j.status = 'validating' ORDER BY j.id DESC LIMIT 1", [symbol]).fetchone()
+    if row is None:
+        return None
+    job = get_job(row[0], db=db)
+    challenger_id, previous_id = job["challenger_id"], job["details"]["previous_id"]
+    current = deployed_model(symbol, db=db)
+    if current is None or current["model_id"] != challenger_id:
+        _update_job(db, job["id"], "validated", "window closed: another model was deployed meanwhile")
+        return "superseded"
+    # predictions made on these days have their actual (the next close) known by `day`
+    days = load_prices(symbol, start=job["details"]["deployed_as_of"], end=day, db=db).index[:-1]
+    window = settings.validation_window_days
+    if len(days) < window:
+        return f"{len(days)} of {window} days"
+    days = days[:window]
+    new = counterfactual_predictions(challenger_id, days, db=db)
+    old = counterfactual_predictions(previous_id, days, db=db)
+    new_mae = float(np.mean(np.abs(new["predicted_close"] - new["actual_close"])))
+    old_mae = float(np.mean(np.abs(old["predicted_close"] - old["actual_close"])))
+    numbers = {"window": {"days": [_day(d) for d in days], "new_mae": new_mae, "previous_mae": old_mae}}
+    if new_mae > old_mae * (1 + settings.retrain_margin):
+        decision = (f"rolled back: ${new_mae:.3f} over {window} days vs ${old_mae:.3f} for {previous_id} "
+                    f"(worse by more than {settings.retrain_margin:.0%})")
+        with transaction(db):
+            rollback(symbol, actor="scheduler", reason=f"validation window: {decision}", db=db)
+            _update_job(db, job["id"], "rolled_back", decision, numbers)
+        raise_alert(challenger_id, "rollback", "critical", f"{challenger_id} {decision}.", day, db=db)
+        return decision
+    decision = f"validated: ${new_mae:.3f} over {window} days vs ${old_mae:.3f} for {previous_id}"
+    _update_job(db, job["id"], "validated", decision, numbers)
+    return decision

@@ -1,0 +1,106 @@
+"""Monitoring: volume, latency, error rate, intervals, rolling accuracy vs naive, PSI, alerts and retrain jobs."""
+import streamlit as st
+
+from core import alerts, charts, monitoring, retrain
+from core.config import get_settings
+
+st.set_page_config(page_title="Monitoring · ML Stock Agent", page_icon="📈", layout="wide")
+st.title("📈 Monitoring")
+
+
+@st.cache_data(ttl=30)
+def load_metrics(symbol: str | None, model_id: str | None):
+    return monitoring.metrics_frame(model_id=model_id, symbol=symbol)
+
+
+metrics_all = load_metrics(None, None)
+last = monitoring.last_cycle_run()
+if last is None:
+    st.caption("The daily cycle has not run yet: `python scheduled_tasks.py --once` (see README).")
+else:
+    status = "succeeded" if last["succeeded"] else f"{last['failed']} model(s) failed"
+    st.caption(f"Last daily cycle: as of **{last['as_of']}**, run at {last['at'][:16].replace('T', ' ')} UTC, "
+               f"{last['ok']} ok, {status}, {last['seconds']:.1f} s.")
+if metrics_all.empty:
+    st.info("No daily metrics yet. Build the demo (`python -m core.demo`) or run the scheduler "
+            "(`python scheduled_tasks.py --replay START END`).")
+    st.stop()
+
+c1, c2 = st.columns(2)
+symbol = c1.selectbox("Ticker", ["All", *sorted(metrics_all["symbol"].unique())], key="mon_symbol")
+in_scope = metrics_all if symbol == "All" else metrics_all[metrics_all["symbol"] == symbol]
+model_id = c2.selectbox("Model", ["All", *sorted(in_scope["model_id"].unique())], key="mon_model")
+metrics = in_scope if model_id == "All" else in_scope[in_scope["model_id"] == model_id]
+symbol_arg = None if symbol == "All" else symbol
+model_arg = None if model_id == "All" else model_id
+
+done = metrics.dropna(subset=["mae"])
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Predictions", f"{int(metrics['n_predictions'].sum()):,}", f"{metrics['date'].nunique()} days", delta_color="off")
+skill = monitoring.live_skill(done.tail(20 * max(1, done["model_id"].nunique())))
+m2.metric("Live skill (last 20 days)", f"{skill:+.3f}", "beats naive" if skill > 0 else "loses to naive",
+          delta_color="normal" if skill > 0 else "inverse")
+m3.metric("Latency P95 (median day)", f"{metrics['latency_p95'].median():.1f} ms")
+open_alerts = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg, unacknowledged_only=True)
+m4.metric("Open alerts", len(open_alerts))
+
+tab_traffic, tab_accuracy, tab_drift, tab_alerts, tab_retrain = st.tabs(
+    ["Traffic & latency", "Accuracy", "Drift", "Alerts", "Retrain jobs"])
+with tab_traffic:
+    st.plotly_chart(charts.prediction_volume_figure(metrics), key="mon_volume")
+    st.plotly_chart(charts.latency_figure(metrics.groupby("date", as_index=False)[
+        ["latency_p50", "latency_p95", "latency_p99"]].max()), key="mon_latency")
+    history = monitoring.cycle_history()
+    if history.empty:
+        st.caption("Error rate: no daily-cycle runs recorded yet.")
+    else:
+        st.plotly_chart(charts.error_rate_figure(history), key="mon_error_rate")
+    widths = monitoring.interval_widths(model_id=model_arg, symbol=symbol_arg)
+    if not widths.empty:
+        st.plotly_chart(charts.interval_width_figure(widths), key="mon_widths")
+with tab_accuracy:
+    if done.empty:
+        st.info("No predictions with known actuals yet.")
+    else:
+        window = st.slider("Rolling window (trading days)", 5, 60, 20, key="mon_window")
+        for name, group in done.groupby("model_id"):
+            st.plotly_chart(charts.rolling_accuracy_figure(group, window).update_layout(title=f"{name}: rolling accuracy vs naive"),
+                            key=f"mon_acc_{name}")
+with tab_drift:
+    psi = monitoring.psi_history(model_id=model_arg, symbol=symbol_arg)
+    if psi.empty:
+        st.info("No drift checks yet: the daily cycle runs one per deployed model.")
+    else:
+        settings = get_settings()
+        for name, group in psi.groupby("model_id"):
+            st.plotly_chart(charts.psi_history_figure(group, settings.drift_psi_threshold, settings.drift_psi_moderate)
+                            .update_layout(title=f"{name}: PSI over time"), key=f"mon_psi_{name}")
+with tab_alerts:
+    shown = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg)
+    if shown.empty:
+        st.info("No alerts.")
+    else:
+        st.plotly_chart(charts.alerts_timeline_figure(shown), key="mon_alerts_timeline")
+        st.dataframe(shown, hide_index=True, key="mon_alerts_table")
+        if not open_alerts.empty:
+            with st.form("mon_ack"):
+                picked = st.multiselect("Acknowledge", open_alerts["id"].tolist(), key="mon_ack_ids",
+                                        format_func=lambda i: f"#{i} " + open_alerts.set_index("id").loc[i, "kind"])
+                if st.form_submit_button("Acknowledge selected") and picked:
+                    try:
+                        for alert_id in picked:
+                            alerts.acknowledge(int(alert_id), actor="ui")
+                        st.session_state["mon_flash"] = f"Acknowledged {len(picked)} alert(s)."
+                    except alerts.AlertError as exc:
+                        st.session_state["mon_flash"] = f"error: {exc}"
+                    st.rerun()
+    if flash := st.session_state.pop("mon_flash", None):
+        (st.error if flash.startswith("error:") else st.success)(flash)
+with tab_retrain:
+    jobs = retrain.jobs_frame(symbol=symbol_arg)
+    if model_arg:
+        jobs = jobs[(jobs["model_id"] == model_arg) | (jobs["challenger_id"] == model_arg)]
+    if jobs.empty:
+        st.info("No retrain jobs: triggers from drift or degradation and Retrain Now on Model Management appear here.")
+    else:
+        st.dataframe(jobs, hide_index=True, key="mon_jobs")
