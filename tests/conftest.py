@@ -43,3 +43,12 @@ def fresh_db(tmp_path, monkeypatch):
     from core.store import get_db
 
     yield get_db()
+
+
+def page_app(page: str | None = None, timeout: int = 120):
+    """An AppTest of the multipage app, switched to `page` (e.g. "pages/1_Forecast.py") before its
+    first run, so `st.page_link` and `st.switch_page` resolve against the entrypoint as in the browser."""
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=timeout)
+    return app.switch_page(page) if page else app

@@ -1,0 +1,55 @@
+"""Forecast page through AppTest: the forecast, model vs naive, errors for bad tickers, a training run."""
+import pytest
+from conftest import page_app
+
+PAGE = "pages/1_Forecast.py"
+
+
+
+@pytest.fixture()
+def app(demo_registry):
+    return page_app(PAGE)
+
+
+def test_forecast_shows_prediction_interval_and_naive_comparison(app):
+    at = app.run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert any(label.startswith("Forecast for") for label in labels)
+    assert any("interval" in label for label in labels)
+    assert "Data source" in at.caption[0].value
+    table = at.dataframe[0].value
+    assert set(table["who"]) == {"model", "naive"}
+    assert set(table["period"]) == {"validation", "live, last 30 days"}
+    assert (table["MAE $"] > 0).all()
+    verdicts = [w.value for w in at.warning] + [s.value for s in at.success]
+    assert any("naive forecast" in v for v in verdicts)
+
+
+def test_ticker_without_model_and_too_short_history(app):
+    at = app.run()
+    at.selectbox(key="fc_symbol").set_value("FB").run()
+    assert not at.exception
+    assert any("No model is deployed for FB" in i.value for i in at.info)
+    at.button[0].click().run()  # the form's "Train and register"
+    assert not at.exception
+    assert any("Not enough history to train on FB" in e.value for e in at.error)
+
+
+def test_training_run_registers_a_candidate(app):
+    from core.registry import get_model
+
+    at = app.run()
+    at.selectbox(key="fc_type").set_value("xgb")
+    at.slider(key="fc_xgb_trees").set_value(50)
+    at.number_input(key="fc_window").set_value(400)
+    at.button[0].click().run()
+    assert not at.exception
+    message = at.success[-1].value
+    assert "Registered **xgb_v" in message and "as a candidate" in message
+    model_id = message.split("**")[1]
+    model = get_model(model_id)
+    assert model["status"] == "candidate" and model["params"]["n_estimators"] == 50
+    from core.registry import archive
+
+    archive(model_id, actor="test")

@@ -1,0 +1,47 @@
+"""Model Management through AppTest: the registry table, detail, deploy and rollback with confirmation."""
+from conftest import page_app
+
+from core import registry
+
+PAGE = "pages/2_Model_Management.py"
+
+
+def test_registry_table_and_detail(demo_registry):
+    at = page_app(PAGE).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {"model_id", "status", "type", "version", "skill", "MAE $"} <= set(table.columns)
+    assert set(demo_registry.values()) <= set(table["model_id"])
+    assert (table["status"] == "deployed").sum() == len(demo_registry)
+    assert any(m.label == "Skill vs naive" for m in at.metric)
+
+
+def test_deploy_then_rollback_with_confirmation(demo_registry):
+    champion = demo_registry["MSFT"]
+    other = next(m["model_id"] for m in registry.list_models("MSFT") if m["model_id"] != champion and m["status"] != "deployed")
+    at = page_app(PAGE).run()
+    at.selectbox(key="mm_symbol").set_value("MSFT").run()
+    at.selectbox(key="mm_model").set_value(other).run()
+    at.button(key="mm_deploy").click().run()
+    assert not at.exception
+    assert registry.deployed_model("MSFT")["model_id"] == champion  # nothing happens before confirmation
+    assert any("Confirm: deploy" in md.value for md in at.markdown)
+    at.button(key="mm_confirm").click().run()
+    assert not at.exception
+    assert registry.deployed_model("MSFT")["model_id"] == other
+    assert any(f"Deployed {other}" in s.value for s in at.success)
+
+    at.button(key="mm_rollback").click().run()
+    at.button(key="mm_confirm").click().run()
+    assert not at.exception
+    assert registry.deployed_model("MSFT")["model_id"] == champion
+    assert registry.get_model(other)["status"] == "rolled_back"
+
+
+def test_cancel_leaves_everything_as_it_was(demo_registry):
+    at = page_app(PAGE).run()
+    at.selectbox(key="mm_symbol").set_value("AAPL").run()
+    at.button(key="mm_rollback").click().run()
+    at.button(key="mm_cancel").click().run()
+    assert not at.exception
+    assert registry.deployed_model("AAPL")["model_id"] == demo_registry["AAPL"]
