@@ -94,6 +94,49 @@ if flash_error := st.session_state.pop("mm_flash_error", None):
 # --- drift (issue: drift detection) --------------------------------------------------------------------
 
 # --- retraining, approval queue (issue: daily cycle) ---------------------------------------------------
+from core import retrain as retraining  # noqa: E402
+from core.market import last_trading_day  # noqa: E402
+
+with st.expander(f"Retraining · {model['symbol']} (validation gate, approval queue)"):
+    with st.form("mm_retrain_form"):
+        retrain_as_of = st.date_input("Train the challenger on data up to", last_trading_day(model["symbol"]).date(),
+                                      key="mm_retrain_as_of")
+        retrain_clicked = st.form_submit_button("Retrain Now", type="primary")
+    if retrain_clicked:
+        with st.status(f"Retraining the deployed {model['symbol']} model…", expanded=True) as retrain_box:
+            try:
+                outcome = retraining.retrain_now(model["symbol"], retrain_as_of, actor="ui",
+                                                 progress=lambda _f, text: retrain_box.write(text))
+                gate = outcome["gate"]
+                st.dataframe([{"challenger MAE $": gate.challenger_mae, "champion MAE $": gate.champion_mae,
+                               "naive MAE $": gate.naive_mae, "margin": gate.margin, "holdout days": gate.holdout_days,
+                               "passed": gate.passed}], hide_index=True, key="mm_gate_table")
+                retrain_box.update(label=f"Validation gate {gate.reason}", state="complete")
+            except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
+                retrain_box.update(label="Retraining failed; the deployed model is unchanged", state="error")
+                st.error(str(exc))
+    queue = retraining.approval_queue()
+    if queue.empty:
+        st.caption("Approval queue: empty (automatic retrains on critical drift wait here for a person).")
+    else:
+        st.dataframe(queue, hide_index=True, key="mm_queue")
+        with st.form("mm_approval_form"):
+            job_id = st.selectbox("Job", queue["id"].tolist(), key="mm_queue_job")
+            q1, q2 = st.columns(2)
+            approve_clicked = q1.form_submit_button("Approve and retrain", type="primary")
+            decline_clicked = q2.form_submit_button("Decline")
+        if approve_clicked or decline_clicked:
+            try:
+                if approve_clicked:
+                    with st.spinner(f"Retraining for job {job_id}…"):
+                        decision = retraining.approve(int(job_id), actor="ui")["gate"].reason
+                else:
+                    retraining.decline(int(job_id), actor="ui")
+                    decision = "declined"
+                st.success(f"Job {job_id}: {decision}")
+            except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
+                st.error(str(exc))
+
 
 # --- certification (issue: certification) ------------------------------------------------------------
 st.subheader("Certification: " + ("✅ certified" if model["certified"] else "❌ not certified"))
