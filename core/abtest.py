@@ -127,7 +127,7 @@ def create_experiment(
         table = db["experiments"]
         table.insert({
             "name": name, "symbol": symbol, "status": "running", "created_at": utc_now(),
-            "start_date": _day(start), "end_date": _day(start + pd.Timedelta(days=int(duration_days))),
+            "start_date": _day(start), "end_date": _day(start + pd.Timedelta(days=int(duration_days) - 1)),  # last day, inclusive
             "min_samples": min_samples, "confidence_level": confidence_level, "metric": metric,
             "shadow": int(bool(shadow)), "winner": None, "stopped_at": None,
         })
@@ -596,7 +596,7 @@ def analyze(experiment_id: int, as_of=None, db: sqlite_utils.Database | None = N
                               paired=experiment["shadow"], served_counts=served_counts, looks=look_of)
     track = comparison.track.assign(date=lambda t: np.asarray(look_days)[t["look"]] if len(look_days) else [])
     last_day = cutoff or (str(rows["as_of"].max()) if len(rows) else experiment["start_date"])
-    end_reached = last_day >= experiment["end_date"]
+    end_reached = last_day >= experiment["end_date"] or experiment["status"] != "running"
     winner_model = next((a["model_id"] for a in experiment["arms"] if a["arm"] == comparison.winner), None)
     return ExperimentAnalysis(
         experiment=experiment, as_of=last_day, arms=_arm_table(experiment, used, rows), comparison=comparison,
@@ -624,6 +624,9 @@ def recommend(experiment: dict, result: ArmComparison, planned_end_reached: bool
     if result.winner:
         return (f"Keep the control (arm {result.winner}): every challenger's {metric} is significantly higher "
                 f"(its {metric} is {result.improvement_pct:.1f}% lower than the best challenger's).")
+    if experiment["status"] != "running":
+        return (f"Stopped on {experiment['stopped_at']} without a significant difference "
+                f"(best always-valid p = {best.p_sequential:.3g}); nothing was deployed by the test.")
     if planned_end_reached:
         return (f"No significant difference by the planned end date (best always-valid p = {best.p_sequential:.3g}): "
                 "keep the control, or extend the test if a small difference would matter.")

@@ -103,87 +103,6 @@ def skill_color(value: float | None) -> str:
     return PALETTE["good"] if value > 0 else PALETTE["bad"]
 
 
-# --- monitoring (issue: daily cycle): volume, latency, error rate, intervals, rolling accuracy, PSI, alerts ---
-
-ALERT_SEVERITY_COLORS = {"info": "#2563eb", "warning": "#d97706", "critical": "#dc2626"}
-
-
-def prediction_volume_figure(metrics: pd.DataFrame) -> go.Figure:
-    """Predictions logged per day, stacked by model (from daily_metrics)."""
-    fig = go.Figure([go.Bar(x=group["date"], y=group["n_predictions"], name=model_id)
-                     for model_id, group in metrics.groupby("model_id")])
-    fig.update_layout(barmode="stack")
-    return _layout(fig, "Prediction volume per day", height=300, yaxis_title="predictions")
-
-
-def latency_figure(metrics: pd.DataFrame) -> go.Figure:
-    """Serving latency percentiles per day (ms, log scale: a spike stands out without hiding the rest)."""
-    fig = go.Figure([
-        go.Scatter(x=metrics["date"], y=metrics[column], name=label, mode="lines", line=dict(color=color))
-        for column, label, color in (("latency_p50", "P50", PALETTE["good"]), ("latency_p95", "P95", PALETTE["warn"]),
-                                     ("latency_p99", "P99", PALETTE["bad"]))
-    ])
-    fig.update_yaxes(type="log")
-    return _layout(fig, "Latency percentiles", height=300, yaxis_title="ms")
-
-
-def error_rate_figure(history: pd.DataFrame) -> go.Figure:
-    """Share of daily-cycle steps that failed, per run (the alert fires above `limit`)."""
-    fig = go.Figure(go.Bar(x=pd.to_datetime(history["as_of"]), y=history["error_rate"] * 100,
-                           marker_color=np.where(history["error_rate"] > 0, PALETTE["bad"], PALETTE["good"])))
-    fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE["muted"], annotation_text="alert at 1%")
-    return _layout(fig, "Daily-cycle error rate", height=260, yaxis_title="% of steps failed")
-
-
-def interval_width_figure(widths_pct: pd.Series) -> go.Figure:
-    """Histogram of prediction-interval widths as % of the last close."""
-    fig = go.Figure(go.Histogram(x=widths_pct, nbinsx=30, marker_color=PALETTE["model"]))
-    fig.update_xaxes(title="interval width (% of last close)")
-    return _layout(fig, "Prediction interval widths", height=300, yaxis_title="predictions")
-
-
-def rolling_accuracy_figure(metrics: pd.DataFrame, window: int = 20) -> go.Figure:
-    """Rolling MAE of the model vs naive ($) and rolling directional accuracy (%), from daily_metrics."""
-    done = metrics.dropna(subset=["mae"]).sort_values("date")
-    rolling = done[["mae", "naive_mae", "directional_accuracy"]].rolling(window, min_periods=1).mean()
-    fig = go.Figure([
-        go.Scatter(x=done["date"], y=rolling["mae"], name=f"Model MAE ({window}d)", line=dict(color=PALETTE["model"])),
-        go.Scatter(x=done["date"], y=rolling["naive_mae"], name=f"Naive MAE ({window}d)", line=dict(color=PALETTE["naive"])),
-        go.Scatter(x=done["date"], y=rolling["directional_accuracy"], name=f"Direction % ({window}d)", yaxis="y2",
-                   line=dict(color=PALETTE["warn"], dash="dot")),
-    ])
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="direction %", range=[0, 100]))
-    return _layout(fig, "Rolling accuracy vs naive", height=320, yaxis_title="MAE ($)")
-
-
-def psi_history_figure(history: pd.DataFrame, threshold: float = 0.25, moderate: float = 0.10) -> go.Figure:
-    """Largest feature PSI per drift check, coloured by the check's severity, with the PSI bands."""
-    fig = go.Figure(go.Scatter(
-        x=history["as_of"], y=history["max_psi"], mode="lines+markers", name="max feature PSI",
-        line=dict(color=PALETTE["muted"]),
-        marker=dict(size=8, color=[SEVERITY_COLORS.get(s, PALETTE["muted"]) for s in history["severity"]]),
-        text=history["severity"], hovertemplate="%{x|%Y-%m-%d}: PSI %{y:.3f} (%{text})<extra></extra>",
-    ))
-    fig.add_hline(y=threshold, line_dash="dash", line_color=PALETTE["bad"], annotation_text=f"significant {threshold}")
-    fig.add_hline(y=moderate, line_dash="dot", line_color=PALETTE["warn"], annotation_text=f"moderate {moderate}")
-    return _layout(fig, "PSI over time", height=300, yaxis_title="PSI")
-
-
-def alerts_timeline_figure(alerts: pd.DataFrame) -> go.Figure:
-    """One marker per alert: day on x, kind on y, colour by severity; hollow once acknowledged."""
-    fig = go.Figure()
-    for severity, group in alerts.groupby("severity"):
-        acked = group["acknowledged_at"].notna()
-        fig.add_trace(go.Scatter(
-            x=group["day"], y=group["kind"], mode="markers", name=severity, text=group["message"],
-            marker=dict(size=11, color=ALERT_SEVERITY_COLORS.get(severity, PALETTE["muted"]),
-                        symbol=np.where(acked, "circle-open", "circle")),
-            hovertemplate="%{x|%Y-%m-%d} %{y}: %{text}<extra></extra>",
-        ))
-    _layout(fig, "Alerts timeline (hollow = acknowledged)", height=300)
-    fig.update_layout(hovermode="closest")
-    return fig
-
 # --- explainability (issue: explainability): SHAP beeswarm, importance bars, waterfall, dependence, LIME ---
 
 SHAP_COLORSCALE = [[0.0, "#2563eb"], [0.5, "#a855f7"], [1.0, "#dc2626"]]  # low feature value -> high
@@ -304,3 +223,137 @@ def lime_weights_figure(weights: pd.DataFrame) -> go.Figure:
     fig.update_layout(hovermode="closest")
     return fig
 
+
+# --- monitoring (issue: daily cycle): volume, latency, error rate, intervals, rolling accuracy, PSI, alerts ---
+
+ALERT_SEVERITY_COLORS = {"info": "#2563eb", "warning": "#d97706", "critical": "#dc2626"}
+
+
+def prediction_volume_figure(metrics: pd.DataFrame) -> go.Figure:
+    """Predictions logged per day, stacked by model (from daily_metrics)."""
+    fig = go.Figure([go.Bar(x=group["date"], y=group["n_predictions"], name=model_id)
+                     for model_id, group in metrics.groupby("model_id")])
+    fig.update_layout(barmode="stack")
+    return _layout(fig, "Prediction volume per day", height=300, yaxis_title="predictions")
+
+
+def latency_figure(metrics: pd.DataFrame) -> go.Figure:
+    """Serving latency percentiles per day (ms, log scale: a spike stands out without hiding the rest)."""
+    fig = go.Figure([
+        go.Scatter(x=metrics["date"], y=metrics[column], name=label, mode="lines", line=dict(color=color))
+        for column, label, color in (("latency_p50", "P50", PALETTE["good"]), ("latency_p95", "P95", PALETTE["warn"]),
+                                     ("latency_p99", "P99", PALETTE["bad"]))
+    ])
+    fig.update_yaxes(type="log")
+    return _layout(fig, "Latency percentiles", height=300, yaxis_title="ms")
+
+
+def error_rate_figure(history: pd.DataFrame) -> go.Figure:
+    """Share of daily-cycle steps that failed, per run (the alert fires above `limit`)."""
+    fig = go.Figure(go.Bar(x=pd.to_datetime(history["as_of"]), y=history["error_rate"] * 100,
+                           marker_color=np.where(history["error_rate"] > 0, PALETTE["bad"], PALETTE["good"])))
+    fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE["muted"], annotation_text="alert at 1%")
+    return _layout(fig, "Daily-cycle error rate", height=260, yaxis_title="% of steps failed")
+
+
+def interval_width_figure(widths_pct: pd.Series) -> go.Figure:
+    """Histogram of prediction-interval widths as % of the last close."""
+    fig = go.Figure(go.Histogram(x=widths_pct, nbinsx=30, marker_color=PALETTE["model"]))
+    fig.update_xaxes(title="interval width (% of last close)")
+    return _layout(fig, "Prediction interval widths", height=300, yaxis_title="predictions")
+
+
+def rolling_accuracy_figure(metrics: pd.DataFrame, window: int = 20) -> go.Figure:
+    """Rolling MAE of the model vs naive ($) and rolling directional accuracy (%), from daily_metrics."""
+    done = metrics.dropna(subset=["mae"]).sort_values("date")
+    rolling = done[["mae", "naive_mae", "directional_accuracy"]].rolling(window, min_periods=1).mean()
+    fig = go.Figure([
+        go.Scatter(x=done["date"], y=rolling["mae"], name=f"Model MAE ({window}d)", line=dict(color=PALETTE["model"])),
+        go.Scatter(x=done["date"], y=rolling["naive_mae"], name=f"Naive MAE ({window}d)", line=dict(color=PALETTE["naive"])),
+        go.Scatter(x=done["date"], y=rolling["directional_accuracy"], name=f"Direction % ({window}d)", yaxis="y2",
+                   line=dict(color=PALETTE["warn"], dash="dot")),
+    ])
+    fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="direction %", range=[0, 100]))
+    return _layout(fig, "Rolling accuracy vs naive", height=320, yaxis_title="MAE ($)")
+
+
+def psi_history_figure(history: pd.DataFrame, threshold: float = 0.25, moderate: float = 0.10) -> go.Figure:
+    """Largest feature PSI per drift check, coloured by the check's severity, with the PSI bands."""
+    fig = go.Figure(go.Scatter(
+        x=history["as_of"], y=history["max_psi"], mode="lines+markers", name="max feature PSI",
+        line=dict(color=PALETTE["muted"]),
+        marker=dict(size=8, color=[SEVERITY_COLORS.get(s, PALETTE["muted"]) for s in history["severity"]]),
+        text=history["severity"], hovertemplate="%{x|%Y-%m-%d}: PSI %{y:.3f} (%{text})<extra></extra>",
+    ))
+    fig.add_hline(y=threshold, line_dash="dash", line_color=PALETTE["bad"], annotation_text=f"significant {threshold}")
+    fig.add_hline(y=moderate, line_dash="dot", line_color=PALETTE["warn"], annotation_text=f"moderate {moderate}")
+    return _layout(fig, "PSI over time", height=300, yaxis_title="PSI")
+
+
+def alerts_timeline_figure(alerts: pd.DataFrame) -> go.Figure:
+    """One marker per alert: day on x, kind on y, colour by severity; hollow once acknowledged."""
+    fig = go.Figure()
+    for severity, group in alerts.groupby("severity"):
+        acked = group["acknowledged_at"].notna()
+        fig.add_trace(go.Scatter(
+            x=group["day"], y=group["kind"], mode="markers", name=severity, text=group["message"],
+            marker=dict(size=11, color=ALERT_SEVERITY_COLORS.get(severity, PALETTE["muted"]),
+                        symbol=np.where(acked, "circle-open", "circle")),
+            hovertemplate="%{x|%Y-%m-%d} %{y}: %{text}<extra></extra>",
+        ))
+    _layout(fig, "Alerts timeline (hollow = acknowledged)", height=300)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+# --- A/B tests (issue: A/B tests): cumulative MAE per arm, error distributions, samples, significance ---
+
+AB_ARM_COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"]
+
+
+def ab_cumulative_mae_figure(observations: pd.DataFrame) -> go.Figure:
+    """Cumulative MAE of each arm by target date (the arm's running average absolute error in $)."""
+    fig = go.Figure()
+    for i, (arm, rows) in enumerate(observations.sort_values(["target_date", "id"]).groupby("arm", sort=True)):
+        cumulative = rows["abs_error"].expanding().mean()
+        fig.add_trace(go.Scatter(x=pd.to_datetime(rows["target_date"]), y=cumulative, mode="lines", name=f"Arm {arm}",
+                                 line=dict(color=AB_ARM_COLORS[i % len(AB_ARM_COLORS)], width=2)))
+    return _layout(fig, "Cumulative MAE per arm", height=320, yaxis_title="MAE ($)")
+
+
+def ab_error_distribution_figure(observations: pd.DataFrame) -> go.Figure:
+    """Distribution of the daily absolute errors of each arm (box with every point)."""
+    fig = go.Figure()
+    for i, (arm, rows) in enumerate(observations.groupby("arm", sort=True)):
+        fig.add_trace(go.Box(y=rows["abs_error"], name=f"Arm {arm}", boxpoints="all", jitter=0.4, pointpos=0,
+                             marker=dict(size=4), line=dict(color=AB_ARM_COLORS[i % len(AB_ARM_COLORS)])))
+    fig = _layout(fig, "Daily absolute errors", height=320, yaxis_title="|error| ($)")
+    fig.update_layout(showlegend=False, hovermode="closest")
+    return fig
+
+
+def ab_sample_counts_figure(arms: pd.DataFrame, min_samples: int) -> go.Figure:
+    """Predictions with known outcomes per arm against the minimum sample size."""
+    colors = [PALETTE["good"] if n >= min_samples else PALETTE["warn"] for n in arms["n"]]
+    fig = go.Figure(go.Bar(x=[f"Arm {a}" for a in arms["arm"]], y=arms["n"], marker_color=colors, text=arms["n"],
+                           textposition="outside", name="with outcome"))
+    fig.add_hline(y=min_samples, line_dash="dash", line_color=PALETTE["muted"], annotation_text=f"min {min_samples}")
+    fig = _layout(fig, "Sample counts vs target", height=300, yaxis_title="predictions")
+    fig.update_layout(showlegend=False)
+    return fig
+
+
+def ab_significance_figure(track: pd.DataFrame, alpha: float) -> go.Figure:
+    """p-values after each daily look: the always-valid one (in force) and the fixed-horizon t-test."""
+    fig = go.Figure()
+    for i, (name, rows) in enumerate(track.groupby("comparison", sort=True)):
+        color = AB_ARM_COLORS[(i + 1) % len(AB_ARM_COLORS)]
+        x = pd.to_datetime(rows["date"])
+        fig.add_trace(go.Scatter(x=x, y=rows["p_sequential"], mode="lines", name=f"{name}: always-valid p (rule)",
+                                 line=dict(color=color, width=3)))
+        fig.add_trace(go.Scatter(x=x, y=rows["p_fixed"], mode="lines", name=f"{name}: t-test p (if peeked)",
+                                 line=dict(color=color, width=1, dash="dot")))
+    fig.add_hline(y=alpha, line_dash="dash", line_color=PALETTE["bad"], annotation_text=f"alpha {alpha:.3g}")
+    fig = _layout(fig, "Significance tracker", height=320, yaxis_title="p-value")
+    fig.update_yaxes(type="log", range=[-4, 0.05])
+    return fig

@@ -18,11 +18,12 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from core.abtest import create_experiment, simulate, stop
 from core.certification import certify
 from core.config import get_settings
 from core.market import MarketDataError, bundled_frame, load_prices
 from core.predict import backfill_actuals, predict
-from core.registry import deploy, list_models, register
+from core.registry import deploy, deployed_model, list_models, register
 from core.store import close_all, get_db
 from core.training import train_model
 
@@ -86,6 +87,37 @@ def replay(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) ->
     return count
 
 
+AB_DEMO_DAYS = (50, 30)  # trading days of the finished (shadow) and the running (50/50) demo A/B test
+
+
+def ab_demo_symbol(deployed: dict[str, str]) -> str | None:
+    """The ticker whose replay goes through the demo A/B tests: AAPL when present."""
+    return "AAPL" if "AAPL" in deployed else next(iter(deployed), None)
+
+
+def replay_with_experiments(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) -> int:
+    """`replay`, but the last days are served through two A/B tests of the deployed model vs the other
+    model type: a finished shadow test (stopped with its winner recorded, not deployed, so the demo's
+    deployments stay as trained) then a running 50/50 test. Every day still gets one served prediction."""
+    days = load_prices(symbol, start=start, end=end).index
+    finished_days, running_days = AB_DEMO_DAYS
+    champion = deployed_model(symbol)["model_id"]
+    challengers = [m["model_id"] for m in list_models(symbol) if m["model_type"] in ("rf", "xgb") and m["model_id"] != champion]
+    if len(days) <= finished_days + running_days or not challengers:
+        return replay(symbol, start, end)
+    first, second = days[-(finished_days + running_days)], days[-running_days]
+    count = replay(symbol, start, days[-(finished_days + running_days) - 1])
+    arms = [(champion, 0.5), (challengers[0], 0.5)]
+    finished = create_experiment(f"{symbol}: champion vs challenger (shadow)", symbol, arms, start_date=first,
+                                 duration_days=(days[-running_days - 1] - first).days + 1, min_samples=20,
+                                 shadow=True, actor="demo")
+    count += simulate(finished, first, days[-running_days - 1])
+    stop(finished, deploy_winner=False, actor="demo")
+    running = create_experiment(f"{symbol}: champion vs challenger (50/50)", symbol, arms, start_date=second,
+                                duration_days=90, actor="demo")
+    return count + simulate(running, second, days[-1])
+
+
 def build_demo(
     report: Report = print, force: bool = False, symbols: list[str] | None = None, replay_days: int | None = None
 ) -> None:
@@ -118,7 +150,8 @@ def build_demo(
         if replay_days is not None:
             days = load_prices(symbol, start=cutoff).index
             end = days[min(replay_days, len(days) - 1)]
-        n = replay(symbol, cutoff, end)
+        replayer = replay_with_experiments if symbol == ab_demo_symbol(deployed) else replay
+        n = replayer(symbol, cutoff, end)
         report(f"[{i}/{len(deployed)}] replayed {n} trading days of {symbol} after {cutoff:%Y-%m-%d}")
     report(f"Demo registry built in {time.perf_counter() - started:.0f} s.")
 
