@@ -357,3 +357,47 @@ def ab_significance_figure(track: pd.DataFrame, alpha: float) -> go.Figure:
     fig = _layout(fig, "Significance tracker", height=320, yaxis_title="p-value")
     fig.update_yaxes(type="log", range=[-4, 0.05])
     return fig
+
+
+# --- drift (issue: drift detection): distribution overlay, error stream with detections, PSI history ---
+
+def drift_overlay_figure(reference: pd.Series, current: pd.Series, feature: str) -> go.Figure:
+    """Reference (training window) vs current window of one feature as overlaid probability histograms."""
+    values = np.concatenate([reference.dropna().to_numpy(), current.dropna().to_numpy()])
+    edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=30)
+    fig = go.Figure()
+    for name, series, color in (("reference (training)", reference, PALETTE["naive"]), ("current window", current, PALETTE["model"])):
+        fig.add_trace(go.Histogram(x=series, name=name, histnorm="probability", marker_color=color, opacity=0.6,
+                                   xbins=dict(start=edges[0], end=edges[-1], size=edges[1] - edges[0])))
+    fig.update_layout(barmode="overlay")
+    fig = _layout(fig, f"{feature}: reference vs current", height=320, yaxis_title="share of days")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def drift_error_stream_figure(streaming: dict, window_start: str | None = None) -> go.Figure:
+    """Daily |error| in units of the validation MAE, with ADWIN and Page-Hinkley detections marked."""
+    stream = pd.Series(streaming.get("stream", {}).get("value", []),
+                       index=pd.to_datetime(streaming.get("stream", {}).get("date", [])), dtype=float)
+    fig = go.Figure(go.Scatter(x=stream.index, y=stream.to_numpy(), mode="lines", name="|error| / validation MAE",
+                               line=dict(color=PALETTE["model"], width=1.5)))
+    for key, label, symbol in (("adwin", "ADWIN", "triangle-up"), ("page_hinkley", "Page-Hinkley", "x")):
+        days = pd.to_datetime(streaming.get(key, []))
+        if len(days):
+            fig.add_trace(go.Scatter(x=days, y=stream.reindex(days).to_numpy(), mode="markers", name=f"{label} detection",
+                                     marker=dict(symbol=symbol, size=12, color=PALETTE["bad"])))
+    fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE["muted"], annotation_text="validation level")
+    if window_start:
+        fig.add_vrect(x0=window_start, x1=stream.index.max() if len(stream) else window_start,
+                      fillcolor=PALETTE["band"], line_width=0, annotation_text="current window")
+    return _layout(fig, "Error stream with streaming detections", height=320, yaxis_title="|error| / validation MAE")
+
+
+def drift_psi_history_figure(history: pd.DataFrame, threshold: float) -> go.Figure:
+    """Heatmap of PSI per feature (rows) per stored check (columns); colour capped at 2x the threshold."""
+    fig = go.Figure(go.Heatmap(z=history.T.to_numpy(), x=list(history.index), y=list(history.columns),
+                               zmin=0, zmax=2 * threshold, colorscale=[[0, "#f0fdf4"], [0.5, "#fbbf24"], [1, "#dc2626"]],
+                               colorbar=dict(title="PSI")))
+    fig = _layout(fig, "PSI per feature over past checks", height=max(320, 18 * history.shape[1] + 80))
+    fig.update_layout(hovermode="closest")
+    return fig
