@@ -459,21 +459,26 @@ def artifact_files(model_id: str) -> dict[str, Path]:
     return {key: folder / name for key, name in names.items() if (folder / name).exists()}
 
 
-def certification_status(row: dict) -> str:
-    """'certified' / 'not certified' with the recorded details, or 'not computed' when no check ran."""
+def certification_status(row: dict) -> list[str]:
+    """Markdown lines: the stored certification verdict and its checks, or "not computed" when none ran."""
     details = row["metrics"].get("certification")
     if not details:
-        return "not computed"
-    verdict = "certified" if row.get("certified") else "not certified"
-    if isinstance(details, dict):
-        shown = "; ".join(f"{k}: {_fmt(v)}" for k, v in details.items() if not isinstance(v, (dict, list)))
-        return f"{verdict} ({shown})" if shown else verdict
-    return verdict
+        return ["Not computed: no certification has been run for this model."]
+    certified = details.get("certified", bool(row.get("certified"))) if isinstance(details, dict) else bool(row.get("certified"))
+    lines = [f"**{'Certified' if certified else 'Not certified'}**"
+             + (f" (computed {str(details['computed_at'])[:16].replace('T', ' ')} UTC)" if details.get("computed_at") else "")]
+    for check in details.get("checks", []) if isinstance(details, dict) else []:
+        if isinstance(check, dict) and "label" in check:
+            lines.append(f"- {'pass' if check.get('passed') else 'FAIL'}: {check['label']} = {_fmt(check.get('value'))} "
+                         f"(target {check.get('comparison', '')} {_fmt(check.get('target'))})")
+    return lines
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return " to ".join(_fmt(v) for v in value)
     return str(value)
 
 
@@ -511,7 +516,7 @@ def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict
     if m.get("interval_coverage_nominal") is not None:
         lines.append(f"Interval coverage: {m['interval_coverage_empirical']:.0%} on the last fold vs "
                      f"{m['interval_coverage_nominal']:.0%} nominal.")
-    lines += ["", "## Certification", certification_status(row), ""]
+    lines += ["", "## Certification", *certification_status(row), ""]
     lines += ["## Known limitations",
               "- Daily returns are close to unpredictable; a skill near 0 means the model is about as good as naive.",
               "- Trained on one ticker's own price and volume history only: no news, fundamentals or other markets.",

@@ -161,6 +161,23 @@ if run_certification:
 
 
 # --- explainability artifacts: model card, importance (issue: explainability) -------------------------
+with st.expander("Explainability artifacts: model card, importance, SHAP summary"):
+    from core.explain import ExplainError, artifact_files, write_model_artifacts
+
+    artifacts = artifact_files(model_id)
+    if artifacts:
+        for column, (name, path) in zip(st.columns(len(artifacts)), artifacts.items()):
+            column.download_button(f"⬇ {path.name}", path.read_bytes(), f"{model_id}_{path.name}", key=f"mm_art_{name}")
+    else:
+        st.info("No explainability artifacts for this model yet (it was registered before they existed): write them below.")
+    st.caption("Written at registration; rewrite after a certification so the model card shows it. Details on the Explainability page.")
+    if st.button("Write artifacts again" if artifacts else "Write artifacts", key="mm_art_write"):
+        try:
+            with st.spinner("Computing SHAP and permutation importance, writing the model card…"):
+                write_model_artifacts(model_id)
+            st.rerun()
+        except (ExplainError, RegistryError, ModelIntegrityError, OSError) as exc:
+            st.error(f"The artifacts could not be written: {exc}")
 
 # --- detail ---------------------------------------------------------------------------------------------
 tab_detail, tab_validation, tab_lineage, tab_audit = st.tabs(["Details", "Validation", "Lineage", "Audit log"])
