@@ -1,0 +1,157 @@
+"""A/B Tests: set up a test between model versions, watch it fill, read a decision you can trust, deploy the winner."""
+import pandas as pd
+import streamlit as st
+
+from core import abtest, registry
+from core.abtest import ExperimentError
+from core.charts import ab_cumulative_mae_figure, ab_error_distribution_figure, ab_sample_counts_figure, ab_significance_figure
+from core.config import get_settings
+from core.market import MarketDataError, available_symbols, last_trading_day
+from core.registry import CertificationRequired, RegistryError
+
+st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="🧪", layout="wide")
+st.title("🧪 A/B Tests")
+st.caption(f"Decision rule in force: **{abtest.DECISION_RULE}**. Welch's / the paired t-test are shown for reference: "
+           "they are only valid if you look once, at the planned end.")
+
+for kind in ("success", "error"):
+    if message := st.session_state.pop(f"ab_flash_{kind}", None):
+        getattr(st, kind)(message)
+
+experiments = abtest.list_experiments()
+st.subheader("Tests")
+if experiments.empty:
+    st.info("No A/B test yet: create one below.")
+else:
+    st.dataframe(experiments, hide_index=True, column_config={"shadow": st.column_config.CheckboxColumn()})
+
+# --- creation form ---------------------------------------------------------------------------------------
+with st.expander("New A/B test", expanded=experiments.empty):
+    c1, c2 = st.columns(2)
+    symbol = c1.selectbox("Ticker", available_symbols(), key="ab_symbol")
+    n_arms = int(c2.number_input("Arms", min_value=2, max_value=4, value=2, key="ab_n_arms"))
+    model_ids = [m["model_id"] for m in sorted(registry.list_models(symbol), key=lambda m: m["status"] != "deployed")]
+    if not model_ids:
+        st.info(f"No model for {symbol} yet: train one on the Forecast page.")
+    else:
+        with st.form("ab_create"):
+            name = st.text_input("Name", key="ab_name", placeholder=f"{symbol}: champion vs challenger")
+            arms = []
+            for i, col in enumerate(st.columns(n_arms)):
+                letter = "ABCD"[i]
+                model = col.selectbox(f"Arm {letter} model" + (" (control)" if i == 0 else ""), model_ids,
+                                      index=min(i, len(model_ids) - 1), key=f"ab_model_{i}")
+                share = col.slider(f"Arm {letter} traffic %", 0, 100, 100 // n_arms + (100 % n_arms if i == 0 else 0),
+                                   key=f"ab_share_{i}")
+                arms.append((model, share))
+            f1, f2, f3, f4 = st.columns(4)
+            start = f1.date_input("Start date", last_trading_day(symbol).date(), key="ab_start")
+            duration = f2.number_input("Duration (days)", 1, 365, 60, key="ab_duration")
+            min_samples = f3.number_input("Min samples per arm", 2, 10_000, get_settings().ab_min_samples, key="ab_min")
+            confidence = f4.select_slider("Confidence", [0.90, 0.95, 0.99], get_settings().ab_confidence_level,
+                                          key="ab_confidence")
+            shadow = st.checkbox("Shadow mode (every arm predicts every request; only the routed arm is served)",
+                                 key="ab_shadow")
+            if st.form_submit_button("Create test", type="primary"):
+                total = sum(share for _, share in arms)
+                if total != 100:
+                    st.error(f"The traffic split must sum to 100 %, it sums to {total} %.")
+                else:
+                    try:
+                        new_id = abtest.create_experiment(name, symbol, [(m, s / 100) for m, s in arms], start,
+                                                          int(duration), int(min_samples), float(confidence),
+                                                          shadow=shadow, actor="ui")
+                        st.session_state["ab_flash_success"] = f"Test #{new_id} '{name}' started on {symbol}."
+                        st.session_state["ab_selected"] = new_id
+                        st.rerun()
+                    except ExperimentError as exc:
+                        st.error(str(exc))
+
+if experiments.empty:
+    st.stop()
+
+# --- one test --------------------------------------------------------------------------------------------
+labels = {int(r.id): f"#{r.id} {r.name} · {r.symbol} · {r.status}" for r in experiments.itertuples()}
+ids = list(labels)
+chosen = st.session_state.get("ab_selected")
+selected = st.selectbox("Test", ids, index=ids.index(chosen) if chosen in ids else 0, format_func=labels.get,
+                        key="ab_test")
+analysis = abtest.analyze(selected)
+exp, result = analysis.experiment, analysis.comparison
+st.subheader(f"#{exp['id']} {exp['name']}")
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Status", exp["status"], f"{exp['start_date']} → {exp['end_date']}", delta_color="off")
+m2.metric("Winner", f"arm {analysis.winner}" if analysis.winner else "none yet",
+          analysis.winner_model_id or ("significant" if analysis.significant else "not significant"), delta_color="off")
+m3.metric("Improvement", f"{analysis.improvement_pct:+.1f}%", f"{exp['metric'].upper()} of the better arm", delta_color="off")
+m4.metric("Sample ratio", "MISMATCH" if result.srm_flag else "OK",
+          f"chi-square p = {result.srm_p:.3g}" if result.srm_p is not None else "no traffic yet",
+          delta_color="inverse" if result.srm_flag else "off")
+(st.warning if result.srm_flag else st.success if analysis.significant else st.info)(analysis.recommendation)
+
+st.dataframe(analysis.arms, hide_index=True, column_config={
+    "MAE $": st.column_config.NumberColumn(format="$%.3f"), "RMSE $": st.column_config.NumberColumn(format="$%.3f"),
+    "MAPE %": st.column_config.NumberColumn(format="%.2f%%"), "direction %": st.column_config.NumberColumn(format="%.1f%%"),
+    "share %": st.column_config.NumberColumn(format="%.0f%%")})
+st.dataframe(pd.DataFrame([c.__dict__ for c in result.comparisons]), hide_index=True)
+st.caption(f"Test: {'paired t-test on shared requests (shadow mode)' if exp['shadow'] else 'Welch t-test (independent arms)'} "
+           f"· alpha per comparison {result.alpha_per_comparison:.3g} (Bonferroni over {len(result.comparisons)}) "
+           f"· cs = always-valid confidence sequence of the difference (challenger − control)")
+
+if analysis.observations.empty:
+    st.info("No predictions with known outcomes yet: they appear as the serving path answers requests (or replay below).")
+else:
+    g1, g2 = st.columns(2)
+    g1.plotly_chart(ab_cumulative_mae_figure(analysis.observations), key="ab_cumulative")
+    g2.plotly_chart(ab_significance_figure(analysis.track, result.alpha_per_comparison), key="ab_significance")
+    g3, g4 = st.columns(2)
+    g3.plotly_chart(ab_error_distribution_figure(analysis.observations), key="ab_errors")
+    g4.plotly_chart(ab_sample_counts_figure(analysis.arms, exp["min_samples"]), key="ab_counts")
+
+st.download_button("Download results (CSV)", analysis.results_csv(), f"ab_test_{exp['id']}.csv", "text/csv", key="ab_csv")
+
+if exp["status"] != "running":
+    st.stop()
+
+# --- replay and stop -------------------------------------------------------------------------------------
+with st.expander("Replay historical days through the serving path"):
+    with st.form("ab_replay"):
+        r1, r2 = st.columns(2)
+        replay_start = r1.date_input("From", pd.Timestamp(exp["start_date"]).date(), key="ab_replay_start")
+        replay_end = r2.date_input("To", pd.Timestamp(exp["end_date"]).date(), key="ab_replay_end")
+        if st.form_submit_button("Replay"):
+            with st.status("Replaying...", expanded=False) as status:
+                try:
+                    days = abtest.simulate(exp["id"], replay_start, replay_end)
+                    status.update(label=f"Replayed {days} trading days", state="complete")
+                    st.rerun()
+                except (ExperimentError, MarketDataError, RegistryError) as exc:
+                    status.update(label="Replay failed", state="error")
+                    st.error(str(exc))
+
+if st.button("Stop and deploy winner", type="primary", key="ab_stop"):
+    st.session_state["ab_pending_stop"] = exp["id"]
+if st.session_state.get("ab_pending_stop") == exp["id"]:
+    with st.container(border=True):
+        target = f"deploy arm {analysis.winner} (**{analysis.winner_model_id}**)" if analysis.winner_model_id else "deploy nothing (no winner)"
+        st.markdown(f"Confirm: stop **{exp['name']}** and {target}?")
+        override = False
+        if st.session_state.get("ab_needs_override") == exp["id"]:
+            override = st.checkbox("Deploy the uncertified winner anyway (override, recorded in the audit log)", key="ab_override")
+        b1, b2 = st.columns([1, 5])
+        if b1.button("Confirm", type="primary", key="ab_confirm"):
+            try:
+                done = abtest.stop(exp["id"], deploy_winner=True, actor="ui", override=override)
+                st.session_state["ab_flash_success"] = (f"Stopped. Deployed {done['deployed']}." if done["deployed"]
+                                                        else f"Stopped. Nothing deployed. {done['recommendation']}")
+                st.session_state.pop("ab_pending_stop", None)
+            except CertificationRequired as exc:
+                st.session_state["ab_needs_override"] = exp["id"]
+                st.session_state["ab_flash_error"] = f"{exc} Tick the override box to deploy it anyway."
+            except (ExperimentError, RegistryError) as exc:
+                st.session_state["ab_flash_error"] = str(exc)
+                st.session_state.pop("ab_pending_stop", None)
+            st.rerun()
+        if b2.button("Cancel", key="ab_cancel"):
+            st.session_state.pop("ab_pending_stop", None)
+            st.rerun()
