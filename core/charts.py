@@ -388,7 +388,7 @@ def drift_error_stream_figure(streaming: dict, window_start: str | None = None) 
                                      marker=dict(symbol=symbol, size=12, color=PALETTE["bad"])))
     fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE["muted"], annotation_text="validation level")
     if window_start:
-        fig.add_vrect(x0=window_start, x1=stream.index.max() if len(stream) else window_start,
+        fig.add_vrect(x0=pd.Timestamp(window_start), x1=stream.index.max() if len(stream) else pd.Timestamp(window_start),
                       fillcolor=PALETTE["band"], line_width=0, annotation_text="current window")
     return _layout(fig, "Error stream with streaming detections", height=320, yaxis_title="|error| / validation MAE")
 

@@ -386,8 +386,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def model_windows(model: dict, as_of, window_days: int, db: sqlite_utils.Database) -> tuple[pd.DataFrame, pd.DataFrame]:
+def model_windows(model: dict, as_of, window_days: int,
+                  db: sqlite_utils.Database | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(reference, current) feature frames: the training window, and the last `window_days` days to `as_of`."""
+    db = db or get_db()
     symbol, columns = model["symbol"], model["features"]
     if window_days < MIN_SAMPLES:
         raise DriftInputError(f"window_days must be at least {MIN_SAMPLES}, got {window_days}.")

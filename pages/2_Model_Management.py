@@ -92,6 +92,28 @@ if flash_error := st.session_state.pop("mm_flash_error", None):
     st.error(flash_error)
 
 # --- drift (issue: drift detection) --------------------------------------------------------------------
+from core import drift  # noqa: E402
+
+if st.button("Check for Drift", key="mm_drift_check", help="Training window vs the last trading days; stored in the history"):
+    try:
+        with st.spinner(f"Checking {model_id} for drift..."):
+            st.session_state["mm_drift_report"] = drift.check_model(model_id).to_dict()
+    except (drift.DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
+        st.session_state.pop("mm_drift_report", None)
+        st.error(str(exc))
+drift_data = st.session_state.get("mm_drift_report")
+if drift_data and drift_data["model_id"] == model_id:
+    drift_report = drift.DriftReport.from_dict(drift_data)
+    needs_retrain, retrain_reason = drift.should_retrain(drift_report)
+    with st.container(border=True):
+        st.markdown(f"**Drift check as of {drift_report.as_of}:** severity **{drift_report.severity}** "
+                    f"({drift_report.dataset['n_drifted']} of {drift_report.dataset['n_features']} features drifted)")
+        if needs_retrain:
+            st.error("Drift detected: model needs retraining")
+            st.markdown("\n".join(f"- {reason}" for reason in drift_report.reasons))
+        else:
+            st.success(f"No retraining needed: {retrain_reason}")
+        st.caption("Details, distributions and history on the Drift page.")
 
 # --- retraining, approval queue (issue: daily cycle) ---------------------------------------------------
 from core import retrain as retraining  # noqa: E402
@@ -136,7 +158,6 @@ with st.expander(f"Retraining · {model['symbol']} (validation gate, approval qu
                 st.success(f"Job {job_id}: {decision}")
             except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
                 st.error(str(exc))
-
 
 # --- certification (issue: certification) ------------------------------------------------------------
 st.subheader("Certification: " + ("✅ certified" if model["certified"] else "❌ not certified"))

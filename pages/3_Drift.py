@@ -1,0 +1,98 @@
+"""Drift: check a model's inputs, errors and predictions against its training window; history of checks."""
+import streamlit as st
+
+from core import drift, registry
+from core.charts import SEVERITY_COLORS, drift_error_stream_figure, drift_overlay_figure, drift_psi_history_figure
+from core.config import get_settings
+from core.market import MarketDataError
+from core.registry import ModelIntegrityError, RegistryError
+
+st.set_page_config(page_title="Drift · ML Stock Agent", page_icon="🌊", layout="wide")
+st.title("🌊 Drift detection")
+st.caption("Compares the features of the last trading days with the model's training window (PSI, KS, Wasserstein), "
+           "its live error with validation, the market's volatility, its predictions, and streams its daily errors "
+           "through ADWIN and Page-Hinkley.")
+
+models = registry.list_models()
+if not models:
+    st.info("No models yet. Train one on the Forecast page (or run `python -m core.demo`).")
+    st.stop()
+
+
+
+@st.cache_data(show_spinner=False)
+def feature_windows(model_id: str, as_of: str, window_days: int):
+    """The reference and current feature frames of a check (for the overlays)."""
+    return drift.model_windows(registry.get_model(model_id), as_of, window_days)
+
+
+settings = get_settings()
+symbols = sorted({m["symbol"] for m in models})
+col_symbol, col_model = st.columns(2)
+symbol = col_symbol.selectbox("Ticker", symbols, key="drift_symbol")
+choices = [m["model_id"] for m in models if m["symbol"] == symbol]
+deployed = registry.deployed_model(symbol)
+model_id = col_model.selectbox("Model", choices, key="drift_model",
+                               index=choices.index(deployed["model_id"]) if deployed else 0)
+
+with st.form("drift_form"):
+    c1, c2 = st.columns(2)
+    window_days = c1.slider("Current window (trading days)", 10, 120, settings.drift_window_days, key="drift_window")
+    as_of = c2.date_input("As of", drift.default_as_of(model_id), key=f"drift_as_of_{model_id}")
+    run = st.form_submit_button("Check for Drift", type="primary")
+
+if run:
+    try:
+        with st.spinner(f"Checking {model_id} as of {as_of}..."):
+            st.session_state["drift_report"] = drift.check_model(model_id, as_of, window_days).to_dict()
+    except (drift.DriftInputError, MarketDataError, RegistryError, ModelIntegrityError) as exc:
+        st.session_state.pop("drift_report", None)
+        st.error(str(exc))
+
+data = st.session_state.get("drift_report")
+if data and data["model_id"] == model_id:
+    report = drift.DriftReport.from_dict(data)
+    color = SEVERITY_COLORS[report.severity]
+    st.markdown(f"### Verdict: <span style='color:{color}'>{report.severity.upper()}</span> "
+                f"{'(drift)' if report.overall_drift else ''} · {report.model_id} as of {report.as_of}",
+                unsafe_allow_html=True)
+    retrain, why = drift.should_retrain(report)
+    if retrain:
+        st.error("Drift detected: model needs retraining")
+    for reason in report.reasons:
+        st.markdown(f"- {reason}")
+    if not report.reasons:
+        st.success("No drift detected.")
+    st.caption(f"Retrain? {'yes' if retrain else 'no'}: {why}  \nRule: {report.dataset.get('rule', '')}")
+
+    perf, concept = report.performance, report.concept
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Drifted features", f"{report.dataset['n_drifted']} / {report.dataset['n_features']}",
+              f"{report.dataset['drifted_share']:.0%}", delta_color="off")
+    m2.metric("Recent MAE", f"${perf['recent_mae']:.3f}" if perf["recent_mae"] is not None else "n/a",
+              f"{perf['change_pct']:+.0f}% (MAPE) vs validation" if perf["change_pct"] is not None else perf["note"],
+              delta_color="inverse" if perf["change_pct"] is not None else "off")
+    m3.metric("Volatility vs training", f"x{concept['volatility_ratio']:.2f}",
+              f"Levene p={concept['volatility_p_value']:.1e}", delta_color="off")
+    m4.metric("Prediction PSI", f"{report.prediction['psi']:.2f}" if report.prediction["psi"] is not None else "n/a",
+              "drift" if report.prediction["drift"] else "stable", delta_color="off")
+
+    st.subheader("Per-feature statistics")
+    st.dataframe(report.features, hide_index=True, key="drift_features_table", column_config={
+        "psi": st.column_config.NumberColumn(format="%.3f"), "ks_stat": st.column_config.NumberColumn(format="%.3f"),
+        "p_value": st.column_config.NumberColumn(format="%.2e"), "wasserstein": st.column_config.NumberColumn(format="%.2f"),
+    })
+    feature = st.selectbox("Feature to overlay", report.features["feature"].tolist(), key="drift_feature")
+    reference, current = feature_windows(model_id, report.as_of, report.window_days)
+    st.plotly_chart(drift_overlay_figure(reference[feature], current[feature], feature), key="drift_overlay")
+    st.plotly_chart(drift_error_stream_figure(report.streaming, report.dataset.get("current_start")), key="drift_stream")
+    st.download_button("Download report (JSON)", report.to_json(), f"drift_{model_id}_{report.as_of}.json",
+                       "application/json", key="drift_download")
+
+st.subheader("History of checks")
+history = drift.drift_history(model_id)
+if history.empty:
+    st.info("No stored checks for this model yet: run one above.")
+else:
+    st.dataframe(history.drop(columns=["id"]), hide_index=True, key="drift_history_table")
+    st.plotly_chart(drift_psi_history_figure(drift.psi_history(model_id), settings.drift_psi_threshold), key="drift_psi_history")
