@@ -1,0 +1,189 @@
+"""The daily cycle: metrics by hand, idempotency, isolation of a failing model, clean stop, last run for Home."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import sys
+import types
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@dataclass
+class FakeReport:
+    """The shape of core.drift's DriftReport that the cycle reads."""
+
+    overall_drift: bool = False
+    severity: str = "none"
+    reasons: list = field(default_factory=list)
+    features: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"psi": [0.01, 0.02]}, index=["a", "b"]))
+    performance: dict = field(default_factory=lambda: {"degraded": False, "change_pct": 0.0})
+    retrain: bool = False
+
+
+def install_fake_drift(monkeypatch, report_for=lambda model_id, as_of: FakeReport()) -> list:
+    """Replace core.drift's check_model / should_retrain with a fake that stores checks like the real one."""
+    from core.store import get_db, to_json, transaction, utc_now
+
+    calls: list = []
+
+    def check_model(model_id, as_of, window_days=30, db=None, store=True):
+        db = db or get_db()
+        report = report_for(model_id, as_of)
+        calls.append((model_id, as_of, store))
+        if store:
+            with transaction(db):
+                db["drift_checks"].insert({
+                    "model_id": model_id, "as_of": f"{pd.Timestamp(as_of):%Y-%m-%d}", "window_days": window_days,
+                    "overall_drift": int(report.overall_drift), "severity": report.severity,
+                    "reasons_json": to_json(report.reasons),
+                    "report_json": to_json({"features": [{"psi": float(v)} for v in report.features["psi"]]}),
+                    "created_at": utc_now(),
+                })
+        return report
+
+    module = sys.modules.get("core.drift") or types.ModuleType("core.drift")
+    monkeypatch.setitem(sys.modules, "core.drift", module)
+    monkeypatch.setattr(module, "check_model", check_model, raising=False)
+    monkeypatch.setattr(module, "should_retrain", lambda r: (r.retrain, "fake drift"), raising=False)
+    return calls
+
+
+def copy_registry(tmp_path, monkeypatch) -> None:
+    """Point the app at a private copy of the session's demo registry (so cycles do not touch it)."""
+    from core.config import get_settings
+
+    source = get_settings()
+    target_db = tmp_path / "app.db"
+    with sqlite3.connect(source.db_path) as src, sqlite3.connect(target_db) as dst:
+        src.backup(dst)
+    shutil.copytree(source.models_dir, tmp_path / "models")
+    monkeypatch.setenv("MLSA_DB_PATH", str(target_db))
+    monkeypatch.setenv("MLSA_MODELS_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture()
+def registry_copy(demo_registry, tmp_path, monkeypatch):
+    copy_registry(tmp_path, monkeypatch)
+    from core.store import get_db
+
+    return get_db()
+
+
+def _last_logged_day(db, symbol: str) -> str:
+    return db.execute("SELECT MAX(as_of) FROM predictions WHERE symbol = ?", [symbol]).fetchone()[0]
+
+
+def test_daily_metrics_match_a_hand_computation(registry_copy, demo_registry):
+    from core.monitoring import compute_daily_metrics
+    from core.predict import prediction_log
+    from core.training import price_metrics
+
+    model_id = demo_registry["AAPL"]
+    frame = compute_daily_metrics("2000-01-01", "2100-01-01", [model_id])
+    log = prediction_log(model_id=model_id, served_only=False).dropna(subset=["actual_close"])
+    day = log["as_of"].iloc[10]
+    rows = log[log["as_of"] == day]
+    expected = price_metrics(rows["last_close"], rows["actual_close"], rows["predicted_close"])
+    got = frame[frame["date"] == day].iloc[0]
+    assert got["mae"] == pytest.approx(expected["mae"])
+    assert got["rmse"] == pytest.approx(expected["rmse"])
+    assert got["mape"] == pytest.approx(expected["mape"])
+    assert got["directional_accuracy"] == pytest.approx(expected["directional_accuracy"])
+    assert got["naive_mae"] == pytest.approx(np.mean(np.abs(rows["last_close"] - rows["actual_close"])))
+    assert got["latency_p95"] == pytest.approx(np.percentile(rows["latency_ms"], 95))
+    assert frame["n_predictions"].sum() == len(prediction_log(model_id=model_id, served_only=False))
+    # the last day's prediction has no actual yet: counted, but no error columns
+    assert np.isnan(frame.iloc[-1]["mae"]) and frame.iloc[-1]["n_predictions"] >= 1
+
+
+def test_cycle_is_idempotent_per_day_and_recorded_for_home(registry_copy, demo_registry, monkeypatch):
+    from core.monitoring import last_cycle_run, run_daily_cycle
+
+    calls = install_fake_drift(monkeypatch, lambda m, d: FakeReport(True, "significant", ["fake"],
+                                                                    pd.DataFrame({"psi": [0.4, 0.05]}, index=["a", "b"])))
+    db = registry_copy
+    day = _last_logged_day(db, "AAPL")
+
+    def counts():
+        return {t: db[t].count for t in ("daily_metrics", "drift_checks", "alerts", "retrain_jobs", "predictions")}
+
+    first = run_daily_cycle(day, db=db)
+    after_first = counts()
+    second = run_daily_cycle(day, db=db)
+    assert counts() == after_first
+    assert first["ok"] == 2 and first["failed"] == 0
+    assert {e["model_id"] for e in first["models"]} == set(demo_registry.values())
+    assert all(set(e["alerts"]) >= {"drift", "psi"} for e in first["models"] if e["symbol"] == "AAPL")
+    assert all(e["alerts"] == [] for e in second["models"])  # de-duplicated
+    assert [store for _, _, store in calls] == [True, True, False, False]  # checked again, stored once
+    last = last_cycle_run(db)
+    assert last["as_of"] == day and last["succeeded"] and last["ok"] == 2 and last["seconds"] >= 0
+    assert db.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'daily_cycle' AND actor = 'scheduler'").fetchone()[0] == 2
+
+
+def test_one_failing_model_does_not_stop_the_others(registry_copy, demo_registry, monkeypatch):
+    from core import monitoring
+
+    install_fake_drift(monkeypatch)
+    original = monitoring.STEP_FUNCTIONS["metrics"]
+
+    def broken_for_aapl(model, day, context, db):
+        if model["symbol"] == "AAPL":
+            raise RuntimeError("disk full")
+        return original(model, day, context, db)
+
+    monkeypatch.setitem(monitoring.STEP_FUNCTIONS, "metrics", broken_for_aapl)
+    summary = monitoring.run_daily_cycle(_last_logged_day(registry_copy, "MSFT"), db=registry_copy)
+    by_symbol = {e["symbol"]: e for e in summary["models"]}
+    assert by_symbol["AAPL"]["status"] == "failed" and by_symbol["AAPL"]["failed_steps"] == ["metrics"]
+    assert "disk full" in by_symbol["AAPL"]["errors"]["metrics"]
+    assert by_symbol["AAPL"]["steps_run"] == len(monitoring.STEPS)  # later steps still ran
+    assert by_symbol["MSFT"]["status"] == "ok"
+    assert summary["failed"] == 1 and not monitoring.last_cycle_run(registry_copy)["succeeded"]
+    later = pd.Timestamp(summary["as_of"]) + pd.Timedelta(days=1)
+    rates = monitoring.error_rates(later, db=registry_copy)
+    assert rates[demo_registry["AAPL"]] == pytest.approx(1 / len(monitoring.STEPS))
+    assert rates[demo_registry["MSFT"]] == 0.0
+
+
+def test_stop_request_ends_the_cycle_between_steps(registry_copy, monkeypatch):
+    from core.monitoring import run_daily_cycle
+
+    install_fake_drift(monkeypatch)
+    checks = iter([False, False, False, True])
+    summary = run_daily_cycle(_last_logged_day(registry_copy, "AAPL"), db=registry_copy,
+                              should_stop=lambda: next(checks, True))
+    assert summary["stopped"] and len(summary["models"]) == 1
+    assert summary["models"][0]["status"] == "stopped" and summary["models"][0]["steps_run"] == 2
+
+
+def test_cycle_makes_the_days_forecast_once(registry_copy, monkeypatch):
+    from core.market import load_prices
+    from core.monitoring import run_daily_cycle
+
+    install_fake_drift(monkeypatch)
+    db = registry_copy
+    last = pd.Timestamp(_last_logged_day(db, "AAPL"))
+    next_day = load_prices("AAPL", start=last + pd.Timedelta(days=1)).index[0]
+    before = db["predictions"].count
+    run_daily_cycle(next_day, db=db)
+    run_daily_cycle(next_day, db=db)
+    made = db.execute("SELECT COUNT(*) FROM predictions WHERE symbol = 'AAPL' AND as_of = ?",
+                      [f"{next_day:%Y-%m-%d}"]).fetchone()[0]
+    assert made == 1 and db["predictions"].count >= before + 1
+    filled = db.execute("SELECT actual_close FROM predictions WHERE symbol = 'AAPL' AND as_of = ?",
+                        [f"{last:%Y-%m-%d}"]).fetchone()[0]
+    assert filled == pytest.approx(float(load_prices("AAPL", start=next_day, end=next_day)["close"].iloc[0]))
+
+
+def test_psi_history_reads_the_largest_psi_of_each_check(registry_copy, demo_registry, monkeypatch):
+    from core.monitoring import psi_history, run_daily_cycle
+
+    install_fake_drift(monkeypatch, lambda m, d: FakeReport(features=pd.DataFrame({"psi": [0.31, 0.02]}, index=["a", "b"])))
+    run_daily_cycle(_last_logged_day(registry_copy, "AAPL"), db=registry_copy)
+    history = psi_history(model_id=demo_registry["AAPL"], db=registry_copy)
+    assert history["max_psi"].tolist() == [pytest.approx(0.31)]
