@@ -11,6 +11,8 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import lfilter
 
 from core.market import MarketDataError, validate_prices
 
@@ -29,13 +31,43 @@ FEATURE_COLUMNS: list[str] = (
 TARGET = "target"
 
 
-def _rsi(close: pd.Series, period: int = 14) -> pd.Series:
-    """Wilder's RSI (exponential smoothing with alpha = 1/period), 0..100."""
-    delta = close.diff()
-    gain = delta.clip(lower=0).ewm(alpha=1 / period, adjust=False, min_periods=period).mean()
-    loss = (-delta.clip(upper=0)).ewm(alpha=1 / period, adjust=False, min_periods=period).mean()
-    rs = gain / loss.replace(0.0, np.nan)
-    return (100 - 100 / (1 + rs)).fillna(100.0).where(gain.notna())
+def _lag_diff(x: np.ndarray, h: int) -> np.ndarray:
+    out = np.full_like(x, np.nan)
+    out[h:] = x[h:] - x[:-h]
+    return out
+
+
+def _rolling(x: np.ndarray, window: int, reducer) -> np.ndarray:
+    """A trailing-window statistic (NaN until the window is full): row t sees x[t-window+1..t] only."""
+    out = np.full_like(x, np.nan)
+    if len(x) >= window:
+        out[window - 1:] = reducer(sliding_window_view(x, window), axis=1)
+    return out
+
+
+def _rolling_std(x: np.ndarray, axis: int) -> np.ndarray:
+    return np.std(x, axis=axis, ddof=1)
+
+
+def _ewm(x: np.ndarray, alpha: float) -> np.ndarray:
+    """pandas' `ewm(alpha, adjust=False).mean()` as one IIR filter: y[t] = a x[t] + (1 - a) y[t-1], y[0] = x[0]."""
+    y, _ = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * x[0]])
+    return y
+
+
+def _rsi(close: np.ndarray, period: int = 14) -> np.ndarray:
+    """Wilder's RSI (exponential smoothing with alpha = 1/period), 0..100; 100 when there were no losses."""
+    out = np.full_like(close, np.nan)
+    if len(close) <= period:
+        return out
+    delta = np.diff(close)
+    gain = _ewm(np.clip(delta, 0, None), 1 / period)
+    loss = _ewm(np.clip(-delta, 0, None), 1 / period)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = np.where(loss > 0, 100 - 100 / (1 + gain / loss), 100.0)
+    out[1:] = rsi
+    out[:period] = np.nan
+    return out
 
 
 def build_features(prices: pd.DataFrame, symbol: str = "", dropna: bool = True) -> pd.DataFrame:
@@ -44,42 +76,41 @@ def build_features(prices: pd.DataFrame, symbol: str = "", dropna: bool = True) 
     `target` is log(close[t+1] / close[t]); it is NaN on the last row, which is the row a live
     prediction uses. `close` rides along to turn predicted returns into prices. With `dropna`,
     warm-up rows (incomplete windows) are dropped; the last row is always kept.
+    Built with numpy on whole columns (the serving path calls this on every request): trailing
+    windows via `sliding_window_view`, EWMs via one `lfilter` each; `tests/test_features.py`
+    checks every column against the pandas formulation.
     """
     prices = validate_prices(prices, symbol or prices.attrs.get("symbol", "prices"))
-    close = prices["close"].astype(float)
-    volume = prices["volume"].astype(float)
+    close = prices["close"].to_numpy(dtype=float)
     log_close = np.log(close)
-    ret = log_close.diff()
+    ret = _lag_diff(log_close, 1)
 
-    columns: dict[str, pd.Series] = {}
+    columns: dict[str, np.ndarray] = {}
     for h in RETURN_HORIZONS:
-        columns[f"ret_{h}d"] = log_close.diff(h)
+        columns[f"ret_{h}d"] = _lag_diff(log_close, h)
     for w in ROLLING_WINDOWS:
-        columns[f"ret_mean_{w}"] = ret.rolling(w, min_periods=w).mean()
-    for w in ROLLING_WINDOWS:
-        columns[f"volatility_{w}"] = ret.rolling(w, min_periods=w).std()
+        columns[f"ret_mean_{w}"] = _rolling(ret, w, np.mean)
+        columns[f"volatility_{w}"] = _rolling(ret, w, _rolling_std)
     for w in MA_WINDOWS:
-        columns[f"close_to_sma_{w}"] = close / close.rolling(w, min_periods=w).mean() - 1.0
+        columns[f"close_to_sma_{w}"] = close / _rolling(close, w, np.mean) - 1.0
     columns["rsi_14"] = _rsi(close)
-    ema12 = close.ewm(span=12, adjust=False).mean()
-    ema26 = close.ewm(span=26, adjust=False).mean()
-    macd = (ema12 - ema26) / close  # scale-free: comparable across price levels and tickers
-    signal = macd.ewm(span=9, adjust=False).mean()
+    macd = (_ewm(close, 2 / 13) - _ewm(close, 2 / 27)) / close  # spans 12 and 26, scale-free
+    signal = _ewm(macd, 2 / 10)  # span 9
     columns["macd"], columns["macd_signal"], columns["macd_hist"] = macd, signal, macd - signal
-    log_volume = np.log1p(volume)
-    vol_mean = log_volume.rolling(20, min_periods=20).mean()
-    vol_std = log_volume.rolling(20, min_periods=20).std()
-    columns["volume_z_20"] = ((log_volume - vol_mean) / vol_std.replace(0.0, np.nan)).fillna(0.0).where(vol_mean.notna())
-    columns["day_of_week"] = pd.Series(prices.index.day_of_week.astype(float), index=prices.index)
+    log_volume = np.log1p(prices["volume"].to_numpy(dtype=float))
+    vol_mean, vol_std = _rolling(log_volume, 20, np.mean), _rolling(log_volume, 20, _rolling_std)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        volume_z = np.where(vol_std > 0, (log_volume - vol_mean) / vol_std, 0.0)
+    columns["volume_z_20"] = np.where(np.isnan(vol_mean), np.nan, volume_z)
+    columns["day_of_week"] = prices.index.day_of_week.to_numpy(dtype=float)
 
-    values = np.column_stack([columns[name].to_numpy(dtype=float) for name in FEATURE_COLUMNS])
+    values = np.column_stack([columns[name] for name in FEATURE_COLUMNS])
     values[:WARMUP_DAYS] = np.nan
-    frame = pd.DataFrame(values, index=prices.index, columns=FEATURE_COLUMNS)
-    frame[TARGET] = ret.shift(-1)
-    frame["close"] = close
+    target = np.append(ret[1:], np.nan)
+    frame = pd.DataFrame(np.column_stack([values, target, close]), index=prices.index,
+                         columns=[*FEATURE_COLUMNS, TARGET, "close"])
     if dropna:
-        usable = frame[FEATURE_COLUMNS].notna().all(axis=1)
-        frame = frame.loc[usable]
+        frame = frame.loc[~np.isnan(values).any(axis=1)]
     return frame
 
 
