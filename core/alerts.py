@@ -164,7 +164,8 @@ def conditions(model: dict, as_of, metrics: pd.DataFrame, report, error_rate: fl
                                    f"Drift {report.severity}: " + "; ".join(report.reasons[:3])))
         features = getattr(report, "features", None)
         if features is not None and len(features) and "psi" in features:
-            psi = features["psi"].astype(float)
+            named = features.set_index("feature") if "feature" in features else features
+            psi = named["psi"].astype(float)
             over = psi[psi > settings.drift_psi_threshold].sort_values(ascending=False)
             if len(over):
                 top = ", ".join(f"{name} {value:.2f}" for name, value in over.head(3).items())

@@ -118,6 +118,13 @@ def replay_with_experiments(symbol: str, start: pd.Timestamp, end: pd.Timestamp 
     return count + simulate(running, second, days[-1])
 
 
+def backfill_monitoring(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None, report: Report) -> None:
+    """daily_metrics and weekly drift checks over the replayed days (what the Monitoring page reads)."""
+    from core.monitoring import backfill_history
+
+    backfill_history(start, end, symbols=[symbol], report=report)
+
+
 def build_demo(
     report: Report = print, force: bool = False, symbols: list[str] | None = None, replay_days: int | None = None
 ) -> None:
@@ -153,6 +160,7 @@ def build_demo(
         replayer = replay_with_experiments if symbol == ab_demo_symbol(deployed) else replay
         n = replayer(symbol, cutoff, end)
         report(f"[{i}/{len(deployed)}] replayed {n} trading days of {symbol} after {cutoff:%Y-%m-%d}")
+        backfill_monitoring(symbol, cutoff, end, report)
     report(f"Demo registry built in {time.perf_counter() - started:.0f} s.")
 
 

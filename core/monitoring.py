@@ -349,29 +349,38 @@ def run_daily_cycle(as_of, db: sqlite_utils.Database | None = None, should_stop:
     return summary
 
 
-def backfill_history(start, end, drift_every: int = 5, db: sqlite_utils.Database | None = None,
-                     report: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Metrics for every model over [start, end] and a drift check every `drift_every` trading days.
+def backfill_history(start, end=None, symbols: list[str] | None = None, drift_every: int = 5,
+                     db: sqlite_utils.Database | None = None, report: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Metrics over [start, end] and a drift check every `drift_every` trading days, per deployed model.
 
-    Used by the demo so the Monitoring page has a year of real numbers without running the whole cycle.
+    Used by the demo so the Monitoring page has a year of real numbers without running the whole cycle
+    (`scheduled_tasks.py --replay` runs the full cycle day by day instead).
     """
     from core.config import get_settings
-    from core.drift import check_model
     from core.market import load_prices
     from core.registry import list_models
 
     db = db or get_db()
-    rows = upsert_daily_metrics(start, end, db=db)
+    models = [m for m in list_models(status="deployed", db=db) if symbols is None or m["symbol"] in symbols]
+    model_ids = [r[0] for r in db.execute(
+        "SELECT model_id FROM models WHERE symbol IN (SELECT value FROM json_each(?))",
+        [json.dumps(sorted({m["symbol"] for m in models}))]).fetchall()]
+    rows = upsert_daily_metrics(start, end or "9999-12-31", model_ids, db=db)
+    try:
+        from core.drift import check_model
+    except ImportError as exc:  # drift detection not installed yet: metrics only
+        log.warning("drift checks skipped in the backfill: %s", exc)
+        return {"metric_rows": rows, "drift_checks": 0}
     checks = 0
     window = get_settings().drift_window_days
-    for model in list_models(status="deployed", db=db):
+    for model in models:
         days = load_prices(model["symbol"], start=start, end=end, db=db).index[::drift_every]
         for day in days:
             try:
                 check_model(model["model_id"], _day(day), window_days=window, db=db, store=True)
                 checks += 1
             except Exception as exc:  # a day without enough history is skipped, the rest goes on
-                log.info("demo drift check %s %s skipped: %s", model["model_id"], _day(day), exc)
+                log.info("backfill drift check %s %s skipped: %s", model["model_id"], _day(day), exc)
         if report:
-            report(f"  {model['symbol']}: {len(days)} weekly drift checks")
+            report(f"  {model['symbol']}: daily metrics and {len(days)} drift checks (every {drift_every} trading days)")
     return {"metric_rows": rows, "drift_checks": checks}
