@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from core.config import get_settings
 from core.features import TARGET, build_features, check_feature_frame
-from core.market import load_prices
+from core.market import MarketDataError, load_prices
 from core.registry import atomic_write, get_model, load_model, model_folder
 from core.store import get_db, utc_now
 from core.training import MODEL_LABELS
@@ -84,7 +85,10 @@ def window_features(symbol: str, start=None, end=None, days: int | None = None,
         load_from = first_needed - pd.Timedelta(days=HISTORY_BUFFER_DAYS)
     elif end_ts is not None:
         load_from = end_ts - pd.Timedelta(days=int(days * 1.6) + HISTORY_BUFFER_DAYS)
-    prices = load_prices(symbol, start=load_from, end=end_ts, db=db)
+    try:
+        prices = load_prices(symbol, start=load_from, end=end_ts, db=db)
+    except MarketDataError as exc:
+        raise ExplainError(f"{symbol}: cannot explain {start or 'the start'} to {end or 'the end'}: {exc}") from exc
     frame = build_features(prices, symbol)
     if first_needed is not None:
         frame = frame.loc[frame.index >= first_needed]
@@ -378,7 +382,9 @@ def _write_png(fig, path: Path) -> None:
             kaleido.start_sync_server(silence_warnings=True)
             atexit.register(kaleido.stop_sync_server, silence_warnings=True)
             _kaleido_started = True
-        image = fig.to_image(format="png", width=1000, height=640)
+        with warnings.catch_warnings():  # plotly warns that per-call kaleido options are ignored with a server
+            warnings.simplefilter("ignore", UserWarning)
+            image = fig.to_image(format="png", width=1000, height=640)
     atomic_write(path, lambda tmp: tmp.write_bytes(image))
 
 

@@ -1,0 +1,212 @@
+"""core.explain: SHAP additivity for both model types, importance on a model with a known dominant feature,
+the memory and disk caches, waterfall and LIME, and the artifacts + model card written on registration."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import explain
+from core.features import FEATURE_COLUMNS, TARGET
+
+DOMINANT = "rsi_14"
+
+
+def _models(symbol: str) -> dict[str, str]:
+    from core.registry import list_models
+
+    return {m["model_type"]: m["model_id"] for m in sorted(list_models(symbol), key=lambda m: m["version"], reverse=True)
+            if m["reason"].startswith("demo")}
+
+
+@pytest.mark.parametrize("model_type", ["xgb", "rf"])
+def test_additivity_base_plus_contributions_is_the_served_prediction(demo_registry, model_type):
+    from core.registry import load_model
+
+    model_id = _models("AAPL")[model_type]
+    explanation = explain.explain_window(model_id)
+    result = explanation.shap
+    assert result.values.shape == (len(explanation.frame), len(FEATURE_COLUMNS))
+    served = load_model(model_id).predict_returns(explanation.X.to_numpy())
+    np.testing.assert_allclose(result.output, served, atol=1e-12)
+    np.testing.assert_allclose(result.base_value + result.values.sum(axis=1), served, atol=1e-4, rtol=0)
+    # not trivially additive: contributions vary by row and feature
+    assert np.abs(result.values).sum(axis=0).min() >= 0 and np.std(result.values) > 0
+
+
+def test_xgboost_values_match_shap_tree_explainer(demo_registry):
+    import shap
+
+    from core.registry import load_model
+
+    model_id = _models("MSFT")["xgb"]
+    explanation = explain.explain_window(model_id, days=60, end=None, start=None)
+    reference = shap.TreeExplainer(load_model(model_id).estimator).shap_values(explanation.X.to_numpy())
+    np.testing.assert_allclose(explanation.shap.values, reference, atol=1e-6)
+
+
+def test_bad_rows_are_refused_with_a_clear_message(demo_registry):
+    from core.registry import get_model
+
+    model_id = _models("AAPL")["rf"]
+    frame = explain.model_window(get_model(model_id), days=30)
+    with pytest.raises(explain.ExplainError, match="2D array"):
+        explain.shap_values(model_id, frame[FEATURE_COLUMNS].to_numpy()[:, :5])
+    bad = frame.copy()
+    bad.iloc[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        explain.shap_values(model_id, bad)
+
+
+def test_second_call_hits_memory_then_disk_cache(demo_registry, monkeypatch):
+    model_id = _models("MSFT")["rf"]
+    X = explain.window_features("MSFT", start="2012-01-03", end="2012-03-30")
+    calls = []
+    real = explain._tree_shap
+    monkeypatch.setattr(explain, "_tree_shap", lambda *args: calls.append(1) or real(*args))
+    for path in explain._cache_dir(model_id).glob("*.npz"):
+        path.unlink()
+    explain.clear_memory_cache()
+
+    first = explain.shap_values(model_id, X)
+    assert len(calls) == 1 and list(explain._cache_dir(model_id).glob("*.npz"))
+    second = explain.shap_values(model_id, X)
+    assert len(calls) == 1 and second is first  # memory
+    explain.clear_memory_cache()
+    third = explain.shap_values(model_id, X)
+    assert len(calls) == 1  # disk
+    np.testing.assert_array_equal(third.values, first.values)
+    assert third.base_value == first.base_value
+    explain.shap_values(model_id, X.iloc[:-1])  # another window is another key
+    assert len(calls) == 2
+
+
+def test_waterfall_steps_add_up_in_both_units_and_lime_runs(demo_registry):
+    model_id = _models("AAPL")["xgb"]
+    explanation = explain.explain_window(model_id)
+    day = explanation.frame.index[-3]
+    summary = explain.day_summary(explanation, day)
+    in_return = explain.waterfall_steps(explanation, day, top=5)
+    assert len(in_return) == 6 and in_return["step"].iloc[-1] == f"{len(FEATURE_COLUMNS) - 5} other features"
+    assert in_return["cumulative"].iloc[-1] == pytest.approx(summary["predicted_return"], abs=1e-6)
+    in_price = explain.waterfall_steps(explanation, day, top=5, units="price")
+    assert summary["base_close"] + in_price["delta"].sum() == pytest.approx(summary["predicted_close"], abs=1e-6)
+    assert summary["actual_close"] == pytest.approx(summary["last_close"] * np.exp(explanation.frame[TARGET].loc[day]))
+    with pytest.raises(explain.ExplainError, match="not a trading day"):
+        explain.waterfall_steps(explanation, "1990-01-01")
+
+    lime = explain.lime_explanation(model_id, explanation, day, num_features=6, num_samples=500)
+    assert len(lime["weights"]) == 6 and np.isfinite(lime["weights"]["weight"]).all()
+    assert lime["model_prediction"] == pytest.approx(summary["predicted_return"])
+
+
+# --- a synthetic model whose target is driven by one feature, registered in a fresh registry -------------
+
+def _synthetic_target(frame: pd.DataFrame) -> np.ndarray:
+    """0.01 * tanh(standardised DOMINANT) plus a little noise: every other feature is irrelevant."""
+    z = (frame[DOMINANT] - 50.0) / 10.0
+    return 0.01 * np.tanh(z.to_numpy()) + np.random.default_rng(0).normal(0, 0.0005, len(frame))
+
+
+def _synthetic_trained(model_type: str, n_estimators: int = 60):
+    """A model trained on real AAPL features with a target that depends almost only on DOMINANT."""
+    from core.market import load_prices
+    from core.training import TrainedModel, make_estimator, validation_metrics
+
+    frame = explain.window_features("AAPL", start="2008-01-01", end="2010-12-31")
+    frame = frame.loc[frame[TARGET].notna()]
+    y = _synthetic_target(frame)
+    params = {"n_estimators": n_estimators, "max_depth": 4}
+    estimator = make_estimator(model_type, params).fit(frame[FEATURE_COLUMNS].to_numpy(), y)
+    close = frame["close"].to_numpy()
+    predicted = estimator.predict(frame[FEATURE_COLUMNS].to_numpy())
+    validation = pd.DataFrame({
+        "fold": np.arange(len(frame)) * 5 // len(frame), "pred_return": predicted, "actual_return": y,
+        "last_close": close, "actual_close": close * np.exp(y), "predicted_close": close * np.exp(predicted),
+    }, index=frame.index)
+    return TrainedModel(symbol="AAPL", model_type=model_type, params=params, estimator=estimator,
+                        feature_columns=list(FEATURE_COLUMNS), train_start=frame.index[0], train_end=frame.index[-1],
+                        metrics=validation_metrics(validation, 0.9), validation=validation,
+                        data_source=load_prices("AAPL").attrs["source"])
+
+
+@pytest.mark.parametrize("model_type", ["xgb", "rf"])
+def test_dominant_feature_ranks_first_and_artifacts_are_written_on_registration(fresh_db, monkeypatch, model_type):
+    from core.registry import register, set_certification
+
+    monkeypatch.setenv("MLSA_EXPLAIN_IMAGE_FORMAT", "html")  # the PNG path is covered by the registration test below
+    model_id = register(_synthetic_trained(model_type), reason="synthetic test")
+    files = explain.artifact_files(model_id)
+    assert set(files) == {"model_card", "importance_json", "importance_csv", "summary_html"}
+
+    explanation = explain.explain_window(model_id)
+    importance = explain.global_importance(explanation.shap)
+    assert importance.index[0] == DOMINANT and importance.iloc[0] > 0.5 * importance.sum()
+    synthetic = explanation.frame.assign(**{TARGET: _synthetic_target(explanation.frame)})  # the target it learned
+    permutation = explain.permutation_importance_frame(model_id, synthetic)
+    assert permutation["feature"].iloc[0] == DOMINANT
+    assert permutation["permutation_mean"].iloc[0] > 3 * permutation["permutation_mean"].iloc[1]
+
+    table = pd.read_csv(files["importance_csv"])
+    assert table["feature"].iloc[0] == DOMINANT and table["shap_rank"].iloc[0] == 1
+    document = json.loads(files["importance_json"].read_text())
+    assert document["features"][0]["feature"] == DOMINANT and document["window"]["rows"] == 250
+    assert "MLSA_EXPLAIN_IMAGE_FORMAT" in document["summary_figure_note"]
+
+    card = files["model_card"].read_text()
+    metrics = explain.get_model(model_id)["metrics"]
+    for expected in (f"# Model card: {model_id}", "## Purpose", "## Data window", "## Features", "## Known limitations",
+                     f"| MAE ($) | {metrics['mae']:.4f} | {metrics['naive']['mae']:.4f} |",
+                     f"| 1 | `{DOMINANT}` |", "Not computed"):
+        assert expected in card
+    ranked_rows = [line for line in card.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert len(ranked_rows) == 10
+
+    set_certification(model_id, False, {"certified": False, "computed_at": "2024-01-02T03:04:05Z", "checks": [
+        {"key": "skill", "label": "Mean CV skill", "value": -0.01, "comparison": ">=", "target": 0.0, "passed": False}]})
+    card = explain.write_model_artifacts(model_id)["model_card"].read_text()
+    assert "**Not certified** (computed 2024-01-02 03:04 UTC)" in card and "FAIL: Mean CV skill = -0.01" in card
+    assert "Not computed" not in card
+
+
+def test_registration_writes_png_and_survives_a_failing_writer(fresh_db, monkeypatch, caplog):
+    from core.registry import get_model, register
+    from core.training import train_model
+
+    model_id = register(_synthetic_trained("xgb", n_estimators=20), reason="synthetic test")
+    files = explain.artifact_files(model_id)
+    assert "summary_png" in files or "summary_html" in files  # HTML only where Chromium is missing
+    if "summary_png" in files:
+        assert files["summary_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "kaleido could not render" in json.loads(files["importance_json"].read_text())["summary_figure_note"]
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(explain, "write_model_artifacts", broken)
+        second = register(_synthetic_trained("xgb", n_estimators=20), reason="synthetic test")
+    assert get_model(second)["status"] == "candidate" and "explainability artifacts were not written" in caplog.text
+    assert explain.artifact_files(second) == {}
+
+    naive_id = register(train_model("AAPL", "naive", train_end="2010-12-31"), reason="synthetic test")
+    assert set(explain.artifact_files(naive_id)) == {"model_card"}
+    assert "Not applicable: the naive baseline uses no features." in explain.artifact_files(naive_id)["model_card"].read_text()
+    with pytest.raises(explain.ExplainError, match="naive baseline"):
+        explain.explain_window(naive_id)
+
+
+def test_html_fallback_when_kaleido_fails(fresh_db, monkeypatch):
+    from core.registry import register
+
+    def no_chrome(*_args, **_kwargs):
+        raise RuntimeError("no Chrome found")
+
+    monkeypatch.setattr(explain, "_write_png", no_chrome)
+    model_id = register(_synthetic_trained("rf", n_estimators=20), reason="synthetic test")
+    files = explain.artifact_files(model_id)
+    assert "summary_html" in files and "summary_png" not in files
+    assert "no Chrome found" in json.loads(files["importance_json"].read_text())["summary_figure_note"]
