@@ -1,46 +1,108 @@
-"""Home: what the app is, where its data comes from, and each ticker's deployed model against naive."""
-import pandas as pd
+"""Home: the at-a-glance dashboard: per ticker the deployed model, its certification, live error vs naive and
+drift; running A/B tests, open alerts and the last scheduler run; each item links to its page."""
+from pathlib import Path
+
 import streamlit as st
 
-from core.market import available_symbols, coverage
-from core.predict import live_performance
-from core.registry import deployed_model
+from core.charts import skill_color, sparkline
+from core.dashboard import LIVE_DAYS, SPARK_WINDOW, load_dashboard
+
+ROOT = Path(__file__).resolve().parent
+PAGES = [  # (file, label, icon): a page is linked only once its file exists
+    ("pages/1_Forecast.py", "Forecast: predict the next close, train models", "🔮"),
+    ("pages/2_Model_Management.py", "Model Management: registry, certification, deploy, rollback", "🗂️"),
+    ("pages/3_Drift.py", "Drift: feature, performance and concept drift", "🌊"),
+    ("pages/4_AB_Tests.py", "A/B tests: compare model versions on live traffic", "⚖️"),
+    ("pages/5_Explainability.py", "Explainability: why the model predicts what it does", "🔍"),
+    ("pages/6_Monitoring.py", "Monitoring: daily metrics, alerts, scheduler runs", "📊"),
+]
+LABELS = {page: (label, icon) for page, label, icon in PAGES}
+
+
+def link(page: str, label: str | None = None, where=st) -> None:
+    """A link to `page` when its file exists (pages land one by one), else nothing."""
+    if (ROOT / page).exists():
+        where.page_link(page, label=label or LABELS[page][0], icon=LABELS[page][1])
+
 
 st.set_page_config(page_title="ML Stock Agent", page_icon="📈", layout="wide")
 st.title("📈 ML Stock Agent")
 st.markdown(
     "Train next-day forecasting models per ticker, watch them in production, and fix them safely: "
     "drift checks, A/B tests, explanations and monitoring, all on real daily prices. "
-    "Every number below comes from the prediction log and the model registry."
+    "Every number below comes from stored data: the model registry, the prediction log and the monitoring tables."
 )
 
-rows = []
-for symbol in available_symbols():
-    span = coverage(symbol)
-    model = deployed_model(symbol)
-    live = live_performance(symbol, days=30) if model else None
-    rows.append({
-        "ticker": symbol,
-        "data": f"{span[0]:%Y-%m-%d} → {span[1]:%Y-%m-%d}" if span else "cached download",
-        "deployed model": model["model_id"] if model else "none",
-        "live MAE $ (30 d)": live["mae"] if live else None,
-        "naive MAE $ (30 d)": live["naive_mae"] if live else None,
-        "skill (30 d)": live["skill"] if live else None,
-        "verdict": ("—" if not live else "beats naive" if live["skill"] > 0 else "loses to naive"),
-    })
+board = load_dashboard()
+counts, run = board.counts, board.last_run
+m1, m2, m3, m4, m5 = st.columns(5)
+m1.metric("Deployed tickers", f"{counts['deployed']} / {counts['tickers']}")
+m2.metric("Certified deployments", f"{counts['certified']} / {counts['deployed']}")
+m3.metric("Open alerts", counts["open_alerts"], f"{counts['critical_alerts']} critical" if counts["critical_alerts"] else None,
+          delta_color="inverse")
+m4.metric("Running A/B tests", counts["running_experiments"])
+m5.metric("Last scheduler run", run["as_of"] or run["at"][:10] if run else "never",
+          None if not run else "succeeded" if run["succeeded"] else f"failed ({run['failed']} models)",
+          delta_color="normal" if run and run["succeeded"] else "inverse")
+
 st.subheader("Tickers")
 st.dataframe(
-    pd.DataFrame(rows), hide_index=True,
+    board.tickers, hide_index=True,
     column_config={
         "live MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
         "naive MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
-        "skill (30 d)": st.column_config.NumberColumn(format="%+.3f"),
+        "skill (30 d)": st.column_config.NumberColumn(format="%+.3f", help="1 − MAE_model / MAE_naive over the last 30 days"),
     },
 )
-st.caption("Data: bundled real daily prices (Quandl WIKI, public domain; indices from the `arch` package) unless "
-           "yfinance answered. Skill = 1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's.")
+st.caption(f"Live error: served predictions of the last {LIVE_DAYS} trading days with a known close. Skill = "
+           "1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's. Certification: five robustness "
+           "checks on Model Management; \"(override)\" means the model went live without passing them.")
+t1, t2, t3 = st.columns(3)
+link("pages/1_Forecast.py", "Forecast a ticker or train a model", where=t1)
+link("pages/2_Model_Management.py", "Certify, deploy or roll back a model", where=t2)
+link("pages/3_Drift.py", "Drift checks of the deployed models", where=t3)
+
+if board.sparklines:
+    st.subheader(f"Rolling {SPARK_WINDOW}-day MAE per ticker")
+    skills = board.tickers.set_index("ticker")["skill (30 d)"]
+    cards = st.columns(min(4, len(board.sparklines)))
+    for i, (symbol, series) in enumerate(board.sparklines.items()):
+        with cards[i % len(cards)].container(border=True):
+            st.markdown(f"**{symbol}** · ${series.iloc[-1]:.3f} on {series.index[-1]:%Y-%m-%d}")
+            st.caption(f"from {series.attrs['source']}")
+            st.plotly_chart(sparkline(series, skill_color(skills.get(symbol))), key=f"home_spark_{symbol}",
+                            width="stretch", config={"displayModeBar": False})
+    st.caption(f"Green when the ticker beats naive over the last {LIVE_DAYS} days, red when it does not.")
+else:
+    st.info("No live predictions with known outcomes yet: the rolling error appears once forecasts are scored.")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("A/B tests")
+    if board.experiments.empty:
+        st.markdown("No experiment is running.")
+    else:
+        st.dataframe(board.experiments, hide_index=True)
+    link("pages/4_AB_Tests.py", "Open A/B tests")
+    st.subheader("Scheduler")
+    if run is None:
+        st.markdown("The daily cycle has not run yet (`python scheduled_tasks.py --once`).")
+    else:
+        status = "✅ succeeded" if run["succeeded"] else f"❌ failed for {run['failed']} model(s)"
+        took = f", {run['seconds']:.1f} s" if run["seconds"] is not None else ""
+        st.markdown(f"Last daily cycle for **{run['as_of']}**, run {run['at'][:16].replace('T', ' ')} UTC: {status} "
+                    f"({run['ok']} model(s) ok{took}).")
+    link("pages/6_Monitoring.py", "Open Monitoring")
+with right:
+    st.subheader("Open alerts")
+    if board.alerts.empty:
+        st.markdown("No open alerts.")
+    else:
+        st.dataframe(board.alerts, hide_index=True)
+        st.caption(f"The newest of {counts['open_alerts']} unacknowledged alerts; acknowledge them on Monitoring.")
+    link("pages/6_Monitoring.py", "Acknowledge alerts on Monitoring")
 
 st.subheader("Pages")
-links = st.columns(2)
-links[0].page_link("pages/1_Forecast.py", label="Forecast: predict the next close, train models", icon="🔮")
-links[1].page_link("pages/2_Model_Management.py", label="Model Management: registry, deploy, rollback", icon="🗂️")
+cols = st.columns(2)
+for i, (page, _label, _icon) in enumerate(page for page in PAGES if (ROOT / page[0]).exists()):
+    link(page, where=cols[i % 2])

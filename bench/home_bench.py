@@ -1,0 +1,134 @@
+"""Home page load time with a year of live history for every demo ticker, measured with AppTest.
+
+Builds the full demo registry (every bundled ticker with enough history, a replayed year each) in a
+scratch folder on first use (a few minutes; kept for later runs), then prints:
+  * a cold load: a fresh Python process running Home.py once with AppTest (what the first visitor of
+    a freshly started server waits for, imports included), and the same without the imports;
+  * warm loads: new AppTest sessions in one process (every later visitor);
+  * the data layer: `core.dashboard.load_dashboard` against the reference the first Home page used
+    (per ticker `deployed_model` + `live_performance` over the pandas prediction log), with the ratio.
+Goal: the page loads in under 2 s.
+
+    .venv/bin/python bench/home_bench.py [--dir /tmp/mlsa-home-bench] [--runs 5]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+COLD_SCRIPT = """
+import time
+started = time.perf_counter()
+from streamlit.testing.v1 import AppTest
+import core.dashboard, core.charts
+imported = time.perf_counter()
+app = AppTest.from_file({home!r}, default_timeout=120).run()
+assert not app.exception, app.exception
+print(time.perf_counter() - started, time.perf_counter() - imported)
+"""
+
+
+def use_scratch(folder: Path) -> None:
+    os.environ["MLSA_OFFLINE"] = "1"
+    os.environ["MLSA_DB_PATH"] = str(folder / "app.db")
+    os.environ["MLSA_MODELS_DIR"] = str(folder / "models")
+
+
+def ensure_demo() -> None:
+    from core.demo import build_demo, demo_exists
+
+    if not demo_exists():
+        print("building the full demo registry once (every bundled ticker, a replayed year each) ...", flush=True)
+        build_demo(report=lambda line: print("  " + line, flush=True))
+
+
+def timed(fn, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def reference_tickers() -> list[dict]:
+    """What the first Home page did: per ticker, the registry and the pandas prediction log."""
+    from core.market import available_symbols, coverage
+    from core.predict import live_performance
+    from core.registry import deployed_model
+
+    rows = []
+    for symbol in available_symbols():
+        model = deployed_model(symbol)
+        rows.append({"symbol": symbol, "span": coverage(symbol), "model": model and model["model_id"],
+                     "live": live_performance(symbol, days=30) if model else None})
+    return rows
+
+
+def fmt(values: list[float]) -> str:
+    return f"median {statistics.median(values) * 1000:7.1f} ms, max {max(values) * 1000:7.1f} ms (n={len(values)})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default="/tmp/mlsa-home-bench", help="scratch folder for the demo database")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    use_scratch(Path(args.dir))
+    ensure_demo()
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.dashboard import load_dashboard
+    from core.store import get_db
+
+    db = get_db()
+    names = ("deployed tickers", "predictions", "daily_metrics", "drift_checks", "alerts", "experiments")
+    counts = db.execute(
+        "SELECT (SELECT COUNT(*) FROM models WHERE status = 'deployed'), (SELECT COUNT(*) FROM predictions), "
+        "(SELECT COUNT(*) FROM daily_metrics), (SELECT COUNT(*) FROM drift_checks), (SELECT COUNT(*) FROM alerts), "
+        "(SELECT COUNT(*) FROM experiments)"
+    ).fetchone()
+    print(f"database {os.environ['MLSA_DB_PATH']}: " + ", ".join(f"{n} {name}" for name, n in zip(names, counts)))
+
+    home = str(ROOT / "Home.py")
+    cold_total, cold_run = [], []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", COLD_SCRIPT.format(home=home)], cwd=ROOT, env=os.environ,
+                             capture_output=True, text=True, check=True).stdout.split()
+        cold_total.append(float(out[-2]))
+        cold_run.append(float(out[-1]))
+    print(f"Home cold, fresh process incl. imports : {fmt(cold_total)}")
+    print(f"Home cold, first run after imports     : {fmt(cold_run)}")
+
+    def warm() -> None:
+        app = AppTest.from_file(home, default_timeout=120).run()
+        assert not app.exception, app.exception
+
+    warm()
+    warm_times = timed(warm, args.runs)
+    print(f"Home warm, new AppTest session         : {fmt(warm_times)}")
+
+    load_dashboard()
+    ours = timed(load_dashboard, args.runs)
+    reference_tickers()
+    reference = timed(reference_tickers, args.runs)
+    print(f"data: load_dashboard (all concerns)    : {fmt(ours)}")
+    print(f"data: reference (per-ticker pandas)    : {fmt(reference)}")
+    print(f"ratio reference / load_dashboard       : {statistics.median(reference) / statistics.median(ours):.1f}x "
+          "(the reference covers only tickers and live error)")
+    worst = max(max(cold_total), max(warm_times))
+    print(f"goal < 2 s: {'met' if worst < 2 else 'NOT met'} (worst load {worst:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The Home dashboard's data: read-only aggregates across the tables, one SQL query per concern.
+
+Nothing here writes. Every function works on an empty database (fresh install, tables other modules
+have not filled yet) and returns empty frames or None, which the page words as "no drift check yet"
+and so on. `as_of` (default: everything stored) bounds the dated concerns: live error, drift checks,
+the sparkline; open alerts, running experiments and the last scheduler run are states, not history.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from core.market import available_symbols, coverage
+from core.store import get_db
+
+log = logging.getLogger(__name__)
+
+LIVE_DAYS = 30          # live MAE vs naive over the last 30 trading days with actuals, as on Forecast
+SPARK_WINDOW = 20       # rolling MAE window (trading days) of the sparkline
+SPARK_POINTS = 120      # days shown in the sparkline
+LATEST_ALERTS = 5
+_FAR_FUTURE = "9999-12-31"
+
+
+def _until(as_of) -> str:
+    return _FAR_FUTURE if as_of is None else f"{pd.Timestamp(as_of):%Y-%m-%d}"
+
+
+# --- one query per concern ----------------------------------------------------------------------------
+
+def data_spans(db: sqlite_utils.Database) -> pd.DataFrame:
+    """Per cached ticker: first and last day, trading days and the source of the newest row."""
+    return pd.read_sql_query(
+        "SELECT symbol, MIN(date) AS first_day, MAX(date) AS last_day, COUNT(*) AS days, "
+        "(SELECT source FROM prices p2 WHERE p2.symbol = p.symbol ORDER BY date DESC LIMIT 1) AS source "
+        "FROM prices p GROUP BY symbol", db.conn,
+    )
+
+
+def deployed_models(db: sqlite_utils.Database) -> pd.DataFrame:
+    """The deployed model of each ticker, its certification, and whether its last deploy was an override."""
+    return pd.read_sql_query(
+        "SELECT m.symbol, m.model_id, m.model_type, m.certified, "
+        "json_extract(m.metrics_json, '$.certification.computed_at') AS certified_at, "
+        "json_extract(m.metrics_json, '$.skill') AS validation_skill, "
+        "(SELECT json_extract(a.details_json, '$.override') FROM audit_log a "
+        " WHERE a.target = m.model_id AND a.action IN ('deploy', 'rollback') ORDER BY a.id DESC LIMIT 1) AS override, "
+        "(SELECT a.at FROM audit_log a WHERE a.target = m.model_id AND a.action IN ('deploy', 'rollback') "
+        " ORDER BY a.id DESC LIMIT 1) AS deployed_at "
+        "FROM models m WHERE m.status = 'deployed'", db.conn,
+    )
+
+
+def live_errors(db: sqlite_utils.Database, as_of=None, days: int = LIVE_DAYS) -> pd.DataFrame:
+    """Per ticker: MAE of served predictions vs naive over its last `days` prediction days with actuals.
+
+    The same numbers as `core.predict.live_performance`, for every ticker in one indexed query.
+    """
+    return pd.read_sql_query(
+        "WITH done AS ("
+        "  SELECT symbol, as_of, ABS(predicted_close - actual_close) AS err, ABS(last_close - actual_close) AS naive_err,"
+        "         DENSE_RANK() OVER (PARTITION BY symbol ORDER BY as_of DESC) AS day_rank"
+        "  FROM predictions WHERE served = 1 AND actual_close IS NOT NULL AND as_of <= ?) "
+        "SELECT symbol, COUNT(*) AS n, AVG(err) AS mae, AVG(naive_err) AS naive_mae, MIN(as_of) AS start, MAX(as_of) AS end "
+        "FROM done WHERE day_rank <= ? GROUP BY symbol", db.conn, params=[_until(as_of), days],
+    )
+
+
+def latest_drift(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
+    """The newest drift check of each deployed model: verdict, severity and the day it was made for."""
+    return pd.read_sql_query(
+        "SELECT symbol, model_id, as_of, overall_drift, severity FROM ("
+        "  SELECT m.symbol, c.model_id, c.as_of, c.overall_drift, c.severity,"
+        "         ROW_NUMBER() OVER (PARTITION BY c.model_id ORDER BY c.as_of DESC, c.id DESC) AS newest"
+        "  FROM drift_checks c JOIN models m ON m.model_id = c.model_id"
+        "  WHERE m.status = 'deployed' AND c.as_of <= ?) WHERE newest = 1", db.conn, params=[_until(as_of)],
+    )
+
+
+def running_experiments(db: sqlite_utils.Database) -> pd.DataFrame:
+    """Running A/B tests with their arms and the served predictions recorded so far."""
+    return pd.read_sql_query(
+        "SELECT e.id, e.name, e.symbol, e.start_date, e.end_date, e.shadow, "
+        "(SELECT GROUP_CONCAT(a.arm || ': ' || a.model_id, ' · ') FROM experiment_arms a WHERE a.experiment_id = e.id) AS arms, "
+        "(SELECT COUNT(*) FROM predictions p WHERE p.experiment_id = e.id) AS predictions "
+        "FROM experiments e WHERE e.status = 'running' ORDER BY e.start_date DESC", db.conn,
+    )
+
+
+def open_alerts(db: sqlite_utils.Database, limit: int = LATEST_ALERTS) -> pd.DataFrame:
+    """The newest unacknowledged alerts, each row carrying the open count per severity (window sums)."""
+    return pd.read_sql_query(
+        "SELECT a.id, a.created_at, m.symbol, a.model_id, a.kind, a.severity, a.message, "
+        "COUNT(*) OVER () AS n_open, "
+        "SUM(a.severity = 'critical') OVER () AS n_critical, SUM(a.severity = 'warning') OVER () AS n_warning "
+        "FROM alerts a LEFT JOIN models m ON m.model_id = a.model_id WHERE a.acknowledged_at IS NULL "
+        "ORDER BY a.created_at DESC, a.id DESC LIMIT ?", db.conn, params=[limit],
+    )
+
+
+def last_scheduler_run(db: sqlite_utils.Database) -> dict | None:
+    """The newest daily-cycle run (audit_log, actor 'scheduler'): when, for which day, and if it succeeded.
+
+    The summary is written by `core.monitoring.run_daily_cycle`: `failed` counts models whose cycle
+    failed, `stopped` marks a run interrupted between steps; success means neither.
+    """
+    row = db.execute(
+        "SELECT at, details_json FROM audit_log WHERE action = 'daily_cycle' AND actor = 'scheduler' "
+        "ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    summary = json.loads(row[1] or "{}")
+    failed = int(summary.get("failed") or 0)
+    return {"at": row[0], "as_of": summary.get("as_of"), "ok": int(summary.get("ok") or 0), "failed": failed,
+            "seconds": summary.get("seconds"), "succeeded": failed == 0 and not summary.get("stopped", False)}
+
+
+def daily_errors(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
+    """Per ticker and day: MAE and naive MAE of the ticker's deployed model(s), and where they came from.
+
+    From `daily_metrics` (models that were ever deployed, so an A/B shadow arm never counts),
+    weighted by predictions; a ticker without rows there falls back to its served prediction log.
+    """
+    until = _until(as_of)
+    metrics = pd.read_sql_query(
+        "SELECT m.symbol, d.date AS day, SUM(d.mae * d.n_predictions) / SUM(d.n_predictions) AS mae, "
+        "SUM(d.naive_mae * d.n_predictions) / SUM(d.n_predictions) AS naive_mae, 'daily_metrics' AS source "
+        "FROM daily_metrics d JOIN models m ON m.model_id = d.model_id "
+        "WHERE d.mae IS NOT NULL AND d.n_predictions > 0 AND d.date <= ? AND d.model_id IN "
+        "(SELECT target FROM audit_log WHERE action IN ('deploy', 'rollback')) "
+        "GROUP BY m.symbol, d.date", db.conn, params=[until],
+    )
+    logged = pd.read_sql_query(
+        "SELECT symbol, as_of AS day, AVG(ABS(predicted_close - actual_close)) AS mae, "
+        "AVG(ABS(last_close - actual_close)) AS naive_mae, 'prediction log' AS source FROM predictions "
+        "WHERE served = 1 AND actual_close IS NOT NULL AND as_of <= ? GROUP BY symbol, as_of", db.conn, params=[until],
+    )
+    logged = logged[~logged["symbol"].isin(metrics["symbol"].unique())]
+    frames = [f for f in (metrics, logged) if not f.empty]
+    if not frames:
+        return metrics
+    return pd.concat(frames, ignore_index=True).sort_values(["symbol", "day"], ignore_index=True)
+
+
+def rolling_mae(daily: pd.DataFrame, window: int = SPARK_WINDOW, points: int = SPARK_POINTS) -> dict[str, pd.Series]:
+    """Per ticker: the rolling `window`-day MAE over its last `points` days, date-indexed;
+    `attrs["source"]` says which table it came from."""
+    series: dict[str, pd.Series] = {}
+    for symbol, group in daily.groupby("symbol", sort=True):
+        values = pd.Series(group["mae"].to_numpy(dtype=float), index=pd.to_datetime(group["day"]), name=symbol)
+        series[symbol] = values.rolling(window, min_periods=1).mean().iloc[-points:]
+        series[symbol].attrs["source"] = group["source"].iloc[0]
+    return series
+
+
+# --- the page's view ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dashboard:
+    tickers: pd.DataFrame
+    sparklines: dict[str, pd.Series]
+    experiments: pd.DataFrame
+    alerts: pd.DataFrame
+    last_run: dict | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def certification_label(certified, certified_at, override) -> str:
+    """✅ certified / ❌ failed / not run, with "(override)" when it went live through an override."""
+    if certified:
+        return "✅ certified"
+    label = "❌ failed" if certified_at else "not run"
+    return f"{label} (override)" if override else label
+
+
+def drift_label(overall_drift, severity) -> str:
+    if overall_drift is None or (isinstance(overall_drift, float) and np.isnan(overall_drift)):
+        return "no drift check yet"
+    return f"⚠️ drift ({severity})" if int(overall_drift) else "✅ no drift"
+
+
+def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
+    symbols = available_symbols()
+    spans = data_spans(db).set_index("symbol")
+    deployed = deployed_models(db).set_index("symbol")
+    live = live_errors(db, as_of).set_index("symbol")
+    drift = latest_drift(db, as_of).set_index("symbol")
+    rows = []
+    for symbol in symbols:
+        if symbol in spans.index:
+            span = spans.loc[symbol]
+            data = f"{span['first_day']} → {span['last_day']} ({span['source']})"
+        else:
+            bundled = coverage(symbol)
+            data = f"{bundled[0]:%Y-%m-%d} → {bundled[1]:%Y-%m-%d} (bundled)" if bundled else "not loaded"
+        model = deployed.loc[symbol] if symbol in deployed.index else None
+        perf = live.loc[symbol] if symbol in live.index else None
+        check = drift.loc[symbol] if symbol in drift.index else None
+        skill = (1 - perf["mae"] / perf["naive_mae"]) if perf is not None and perf["naive_mae"] > 0 else None
+        rows.append({
+            "ticker": symbol, "data": data,
+            "deployed model": model["model_id"] if model is not None else "none",
+            "certification": certification_label(model["certified"], model["certified_at"], model["override"])
+            if model is not None else "—",
+            "live MAE $ (30 d)": perf["mae"] if perf is not None else None,
+            "naive MAE $ (30 d)": perf["naive_mae"] if perf is not None else None,
+            "skill (30 d)": skill,
+            "verdict": "—" if skill is None else "beats naive" if skill > 0 else "loses to naive",
+            "last drift": drift_label(check["overall_drift"], check["severity"]) if check is not None
+            else ("no drift check yet" if model is not None else "—"),
+            "drift checked": check["as_of"] if check is not None else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def load_dashboard(as_of=None, db: sqlite_utils.Database | None = None) -> Dashboard:
+    """Everything the Home page shows, from stored data only (no model is loaded, nothing is computed)."""
+    db = db or get_db()
+    tickers = _ticker_rows(db, as_of)
+    daily = daily_errors(db, as_of)
+    alerts = open_alerts(db)
+    experiments = running_experiments(db)
+    deployed = tickers[tickers["deployed model"] != "none"]
+    counts = {
+        "tickers": len(tickers), "deployed": len(deployed),
+        "certified": int((deployed["certification"] == "✅ certified").sum()),
+        "drifting": int(deployed["last drift"].str.startswith("⚠️").sum()),
+        "open_alerts": int(alerts["n_open"].iloc[0]) if not alerts.empty else 0,
+        "critical_alerts": int(alerts["n_critical"].iloc[0] or 0) if not alerts.empty else 0,
+        "running_experiments": len(experiments),
+    }
+    return Dashboard(tickers=tickers, sparklines=rolling_mae(daily),
+                     experiments=experiments, alerts=alerts.drop(columns=["n_open", "n_critical", "n_warning"]),
+                     last_run=last_scheduler_run(db), counts=counts)
