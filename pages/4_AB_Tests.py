@@ -62,7 +62,7 @@ with st.expander("New A/B test", expanded=experiments.empty):
                                                           int(duration), int(min_samples), float(confidence),
                                                           shadow=shadow, actor="ui")
                         st.session_state["ab_flash_success"] = f"Test #{new_id} '{name}' started on {symbol}."
-                        st.session_state["ab_selected"] = new_id
+                        st.session_state["ab_test"] = new_id  # show the new test below
                         st.rerun()
                     except ExperimentError as exc:
                         st.error(str(exc))
@@ -73,9 +73,7 @@ if experiments.empty:
 # --- one test --------------------------------------------------------------------------------------------
 labels = {int(r.id): f"#{r.id} {r.name} · {r.symbol} · {r.status}" for r in experiments.itertuples()}
 ids = list(labels)
-chosen = st.session_state.get("ab_selected")
-selected = st.selectbox("Test", ids, index=ids.index(chosen) if chosen in ids else 0, format_func=labels.get,
-                        key="ab_test")
+selected = st.selectbox("Test", ids, format_func=labels.get, key="ab_test")
 analysis = abtest.analyze(selected)
 exp, result = analysis.experiment, analysis.comparison
 st.subheader(f"#{exp['id']} {exp['name']}")
