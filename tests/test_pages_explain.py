@@ -1,0 +1,94 @@
+"""Explainability page through AppTest: every tab, LIME, the naive model's message, and the artifact downloads
+(here and on Model Management)."""
+import json
+
+from conftest import page_app
+
+from core import registry
+
+PAGE = "pages/5_Explainability.py"
+
+
+def _chart_titles(at) -> list[str]:
+    titles = []
+    for chart in at.get("plotly_chart"):
+        layout = json.loads(chart.proto.spec).get("layout", {})
+        title = layout.get("title", {})
+        titles.append(title.get("text", "") if isinstance(title, dict) else str(title))
+    return titles
+
+
+def _downloads(at) -> list[str]:
+    return [button.proto.label for button in at.get("download_button")]
+
+
+def test_global_tab_shows_beeswarm_importance_and_downloads(demo_registry):
+    at = page_app(PAGE).run()
+    assert not at.exception and not at.error
+    assert [tab.label for tab in at.tabs] == ["Global", "Local", "Dependence", "Compare"]
+    assert at.selectbox(key="ex_model").value == demo_registry["AAPL"]  # the deployed model by default
+    titles = _chart_titles(at)
+    assert {"SHAP summary", "Mean |SHAP|", "Permutation importance on this window"} <= set(titles)
+    assert {"⬇ model_card.md", "⬇ importance.csv", "⬇ importance.json"} <= set(_downloads(at))
+
+
+def test_local_tab_waterfall_units_and_lime(demo_registry):
+    at = page_app(PAGE).run()
+    assert [m.label for m in at.metric] == ["Base value", "Prediction (next close)", "Actual"]
+    assert at.metric[2].value == "not known yet"  # the newest day's next close is not in the data yet
+    days = at.selectbox(key="ex_day").options
+    at.selectbox(key="ex_day").select_index(5).run()
+    assert not at.exception and len(days) > 5
+    assert at.metric[2].value.startswith("$")  # an older day: the actual close is known
+    assert any(t.startswith("From base value to prediction") for t in _chart_titles(at))
+    at.radio(key="ex_units").set_value("$ (order-dependent)").run()
+    assert not at.exception and any("order of |SHAP|" in c.value for c in at.caption)
+    at.button(key="ex_lime").click().run()
+    assert not at.exception and not at.error
+    assert "LIME local surrogate" in _chart_titles(at)
+    assert any("LIME's local model predicts" in c.value for c in at.caption)
+
+
+def test_dependence_tab_picks_feature_and_colour(demo_registry):
+    at = page_app(PAGE).run()
+    at.selectbox(key="ex_feature").set_value("rsi_14").run()
+    assert not at.exception
+    auto = [t for t in _chart_titles(at) if t.startswith("Dependence: rsi_14")]
+    assert auto and "(colour: " in auto[0]
+    at.selectbox(key="ex_colour").set_value("volume_z_20").run()
+    assert not at.exception
+    assert "Dependence: rsi_14 (colour: volume_z_20)" in _chart_titles(at)
+
+
+def test_compare_tab_puts_two_versions_side_by_side(demo_registry):
+    at = page_app(PAGE).run()
+    at.selectbox(key="ex_symbol").set_value("MSFT").run()
+    champion = demo_registry["MSFT"]
+    other = next(m["model_id"] for m in registry.list_models("MSFT") if m["model_id"] != champion and m["model_type"] != "naive")
+    assert at.selectbox(key="ex_model").value == champion
+    at.selectbox(key="ex_other").set_value(other).run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert {"feature", other, champion, "rank change"} <= set(table.columns)
+    assert len(table) == 20 and (table[champion] > 0).any()
+
+
+def test_naive_model_says_there_is_nothing_to_explain(fresh_db):
+    from core.training import train_model
+
+    model_id = registry.register(train_model("AAPL", "naive", train_end="2010-12-31"), reason="test")
+    at = page_app(PAGE).run()
+    assert not at.exception
+    assert at.selectbox(key="ex_model").value == model_id
+    assert any("nothing to explain" in info.value for info in at.info)
+    assert _downloads(at) == ["⬇ model_card.md"]
+
+
+def test_model_management_offers_the_artifacts(demo_registry):
+    at = page_app("pages/2_Model_Management.py").run()
+    at.selectbox(key="mm_symbol").set_value("AAPL").run()
+    at.selectbox(key="mm_model").set_value(demo_registry["AAPL"]).run()
+    assert not at.exception
+    assert {"⬇ model_card.md", "⬇ importance.csv", "⬇ importance.json"} <= set(_downloads(at))
+    at.button(key="mm_art_write").click().run()
+    assert not at.exception and not at.error
