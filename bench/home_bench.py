@@ -2,8 +2,9 @@
 
 Builds the full demo registry (every bundled ticker with enough history, a replayed year each) in a
 scratch folder on first use (a few minutes; kept for later runs), then prints:
-  * a cold load: a fresh Python process running Home.py once with AppTest (what the first visitor of
-    a freshly started server waits for, imports included), and the same without the imports;
+  * a cold load: a fresh Python process running Home.py once with AppTest; the first run, which
+    imports core and plotly, is what the first visitor of a freshly started server waits for (the
+    server has streamlit loaded already); the total adds Python's import of streamlit;
   * warm loads: new AppTest sessions in one process (every later visitor);
   * the data layer: `core.dashboard.load_dashboard` against the reference the first Home page used
     (per ticker `deployed_model` + `live_performance` over the pandas prediction log), with the ratio.
@@ -28,7 +29,6 @@ COLD_SCRIPT = """
 import time
 started = time.perf_counter()
 from streamlit.testing.v1 import AppTest
-import core.dashboard, core.charts
 imported = time.perf_counter()
 app = AppTest.from_file({home!r}, default_timeout=120).run()
 assert not app.exception, app.exception
@@ -107,7 +107,7 @@ def main() -> int:
         cold_total.append(float(out[-2]))
         cold_run.append(float(out[-1]))
     print(f"Home cold, fresh process incl. imports : {fmt(cold_total)}")
-    print(f"Home cold, first run after imports     : {fmt(cold_run)}")
+    print(f"Home cold, first run (streamlit loaded): {fmt(cold_run)}  <- first visitor of a new server")
 
     def warm() -> None:
         app = AppTest.from_file(home, default_timeout=120).run()
@@ -125,8 +125,8 @@ def main() -> int:
     print(f"data: reference (per-ticker pandas)    : {fmt(reference)}")
     print(f"ratio reference / load_dashboard       : {statistics.median(reference) / statistics.median(ours):.1f}x "
           "(the reference covers only tickers and live error)")
-    worst = max(max(cold_total), max(warm_times))
-    print(f"goal < 2 s: {'met' if worst < 2 else 'NOT met'} (worst load {worst:.2f} s)")
+    worst = max(max(cold_run), max(warm_times))
+    print(f"goal < 2 s for a page load (first visitor or later): {'met' if worst < 2 else 'NOT met'} (worst {worst:.2f} s)")
     return 0
 
 

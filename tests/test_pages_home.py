@@ -1,0 +1,104 @@
+"""Home through AppTest: the dashboard on an empty database and on a registry with monitoring data."""
+import json
+import sqlite3
+
+import pytest
+from conftest import ROOT, page_app
+
+from core.predict import live_performance
+from core.store import close_all, get_db
+
+
+def _metrics(at) -> dict:
+    return {m.label: (m.value, m.delta) for m in at.metric}
+
+
+def _linked_pages(at) -> list[str]:
+    return [element.proto.page for element in at.get("page_link")]
+
+
+def test_home_on_an_empty_database(fresh_db):
+    at = page_app().run()
+    assert not at.exception
+    metrics = _metrics(at)
+    assert metrics["Deployed tickers"][0].startswith("0 / ") and metrics["Last scheduler run"][0] == "never"
+    assert metrics["Open alerts"][0] == "0" and metrics["Running A/B tests"][0] == "0"
+    tickers = at.dataframe[0].value
+    assert {"AAPL", "MSFT", "^GSPC"} <= set(tickers["ticker"]) and (tickers["deployed model"] == "none").all()
+    texts = [md.value for md in at.markdown]
+    assert "No experiment is running." in texts and "No open alerts." in texts
+    assert any("daily cycle has not run yet" in t for t in texts)
+    assert any("No live predictions" in i.value for i in at.info)
+    linked = set(_linked_pages(at))  # page names: "Model_Management" for pages/2_Model_Management.py
+    existing = {path.stem.split("_", 1)[1] for path in (ROOT / "pages").glob("*.py")}
+    assert {"Forecast", "Model_Management"} <= linked <= existing
+
+
+@pytest.fixture()
+def monitored_copy(demo_registry, tmp_path, monkeypatch):
+    """A copy of the demo database with a drift check, alerts, an A/B test, daily metrics and a
+    failed scheduler run added (the shared registry stays untouched)."""
+    copy = tmp_path / "app.db"
+    target = sqlite3.connect(copy)
+    get_db().conn.backup(target)
+    target.close()
+    monkeypatch.setenv("MLSA_DB_PATH", str(copy))
+    db = get_db()
+    aapl, msft = demo_registry["AAPL"], demo_registry["MSFT"]
+    # start from known monitoring state, whatever the demo's own replay wrote
+    for statement in ("DELETE FROM drift_checks", "DELETE FROM alerts", "DELETE FROM experiment_arms",
+                      "DELETE FROM experiments", "DELETE FROM daily_metrics", "DELETE FROM audit_log WHERE action = 'daily_cycle'"):
+        db.execute(statement)
+    db["drift_checks"].insert_all([
+        {"model_id": aapl, "as_of": "2012-06-01", "window_days": 30, "overall_drift": 0, "severity": "none",
+         "reasons_json": "[]", "report_json": "{}", "created_at": "2026-01-01T00:00:00Z"},
+        {"model_id": aapl, "as_of": "2012-07-02", "window_days": 30, "overall_drift": 1, "severity": "significant",
+         "reasons_json": "[]", "report_json": "{}", "created_at": "2026-01-02T00:00:00Z"},
+    ])
+    db["alerts"].insert_all([
+        {"dedup_key": "home|a", "model_id": aapl, "kind": "drift", "severity": "critical", "message": "PSI 0.4 on rsi_14",
+         "created_at": "2026-01-02T00:00:00Z", "acknowledged_at": None},
+        {"dedup_key": "home|b", "model_id": msft, "kind": "latency", "severity": "warning", "message": "P95 up",
+         "created_at": "2026-01-01T00:00:00Z", "acknowledged_at": None},
+        {"dedup_key": "home|c", "model_id": msft, "kind": "accuracy", "severity": "critical", "message": "old",
+         "created_at": "2025-12-01T00:00:00Z", "acknowledged_at": "2025-12-02T00:00:00Z"},
+    ])
+    experiment_id = db["experiments"].insert(
+        {"name": "home test", "symbol": "MSFT", "status": "running", "created_at": "2026-01-01T00:00:00Z",
+         "start_date": "2012-06-01", "end_date": "2012-08-30", "min_samples": 30, "confidence_level": 0.95,
+         "metric": "mae", "shadow": 0}).last_pk
+    db["experiment_arms"].insert({"experiment_id": experiment_id, "arm": "A", "model_id": msft, "traffic_share": 1.0})
+    db["daily_metrics"].insert_all([
+        {"model_id": aapl, "date": f"2012-05-{day:02d}", "n_predictions": 1, "mae": 0.5 + day / 100, "naive_mae": 0.5}
+        for day in range(1, 29)
+    ])
+    db["audit_log"].insert({"at": "2026-01-03T06:00:00Z", "actor": "scheduler", "action": "daily_cycle", "target": "all",
+                            "details_json": json.dumps({"as_of": "2012-07-02", "ok": 1, "failed": 1, "seconds": 2.5})})
+    yield demo_registry
+    close_all()
+
+
+def test_home_with_monitoring_data(monitored_copy):
+    at = page_app().run()
+    assert not at.exception
+    metrics = _metrics(at)
+    assert metrics["Deployed tickers"][0].startswith(f"{len(monitored_copy)} / ")
+    assert metrics["Open alerts"] == ("2", "1 critical")
+    assert metrics["Running A/B tests"][0] == "1"
+    assert metrics["Last scheduler run"] == ("2012-07-02", "failed (1 models)")
+    tickers = at.dataframe[0].value.set_index("ticker")
+    aapl, msft = tickers.loc["AAPL"], tickers.loc["MSFT"]
+    assert aapl["deployed model"] == monitored_copy["AAPL"]
+    assert aapl["last drift"] == "⚠️ drift (significant)" and aapl["drift checked"] == "2012-07-02"
+    assert msft["last drift"] == "no drift check yet"
+    assert aapl["certification"] in {"✅ certified", "❌ failed (override)"}  # the demo certifies before deploying
+    live = live_performance("MSFT", days=30)
+    assert msft["live MAE $ (30 d)"] == pytest.approx(live["mae"]) and msft["skill (30 d)"] == pytest.approx(live["skill"])
+    frames = [df.value for df in at.dataframe]
+    assert any("home test" in set(f.get("name", [])) for f in frames)
+    alerts = next(f for f in frames if "severity" in f.columns)
+    assert list(alerts["message"]) == ["PSI 0.4 on rsi_14", "P95 up"]  # newest first, acknowledged ones hidden
+    assert len(at.get("plotly_chart")) == 2  # AAPL from daily_metrics, MSFT from the prediction log
+    sources = [c.value for c in at.caption if c.value.startswith("from ")]
+    assert sources == ["from daily_metrics", "from prediction log"]
+    assert any("failed for 1 model(s)" in md.value for md in at.markdown)
