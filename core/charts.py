@@ -181,18 +181,22 @@ def shap_waterfall_figure(steps: pd.DataFrame, base: float, prediction: float, u
                           title: str = "") -> go.Figure:
     """From the base value (top) through each feature's contribution to the model's prediction (bottom)."""
     fmt = "${:,.2f}" if units == "price" else "{:+.2e}"
-    delta_fmt = "{:+,.3f} $" if units == "price" else "{:+.2e}"
+    delta_text = [(f"{'+' if d >= 0 else '-'}${abs(d):,.3f}" if units == "price" else f"{d:+.2e}") for d in steps["delta"]]
     fig = go.Figure(go.Waterfall(
         orientation="h", measure=["absolute", *["relative"] * len(steps), "total"],
         y=["base value", *steps["step"], "prediction"], x=[base, *steps["delta"], prediction],
-        text=[fmt.format(base), *[delta_fmt.format(d) for d in steps["delta"]], fmt.format(prediction)],
-        textposition="outside", increasing=dict(marker_color=PALETTE["good"]), decreasing=dict(marker_color=PALETTE["bad"]),
+        text=[fmt.format(base), *delta_text, fmt.format(prediction)],
+        textposition="outside", cliponaxis=False, increasing=dict(marker_color=PALETTE["good"]), decreasing=dict(marker_color=PALETTE["bad"]),
         totals=dict(marker_color=PALETTE["model"]), connector=dict(line=dict(color=PALETTE["muted"], width=1)),
     ))
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="predicted close ($)" if units == "price" else "predicted next-day log return")
+    if units == "price":  # zoom on the path: bars from $0 would flatten cents-sized steps
+        levels = np.array([base, *steps["cumulative"], prediction], dtype=float)
+        pad = max(np.ptp(levels) * 0.3, abs(base) * 1e-4)
+        fig.update_xaxes(range=[levels.min() - pad, levels.max() + pad])
     _layout(fig, title, height=max(360, 30 * (len(steps) + 2) + 120))
-    fig.update_layout(hovermode="closest", showlegend=False)
+    fig.update_layout(hovermode="closest", showlegend=False, margin=dict(l=10, r=70, t=50 if title else 20, b=10))
     return fig
 
 
