@@ -50,6 +50,45 @@ def ensure_demo() -> None:
         build_demo(report=lambda line: print("  " + line, flush=True))
 
 
+def add_year_of_monitoring() -> None:
+    """Fill the monitoring tables as a year of daily cycles would (the scheduler's replay of a year
+    takes far longer than this bench should): per deployed model and prediction day one
+    daily_metrics row (aggregated from the prediction log) and one drift check, an alert every tenth
+    day (half acknowledged), and one daily_cycle audit row per day. Only in the scratch database."""
+    import json
+
+    import numpy as np
+
+    from core.store import get_db, transaction
+
+    db = get_db()
+    if db.execute("SELECT COUNT(*) FROM daily_metrics").fetchone()[0]:
+        return
+    days = [dict(r) for r in db.query(
+        "SELECT p.model_id, p.as_of, COUNT(*) AS n, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
+        "AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, MAX(p.latency_ms) AS latency_p99 "
+        "FROM predictions p JOIN models m ON m.model_id = p.model_id WHERE m.status = 'deployed' "
+        "AND p.actual_close IS NOT NULL GROUP BY p.model_id, p.as_of")]
+    rng = np.random.default_rng(0)
+    drifting = rng.random(len(days)) < 0.2
+    with transaction(db):
+        db["daily_metrics"].upsert_all(
+            [{"model_id": d["model_id"], "date": d["as_of"], "n_predictions": d["n"], "mae": d["mae"],
+              "naive_mae": d["naive_mae"], "latency_p99": d["latency_p99"]} for d in days], pk=("model_id", "date"))
+        db["drift_checks"].insert_all(
+            [{"model_id": d["model_id"], "as_of": d["as_of"], "window_days": 30, "overall_drift": int(flag),
+              "severity": "moderate" if flag else "none", "reasons_json": "[]", "report_json": "{}",
+              "created_at": "bench"} for d, flag in zip(days, drifting)])
+        db["alerts"].insert_all(
+            [{"dedup_key": f"{d['model_id']}|drift|{d['as_of']}", "model_id": d["model_id"], "kind": "drift",
+              "severity": "warning", "message": "bench", "created_at": d["as_of"],
+              "acknowledged_at": d["as_of"] if i % 20 else None} for i, d in enumerate(days) if i % 10 == 0])
+        db["audit_log"].insert_all(
+            [{"at": f"{day}T06:00:00Z", "actor": "scheduler", "action": "daily_cycle", "target": "all",
+              "details_json": json.dumps({"as_of": day, "ok": 6, "failed": 0, "seconds": 3.0})}
+             for day in sorted({d["as_of"] for d in days})])
+
+
 def timed(fn, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
@@ -84,6 +123,7 @@ def main() -> int:
     args = parser.parse_args()
     use_scratch(Path(args.dir))
     ensure_demo()
+    add_year_of_monitoring()
 
     from streamlit.testing.v1 import AppTest
 
