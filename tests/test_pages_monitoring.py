@@ -1,0 +1,64 @@
+"""The Monitoring page and the retraining section of Model Management, driven through AppTest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+from test_monitoring import registry_copy  # noqa: F401 (fixture)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=120).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_monitoring_page_shows_metrics_charts_and_acknowledges(registry_copy):  # noqa: F811
+    from core.alerts import raise_alert
+    from core.monitoring import run_daily_cycle
+
+    day = registry_copy.execute("SELECT MAX(as_of) FROM predictions WHERE symbol = 'AAPL'").fetchone()[0]
+    run_daily_cycle(day, db=registry_copy)
+    model_id = registry_copy.execute("SELECT model_id FROM models WHERE status = 'deployed' ORDER BY model_id").fetchone()[0]
+    alert_id = raise_alert(model_id, "latency_spike", "warning", "P95 tripled", day)
+    at = _run("pages/6_Monitoring.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Predictions"].replace(",", "")) > 100
+    assert int(metrics["Open alerts"]) >= 1
+    assert "Last daily cycle: as of" in at.caption[0].value
+    assert len(at.get("plotly_chart")) >= 6  # volume, latency, error rate, widths, accuracy x2, PSI...
+    at.multiselect(key="mon_ack_ids").select(alert_id)
+    at = [b for b in at.button if b.label == "Acknowledge selected"][0].click().run()
+    assert not at.exception
+    assert any("Acknowledged 1 alert" in s.value for s in at.success)
+    assert registry_copy.execute("SELECT acknowledged_at FROM alerts WHERE id = ?", [alert_id]).fetchone()[0]
+
+
+def test_monitoring_page_filters_by_ticker(registry_copy):  # noqa: F811
+    at = _run("pages/6_Monitoring.py")
+    at.selectbox(key="mon_symbol").select("MSFT").run()
+    assert not at.exception
+    assert all(v.startswith(("rf_", "xgb_", "All")) and ("MSFT" in v or v == "All")
+               for v in at.selectbox(key="mon_model").options)
+
+
+def test_retrain_now_shows_the_gate_result_and_approval_queue(registry_copy, monkeypatch):  # noqa: F811
+    from core import training
+
+    real = training.train_model
+    monkeypatch.setattr(training, "train_model",
+                        lambda symbol, model_type, **kw: real(symbol, model_type, **{**kw, "params": {"n_estimators": 20}}))
+    at = _run("pages/2_Model_Management.py")
+    assert any("Approval queue: empty" in c.value for c in at.caption)
+    at = [b for b in at.button if b.label == "Retrain Now"][0].click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    gate = [d.value for d in at.dataframe if "challenger MAE $" in d.value.columns][0]
+    assert {"challenger MAE $", "champion MAE $", "naive MAE $", "passed"} <= set(gate.columns)
+    job = registry_copy.execute("SELECT status, trigger FROM retrain_jobs ORDER BY id DESC LIMIT 1").fetchone()
+    assert job[1] == "manual" and job[0] in ("rejected", "validating")
+    assert bool(gate["passed"].iloc[0]) == (job[0] == "validating")
+    assert any(s.label.startswith("Validation gate ") for s in at.status)
