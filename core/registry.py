@@ -323,6 +323,7 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
         model = get_model(model_id, db=db)
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
+        load_model(model_id, db=db)  # never deploy a file that would fail to load (checked before certification)
         if not model["certified"] and not override:
             raise CertificationRequired(
                 f"{model_id} is not certified: run the certification on Model Management, or deploy it "
@@ -330,7 +331,6 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
             )
         if not model["certified"] and not reason.strip():
             raise CertificationRequired(f"Deploying the uncertified {model_id} with an override needs a reason for the audit log.")
-        load_model(model_id, db=db)  # never deploy a file that would fail to load
         previous = deployed_model(model["symbol"], db=db)
         if previous:
             _set_status(db, previous["model_id"], "archived")
