@@ -17,7 +17,7 @@ from core.features import build_features, check_feature_frame
 from core.training import naive_metrics, price_metrics, skill
 from core.market import MarketDataError, load_prices, next_trading_day
 from core.registry import LoadedModel, RegistryError, deployed_model, load_model
-from core.store import get_db, utc_now
+from core.store import get_db, transaction, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def predict(
             latency_ms=(time.perf_counter() - shadow_started) * 1000, experiment_id=route.experiment_id, arm=arm,
         )
         rows.append(_row(shadow, request_key, served=False))
-    with db.atomic():
+    with transaction(db):  # BEGIN IMMEDIATE: a deferred BEGIN fails at once with "database is locked" under concurrent writers
         table = db["predictions"]
         table.insert_all(rows)
         prediction_id = table.last_pk if len(rows) == 1 else _served_id(db, request_key, route.model_id)
