@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ def model_window(model: dict, days: int | None = None, db: sqlite_utils.Database
 # --- SHAP values (cached) -----------------------------------------------------------------------------
 
 _memory: OrderedDict[str, ShapValues] = OrderedDict()
-_explainers: dict[str, Any] = {}
+_explainers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fitted estimator -> its TreeExplainer
 _lock = threading.Lock()
 
 
@@ -146,9 +147,9 @@ def _tree_shap(model_id: str, model_type: str, estimator: Any, matrix: np.ndarra
         import shap
 
         with _lock:
-            explainer = _explainers.get(model_id)
+            explainer = _explainers.get(estimator)
             if explainer is None:
-                explainer = _explainers[model_id] = shap.TreeExplainer(estimator)
+                explainer = _explainers[estimator] = shap.TreeExplainer(estimator)
         values = np.asarray(explainer.shap_values(matrix, check_additivity=False), dtype=float)
         return values, float(np.ravel(explainer.expected_value)[0])
     raise ExplainError(f"{model_id} is a {MODEL_LABELS.get(model_type, model_type)} model: it has no features to explain.")

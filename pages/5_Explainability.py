@@ -18,13 +18,14 @@ st.caption("SHAP values say how far each feature moved a prediction from the mod
 
 
 @st.cache_data(show_spinner=False)
-def cached_explanation(model_id: str, start: str, end: str) -> explain.Explanation:
+def cached_explanation(model_id: str, artifact_sha256: str, start: str, end: str) -> explain.Explanation:
+    """Keyed by the artifact's hash too, so a model id reused by another registry never hits a stale entry."""
     return explain.explain_window(model_id, start=start, end=end)
 
 
 @st.cache_data(show_spinner=False)
-def cached_permutation(model_id: str, start: str, end: str) -> pd.DataFrame:
-    return explain.permutation_importance_frame(model_id, cached_explanation(model_id, start, end).frame)
+def cached_permutation(model_id: str, artifact_sha256: str, start: str, end: str) -> pd.DataFrame:
+    return explain.permutation_importance_frame(model_id, cached_explanation(model_id, artifact_sha256, start, end).frame)
 
 
 @st.cache_data(show_spinner=False)
@@ -51,6 +52,7 @@ if not isinstance(picked, tuple) or len(picked) != 2:
     st.info("Pick the end of the date range.")
     st.stop()
 start, end = (f"{d:%Y-%m-%d}" for d in picked)
+sha = {i: m["artifact_sha256"] for i, m in candidates.items()}
 
 files = explain.artifact_files(model_id)
 if files:
@@ -63,7 +65,7 @@ if candidates[model_id]["model_type"] == "naive":
 
 try:
     with st.status(f"Computing SHAP values for {model_id}, {start} to {end}…", expanded=False) as status:
-        explanation = cached_explanation(model_id, start, end)
+        explanation = cached_explanation(model_id, sha[model_id], start, end)
         status.update(label=f"SHAP values of {model_id}: {len(explanation.frame)} trading days, {start} to {end}",
                       state="complete")
 except ERRORS as exc:
@@ -77,7 +79,7 @@ with tab_global:
     g1.plotly_chart(shap_beeswarm_figure(values.values, X, values.feature_names, title="SHAP summary"), key="ex_beeswarm")
     g2.plotly_chart(importance_bar_figure(explain.global_importance(values), "Mean |SHAP|"), key="ex_bar")
     try:
-        permutation = cached_permutation(model_id, start, end).set_index("feature")
+        permutation = cached_permutation(model_id, sha[model_id], start, end).set_index("feature")
         st.plotly_chart(importance_bar_figure(permutation["permutation_mean"], "Permutation importance on this window",
                                               "rise in MAE (log return) when the feature is shuffled",
                                               error=permutation["permutation_std"]), key="ex_permutation")
@@ -133,7 +135,7 @@ with tab_compare:
         other = st.selectbox("Compare with", others, index=others.index(parent) if parent in others else 0, key="ex_other")
         try:
             with st.spinner(f"SHAP values of {other}…"):
-                table = explain.compare_importance(cached_explanation(other, start, end).shap, values, (other, model_id))
+                table = explain.compare_importance(cached_explanation(other, sha[other], start, end).shap, values, (other, model_id))
             st.plotly_chart(importance_compare_figure(table, other, model_id), key="ex_compare_chart")
             st.dataframe(table, hide_index=True, column_config={
                 other: st.column_config.NumberColumn(format="%.2e"), model_id: st.column_config.NumberColumn(format="%.2e"),
