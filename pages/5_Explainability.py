@@ -79,7 +79,8 @@ with tab_global:
     g1.plotly_chart(shap_beeswarm_figure(values.values, X, values.feature_names, title="SHAP summary"), key="ex_beeswarm")
     g2.plotly_chart(importance_bar_figure(explain.global_importance(values), "Mean |SHAP|"), key="ex_bar")
     try:
-        permutation = cached_permutation(model_id, sha[model_id], start, end).set_index("feature")
+        with st.spinner("Permutation importance: each feature shuffled 5 times…"):
+            permutation = cached_permutation(model_id, sha[model_id], start, end).set_index("feature")
         st.plotly_chart(importance_bar_figure(permutation["permutation_mean"], "Permutation importance on this window",
                                               "rise in MAE (log return) when the feature is shuffled",
                                               error=permutation["permutation_std"]), key="ex_permutation")
