@@ -14,6 +14,8 @@ import atexit
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import threading
 import warnings
 import weakref
@@ -136,13 +138,15 @@ def _cache_dir(model_id: str) -> Path:
     return model_folder(model_id) / "shap_cache"
 
 
-def _tree_shap(model_id: str, model_type: str, estimator: Any, matrix: np.ndarray) -> tuple[np.ndarray, float]:
-    """Exact TreeSHAP: XGBoost's native pred_contribs, or shap.TreeExplainer for a forest."""
+def _tree_shap(model_id: str, model_type: str, loaded: Any, matrix: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Exact TreeSHAP (values, base value, model output): XGBoost's native pred_contribs, or shap.TreeExplainer."""
+    estimator = loaded.estimator
     if model_type == "xgb":
         import xgboost as xgb
 
         contribs = estimator.get_booster().predict(xgb.DMatrix(matrix), pred_contribs=True)
-        return contribs[:, :-1].astype(float), float(contribs[0, -1])
+        # the row sum (bias included) is the margin, i.e. the regression output: no second pass over the trees
+        return contribs[:, :-1].astype(float), float(contribs[0, -1]), contribs.sum(axis=1, dtype=float)
     if model_type == "rf":
         import shap
 
@@ -151,7 +155,7 @@ def _tree_shap(model_id: str, model_type: str, estimator: Any, matrix: np.ndarra
             if explainer is None:
                 explainer = _explainers[estimator] = shap.TreeExplainer(estimator)
         values = np.asarray(explainer.shap_values(matrix, check_additivity=False), dtype=float)
-        return values, float(np.ravel(explainer.expected_value)[0])
+        return values, float(np.ravel(explainer.expected_value)[0]), loaded.predict_returns(matrix)
     raise ExplainError(f"{model_id} is a {MODEL_LABELS.get(model_type, model_type)} model: it has no features to explain.")
 
 
@@ -172,8 +176,8 @@ def shap_values(model_id: str, X: pd.DataFrame | np.ndarray, db: sqlite_utils.Da
     result = _read_cached(path, names)
     if result is None:
         loaded = load_model(model_id, db=db)
-        values, base = _tree_shap(model_id, row["model_type"], loaded.estimator, matrix)
-        result = ShapValues(values=values, base_value=base, feature_names=names, output=loaded.predict_returns(matrix))
+        values, base, output = _tree_shap(model_id, row["model_type"], loaded, matrix)
+        result = ShapValues(values=values, base_value=base, feature_names=names, output=output)
         _write_cached(path, result)
     with _lock:
         _memory[key] = result
@@ -195,10 +199,18 @@ def _read_cached(path: Path, names: list[str]) -> ShapValues | None:
 
 
 def _write_cached(path: Path, result: ShapValues) -> None:
+    """Write to a temporary name and rename (readers never see half a file); no fsync: a lost cache is recomputed."""
     try:
-        atomic_write(path, lambda tmp: np.savez(str(tmp), values=result.values, base_value=result.base_value,
-                                                output=result.output))
-        files = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, values=result.values, base_value=result.base_value, output=result.output)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        files = sorted((f for f in path.parent.glob("*.npz") if not f.name.startswith(".")), key=lambda f: f.stat().st_mtime)
         for old in files[:-DISK_CACHE_FILES]:
             old.unlink(missing_ok=True)
     except OSError as exc:  # a read-only models folder only costs a recomputation next time

@@ -30,7 +30,7 @@ def test_additivity_base_plus_contributions_is_the_served_prediction(demo_regist
     result = explanation.shap
     assert result.values.shape == (len(explanation.frame), len(FEATURE_COLUMNS))
     served = load_model(model_id).predict_returns(explanation.X.to_numpy())
-    np.testing.assert_allclose(result.output, served, atol=1e-12)
+    np.testing.assert_allclose(result.output, served, atol=1e-6)  # xgb: float32 sum of contributions
     np.testing.assert_allclose(result.base_value + result.values.sum(axis=1), served, atol=1e-4, rtol=0)
     # not trivially additive: contributions vary by row and feature
     assert np.abs(result.values).sum(axis=0).min() >= 0 and np.std(result.values) > 0
