@@ -428,46 +428,68 @@ def importance_table(explanation: Explanation, permutation: pd.DataFrame) -> pd.
     return table
 
 
-def write_model_artifacts(model_id: str, db: sqlite_utils.Database | None = None) -> dict[str, Path]:
+def write_model_artifacts(model_id: str, db: sqlite_utils.Database | None = None, refresh: bool = False) -> dict[str, Path]:
     """Write importance (JSON + CSV), the summary figure and the model card into the model's folder.
 
-    Recomputes from the registry's current row (so a later call picks up a certification); the SHAP
-    values come from the disk cache when the window was explained before. Returns name -> path.
+    The card is always rebuilt from the registry's current row, so calling this again after a
+    certification updates it. Importance and figure are reused when they were written for this very
+    artifact and window size (a card-only rewrite takes milliseconds); `refresh=True` recomputes them.
+    Returns name -> path of the files written or reused.
     """
-    from core.charts import shap_beeswarm_figure
-
     db = db or get_db()
     row = get_model(model_id, db=db)
     folder = model_folder(model_id)
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    importance = None
-    if row["model_type"] != "naive":
-        explanation = explain_window(model_id, db=db)
-        permutation = permutation_importance_frame(model_id, explanation.frame, db=db)
-        importance = importance_table(explanation, permutation)
-        window = {"start": f"{explanation.frame.index[0]:%Y-%m-%d}", "end": f"{explanation.frame.index[-1]:%Y-%m-%d}",
-                  "rows": len(explanation.frame)}
-        figure = shap_beeswarm_figure(explanation.shap.values, explanation.X, explanation.shap.feature_names,
-                                      title=f"SHAP summary: {model_id} ({window['start']} to {window['end']})")
-        figure_name, figure_note = _write_summary_figure(figure, folder)
-        document = {
-            "model_id": model_id, "written_at": utc_now(), "artifact_sha256": row["artifact_sha256"],
-            "units": "mean |SHAP| in next-day log return; permutation = rise in MAE (log return)",
-            "window": window, "base_value": explanation.shap.base_value, "summary_figure": figure_name,
-            "summary_figure_note": figure_note, "features": importance.to_dict("records"),
-        }
-        atomic_write(folder / IMPORTANCE_JSON, lambda tmp: tmp.write_text(json.dumps(document, indent=2)))
-        atomic_write(folder / IMPORTANCE_CSV, lambda tmp: importance.to_csv(tmp, index=False))
-        written.update({"importance_json": folder / IMPORTANCE_JSON, "importance_csv": folder / IMPORTANCE_CSV,
-                        "summary_figure": folder / figure_name})
-        card = model_card_markdown(row, importance, window, figure_name)
-    else:
+    if row["model_type"] == "naive":
         card = model_card_markdown(row, None, None, None)
+    else:
+        document = None if refresh else _reusable_importance(row, folder)
+        if document is None:
+            document = _write_importance(model_id, row, folder, db)
+        importance = pd.DataFrame(document["features"])
+        written.update({"importance_json": folder / IMPORTANCE_JSON, "importance_csv": folder / IMPORTANCE_CSV,
+                        "summary_figure": folder / document["summary_figure"]})
+        card = model_card_markdown(row, importance, document["window"], document["summary_figure"])
     atomic_write(folder / CARD_FILE, lambda tmp: tmp.write_text(card))
     written["model_card"] = folder / CARD_FILE
     log.info("%s: explainability artifacts written (%s)", model_id, ", ".join(p.name for p in written.values()))
     return written
+
+
+def _reusable_importance(row: dict, folder: Path) -> dict | None:
+    """The stored importance document if it describes this artifact and the configured window, else None."""
+    try:
+        document = json.loads((folder / IMPORTANCE_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    current = (document.get("artifact_sha256") == row["artifact_sha256"]
+               and document.get("window", {}).get("days") == get_settings().explain_window_days
+               and (folder / document.get("summary_figure", "-")).exists() and (folder / IMPORTANCE_CSV).exists())
+    return document if current else None
+
+
+def _write_importance(model_id: str, row: dict, folder: Path, db: sqlite_utils.Database) -> dict:
+    """Compute SHAP + permutation importance on the model's window; write the JSON, CSV and summary figure."""
+    from core.charts import shap_beeswarm_figure
+
+    explanation = explain_window(model_id, db=db)
+    permutation = permutation_importance_frame(model_id, explanation.frame, db=db)
+    importance = importance_table(explanation, permutation)
+    window = {"start": f"{explanation.frame.index[0]:%Y-%m-%d}", "end": f"{explanation.frame.index[-1]:%Y-%m-%d}",
+              "rows": len(explanation.frame), "days": get_settings().explain_window_days}
+    figure = shap_beeswarm_figure(explanation.shap.values, explanation.X, explanation.shap.feature_names,
+                                  title=f"SHAP summary: {model_id} ({window['start']} to {window['end']})")
+    figure_name, figure_note = _write_summary_figure(figure, folder)
+    document = {
+        "model_id": model_id, "written_at": utc_now(), "artifact_sha256": row["artifact_sha256"],
+        "units": "mean |SHAP| in next-day log return; permutation = rise in MAE (log return)",
+        "window": window, "base_value": explanation.shap.base_value, "summary_figure": figure_name,
+        "summary_figure_note": figure_note, "features": importance.to_dict("records"),
+    }
+    atomic_write(folder / IMPORTANCE_CSV, lambda tmp: importance.to_csv(tmp, index=False))
+    atomic_write(folder / IMPORTANCE_JSON, lambda tmp: tmp.write_text(json.dumps(document, indent=2)))
+    return document
 
 
 def artifact_files(model_id: str) -> dict[str, Path]:

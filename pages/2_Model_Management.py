@@ -195,7 +195,7 @@ with st.expander("Explainability artifacts: model card, importance, SHAP summary
     if st.button("Write artifacts again" if artifacts else "Write artifacts", key="mm_art_write"):
         try:
             with st.spinner("Computing SHAP and permutation importance, writing the model card…"):
-                write_model_artifacts(model_id)
+                write_model_artifacts(model_id, refresh=True)
             st.rerun()
         except (ExplainError, RegistryError, ModelIntegrityError, OSError) as exc:
             st.error(f"The artifacts could not be written: {exc}")

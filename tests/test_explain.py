@@ -168,7 +168,10 @@ def test_dominant_feature_ranks_first_and_artifacts_are_written_on_registration(
         {"key": "skill", "label": "Mean CV skill", "value": -0.01, "comparison": ">=", "target": 0.0, "passed": False}]})
     card = explain.write_model_artifacts(model_id)["model_card"].read_text()
     assert "**Not certified** (computed 2024-01-02 03:04 UTC)" in card and "FAIL: Mean CV skill = -0.01" in card
-    assert "Not computed" not in card
+    assert "Not computed" not in card and f"| 1 | `{DOMINANT}` |" in card
+    assert json.loads(files["importance_json"].read_text())["written_at"] == document["written_at"]  # reused
+    explain.write_model_artifacts(model_id, refresh=True)
+    assert json.loads(files["importance_json"].read_text())["written_at"] != document["written_at"]
 
 
 def test_registration_writes_png_and_survives_a_failing_writer(fresh_db, monkeypatch, caplog):
