@@ -265,10 +265,16 @@ _cache_lock = threading.Lock()
 def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> LoadedModel:
     """The fitted model, after checking its file's sha256 and its feature signature.
 
-    Verified models are kept in memory keyed by (file, mtime, size), so a file changed on disk is
-    verified again before use.
+    Verified models are kept in memory keyed by (file, recorded hash, mtime, size), so a file
+    changed on disk is hashed again before use; the feature signature is checked on every call.
     """
     row = get_model(model_id, db=db)
+    signature = feature_signature(row["features"])  # checked on every call: the registry row can change
+    if signature != row["feature_signature"] or signature != CURRENT_SIGNATURE:
+        raise ModelIntegrityError(
+            f"{model_id}: it was trained on a different feature schema than this app builds "
+            f"({len(row['features'])} features, signature {row['feature_signature'][:12]}...). Retrain it."
+        )
     path = Path(get_settings().models_dir) / row["artifact_path"]
     try:
         stat = path.stat()
@@ -284,12 +290,6 @@ def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> Loaded
         raise ModelIntegrityError(
             f"{model_id}: the artifact's sha256 is {actual[:12]}..., the registry recorded "
             f"{row['artifact_sha256'][:12]}...: the file was changed after registration. It was not loaded."
-        )
-    signature = feature_signature(row["features"])
-    if signature != row["feature_signature"] or signature != CURRENT_SIGNATURE:
-        raise ModelIntegrityError(
-            f"{model_id}: it was trained on a different feature schema than this app builds "
-            f"({len(row['features'])} features, signature {row['feature_signature'][:12]}...). Retrain it."
         )
     try:
         estimator = _load_estimator(row["model_type"], path)

@@ -27,6 +27,12 @@ def test_deploy_then_rollback_with_confirmation(demo_registry):
     assert registry.deployed_model("MSFT")["model_id"] == champion  # nothing happens before confirmation
     assert any("Confirm: deploy" in md.value for md in at.markdown)
     at.button(key="mm_confirm").click().run()
+    assert registry.deployed_model("MSFT")["model_id"] == champion  # uncertified: refused without override
+    assert any("not certified" in e.value for e in at.error)
+    at.button(key="mm_deploy").click().run()
+    at.checkbox(key="mm_override").check()
+    at.text_input(key="mm_override_reason").input("AppTest: deploy an uncertified model on purpose")
+    at.button(key="mm_confirm").click().run()
     assert not at.exception
     assert registry.deployed_model("MSFT")["model_id"] == other
     assert any(f"Deployed {other}" in s.value for s in at.success)

@@ -60,10 +60,10 @@ def test_deploy_keeps_one_deployed_and_rollback_restores(two_models, fresh_db):
     rf_id, xgb_id = two_models
     with pytest.raises(RegistryError, match="No model is deployed"):
         registry.rollback("IBM")
-    registry.deploy(rf_id)
+    registry.deploy(rf_id, reason="test", override=True)
     with pytest.raises(RegistryError, match="no earlier deployed version"):
         registry.rollback("IBM")
-    result = registry.deploy(xgb_id)
+    result = registry.deploy(xgb_id, reason="test", override=True)
     assert result == {"deployed": xgb_id, "previous": rf_id}
     statuses = {m["model_id"]: m["status"] for m in registry.list_models("IBM")}
     assert statuses == {rf_id: "archived", xgb_id: "deployed"}
@@ -76,15 +76,15 @@ def test_deploy_keeps_one_deployed_and_rollback_restores(two_models, fresh_db):
     actions = [e["action"] for e in reversed(audit_entries())]
     assert actions[-3:] == ["deploy", "deploy", "rollback"]
     with pytest.raises(RegistryError, match="already deployed"):
-        registry.deploy(rf_id)
+        registry.deploy(rf_id, reason="test", override=True)
 
 
 def test_deploy_refuses_a_tampered_model_and_changes_nothing(two_models):
     rf_id, xgb_id = two_models
-    registry.deploy(rf_id)
+    registry.deploy(rf_id, reason="test", override=True)
     (registry.model_folder(xgb_id) / "model.json").write_text("{}")
     with pytest.raises(ModelIntegrityError):
-        registry.deploy(xgb_id)
+        registry.deploy(xgb_id, reason="test", override=True)
     assert registry.deployed_model("IBM")["model_id"] == rf_id
 
 
