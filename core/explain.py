@@ -78,7 +78,11 @@ class Explanation:
 
 def window_features(symbol: str, start=None, end=None, days: int | None = None,
                     db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """Feature rows for the trading days in [start, end] (or the last `days` up to `end`), warm-up loaded before."""
+    """Feature rows for the trading days in [start, end] (or the last `days` up to `end`).
+
+    Prices are loaded from well before the window (so every rolling window and EWM is warm) and a few
+    days past `end`, so the last day's `target` (the actual next-day return) is known when the data has it.
+    """
     if start is None and days is None:
         raise ExplainError("window_features needs a start date or a number of days.")
     end_ts = pd.Timestamp(end) if end is not None else None
@@ -89,10 +93,12 @@ def window_features(symbol: str, start=None, end=None, days: int | None = None,
     elif end_ts is not None:
         load_from = end_ts - pd.Timedelta(days=int(days * 1.6) + HISTORY_BUFFER_DAYS)
     try:
-        prices = load_prices(symbol, start=load_from, end=end_ts, db=db)
+        prices = load_prices(symbol, start=load_from, end=None if end_ts is None else end_ts + pd.Timedelta(days=10), db=db)
     except MarketDataError as exc:
         raise ExplainError(f"{symbol}: cannot explain {start or 'the start'} to {end or 'the end'}: {exc}") from exc
     frame = build_features(prices, symbol)
+    if end_ts is not None:
+        frame = frame.loc[frame.index <= end_ts]
     if first_needed is not None:
         frame = frame.loc[frame.index >= first_needed]
     elif days is not None:
@@ -103,10 +109,10 @@ def window_features(symbol: str, start=None, end=None, days: int | None = None,
 
 
 def model_window(model: dict, days: int | None = None, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """The default explained window of a model: its last `days` training days (targets known), up to train_end."""
+    """The default explained window of a model: the last `days` rows it was trained on (all before train_end)."""
     days = days or get_settings().explain_window_days
     frame = window_features(model["symbol"], end=model["train_end"], days=days + 1, db=db)
-    return frame.loc[frame[TARGET].notna()].iloc[-days:]
+    return frame.loc[frame.index < pd.Timestamp(model["train_end"])].iloc[-days:]
 
 
 # --- SHAP values (cached) -----------------------------------------------------------------------------

@@ -213,3 +213,16 @@ def test_html_fallback_when_kaleido_fails(fresh_db, monkeypatch):
     files = explain.artifact_files(model_id)
     assert "summary_html" in files and "summary_png" not in files
     assert "no Chrome found" in json.loads(files["importance_json"].read_text())["summary_figure_note"]
+
+
+def test_windows_know_the_last_actual_and_stay_inside_the_training_data(demo_registry):
+    from core.registry import get_model
+
+    frame = explain.window_features("AAPL", start="2010-01-04", end="2010-03-31")
+    assert frame.index[0] == pd.Timestamp("2010-01-04") and frame.index[-1] == pd.Timestamp("2010-03-31")
+    assert frame[TARGET].notna().all()  # the actual of the range's last day comes from the day after it
+    model = get_model(_models("AAPL")["rf"])
+    window = explain.model_window(model)
+    assert len(window) == 250 and window.index[-1] < pd.Timestamp(model["train_end"])
+    with pytest.raises(explain.ExplainError, match="cannot explain"):
+        explain.window_features("AAPL", start="2030-01-01", end="2030-02-01")
