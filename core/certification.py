@@ -331,10 +331,21 @@ def certify(
     )
     if store:
         set_certification(model_id, result.certified, result.to_details(), db=db)
+        _refresh_model_card(model_id)
     report(1.0, "Certified" if result.certified else "Not certified")
     log.info("certification of %s: %s in %.1f s (%s)", model_id, result.certified, result.seconds,
              ", ".join(f"{c.key}={'pass' if c.passed else 'FAIL'}" for c in checks))
     return result
+
+
+def _refresh_model_card(model_id: str) -> None:
+    """The model card shows the certification: rewrite it (milliseconds; importance files are reused)."""
+    from core.explain import write_model_artifacts  # shap is heavy: import only when a card is written
+
+    try:
+        write_model_artifacts(model_id)
+    except Exception as exc:  # the certification is stored; a stale card must not undo it
+        log.warning("could not rewrite the model card of %s after certification: %s", model_id, exc)
 
 
 def stored_certification(model: dict) -> dict | None:
