@@ -87,7 +87,7 @@ def get_settings() -> Settings:
         drift_psi_threshold=float(_env("DRIFT_PSI_THRESHOLD", "0.25")),
         drift_psi_moderate=float(_env("DRIFT_PSI_MODERATE", "0.10")),
         drift_ks_alpha=float(_env("DRIFT_KS_ALPHA", "0.05")),
-        drift_share_threshold=float(_env("DRIFT_SHARE_THRESHOLD", "0.30")),
+        drift_share_threshold=float(_env("DRIFT_SHARE_THRESHOLD", "0.15")),
         drift_perf_threshold=float(_env("DRIFT_PERF_THRESHOLD", "0.20")),
         drift_window_days=int(_env("DRIFT_WINDOW_DAYS", "30")),
         drift_check_time=_env("DRIFT_CHECK_TIME", "06:00"),
