@@ -239,9 +239,12 @@ def psi_null(ref: np.ndarray, window: int, psi_current: np.ndarray, bins: int = 
 def column_stats(ref: np.ndarray, cur: np.ndarray, bins: int = 10, serial: bool = False) -> pd.DataFrame:
     """PSI, KS (statistic, p-value) and Wasserstein / reference std for each row of two column-major matrices.
 
-    One sort per block of columns serves all three statistics. KS p-values follow scipy's own 'auto'
-    rule: exact (scipy, per column) when both samples have <= 10,000 values, else the asymptotic
-    Smirnov distribution `kstwo.sf(D, round(n*m/(n+m)))`, vectorised, as scipy computes it.
+    One sort per block of columns serves all three statistics. KS p-values: scipy's exact p-value
+    when both samples have <= 10,000 values (scipy's own 'auto' rule: identical to ks_2samp), else
+    Kolmogorov's limiting distribution with Stephens' correction, kstwobign.sf((sqrt(en) + 0.12 +
+    0.11 / sqrt(en)) D), vectorised. scipy's kstwo.sf(D, en) there costs ~20 ms per column (1 s of
+    a 50-column check) and differs by < 2e-3 in absolute value (~10% relative in the far tail,
+    p < 1e-10), which no threshold here can see.
     With `serial` (rows are consecutive days, as daily features are), `psi_p_value` adds the
     empirical p-value of each PSI among the reference's own windows of the current length
     (`psi_null`): KS and PSI assume independent values, daily rolling features are far from it.
@@ -262,7 +265,8 @@ def column_stats(ref: np.ndarray, cur: np.ndarray, bins: int = 10, serial: bool 
     p_value = np.full(len(out), np.nan)
     large = np.maximum(n_ref, n_cur) > EXACT_KS_MAX_N
     en = np.round(np.maximum(n_ref, 1) * n_cur / np.maximum(n_ref + n_cur, 1))
-    p_value[large] = stats.kstwo.sf(out["ks_stat"].to_numpy()[large], np.maximum(en[large], 1))
+    root = np.sqrt(np.maximum(en[large], 1))  # Kolmogorov's limit with Stephens' (1970) small-sample correction
+    p_value[large] = stats.kstwobign.sf((root + 0.12 + 0.11 / root) * out["ks_stat"].to_numpy()[large])
     usable = (n_ref >= MIN_SAMPLES) & (n_cur >= MIN_SAMPLES)
     for j in np.flatnonzero(~large & usable):  # small samples only: scipy's exact p-value
         p_value[j] = _exact_ks_p(int(n_ref[j]), int(n_cur[j]), float(out["ks_stat"].iloc[j]), ref[j], cur[j])

@@ -46,7 +46,10 @@ def test_vectorised_ks_and_wasserstein_match_scipy(n, m):
     for j in range(3):
         expected = stats.ks_2samp(ref[j], cur[j])
         assert table["ks_stat"][j] == pytest.approx(expected.statistic, abs=1e-12)
-        assert table["p_value"][j] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+        if max(n, m) <= drift.EXACT_KS_MAX_N:  # scipy's exact p-value, the same number
+            assert table["p_value"][j] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+        else:  # Kolmogorov's limit with Stephens' correction: documented to be within 2e-3
+            assert table["p_value"][j] == pytest.approx(expected.pvalue, abs=2e-3)
         w = stats.wasserstein_distance(ref[j], cur[j]) / np.std(ref[j])
         assert table["wasserstein"][j] == pytest.approx(w, rel=1e-9)
 
