@@ -16,9 +16,11 @@ SEVERITY_COLORS = {"none": "#16a34a", "moderate": "#d97706", "significant": "#ea
 
 
 def _layout(fig: go.Figure, title: str = "", height: int = 420, yaxis_title: str = "") -> go.Figure:
+    """House style. The legend sits under the plot: above it, a legend of many series wraps into the title."""
     fig.update_layout(
-        title=title, height=height, margin=dict(l=10, r=10, t=50 if title else 20, b=10),
-        template="plotly_white", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+        title=dict(text=title, x=0, xanchor="left"), height=height,
+        margin=dict(l=10, r=10, t=50 if title else 20, b=10), template="plotly_white",
+        legend=dict(orientation="h", yanchor="top", y=-0.14, x=0, xanchor="left"),
         yaxis_title=yaxis_title, hovermode="x unified",
     )
     return fig
@@ -44,7 +46,7 @@ def price_forecast_figure(prices: pd.DataFrame, forecast: dict | None = None, hi
         last = pd.Timestamp(forecast["as_of"])
         fig.add_trace(go.Scatter(
             x=[last, target, target, last], y=[forecast["last_close"], forecast["upper"], forecast["lower"], forecast["last_close"]],
-            fill="toself", fillcolor=PALETTE["band"], line=dict(width=0), name="Prediction interval", hoverinfo="skip",
+            mode="lines", fill="toself", fillcolor=PALETTE["band"], line=dict(width=0), name="Prediction interval", hoverinfo="skip",
         ))
         fig.add_trace(go.Scatter(
             x=[last, target], y=[forecast["last_close"], forecast["predicted_close"]], mode="lines+markers",

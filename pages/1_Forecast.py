@@ -62,9 +62,12 @@ if forecast:
     c1.metric(f"Close on {forecast['as_of']}", f"${forecast['last_close']:,.2f}")
     c2.metric(f"Forecast for {forecast['target_date']}", f"${forecast['predicted_close']:,.2f}", f"{change:+.2%}")
     c3.metric(f"{model['metrics']['interval_coverage_nominal']:.0%} interval",
-              f"${forecast['lower']:,.2f} – ${forecast['upper']:,.2f}",
-              f"{model['metrics']['interval_coverage_empirical']:.0%} covered on validation", delta_color="off")
-    c4.metric("Model", forecast["model_id"], f"{forecast['latency_ms']:.1f} ms", delta_color="off")
+              f"${forecast['lower']:,.2f} – {forecast['upper']:,.2f}",
+              f"{model['metrics']['interval_coverage_empirical']:.0%} covered on validation", delta_color="off",
+              delta_arrow="off")
+    c4.metric("Serving latency", f"{forecast['latency_ms']:.1f} ms")
+    arm = f" (arm {forecast['arm']} of A/B test #{forecast['experiment_id']})" if forecast.get("experiment_id") else ""
+    st.caption(f"Served by **{forecast['model_id']}**{arm}; deployed model: {model['model_id']}.")
 
 history = prediction_log(symbol, start=start, end=as_of)
 st.plotly_chart(price_forecast_figure(window, forecast, history, title=f"{symbol} daily prices"), key="fc_chart")

@@ -27,7 +27,9 @@ if metrics_all.empty:
     st.stop()
 
 c1, c2 = st.columns(2)
-symbol = c1.selectbox("Ticker", ["All", *sorted(metrics_all["symbol"].unique())], key="mon_symbol")
+tickers = sorted(metrics_all["symbol"].unique())
+# one ticker first: the bundled tickers' histories end years apart, so "All" spreads over an empty axis
+symbol = c1.selectbox("Ticker", ["All", *tickers], index=1, key="mon_symbol")
 in_scope = metrics_all if symbol == "All" else metrics_all[metrics_all["symbol"] == symbol]
 model_id = c2.selectbox("Model", ["All", *sorted(in_scope["model_id"].unique())], key="mon_model")
 metrics = in_scope if model_id == "All" else in_scope[in_scope["model_id"] == model_id]

@@ -73,12 +73,24 @@ def browser():
 
 
 def wait_until_rendered(page, timeout_ms: int = 90_000) -> None:
-    """The title is drawn and the script has stopped running (no 'Running...' status widget)."""
+    """Wait for the title, then until the script has stopped adding elements (the element count is
+    unchanged over 2 s with no 'Running...' widget), then until every plotly chart has drawn its SVG.
+    A screenshot right after start would show a half-rendered page."""
     page.wait_for_selector("[data-testid='stMain'] h1", timeout=timeout_ms)
+    deadline, last, stable_since = time.time() + timeout_ms / 1000, -1, time.time()
+    while time.time() < deadline:
+        count = page.locator("[data-testid='stElementContainer']").count()
+        running = page.locator("[data-testid='stStatusWidget']").count()
+        if count != last or running:
+            last, stable_since = count, time.time()
+        elif time.time() - stable_since >= 2.0:
+            break
+        page.wait_for_timeout(250)
     page.wait_for_function(
-        "() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=timeout_ms, polling=250
+        "() => [...document.querySelectorAll(\"[data-testid='stPlotlyChart']\")].every(c => c.querySelector('.main-svg'))",
+        timeout=timeout_ms, polling=250,
     )
-    page.wait_for_timeout(1000)
+    page.wait_for_timeout(500)
 
 
 @pytest.mark.parametrize("page_file, path", page_urls())
