@@ -277,6 +277,8 @@ def _step_forecast(model: dict, day: str, context: dict, db: sqlite_utils.Databa
     if served:
         return f"forecast for {trading_day} already logged"
     made = predict(model["symbol"], trading_day, db=db)
+    # count it in today's metrics now, so a second run of the same day finds nothing new to add
+    upsert_daily_metrics(trading_day, trading_day, [made.model_id], db=db)
     return f"forecast {made.target_date}: ${made.predicted_close:.2f} by {made.model_id}"
 
 
@@ -366,11 +368,8 @@ def backfill_history(start, end=None, symbols: list[str] | None = None, drift_ev
         "SELECT model_id FROM models WHERE symbol IN (SELECT value FROM json_each(?))",
         [json.dumps(sorted({m["symbol"] for m in models}))]).fetchall()]
     rows = upsert_daily_metrics(start, end or "9999-12-31", model_ids, db=db)
-    try:
-        from core.drift import check_model
-    except ImportError as exc:  # drift detection not installed yet: metrics only
-        log.warning("drift checks skipped in the backfill: %s", exc)
-        return {"metric_rows": rows, "drift_checks": 0}
+    from core.drift import check_model
+
     checks = 0
     window = get_settings().drift_window_days
     for model in models:

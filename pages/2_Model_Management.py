@@ -1,13 +1,17 @@
-"""Model Management: the registry, one model in detail, deploy and rollback (each with a confirmation)."""
+"""Model Management: the registry; one model's details, certification, drift, retraining and artifacts;
+deploy and rollback (each with a confirmation)."""
 import json
 
 import streamlit as st
 
-from core import registry
+from core import drift, registry
+from core import retrain as retraining
 from core.certification import certify, checklist, stored_certification
 from core.charts import validation_figure
-from core.market import available_symbols
+from core.explain import ExplainError, artifact_files, write_model_artifacts
+from core.market import available_symbols, last_trading_day
 from core.registry import ModelIntegrityError, RegistryError
+from core.store import audit_entries
 
 st.set_page_config(page_title="Model Management · ML Stock Agent", page_icon="🗂️", layout="wide")
 st.title("🗂️ Model Management")
@@ -52,7 +56,7 @@ if metrics["skill"] <= 0:
 
 # --- actions: deploy / rollback with a confirmation step -----------------------------------------------
 pending = st.session_state.get("mm_pending")
-a1, a2, _ = st.columns([1, 1, 3])
+a1, a2, a3, _ = st.columns([1, 1, 1, 2])
 if a1.button("Deploy", disabled=model["status"] == "deployed", key="mm_deploy"):
     st.session_state["mm_pending"] = pending = {"action": "deploy", "model_id": model_id}
 if a2.button(f"Roll back {model['symbol']}", key="mm_rollback"):
@@ -91,10 +95,8 @@ if flash := st.session_state.pop("mm_flash", None):
 if flash_error := st.session_state.pop("mm_flash_error", None):
     st.error(flash_error)
 
-# --- drift (issue: drift detection) --------------------------------------------------------------------
-from core import drift  # noqa: E402
-
-if st.button("Check for Drift", key="mm_drift_check", help="Training window vs the last trading days; stored in the history"):
+# --- drift: the verdict inline ----------------------------------------------------------------------------
+if a3.button("Check for Drift", key="mm_drift_check", help="Training window vs the last trading days; stored in the history"):
     try:
         with st.spinner(f"Checking {model_id} for drift..."):
             st.session_state["mm_drift_report"] = drift.check_model(model_id).to_dict()
@@ -115,11 +117,32 @@ if drift_data and drift_data["model_id"] == model_id:
             st.success(f"No retraining needed: {retrain_reason}")
         st.caption("Details, distributions and history on the Drift page.")
 
-# --- retraining, approval queue (issue: daily cycle) ---------------------------------------------------
-from core import retrain as retraining  # noqa: E402
-from core.market import last_trading_day  # noqa: E402
+# --- one model: details, certification, drift, retraining, artifacts, history ----------------------------
+tab_detail, tab_cert, tab_retrain, tab_validation, tab_lineage, tab_artifacts, tab_audit = st.tabs(
+    ["Details", "Certification", "Retraining", "Validation", "Lineage", "Artifacts", "Audit log"])
+with tab_cert:
+    st.subheader("Certification: " + ("✅ certified" if model["certified"] else "❌ not certified"))
+    certification = stored_certification(model)
+    if certification:
+        st.caption(f"Computed {certification['computed_at'][:16].replace('T', ' ')} UTC in {certification['seconds']:.1f} s "
+                   "on the walk-forward validation of the training window; all five checks must pass to deploy without override.")
+        st.dataframe(checklist(certification), hide_index=True)
+    else:
+        st.info("Certification not computed for this model yet: run it below (a few seconds; the permutation test refits the model).")
+    with st.form("mm_cert_form"):
+        run_certification = st.form_submit_button("Recompute certification" if certification else "Run certification")
+    if run_certification:
+        cert_bar = st.progress(0.0, text="Starting the certification")
+        try:
+            result = certify(model_id, progress=lambda fraction, message: cert_bar.progress(min(fraction, 1.0), text=message))
+        except (ValueError, RegistryError) as exc:
+            st.error(f"Certification failed to run: {exc}")
+        else:
+            st.session_state["mm_flash"] = f"{model_id}: {'certified' if result.certified else 'not certified'} ({result.seconds:.1f} s)."
+            st.rerun()
 
-with st.expander(f"Retraining · {model['symbol']} (validation gate, approval queue)"):
+with tab_retrain:
+    st.caption(f"Retrain the deployed {model['symbol']} model now; the challenger must pass the validation gate to replace it.")
     with st.form("mm_retrain_form"):
         retrain_as_of = st.date_input("Train the challenger on data up to", last_trading_day(model["symbol"]).date(),
                                       key="mm_retrain_as_of")
@@ -159,32 +182,7 @@ with st.expander(f"Retraining · {model['symbol']} (validation gate, approval qu
             except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
                 st.error(str(exc))
 
-# --- certification (issue: certification) ------------------------------------------------------------
-st.subheader("Certification: " + ("✅ certified" if model["certified"] else "❌ not certified"))
-certification = stored_certification(model)
-if certification:
-    st.caption(f"Computed {certification['computed_at'][:16].replace('T', ' ')} UTC in {certification['seconds']:.1f} s "
-               "on the walk-forward validation of the training window; all five checks must pass to deploy without override.")
-    st.dataframe(checklist(certification), hide_index=True)
-else:
-    st.info("Certification not computed for this model yet: run it below (a few seconds; the permutation test refits the model).")
-with st.form("mm_cert_form"):
-    run_certification = st.form_submit_button("Recompute certification" if certification else "Run certification")
-if run_certification:
-    cert_bar = st.progress(0.0, text="Starting the certification")
-    try:
-        result = certify(model_id, progress=lambda fraction, message: cert_bar.progress(min(fraction, 1.0), text=message))
-    except (ValueError, RegistryError) as exc:
-        st.error(f"Certification failed to run: {exc}")
-    else:
-        st.session_state["mm_flash"] = f"{model_id}: {'certified' if result.certified else 'not certified'} ({result.seconds:.1f} s)."
-        st.rerun()
-
-
-# --- explainability artifacts: model card, importance (issue: explainability) -------------------------
-with st.expander("Explainability artifacts: model card, importance, SHAP summary"):
-    from core.explain import ExplainError, artifact_files, write_model_artifacts
-
+with tab_artifacts:
     artifacts = artifact_files(model_id)
     if artifacts:
         for column, (name, path) in zip(st.columns(len(artifacts)), artifacts.items()):
@@ -200,8 +198,6 @@ with st.expander("Explainability artifacts: model card, importance, SHAP summary
         except (ExplainError, RegistryError, ModelIntegrityError, OSError) as exc:
             st.error(f"The artifacts could not be written: {exc}")
 
-# --- detail ---------------------------------------------------------------------------------------------
-tab_detail, tab_validation, tab_lineage, tab_audit = st.tabs(["Details", "Validation", "Lineage", "Audit log"])
 with tab_detail:
     d1, d2 = st.columns(2)
     d1.markdown(f"**Ticker** {model['symbol']} · **type** {model['model_type']} · **version** {model['version']}")
@@ -227,6 +223,5 @@ with tab_lineage:
     if kids:
         st.markdown("Children: " + ", ".join(f"{k['model_id']} ({k['reason']})" for k in kids))
 with tab_audit:
-    from core.store import audit_entries
 
     st.dataframe(audit_entries(target=model_id), hide_index=True)

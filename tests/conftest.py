@@ -35,6 +35,32 @@ def demo_registry() -> dict:
     return {symbol: deployed_model(symbol)["model_id"] for symbol in DEMO_SYMBOLS}
 
 
+def copy_registry(target: Path) -> dict[str, str]:
+    """Copy the session's demo registry (database + model files) into `target`; returns the env to use it."""
+    import shutil
+    import sqlite3
+
+    from core.config import get_settings
+
+    source = get_settings()
+    target.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(source.db_path) as src, sqlite3.connect(target / "app.db") as dst:
+        src.backup(dst)
+    shutil.copytree(source.models_dir, target / "models")
+    return {"MLSA_DB_PATH": str(target / "app.db"), "MLSA_MODELS_DIR": str(target / "models")}
+
+
+@pytest.fixture()
+def registry_copy(demo_registry, tmp_path, monkeypatch):
+    """A private copy of the demo registry for a test that writes (predictions, deploys, checks, cycles),
+    so no test changes what later tests see."""
+    for name, value in copy_registry(tmp_path / "registry").items():
+        monkeypatch.setenv(name, value)
+    from core.store import get_db
+
+    return get_db()
+
+
 @pytest.fixture()
 def fresh_db(tmp_path, monkeypatch):
     """An empty database and models folder for one test (own MLSA_DB_PATH / MLSA_MODELS_DIR)."""

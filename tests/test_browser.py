@@ -38,14 +38,18 @@ def page_urls() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def server(demo_registry):
+def server(demo_registry, tmp_path_factory):
+    from conftest import copy_registry
+
     port = _free_port()
-    log_path = Path(os.environ["MLSA_DB_PATH"]).parent / "streamlit-smoke.log"
+    state = tmp_path_factory.mktemp("smoke")
+    env = {**os.environ, **copy_registry(state / "registry")}  # the pages write predictions: use a copy
+    log_path = state / "streamlit-smoke.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.port", str(port),
              "--server.headless", "true", "--server.address", "127.0.0.1"],
-            cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

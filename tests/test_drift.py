@@ -139,7 +139,7 @@ def test_dataset_rule_fires_on_a_real_shift():
     assert result.dataset_drift and result.n_drifted >= 10
 
 
-def test_check_model_report_is_stored_and_reloaded(demo_registry):
+def test_check_model_report_is_stored_and_reloaded(demo_registry, registry_copy):
     model_id = demo_registry["AAPL"]
     before = len(drift.drift_history(model_id))
     report = drift.check_model(model_id, window_days=30)

@@ -1,8 +1,6 @@
 """The daily cycle: metrics by hand, idempotency, isolation of a failing model, clean stop, last run for Home."""
 from __future__ import annotations
 
-import shutil
-import sqlite3
 import sys
 import types
 from dataclasses import dataclass, field
@@ -10,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import registry_copy  # noqa: F401 (fixture, re-exported for the other cycle tests)
 
 
 @dataclass
@@ -50,27 +49,6 @@ def install_fake_drift(monkeypatch, report_for=lambda model_id, as_of: FakeRepor
     monkeypatch.setattr(module, "check_model", check_model, raising=False)
     monkeypatch.setattr(module, "should_retrain", lambda r: (r.retrain, "fake drift"), raising=False)
     return calls
-
-
-def copy_registry(tmp_path, monkeypatch) -> None:
-    """Point the app at a private copy of the session's demo registry (so cycles do not touch it)."""
-    from core.config import get_settings
-
-    source = get_settings()
-    target_db = tmp_path / "app.db"
-    with sqlite3.connect(source.db_path) as src, sqlite3.connect(target_db) as dst:
-        src.backup(dst)
-    shutil.copytree(source.models_dir, tmp_path / "models")
-    monkeypatch.setenv("MLSA_DB_PATH", str(target_db))
-    monkeypatch.setenv("MLSA_MODELS_DIR", str(tmp_path / "models"))
-
-
-@pytest.fixture()
-def registry_copy(demo_registry, tmp_path, monkeypatch):
-    copy_registry(tmp_path, monkeypatch)
-    from core.store import get_db
-
-    return get_db()
 
 
 def _last_logged_day(db, symbol: str) -> str:

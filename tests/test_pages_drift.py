@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 
 
-def test_drift_page_check_shows_verdict_table_charts_and_history(demo_registry):
+def test_drift_page_check_shows_verdict_table_charts_and_history(demo_registry, registry_copy):
     from core import drift
 
     at = AppTest.from_file(str(PAGES / "3_Drift.py"), default_timeout=90).run()
@@ -25,7 +25,7 @@ def test_drift_page_check_shows_verdict_table_charts_and_history(demo_registry):
     assert any(el.proto.label == "Download report (JSON)" for el in at.get("download_button"))
 
 
-def test_model_management_check_for_drift_inline(demo_registry):
+def test_model_management_check_for_drift_inline(demo_registry, registry_copy):
     at = AppTest.from_file(str(PAGES / "2_Model_Management.py"), default_timeout=90).run()
     assert not at.exception
     at.button(key="mm_drift_check").click().run()

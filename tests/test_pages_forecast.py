@@ -7,7 +7,7 @@ PAGE = "pages/1_Forecast.py"
 
 
 @pytest.fixture()
-def app(demo_registry):
+def app(registry_copy):
     return page_app(PAGE)
 
 

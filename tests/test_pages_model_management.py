@@ -6,7 +6,7 @@ from core import registry
 PAGE = "pages/2_Model_Management.py"
 
 
-def test_registry_table_and_detail(demo_registry):
+def test_registry_table_and_detail(demo_registry, registry_copy):
     at = page_app(PAGE).run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -16,7 +16,7 @@ def test_registry_table_and_detail(demo_registry):
     assert any(m.label == "Skill vs naive" for m in at.metric)
 
 
-def test_deploy_then_rollback_with_confirmation(demo_registry):
+def test_deploy_then_rollback_with_confirmation(demo_registry, registry_copy):
     champion = demo_registry["MSFT"]
     other = next(m["model_id"] for m in registry.list_models("MSFT") if m["model_id"] != champion and m["status"] != "deployed")
     at = page_app(PAGE).run()
@@ -44,7 +44,7 @@ def test_deploy_then_rollback_with_confirmation(demo_registry):
     assert registry.get_model(other)["status"] == "rolled_back"
 
 
-def test_cancel_leaves_everything_as_it_was(demo_registry):
+def test_cancel_leaves_everything_as_it_was(demo_registry, registry_copy):
     at = page_app(PAGE).run()
     at.selectbox(key="mm_symbol").set_value("AAPL").run()
     at.button(key="mm_rollback").click().run()
