@@ -21,11 +21,11 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.requirements-*
 	@touch $(STAMP)
 
-demo: setup ## build the demo registry unless it exists (idempotent)
-	$(PY) -m core.demo
+demo: setup ## build the demo registry on the bundled data unless it exists (idempotent)
+	MLSA_OFFLINE=1 $(PY) -m core.demo
 
 reset: setup ## delete the database and model files, rebuild the demo registry
-	$(PY) -m core.demo --force
+	MLSA_OFFLINE=1 $(PY) -m core.demo --force
 
 scheduler: setup ## run the daily monitoring loop (see README)
 	$(PY) scheduled_tasks.py

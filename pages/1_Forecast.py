@@ -20,7 +20,9 @@ def prices_for(symbol: str):
 
 
 symbols = available_symbols()
-symbol = st.selectbox("Ticker", symbols, index=symbols.index("AAPL") if "AAPL" in symbols else 0, key="fc_symbol")
+symbol = st.selectbox("Ticker (pick one, or type any symbol: yfinance is tried when the network answers)", symbols,
+                      index=symbols.index("AAPL") if "AAPL" in symbols else 0, accept_new_options=True, key="fc_symbol")
+symbol = (symbol or "").strip().upper()
 try:
     prices, source = prices_for(symbol)
 except MarketDataError as exc:

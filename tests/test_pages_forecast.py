@@ -53,3 +53,10 @@ def test_training_run_registers_a_candidate(app):
     from core.registry import archive
 
     archive(model_id, actor="test")
+
+
+def test_typed_unknown_ticker_is_a_clear_error(app):
+    app.session_state["fc_symbol"] = "zzzz"  # what typing a new option does (AppTest cannot type one)
+    at = app.run()
+    assert not at.exception
+    assert any("Unknown ticker 'ZZZZ'" in e.value for e in at.error)
