@@ -39,11 +39,11 @@ m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Deployed tickers", f"{counts['deployed']} / {counts['tickers']}")
 m2.metric("Certified deployments", f"{counts['certified']} / {counts['deployed']}")
 m3.metric("Open alerts", counts["open_alerts"], f"{counts['critical_alerts']} critical" if counts["critical_alerts"] else None,
-          delta_color="inverse")
+          delta_color="red", delta_arrow="off")
 m4.metric("Running A/B tests", counts["running_experiments"])
 m5.metric("Last scheduler run", run["as_of"] or run["at"][:10] if run else "never",
           None if not run else "succeeded" if run["succeeded"] else f"failed ({run['failed']} models)",
-          delta_color="normal" if run and run["succeeded"] else "inverse")
+          delta_color="green" if run and run["succeeded"] else "red", delta_arrow="off")
 
 st.subheader("Tickers")
 st.dataframe(

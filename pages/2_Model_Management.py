@@ -38,18 +38,21 @@ st.dataframe(
     },
 )
 
-model_id = st.selectbox("Model", table["model_id"].tolist(), key="mm_model")
+model_ids = table["model_id"].tolist()
+deployed_ids = table.loc[table["status"] == "deployed", "model_id"].tolist()
+model_id = st.selectbox("Model", model_ids, index=model_ids.index(deployed_ids[0]) if deployed_ids else 0, key="mm_model")
 model = registry.get_model(model_id)
 metrics = model["metrics"]
 
 st.subheader(f"{model_id}")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Status", model["status"])
-c2.metric("Validation MAE", f"${metrics['mae']:.3f}", f"naive ${metrics['naive']['mae']:.3f}", delta_color="off")
+c2.metric("Validation MAE", f"${metrics['mae']:.3f}", f"naive ${metrics['naive']['mae']:.3f}", delta_color="off",
+          delta_arrow="off")
 c3.metric("Skill vs naive", f"{metrics['skill']:+.3f}", "beats naive" if metrics["skill"] > 0 else "loses to naive",
-          delta_color="normal" if metrics["skill"] > 0 else "inverse")
+          delta_color="green" if metrics["skill"] > 0 else "red", delta_arrow="off")
 c4.metric("Interval coverage", f"{metrics['interval_coverage_empirical']:.0%}",
-          f"nominal {metrics['interval_coverage_nominal']:.0%}", delta_color="off")
+          f"nominal {metrics['interval_coverage_nominal']:.0%}", delta_color="off", delta_arrow="off")
 if metrics["skill"] <= 0:
     st.warning(f"This model does not beat the naive baseline (tomorrow = today) on validation: "
                f"MAE ${metrics['mae']:.3f} vs ${metrics['naive']['mae']:.3f}.")

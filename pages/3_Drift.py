@@ -68,14 +68,14 @@ if data and data["model_id"] == model_id:
     perf, concept = report.performance, report.concept
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Drifted features", f"{report.dataset['n_drifted']} / {report.dataset['n_features']}",
-              f"{report.dataset['drifted_share']:.0%}", delta_color="off")
+              f"{report.dataset['drifted_share']:.0%}", delta_color="off", delta_arrow="off")
     m2.metric("Recent MAE", f"${perf['recent_mae']:.3f}" if perf["recent_mae"] is not None else "n/a",
               f"{perf['change_pct']:+.0f}% (MAPE) vs validation" if perf["change_pct"] is not None else perf["note"],
               delta_color="inverse" if perf["change_pct"] is not None else "off")
     m3.metric("Volatility vs training", f"x{concept['volatility_ratio']:.2f}",
-              f"Levene p={concept['volatility_p_value']:.1e}", delta_color="off")
+              f"Levene p={concept['volatility_p_value']:.1e}", delta_color="off", delta_arrow="off")
     m4.metric("Prediction PSI", f"{report.prediction['psi']:.2f}" if report.prediction["psi"] is not None else "n/a",
-              "drift" if report.prediction["drift"] else "stable", delta_color="off")
+              "drift" if report.prediction["drift"] else "stable", delta_color="off", delta_arrow="off")
 
     st.subheader("Per-feature statistics")
     st.dataframe(report.features, hide_index=True, key="drift_features_table", column_config={

@@ -78,13 +78,13 @@ analysis = abtest.analyze(selected)
 exp, result = analysis.experiment, analysis.comparison
 st.subheader(f"#{exp['id']} {exp['name']}")
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Status", exp["status"], f"{exp['start_date']} → {exp['end_date']}", delta_color="off")
+m1.metric("Status", exp["status"], f"{exp['start_date']} → {exp['end_date']}", delta_color="off", delta_arrow="off")
 m2.metric("Winner", f"arm {analysis.winner}" if analysis.winner else "none yet",
-          analysis.winner_model_id or ("significant" if analysis.significant else "not significant"), delta_color="off")
-m3.metric("Improvement", f"{analysis.improvement_pct:+.1f}%", f"{exp['metric'].upper()} of the better arm", delta_color="off")
+          analysis.winner_model_id or ("significant" if analysis.significant else "not significant"), delta_color="off", delta_arrow="off")
+m3.metric("Improvement", f"{analysis.improvement_pct:+.1f}%", f"{exp['metric'].upper()} of the better arm", delta_color="off", delta_arrow="off")
 m4.metric("Sample ratio", "MISMATCH" if result.srm_flag else "OK",
           f"chi-square p = {result.srm_p:.3g}" if result.srm_p is not None else "no traffic yet",
-          delta_color="inverse" if result.srm_flag else "off")
+          delta_color="red" if result.srm_flag else "off", delta_arrow="off")
 (st.warning if result.srm_flag else st.success if analysis.significant else st.info)(analysis.recommendation)
 
 st.dataframe(analysis.arms, hide_index=True, column_config={

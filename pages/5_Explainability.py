@@ -93,7 +93,7 @@ with tab_local:
     units = l2.radio("Units", ["log return (exact)", "$ (order-dependent)"], horizontal=True, key="ex_units")
     summary = explain.day_summary(explanation, day)
     m1, m2, m3 = st.columns(3)
-    m1.metric("Base value", f"${summary['base_close']:.2f}", f"{summary['base_return']:+.3%} log return", delta_color="off")
+    m1.metric("Base value", f"${summary['base_close']:.2f}", f"{summary['base_return']:+.3%} log return", delta_color="off", delta_arrow="off")
     m2.metric("Prediction (next close)", f"${summary['predicted_close']:.2f}", f"{summary['predicted_return']:+.3%}")
     m3.metric("Actual", "not known yet" if summary["actual_close"] is None else f"${summary['actual_close']:.2f}",
               None if summary["actual_return"] is None else f"{summary['actual_return']:+.3%}")

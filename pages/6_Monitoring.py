@@ -38,10 +38,10 @@ model_arg = None if model_id == "All" else model_id
 
 done = metrics.dropna(subset=["mae"])
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Predictions", f"{int(metrics['n_predictions'].sum()):,}", f"{metrics['date'].nunique()} days", delta_color="off")
+m1.metric("Predictions", f"{int(metrics['n_predictions'].sum()):,}", f"{metrics['date'].nunique()} days", delta_color="off", delta_arrow="off")
 skill = monitoring.live_skill(done.tail(20 * max(1, done["model_id"].nunique())))
 m2.metric("Live skill (last 20 days)", f"{skill:+.3f}", "beats naive" if skill > 0 else "loses to naive",
-          delta_color="normal" if skill > 0 else "inverse")
+          delta_color="green" if skill > 0 else "red", delta_arrow="off")
 m3.metric("Latency P95 (median day)", f"{metrics['latency_p95'].median():.1f} ms")
 open_alerts = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg, unacknowledged_only=True)
 m4.metric("Open alerts", len(open_alerts))
