@@ -30,7 +30,7 @@ from core.config import get_settings
 from core.market import load_prices
 from core.predict import Route, backfill_actuals, predict
 from core.registry import RegistryError, deploy, deployed_model, get_model
-from core.store import audit, get_db, to_json, transaction, utc_now
+from core.store import audit, get_db, transaction, utc_now
 
 log = logging.getLogger(__name__)
 

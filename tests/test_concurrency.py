@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_monitoring import registry_copy  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = float(os.environ.get("MLSA_CONCURRENCY_SECONDS", "30"))
@@ -64,7 +63,7 @@ json.dump(result, open(out_path, "w"))
 
 
 @pytest.fixture()
-def experiment_id(registry_copy):  # noqa: F811
+def experiment_id(registry_copy):
     from core.abtest import create_experiment
 
     running = registry_copy.execute("SELECT id FROM experiments WHERE status = 'running' AND symbol = 'AAPL'").fetchone()
@@ -76,7 +75,7 @@ def experiment_id(registry_copy):  # noqa: F811
     return create_experiment("concurrency", "AAPL", arms, day, db=registry_copy)
 
 
-def test_cycle_and_ui_writes_in_parallel_lose_nothing(registry_copy, experiment_id, tmp_path):  # noqa: F811
+def test_cycle_and_ui_writes_in_parallel_lose_nothing(registry_copy, experiment_id, tmp_path):
     db = registry_copy
     before = {
         "cycles": db.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'daily_cycle'").fetchone()[0],

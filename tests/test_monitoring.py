@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import registry_copy  # noqa: F401 (fixture, re-exported for the other cycle tests)
 
 
 @dataclass

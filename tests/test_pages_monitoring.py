@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
-from test_monitoring import registry_copy  # noqa: F401 (fixture)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +15,7 @@ def _run(page: str) -> AppTest:
     return at
 
 
-def test_monitoring_page_shows_metrics_charts_and_acknowledges(registry_copy):  # noqa: F811
+def test_monitoring_page_shows_metrics_charts_and_acknowledges(registry_copy):
     from core.alerts import raise_alert
     from core.monitoring import run_daily_cycle
 
@@ -37,7 +36,7 @@ def test_monitoring_page_shows_metrics_charts_and_acknowledges(registry_copy):  
     assert registry_copy.execute("SELECT acknowledged_at FROM alerts WHERE id = ?", [alert_id]).fetchone()[0]
 
 
-def test_monitoring_page_filters_by_ticker(registry_copy):  # noqa: F811
+def test_monitoring_page_filters_by_ticker(registry_copy):
     at = _run("pages/6_Monitoring.py")
     at.selectbox(key="mon_symbol").select("MSFT").run()
     assert not at.exception
@@ -45,7 +44,7 @@ def test_monitoring_page_filters_by_ticker(registry_copy):  # noqa: F811
                for v in at.selectbox(key="mon_model").options)
 
 
-def test_retrain_now_shows_the_gate_result_and_approval_queue(registry_copy, monkeypatch):  # noqa: F811
+def test_retrain_now_shows_the_gate_result_and_approval_queue(registry_copy, monkeypatch):
     from core import training
 
     real = training.train_model

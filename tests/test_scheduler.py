@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from test_monitoring import install_fake_drift, registry_copy  # noqa: F401 (fixture)
+from test_monitoring import install_fake_drift
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +18,7 @@ def _days(db, symbol="MSFT", n=3) -> list[str]:
                                      [symbol, n]).fetchall()][::-1]
 
 
-def test_once_returns_zero_then_one_when_a_model_fails(registry_copy, monkeypatch, capsys):  # noqa: F811
+def test_once_returns_zero_then_one_when_a_model_fails(registry_copy, monkeypatch, capsys):
     import scheduled_tasks
     from core import monitoring
 
@@ -37,7 +36,7 @@ def test_once_returns_zero_then_one_when_a_model_fails(registry_copy, monkeypatc
     assert "0 ok, 2 failed" in out and "feature store unreachable" in out
 
 
-def test_replay_runs_one_cycle_per_trading_day(registry_copy, monkeypatch, capsys):  # noqa: F811
+def test_replay_runs_one_cycle_per_trading_day(registry_copy, monkeypatch, capsys):
     import scheduled_tasks
 
     install_fake_drift(monkeypatch)
@@ -64,7 +63,7 @@ def test_a_second_scheduler_is_refused_while_the_lock_is_held(fresh_db):
         pass
 
 
-def test_sigterm_stops_a_replay_cleanly_between_steps(registry_copy):  # noqa: F811
+def test_sigterm_stops_a_replay_cleanly_between_steps(registry_copy):
     days = _days(registry_copy, n=200)
     process = subprocess.Popen([sys.executable, "scheduled_tasks.py", "--replay", days[0], days[-1]], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
