@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 # Set before any core import reads them: offline always, and a throwaway state folder.
 os.environ["MLSA_OFFLINE"] = "1"
-_SESSION_DIR = Path(os.environ.setdefault("MLSA_TEST_DIR", str(Path(__import__("tempfile").mkdtemp(prefix="mlsa-tests-")))))
+_SESSION_DIR = Path(os.environ.get("MLSA_TEST_DIR") or tempfile.mkdtemp(prefix="mlsa-tests-"))  # reuse: MLSA_TEST_DIR
 os.environ["MLSA_DB_PATH"] = str(_SESSION_DIR / "app.db")
 os.environ["MLSA_MODELS_DIR"] = str(_SESSION_DIR / "models")
 

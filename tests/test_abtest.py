@@ -1,7 +1,6 @@
 """A/B tests: routing, the statistics (against scipy and by simulation), storage, serving hook, stop + deploy."""
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,21 +10,6 @@ import pytest
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture()
-def ab_db(demo_registry, tmp_path, monkeypatch):
-    """A private copy of the demo registry's database (models folder shared, read-only use)."""
-    from core.config import get_settings
-    from core.store import get_db
-
-    source = sqlite3.connect(get_settings().db_path)
-    target = sqlite3.connect(tmp_path / "ab.db")
-    source.backup(target)
-    source.close()
-    target.close()
-    monkeypatch.setenv("MLSA_DB_PATH", str(tmp_path / "ab.db"))
-    return get_db()
 
 
 # --- routing ----------------------------------------------------------------------------------------------
@@ -161,7 +145,7 @@ def _models(symbol: str):
     return champion, other
 
 
-def test_create_experiment_validates(ab_db):
+def test_create_experiment_validates(registry_copy):
     from core.abtest import ExperimentError, create_experiment
 
     champion, other = _models("MSFT")
@@ -180,17 +164,17 @@ def test_create_experiment_validates(ab_db):
         create_experiment("unique", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-06-01")
 
 
-def test_serving_path_routes_running_experiment_with_shadows(ab_db):
+def test_serving_path_routes_running_experiment_with_shadows(registry_copy):
     from core.abtest import active_route, create_experiment, route_key, simulate, stop
     from core.market import load_prices
 
     champion, other = _models("MSFT")
-    assert active_route(ab_db, "MSFT", "MSFT:2012-06-01") is None
+    assert active_route(registry_copy, "MSFT", "MSFT:2012-06-01") is None
     experiment_id = create_experiment("shadow msft", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-09-04",
                                       shadow=True, min_samples=5)
     days = load_prices("MSFT", start="2012-09-04", end="2012-10-15").index
     assert simulate(experiment_id, days[0], days[-1]) == len(days)
-    rows = list(ab_db.query("SELECT * FROM predictions WHERE experiment_id = ? ORDER BY id", [experiment_id]))
+    rows = list(registry_copy.query("SELECT * FROM predictions WHERE experiment_id = ? ORDER BY id", [experiment_id]))
     assert len(rows) == 2 * len(days)
     served = [r for r in rows if r["served"] == 1]
     assert len(served) == len(days)
@@ -199,10 +183,10 @@ def test_serving_path_routes_running_experiment_with_shadows(ab_db):
         assert row["arm"] == arm and row["model_id"] == {"A": champion, "B": other}[arm]
     assert all(r["arm"] != s["arm"] for r, s in zip(rows[::2], rows[1::2], strict=True))  # each shadow is the other arm
     stop(experiment_id, deploy_winner=False)
-    assert active_route(ab_db, "MSFT", "MSFT:2012-06-01") is None  # stopped tests no longer route
+    assert active_route(registry_copy, "MSFT", "MSFT:2012-06-01") is None  # stopped tests no longer route
 
 
-def test_analyze_stop_and_deploy_winner_with_audit(ab_db):
+def test_analyze_stop_and_deploy_winner_with_audit(registry_copy):
     from core.abtest import ExperimentError, analyze, create_experiment, record_actual, record_prediction, stop
     from core.registry import CertificationRequired, deployed_model, get_model
 
@@ -231,7 +215,7 @@ def test_analyze_stop_and_deploy_winner_with_audit(ab_db):
     assert result["deployed"] == other and deployed_model("MSFT")["model_id"] == other
     row = analyze(experiment_id).experiment
     assert row["status"] == "stopped" and row["winner"] == "B"
-    actions = [r["action"] for r in ab_db.query("SELECT action FROM audit_log WHERE target IN (?, ?) ORDER BY id",
+    actions = [r["action"] for r in registry_copy.query("SELECT action FROM audit_log WHERE target IN (?, ?) ORDER BY id",
                                                 [f"experiment:{experiment_id}", other])]
     assert actions[-2:] == ["deploy", "stop_experiment"] and "create_experiment" in actions
     with pytest.raises(ExperimentError, match="already stopped"):

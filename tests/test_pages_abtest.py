@@ -1,9 +1,7 @@
 """The A/B Tests page through AppTest: the demo tests listed, a test created through the form, then stopped."""
 from __future__ import annotations
 
-import sqlite3
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import page_app
@@ -11,26 +9,11 @@ from conftest import page_app
 PAGE = "pages/4_AB_Tests.py"
 
 
-@pytest.fixture()
-def ab_db(demo_registry, tmp_path, monkeypatch):
-    """A private copy of the demo registry's database, so creating and stopping tests changes nothing shared."""
-    from core.config import get_settings
-    from core.store import get_db
-
-    source = sqlite3.connect(get_settings().db_path)
-    target = sqlite3.connect(tmp_path / "ab.db")
-    source.backup(target)
-    source.close()
-    target.close()
-    monkeypatch.setenv("MLSA_DB_PATH", str(tmp_path / "ab.db"))
-    return get_db()
-
-
 def _listed_names(at: AppTest) -> list[str]:
     return list(at.dataframe[0].value["name"])
 
 
-def test_page_shows_demo_tests_and_decision(ab_db):
+def test_page_shows_demo_tests_and_decision(registry_copy):
     at = page_app(PAGE).run()
     assert not at.exception
     names = _listed_names(at)
@@ -43,7 +26,7 @@ def test_page_shows_demo_tests_and_decision(ab_db):
     assert {"p_sequential", "p_fixed", "cs_low", "cs_high"} <= set(at.dataframe[2].value.columns)
 
 
-def test_create_through_form_then_stop(ab_db):
+def test_create_through_form_then_stop(registry_copy):
     at = page_app(PAGE).run()
     at.selectbox(key="ab_symbol").set_value("MSFT").run()
     at.text_input(key="ab_name").input("MSFT rf vs xgb")
@@ -67,6 +50,6 @@ def test_create_through_form_then_stop(ab_db):
     at.button(key="ab_confirm").click().run()
     assert not at.exception
     assert any("Stopped" in s.value for s in at.success)
-    row = list(ab_db.query("SELECT status, winner FROM experiments WHERE name = 'MSFT rf vs xgb'"))[0]
+    row = list(registry_copy.query("SELECT status, winner FROM experiments WHERE name = 'MSFT rf vs xgb'"))[0]
     assert row["status"] == "stopped" and row["winner"] is None  # no data yet: nothing to deploy
-    assert list(ab_db.query("SELECT 1 FROM audit_log WHERE action = 'stop_experiment' AND actor = 'ui'"))
+    assert list(registry_copy.query("SELECT 1 FROM audit_log WHERE action = 'stop_experiment' AND actor = 'ui'"))
