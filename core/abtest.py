@@ -27,7 +27,7 @@ import sqlite_utils
 from scipy import stats
 
 from core.config import get_settings
-from core.market import load_prices
+from core.market import load_prices, next_trading_day
 from core.predict import Route, backfill_actuals, predict
 from core.registry import RegistryError, deploy, deployed_model, get_model
 from core.store import audit, get_db, transaction, utc_now
@@ -68,17 +68,20 @@ def route(experiment: Mapping, request_key: str) -> Route:
     return Route(model_id=chosen["model_id"], experiment_id=experiment["id"], arm=chosen["arm"], shadows=shadows)
 
 
-def active_route(db: sqlite_utils.Database, symbol: str, request_key: str) -> Route | None:
-    """The route for a request on `symbol` when it has a running experiment, else None (serving hook).
+def active_route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None) -> Route | None:
+    """The route for a request on `symbol` when a running experiment covers `day`, else None (serving hook).
 
-    One small query per request: the running experiment's arms (experiments is a tiny table and
-    experiment_arms is keyed by experiment id).
+    A request dated before the test's start or after its planned end is served by the deployed model
+    (replays of past days must not meet a challenger that was not live then). One small query per
+    request: experiments is a tiny table and experiment_arms is keyed by experiment id.
     """
+    on_day = _day(day) if day is not None else None
     rows = db.execute(
         "SELECT e.id, e.shadow, a.arm, a.model_id, a.traffic_share FROM experiments e "
         "JOIN experiment_arms a ON a.experiment_id = e.id "
-        "WHERE e.symbol = ? AND e.status = 'running' ORDER BY a.arm",
-        [symbol],
+        "WHERE e.symbol = ? AND e.status = 'running' AND (? IS NULL OR ? BETWEEN e.start_date AND e.end_date) "
+        "ORDER BY a.arm",
+        [symbol, on_day, on_day],
     ).fetchall()
     if not rows:
         return None
@@ -231,7 +234,8 @@ def record_prediction(
     table = db["predictions"]
     table.insert({
         "model_id": model_id, "symbol": experiment["symbol"], "as_of": as_of_day,
-        "target_date": _day(target_date) if target_date is not None else as_of_day,
+        # the close a next-day forecast is judged on is the next trading day's, never as_of's own
+        "target_date": _day(target_date) if target_date is not None else _day(next_trading_day(experiment["symbol"], as_of, db=db)),
         "predicted_close": float(predicted_close), "lower": None, "upper": None, "last_close": last_close,
         "latency_ms": None, "experiment_id": experiment["id"], "arm": arm,
         "request_key": request_key or f"external:{experiment['id']}:{as_of_day}:{arm}",
@@ -245,11 +249,11 @@ def record_actual(prediction_id: int, actual_close: float, db: sqlite_utils.Data
     db = db or get_db()
     if not np.isfinite(actual_close) or actual_close <= 0:
         raise ExperimentError(f"actual_close must be a positive price, got {actual_close}.")
-    cursor = db.execute("UPDATE predictions SET actual_close = ? WHERE id = ? AND experiment_id IS NOT NULL",
-                        [float(actual_close), int(prediction_id)])
-    if cursor.rowcount == 0:
-        raise ExperimentError(f"No experiment prediction with id {prediction_id}.")
-    db.conn.commit()
+    with transaction(db):
+        cursor = db.execute("UPDATE predictions SET actual_close = ? WHERE id = ? AND experiment_id IS NOT NULL",
+                            [float(actual_close), int(prediction_id)])
+        if cursor.rowcount == 0:
+            raise ExperimentError(f"No experiment prediction with id {prediction_id}.")
 
 
 # --- statistics (pure, vectorised) --------------------------------------------------------------------
@@ -530,11 +534,14 @@ class ExperimentAnalysis:
 
 
 def _observations(experiment: dict, as_of: str | None, db: sqlite_utils.Database) -> pd.DataFrame:
+    """Predictions of the experiment made up to `as_of`; an actual whose day is after `as_of` is
+    not known then, so it is blanked (the request still counts for the sample-ratio check)."""
     clause, params = ("AND as_of <= ?", [as_of]) if as_of else ("", [])
     frame = pd.read_sql_query(
-        "SELECT id, arm, model_id, as_of, target_date, request_key, served, last_close, predicted_close, actual_close "
+        "SELECT id, arm, model_id, as_of, target_date, request_key, served, last_close, predicted_close, "
+        "CASE WHEN ? IS NULL OR target_date <= ? THEN actual_close END AS actual_close "
         f"FROM predictions WHERE experiment_id = ? {clause} ORDER BY target_date, id",
-        db.conn, params=[experiment["id"], *params],
+        db.conn, params=[as_of, as_of, experiment["id"], *params],
     )
     frame["abs_error"] = (frame["predicted_close"] - frame["actual_close"]).abs()
     frame["ape"] = frame["abs_error"] / frame["actual_close"] * 100
@@ -647,13 +654,19 @@ def stop(
     `core.registry.deploy`.
     """
     db = db or get_db()
-    analysis = analyze(experiment_id, as_of=as_of, db=db)
-    experiment = analysis.experiment
-    if experiment["status"] != "running":
-        raise ExperimentError(f"Experiment {experiment['name']} is already {experiment['status']}.")
     deployed = None
-    with transaction(db):
-        db.execute("UPDATE experiments SET status = 'stopped', winner = ?, stopped_at = ? WHERE id = ?",
+    with transaction(db):  # analysis and stop under one write lock: two stops cannot both succeed
+        analysis = analyze(experiment_id, as_of=as_of, db=db)
+        experiment = analysis.experiment
+        if experiment["status"] != "running":
+            raise ExperimentError(f"Experiment {experiment['name']} is already {experiment['status']}.")
+        if deploy_winner and analysis.winner_model_id and analysis.comparison.srm_flag and not override:
+            raise ExperimentError(
+                f"Experiment {experiment['name']} has a sample-ratio mismatch (chi-square p = "
+                f"{analysis.comparison.srm_p:.2g}): the traffic split is broken, so its winner cannot be trusted. "
+                "Stop it without deploying, or deploy with an explicit override."
+            )
+        db.execute("UPDATE experiments SET status = 'stopped', winner = ?, stopped_at = ? WHERE id = ? AND status = 'running'",
                    [analysis.winner, analysis.as_of, experiment["id"]])
         current = deployed_model(experiment["symbol"], db=db)
         if deploy_winner and analysis.winner_model_id and (current is None or current["model_id"] != analysis.winner_model_id):

@@ -166,7 +166,10 @@ def conditions(model: dict, as_of, metrics: pd.DataFrame, report, error_rate: fl
         if features is not None and len(features) and "psi" in features:
             named = features.set_index("feature") if "feature" in features else features
             psi = named["psi"].astype(float)
-            over = psi[psi > settings.drift_psi_threshold].sort_values(ascending=False)
+            # only features the drift module judged drifted: raw PSI > 0.25 is routine for rolling daily
+            # features in calm months, and the verdict is what controls false alarms (core/drift.py)
+            drifted = named["verdict"].eq("drift") if "verdict" in named else pd.Series(True, index=named.index)
+            over = psi[(psi > settings.drift_psi_threshold) & drifted].sort_values(ascending=False)
             if len(over):
                 top = ", ".join(f"{name} {value:.2f}" for name, value in over.head(3).items())
                 found.append(Condition("psi", "critical" if report.severity == "critical" else "warning",

@@ -233,8 +233,13 @@ def _step_backfill(model: dict, day: str, context: dict, db: sqlite_utils.Databa
 
 
 def _step_metrics(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
+    """Every model that logged predictions for this ticker in the lookback (A/B arms, shadows, a champion
+    replaced this week), not only the deployed one: their late actuals must reach their metrics too."""
     start = pd.Timestamp(day) - pd.Timedelta(days=METRICS_LOOKBACK_DAYS)
-    return f"{upsert_daily_metrics(start, day, [model['model_id']], db=db)} metric rows"
+    model_ids = [r[0] for r in db.execute(
+        "SELECT DISTINCT model_id FROM predictions WHERE symbol = ? AND as_of >= ? AND as_of <= ?",
+        [model["symbol"], f"{start:%Y-%m-%d}", day]).fetchall()] or [model["model_id"]]
+    return f"{upsert_daily_metrics(start, day, model_ids, db=db)} metric rows"
 
 
 def _step_drift(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:

@@ -57,7 +57,7 @@ class Route:
     shadows: tuple[tuple[str, str], ...] = ()
 
 
-def _route(db: sqlite_utils.Database, symbol: str, request_key: str) -> Route:
+def _route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None) -> Route:
     """The running A/B experiment's arm for this request, else the deployed model.
 
     Imported here, not at module level: core.abtest's `simulate` calls `predict` (import cycle), and
@@ -65,7 +65,7 @@ def _route(db: sqlite_utils.Database, symbol: str, request_key: str) -> Route:
     """
     from core.abtest import active_route
 
-    route = active_route(db, symbol, request_key)
+    route = active_route(db, symbol, request_key, day)
     if route is not None:
         return route
     deployed = deployed_model(symbol, db=db)
@@ -101,11 +101,12 @@ def predict(
     """Forecast the close of the trading day after `as_of` (default: the last day with data)."""
     db = db or get_db()
     started = time.perf_counter()
+    symbol = (symbol or "").strip().upper()
     day, last_close, features, _ = feature_row(symbol, as_of, db)
     if features.isna().to_numpy()[:, :-2].any():
         raise MarketDataError(f"{symbol}: not enough history before {day.date()} to build the features.")
     request_key = request_key or f"{symbol}:{day:%Y-%m-%d}"
-    route = _route(db, symbol, request_key)
+    route = _route(db, symbol, request_key, day)
     model = load_model(route.model_id, db=db)
     predicted_return, predicted_close, lower, upper = forecast(model, last_close, features)
     latency_ms = (time.perf_counter() - started) * 1000
@@ -199,6 +200,8 @@ def live_performance(symbol: str, as_of=None, days: int = 30, db: sqlite_utils.D
     Returns `mae`, `naive_mae`, `skill` and the full `model` / `naive` metric dicts ($, %, direction).
     """
     frame = prediction_log(symbol, end=as_of, db=db).dropna(subset=["actual_close"])
+    if as_of is not None:  # an actual after as_of was not known on as_of
+        frame = frame[frame["target_date"] <= f"{pd.Timestamp(as_of):%Y-%m-%d}"]
     if frame.empty:
         return None
     recent_days = sorted(frame["as_of"].unique())[-days:]

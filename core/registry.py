@@ -123,6 +123,8 @@ def register(
                 [trained.symbol, trained.model_type],
             ).fetchone()[0]
             model_id = _model_id(trained.model_type, version, trained.symbol, trained.train_end)
+            if get_model(model_id, db=db, missing_ok=True) is not None:  # e.g. BRK-B and BRK.B both give BRKB
+                raise RegistryError(f"{model_id} already exists for another ticker spelling; rename the ticker.")
             folder = model_folder(model_id)
             if folder.exists():  # left by a crash before its row was committed: not a registered model
                 shutil.rmtree(folder)

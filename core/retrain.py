@@ -393,7 +393,10 @@ def check_validation_window(symbol: str, as_of, db: sqlite_utils.Database | None
         decision = (f"rolled back: ${new_mae:.3f} over {window} days vs ${old_mae:.3f} for {previous_id} "
                     f"(worse by more than {settings.retrain_margin:.0%})")
         with transaction(db):
-            rollback(symbol, actor="scheduler", reason=f"validation window: {decision}", db=db)
+            restored = rollback(symbol, actor="scheduler", reason=f"validation window: {decision}", db=db)
+            if restored["deployed"] != previous_id:  # undone by the transaction: never land on a third model
+                raise RetrainError(f"the rollback would deploy {restored['deployed']}, not the previous champion "
+                                   f"{previous_id} (its status changed since); roll back by hand on Model Management.")
             _update_job(db, job["id"], "rolled_back", decision, numbers)
         raise_alert(challenger_id, "rollback", "critical", f"{challenger_id} {decision}.", day, db=db)
         return decision

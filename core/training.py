@@ -132,6 +132,7 @@ def training_frame(symbol: str, train_end, window_days: int, db: sqlite_utils.Da
     prices = prices.iloc[-(window_days + WARMUP_DAYS + 1):]
     rows = training_rows(build_features(prices, symbol))
     rows.attrs["source"] = prices.attrs.get("source", "")
+    rows.attrs["last_day"] = prices.index[-1]  # the window's last trading day: its close is the last target
     return rows
 
 
@@ -218,13 +219,13 @@ def train_model(
     estimator = make_estimator(model_type, params).fit(check_feature_frame(rows, FEATURE_COLUMNS), rows[TARGET].to_numpy())
     if progress:
         progress(1.0, "Done")
-    # the window's last day is train_end itself (its features are known; its target is not)
-    end = pd.Timestamp(train_end) if train_end is not None else rows.index.max()
+    # the recorded train_end is the last trading day whose close the model saw (as a target), even when
+    # `train_end` falls on a weekend or is None (= all data)
     log.info("trained %s %s on %d rows: MAE $%.3f vs naive $%.3f (skill %+.3f)", model_type, symbol,
              len(rows), metrics["mae"], metrics["naive"]["mae"], metrics["skill"])
     return TrainedModel(
         symbol=symbol, model_type=model_type, params=params, estimator=estimator,
         feature_columns=list(FEATURE_COLUMNS), train_start=rows.index.min(),
-        train_end=min(end, load_prices(symbol, end=end, db=db).index[-1]), metrics=metrics,
+        train_end=rows.attrs["last_day"], metrics=metrics,
         validation=validation, data_source=rows.attrs.get("source", ""),
     )

@@ -171,7 +171,7 @@ def test_serving_path_routes_running_experiment_with_shadows(registry_copy):
     champion, other = _models("MSFT")
     assert active_route(registry_copy, "MSFT", "MSFT:2012-06-01") is None
     experiment_id = create_experiment("shadow msft", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-09-04",
-                                      shadow=True, min_samples=5)
+                                      duration_days=60, shadow=True, min_samples=5)
     days = load_prices("MSFT", start="2012-09-04", end="2012-10-15").index
     assert simulate(experiment_id, days[0], days[-1]) == len(days)
     rows = list(registry_copy.query("SELECT * FROM predictions WHERE experiment_id = ? ORDER BY id", [experiment_id]))
@@ -235,3 +235,32 @@ def test_demo_has_a_finished_and_a_running_experiment_without_double_serving(dem
     doubled = list(get_db().query(
         "SELECT as_of FROM predictions WHERE symbol = 'AAPL' AND served = 1 GROUP BY as_of HAVING COUNT(*) > 1"))
     assert doubled == []
+
+
+def test_routing_respects_the_test_window_and_a_second_stop_is_refused(registry_copy):
+    """A replayed day before the start (or after the planned end) is served by the deployed model."""
+    from core.abtest import ExperimentError, active_route, create_experiment, stop
+    from core.predict import predict
+
+    champion, other = _models("MSFT")
+    experiment_id = create_experiment("window msft", "MSFT", [(champion, 0.0001), (other, 0.9999)], "2012-09-04",
+                                      duration_days=10)
+    assert active_route(registry_copy, "MSFT", "k", "2012-09-03") is None
+    assert active_route(registry_copy, "MSFT", "k", "2012-09-05").experiment_id == experiment_id
+    assert active_route(registry_copy, "MSFT", "k", "2012-09-20") is None
+    before, during = predict("MSFT", "2012-08-31", log_prediction=False), predict("MSFT", "2012-09-05", log_prediction=False)
+    assert before.experiment_id is None and before.model_id == champion
+    assert during.experiment_id == experiment_id
+    stop(experiment_id, deploy_winner=False)
+    with pytest.raises(ExperimentError, match="already stopped"):
+        stop(experiment_id, deploy_winner=False)
+
+
+def test_external_prediction_is_judged_on_the_next_trading_day(registry_copy):
+    from core.abtest import create_experiment, record_prediction
+
+    champion, other = _models("MSFT")
+    experiment_id = create_experiment("external day msft", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-09-04")
+    pid = record_prediction(experiment_id, champion, 30.0, as_of="2012-09-07")  # a Friday
+    target = registry_copy.execute("SELECT target_date FROM predictions WHERE id = ?", [pid]).fetchone()[0]
+    assert target == "2012-09-10"

@@ -62,3 +62,10 @@ def test_live_performance_matches_the_log(demo_registry):
 def test_no_deployed_model_is_a_clear_error(demo_registry):
     with pytest.raises(RegistryError, match="No model is deployed for IBM"):
         serving.predict("IBM", "2012-01-03", log_prediction=False)
+
+
+def test_live_performance_never_uses_an_actual_after_as_of(demo_registry):
+    log = serving.prediction_log("AAPL").dropna(subset=["actual_close"])
+    as_of = log["as_of"].iloc[-10]
+    live = serving.live_performance("AAPL", as_of=as_of, days=5)
+    assert live["end"] < as_of  # the forecast made on as_of is judged on the next day's close: unknown yet

@@ -96,3 +96,9 @@ def test_bad_model_type_and_params():
         make_estimator("lstm")
     with pytest.raises(TypeError):
         make_estimator("rf", {"no_such_param": 1})
+
+
+def test_train_end_is_the_last_trading_day_seen(demo_registry):
+    trained = train_model("MSFT", "naive", train_end="2010-07-04", window_days=400)  # a Sunday
+    assert trained.train_end == pd.Timestamp("2010-07-02")
+    assert trained.validation.index.max() < trained.train_end
