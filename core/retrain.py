@@ -231,7 +231,9 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         return {"job_id": job_id, "status": "validating", "challenger_id": challenger_id, "gate": gate}
     except BaseException as exc:  # killed or failed mid-way: record it, leave the registry as it was
         if get_job(job_id, db=db)["status"] == "running":
-            _update_job(db, job_id, "failed", f"failed: {type(exc).__name__}: {exc}", challenger_id=challenger_id, actor=actor)
+            why = (f"failed: {type(exc).__name__}: {exc}" if isinstance(exc, Exception)
+                   else f"interrupted before finishing ({type(exc).__name__}: the page was closed or the process stopped)")
+            _update_job(db, job_id, "failed", why, challenger_id=challenger_id, actor=actor)
         log.warning("retrain of %s failed: %s", champion_id, exc)
         if isinstance(exc, Exception) and not isinstance(exc, RetrainError):
             raise RetrainError(f"Retraining {champion['symbol']} failed: {exc}. The deployed model was not changed.") from exc

@@ -6,7 +6,7 @@ import streamlit as st
 from core.charts import price_forecast_figure
 from core.market import MarketDataError, available_symbols, load_prices, source_label
 from core.predict import comparison_table, live_performance, predict, prediction_log
-from core.registry import ModelIntegrityError, RegistryError, deployed_model, register
+from core.registry import ModelIntegrityError, RegistryError, deployed_model, get_model, register
 from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, train_model
 
 st.set_page_config(page_title="Forecast · ML Stock Agent", page_icon="🔮", layout="wide")
@@ -33,7 +33,8 @@ st.caption(f"Data source: **{source_label(source)}** · {len(prices):,} trading 
 
 first, last = prices.index[0].date(), prices.index[-1].date()
 picked = st.date_input("Chart range (the forecast is made on the last day)",
-                       (max(first, last - timedelta(days=180)), last), min_value=first, max_value=last, key="fc_range")
+                       (max(first, last - timedelta(days=180)), last), min_value=first, max_value=last,
+                       key=f"fc_range_{symbol}")  # per ticker: each opens on its own latest data
 if not isinstance(picked, tuple) or len(picked) != 2:
     st.info("Pick an end date too.")
     st.stop()
@@ -49,10 +50,12 @@ forecast = None
 if model is None:
     st.info(f"No model is deployed for {symbol}. Train one below, then deploy it on Model Management.")
 else:
+    # a date inside the training window is an in-sample forecast: shown, labelled, never logged as live
+    in_sample = str(as_of) <= model["train_end"]
     memo_key = (symbol, str(as_of), model["model_id"])  # one logged prediction per request, not per rerun
     try:
         if st.session_state.get("fc_memo_key") != memo_key:
-            st.session_state["fc_memo"] = predict(symbol, as_of).to_dict()
+            st.session_state["fc_memo"] = predict(symbol, as_of, log_prediction=not in_sample).to_dict()
             st.session_state["fc_memo_key"] = memo_key
         forecast = st.session_state["fc_memo"]
     except (MarketDataError, RegistryError, ModelIntegrityError) as exc:
@@ -60,16 +63,21 @@ else:
 
 if forecast:
     change = forecast["predicted_close"] / forecast["last_close"] - 1
+    served = get_model(forecast["model_id"])["metrics"]  # the interval is the serving model's (A/B arms differ)
+    money = "${:,.0f}" if forecast["upper"] >= 1000 else "${:,.2f}"
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(f"Close on {forecast['as_of']}", f"${forecast['last_close']:,.2f}")
     c2.metric(f"Forecast for {forecast['target_date']}", f"${forecast['predicted_close']:,.2f}", f"{change:+.2%}")
-    c3.metric(f"{model['metrics']['interval_coverage_nominal']:.0%} interval",
-              f"${forecast['lower']:,.2f} – {forecast['upper']:,.2f}",
-              f"{model['metrics']['interval_coverage_empirical']:.0%} covered on validation", delta_color="off",
+    c3.metric(f"{served['interval_coverage_nominal']:.0%} interval",
+              f"{money.format(forecast['lower'])} – {money.format(forecast['upper'])}",
+              f"{served['interval_coverage_empirical']:.0%} covered on validation", delta_color="off",
               delta_arrow="off")
     c4.metric("Serving latency", f"{forecast['latency_ms']:.1f} ms")
     arm = f" (arm {forecast['arm']} of A/B test #{forecast['experiment_id']})" if forecast.get("experiment_id") else ""
     st.caption(f"Served by **{forecast['model_id']}**{arm}; deployed model: {model['model_id']}.")
+    if in_sample:
+        st.warning(f"{as_of} is inside the training window of {model['model_id']} (trained up to {model['train_end']}): "
+                   "this forecast is in-sample, says nothing about live accuracy, and was not logged.")
 
 history = prediction_log(symbol, start=start, end=as_of)
 st.plotly_chart(price_forecast_figure(window, forecast, history, title=f"{symbol} daily prices"), key="fc_chart")

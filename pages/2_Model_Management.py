@@ -85,9 +85,9 @@ if pending:
                 else:
                     result = registry.rollback(pending["symbol"], actor="ui", reason="rolled back from Model Management")
                 st.session_state["mm_flash"] = f"Deployed {result['deployed']} (previous: {result['previous'] or 'none'})."
+                st.session_state.pop("mm_pending", None)  # done; on an error the panel stays open with it
             except (RegistryError, ModelIntegrityError) as exc:
                 st.session_state["mm_flash_error"] = str(exc)
-            st.session_state.pop("mm_pending", None)
             st.rerun()
         if b2.button("Cancel", key="mm_cancel"):
             st.session_state.pop("mm_pending", None)
@@ -148,7 +148,7 @@ with tab_retrain:
     st.caption(f"Retrain the deployed {model['symbol']} model now; the challenger must pass the validation gate to replace it.")
     with st.form("mm_retrain_form"):
         retrain_as_of = st.date_input("Train the challenger on data up to", last_trading_day(model["symbol"]).date(),
-                                      key="mm_retrain_as_of")
+                                      key=f"mm_retrain_as_of_{model['symbol']}")  # per ticker: its own last day
         retrain_clicked = st.form_submit_button("Retrain Now", type="primary")
     if retrain_clicked:
         with st.status(f"Retraining the deployed {model['symbol']} model…", expanded=True) as retrain_box:

@@ -60,3 +60,16 @@ def test_typed_unknown_ticker_is_a_clear_error(app):
     at = app.run()
     assert not at.exception
     assert any("Unknown ticker 'ZZZZ'" in e.value for e in at.error)
+
+
+def test_in_sample_date_is_labelled_and_not_logged(app):
+    from datetime import date
+
+    from core.predict import prediction_log
+
+    at = app.run()  # the default range ends on the last day: a live forecast, logged
+    before = len(prediction_log("AAPL", served_only=False))
+    at.date_input(key="fc_range_AAPL").set_value((date(2011, 1, 3), date(2011, 6, 1))).run()
+    assert not at.exception
+    assert any("inside the training window" in w.value and "was not logged" in w.value for w in at.warning)
+    assert len(prediction_log("AAPL", served_only=False)) == before
