@@ -105,7 +105,7 @@ if a3.button("Check for Drift", key="mm_drift_check", help="Training window vs t
             st.session_state["mm_drift_report"] = drift.check_model(model_id).to_dict()
     except (drift.DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
         st.session_state.pop("mm_drift_report", None)
-        st.error(str(exc))
+        st.error(f"{exc} This button checks the last trading day; the Drift page lets you pick the date.")
 drift_data = st.session_state.get("mm_drift_report")
 if drift_data and drift_data["model_id"] == model_id:
     drift_report = drift.DriftReport.from_dict(drift_data)
