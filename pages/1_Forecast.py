@@ -28,8 +28,19 @@ try:
 except MarketDataError as exc:
     st.error(str(exc))
     st.stop()
-st.caption(f"Data source: **{source_label(source)}** · {len(prices):,} trading days, "
-           f"{prices.index[0]:%Y-%m-%d} → {prices.index[-1]:%Y-%m-%d}")
+src_col, refresh_col = st.columns([4, 1])
+src_col.caption(f"Data source: **{source_label(source)}** · {len(prices):,} trading days, "
+                f"{prices.index[0]:%Y-%m-%d} → {prices.index[-1]:%Y-%m-%d}")
+if refresh_col.button("Refresh prices", key="fc_refresh", help="Ask yfinance again (bundled data when it does not answer)"):
+    try:
+        fresh = load_prices(symbol, refresh=True)
+        st.session_state["fc_refreshed"] = f"{symbol} reloaded from {source_label(fresh.attrs['source'])}."
+    except MarketDataError as exc:
+        st.session_state["fc_refreshed"] = f"Refresh failed: {exc}"
+    prices_for.clear()
+    st.rerun()
+if refreshed := st.session_state.pop("fc_refreshed", None):
+    st.info(refreshed)
 
 first, last = prices.index[0].date(), prices.index[-1].date()
 picked = st.date_input("Chart range (the forecast is made on the last day)",

@@ -1,8 +1,13 @@
 """Forecast page through AppTest: the forecast, model vs naive, errors for bad tickers, a training run."""
+import pandas as pd
 import pytest
 from conftest import page_app
 
 PAGE = "pages/1_Forecast.py"
+
+
+def _train_button(at):
+    return next(b for b in at.button if b.label == "Train and register")
 
 
 
@@ -31,7 +36,7 @@ def test_ticker_without_model_and_too_short_history(app):
     at.selectbox(key="fc_symbol").set_value("FB").run()
     assert not at.exception
     assert any("No model is deployed for FB" in i.value for i in at.info)
-    at.button[0].click().run()  # the form's "Train and register"
+    _train_button(at).click().run()
     assert not at.exception
     assert any("Not enough history to train on FB" in e.value for e in at.error)
 
@@ -43,7 +48,7 @@ def test_training_run_registers_a_candidate(app):
     at.selectbox(key="fc_type").set_value("xgb")
     at.slider(key="fc_xgb_trees").set_value(50)
     at.number_input(key="fc_window").set_value(400)
-    at.button[0].click().run()
+    _train_button(at).click().run()
     assert not at.exception
     message = at.success[-1].value
     assert "Registered **xgb_v" in message and "as a candidate" in message
@@ -73,3 +78,16 @@ def test_in_sample_date_is_labelled_and_not_logged(app):
     assert not at.exception
     assert any("inside the training window" in w.value and "was not logged" in w.value for w in at.warning)
     assert len(prediction_log("AAPL", served_only=False)) == before
+
+
+def test_refresh_asks_yfinance_again_and_says_what_answered(app, monkeypatch):
+    import yfinance
+
+    calls = []
+    monkeypatch.setenv("MLSA_OFFLINE", "0")
+    monkeypatch.setattr(yfinance, "download", lambda *a, **k: calls.append(a) or pd.DataFrame())  # offline-like answer
+    at = app.run()
+    at.button(key="fc_refresh").click().run()
+    assert not at.exception
+    assert calls, "the refresh must try yfinance"
+    assert any("AAPL reloaded from bundled offline data" in i.value for i in at.info)
