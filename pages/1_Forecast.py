@@ -76,11 +76,11 @@ if forecast:
     change = forecast["predicted_close"] / forecast["last_close"] - 1
     served = get_model(forecast["model_id"])["metrics"]  # the interval is the serving model's (A/B arms differ)
     money = "${:,.0f}" if forecast["upper"] >= 1000 else "${:,.2f}"
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4 = st.columns([1, 1, 1.5, 0.9])
     c1.metric(f"Close on {forecast['as_of']}", f"${forecast['last_close']:,.2f}")
     c2.metric(f"Forecast for {forecast['target_date']}", f"${forecast['predicted_close']:,.2f}", f"{change:+.2%}")
     c3.metric(f"{served['interval_coverage_nominal']:.0%} interval",
-              f"{money.format(forecast['lower'])} – {money.format(forecast['upper'])}",
+              f"{money.format(forecast['lower'])}–{money.format(forecast['upper'])}",
               f"{served['interval_coverage_empirical']:.0%} covered on validation", delta_color="off",
               delta_arrow="off")
     c4.metric("Serving latency", f"{forecast['latency_ms']:.1f} ms")
