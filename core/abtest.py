@@ -30,7 +30,7 @@ from core.config import get_settings
 from core.market import load_prices, next_trading_day
 from core.predict import Route, backfill_actuals, predict
 from core.registry import RegistryError, deploy, deployed_model, get_model
-from core.store import audit, get_db, transaction, utc_now
+from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +193,7 @@ def list_experiments(symbol: str | None = None, status: str | None = None,
                      db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """Experiments, running first then newest, with their arms and served counts, for overview tables."""
     db = db or get_db()
-    clauses, params = [], []
-    for column, value in (("e.symbol", symbol), ("e.status", status)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("e.symbol = ?", symbol), ("e.status = ?", status))
     return pd.read_sql_query(
         "SELECT e.id, e.name, e.symbol, e.status, e.start_date, e.end_date, e.min_samples, e.confidence_level, "
         "e.metric, e.shadow, e.winner, e.stopped_at, "

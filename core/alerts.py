@@ -25,7 +25,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import Settings, get_settings
-from core.store import audit, get_db, transaction, utc_now
+from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,8 @@ def alerts_frame(symbol: str | None = None, model_id: str | None = None, unackno
                  limit: int = 1000, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """Alerts newest first with their day (from the dedup key) and ticker."""
     db = db or get_db()
-    clauses, params = [], []
-    for column, value in (("m.symbol", symbol), ("a.model_id", model_id)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if unacknowledged_only:
-        clauses.append("a.acknowledged_at IS NULL")
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("m.symbol = ?", symbol), ("a.model_id = ?", model_id),
+                                 ("a.acknowledged_at IS NULL", unacknowledged_only))
     frame = pd.read_sql_query(
         "SELECT a.id, a.dedup_key, a.model_id, m.symbol, a.kind, a.severity, a.message, a.created_at, "
         f"a.acknowledged_at FROM alerts a LEFT JOIN models m ON m.model_id = a.model_id {where} "

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core.store import audit, get_db, transaction
+from core.store import audit, get_db, transaction, where_clause
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +98,9 @@ def metrics_frame(model_id: str | None = None, symbol: str | None = None, start=
                   db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """`daily_metrics` joined with each model's ticker and type, oldest first (what the Monitoring page draws)."""
     db = db or get_db()
-    clauses, params = [], []
-    for column, value in (("d.model_id", model_id), ("m.symbol", symbol)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if start is not None:
-        clauses.append("d.date >= ?")
-        params.append(_day(start))
-    if end is not None:
-        clauses.append("d.date <= ?")
-        params.append(_day(end))
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("d.model_id = ?", model_id), ("m.symbol = ?", symbol),
+                                 ("d.date >= ?", _day(start) if start is not None else None),
+                                 ("d.date <= ?", _day(end) if end is not None else None))
     frame = pd.read_sql_query(
         f"SELECT d.*, m.symbol, m.model_type FROM daily_metrics d JOIN models m ON m.model_id = d.model_id "
         f"{where} ORDER BY d.date, d.model_id", db.conn, params=params,
@@ -163,12 +154,7 @@ def psi_history(model_id: str | None = None, symbol: str | None = None,
                 db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """Drift checks oldest first: as_of, model, severity, overall verdict and the largest feature PSI."""
     db = db or get_db()
-    clauses, params = [], []
-    for column, value in (("c.model_id", model_id), ("m.symbol", symbol)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("c.model_id = ?", model_id), ("m.symbol = ?", symbol))
     frame = pd.read_sql_query(
         "SELECT c.as_of, c.model_id, m.symbol, c.severity, c.overall_drift, c.report_json FROM drift_checks c "
         f"JOIN models m ON m.model_id = c.model_id {where} ORDER BY c.as_of, c.id", db.conn, params=params,

@@ -17,7 +17,7 @@ from core.features import build_features, check_feature_frame
 from core.training import naive_metrics, price_metrics, skill
 from core.market import MarketDataError, load_prices, next_trading_day
 from core.registry import LoadedModel, RegistryError, deployed_model, load_model
-from core.store import get_db, transaction, utc_now
+from core.store import get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
 
@@ -174,20 +174,10 @@ def prediction_log(
 ) -> pd.DataFrame:
     """Predictions as a frame (newest last), with error columns where the actual is known."""
     db = db or get_db()
-    clauses, params = [], []
-    for column, value in (("symbol", symbol), ("model_id", model_id)):
-        if value:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    if start is not None:
-        clauses.append("as_of >= ?")
-        params.append(f"{pd.Timestamp(start):%Y-%m-%d}")
-    if end is not None:
-        clauses.append("as_of <= ?")
-        params.append(f"{pd.Timestamp(end):%Y-%m-%d}")
-    if served_only:
-        clauses.append("served = 1")
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("symbol = ?", symbol), ("model_id = ?", model_id),
+                                 ("as_of >= ?", f"{pd.Timestamp(start):%Y-%m-%d}" if start is not None else None),
+                                 ("as_of <= ?", f"{pd.Timestamp(end):%Y-%m-%d}" if end is not None else None),
+                                 ("served = 1", served_only))
     frame = pd.read_sql_query(f"SELECT * FROM predictions {where} ORDER BY as_of, id", db.conn, params=params)
     frame["abs_error"] = (frame["predicted_close"] - frame["actual_close"]).abs()
     frame["naive_abs_error"] = (frame["last_close"] - frame["actual_close"]).abs()

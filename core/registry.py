@@ -25,7 +25,7 @@ from sklearn.ensemble import RandomForestRegressor
 
 from core.config import get_settings
 from core.features import CURRENT_SIGNATURE, feature_signature
-from core.store import audit, get_db, to_json, transaction, utc_now
+from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 from core.training import NaiveModel, TrainedModel
 
 log = logging.getLogger(__name__)
@@ -180,14 +180,7 @@ def get_model(model_id: str, db: sqlite_utils.Database | None = None, missing_ok
 def list_models(symbol: str | None = None, status: str | None = None, db: sqlite_utils.Database | None = None) -> list[dict]:
     """Models newest first, optionally filtered by ticker and status."""
     db = db or get_db()
-    clauses, params = [], []
-    if symbol:
-        clauses.append("symbol = ?")
-        params.append(symbol)
-    if status:
-        clauses.append("status = ?")
-        params.append(status)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("symbol = ?", symbol), ("status = ?", status))
     return [_decode(r) for r in db.query(f"SELECT * FROM models {where} ORDER BY created_at DESC, model_id", params)]
 
 

@@ -32,7 +32,7 @@ from core.config import get_settings
 from core.features import build_features, check_feature_frame
 from core.market import load_prices
 from core.registry import deploy, deployed_model, get_model, load_model, register, rollback
-from core.store import audit, get_db, to_json, transaction, utc_now
+from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,7 @@ def jobs_frame(symbol: str | None = None, status: str | None = None, limit: int 
                db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """Retrain jobs newest first with ticker and as_of, for the pages."""
     db = db or get_db()
-    clauses, params = [], []
-    if symbol:
-        clauses.append("m.symbol = ?")
-        params.append(symbol)
-    if status:
-        clauses.append("j.status = ?")
-        params.append(status)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("m.symbol = ?", symbol), ("j.status = ?", status))
     return pd.read_sql_query(
         "SELECT j.id, json_extract(j.details_json, '$.as_of') AS as_of, m.symbol, j.model_id, j.trigger, j.status, "
         f"j.decision, j.challenger_id, j.created_at, j.finished_at FROM retrain_jobs j LEFT JOIN models m "

@@ -104,6 +104,21 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         db.conn.execute("COMMIT")
 
 
+def where_clause(*conditions: tuple[str, Any]) -> tuple[str, list]:
+    """`WHERE ...` and its parameters from (fragment, value) pairs, skipping the filters not given.
+
+    A pair whose value is None, empty or False is left out; a fragment with `?` binds its value, one
+    without (e.g. ``("served = 1", served_only)``) is added as written. Values are never formatted in.
+
+    >>> where_clause(("symbol = ?", "AAPL"), ("status = ?", None), ("served = 1", True))
+    ('WHERE symbol = ? AND served = 1', ['AAPL'])
+    """
+    used = [(fragment, value) for fragment, value in conditions if value is not None and value is not False and value != ""]
+    if not used:
+        return "", []
+    return "WHERE " + " AND ".join(f for f, _ in used), [v for f, v in used if "?" in f]
+
+
 def audit(db: sqlite_utils.Database, actor: str, action: str, target: str, details: dict | None = None) -> None:
     """Append to the audit log; call inside the transaction of the change it records."""
     db["audit_log"].insert(

@@ -41,3 +41,10 @@ def test_corrupt_database_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises((store.StoreError, sqlite3.DatabaseError)):
         store.get_db(path)
+
+
+def test_where_clause_binds_given_filters_only():
+    assert store.where_clause(("symbol = ?", "AAPL"), ("status = ?", None), ("served = 1", True)) == (
+        "WHERE symbol = ? AND served = 1", ["AAPL"])
+    assert store.where_clause(("symbol = ?", ""), ("served = 1", False)) == ("", [])
+    assert store.where_clause(("a >= ?", "2012-01-01"), ("b <= ?", "2012-12-31"))[1] == ["2012-01-01", "2012-12-31"]
