@@ -11,7 +11,7 @@ run: demo ## set up, build the demo registry on first start, open the app
 	$(PY) -m streamlit run Home.py --server.port $(PORT)
 
 test: setup ## set up, then run the whole test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 setup: $(STAMP)
 

@@ -10,14 +10,12 @@ each registration and it can be called again at any time (e.g. after certificati
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import threading
-import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import sqlite_utils
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from core.config import get_settings
+from core.figure_export import RenderUnavailable, render_png
 from core.features import TARGET, build_features, check_feature_frame
 from core.market import MarketDataError, load_prices
 from core.registry import atomic_write, get_model, load_model, model_folder
@@ -387,23 +386,9 @@ def lime_explanation(model_id: str, explanation: Explanation, day, num_features:
 
 # --- artifacts and model card -------------------------------------------------------------------------
 
-_kaleido_lock = threading.Lock()
-_kaleido_started = False
-
-
 def _write_png(fig, path: Path) -> None:
-    """Render with kaleido through one Chromium kept for the process (about 0.3 s a figure after a ~3 s start)."""
-    global _kaleido_started
-    import kaleido
-
-    with _kaleido_lock:
-        if not _kaleido_started:
-            kaleido.start_sync_server(silence_warnings=True)
-            atexit.register(kaleido.stop_sync_server, silence_warnings=True)
-            _kaleido_started = True
-        with warnings.catch_warnings():  # plotly warns that per-call kaleido options are ignored with a server
-            warnings.simplefilter("ignore", UserWarning)
-            image = fig.to_image(format="png", width=1000, height=640)
+    """Render through kaleido, bounded in time (core.figure_export); raises RenderUnavailable."""
+    image = render_png(fig)
     atomic_write(path, lambda tmp: tmp.write_bytes(image))
 
 
@@ -415,8 +400,8 @@ def _write_summary_figure(fig, folder: Path) -> tuple[str, str]:
             _write_png(fig, folder / SUMMARY_PNG)
             (folder / SUMMARY_HTML).unlink(missing_ok=True)
             return SUMMARY_PNG, "static PNG rendered by kaleido (headless Chromium)"
-        except Exception as exc:  # no Chrome, sandbox refused, timeout: keep the figure, in another format
-            note = f"kaleido could not render a PNG ({type(exc).__name__}: {exc}); written as HTML instead"
+        except RenderUnavailable as exc:  # no Chromium, kaleido failed or timed out: keep the figure, as HTML
+            note = f"interactive HTML instead of PNG: {exc}"
             log.warning("summary figure of %s: %s", folder.name, note)
     else:
         note = "HTML because MLSA_EXPLAIN_IMAGE_FORMAT is not 'png'"
@@ -456,7 +441,8 @@ def write_model_artifacts(model_id: str, db: sqlite_utils.Database | None = None
         importance = pd.DataFrame(document["features"])
         written.update({"importance_json": folder / IMPORTANCE_JSON, "importance_csv": folder / IMPORTANCE_CSV,
                         "summary_figure": folder / document["summary_figure"]})
-        card = model_card_markdown(row, importance, document["window"], document["summary_figure"])
+        card = model_card_markdown(row, importance, document["window"], document["summary_figure"],
+                                   document.get("summary_figure_note", ""))
     atomic_write(folder / CARD_FILE, lambda tmp: tmp.write_text(card))
     written["model_card"] = folder / CARD_FILE
     log.info("%s: explainability artifacts written (%s)", model_id, ", ".join(p.name for p in written.values()))
@@ -529,7 +515,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict | None, figure_name: str | None) -> str:
+def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict | None, figure_name: str | None,
+                        figure_note: str = "") -> str:
     """The model card (Markdown) from the registry row's stored metrics and the importance table."""
     m = row["metrics"]
     naive = m.get("naive", {})
@@ -579,6 +566,7 @@ def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict
         for record in importance.head(10).to_dict("records"):
             lines.append(f"| {record['shap_rank']} | `{record['feature']}` | {record['mean_abs_shap']:.3e} | "
                          f"{record['permutation_mean']:.3e} ± {record['permutation_std']:.1e} |")
-        lines += ["", f"Summary figure: `{figure_name}`; full table: `{IMPORTANCE_CSV}`, `{IMPORTANCE_JSON}`."]
+        lines += ["", f"Summary figure: `{figure_name}`" + (f" ({figure_note})" if figure_note else "")
+                  + f"; full table: `{IMPORTANCE_CSV}`, `{IMPORTANCE_JSON}`."]
     return "\n".join(lines) + "\n"
 

@@ -184,7 +184,7 @@ def test_registration_writes_png_and_survives_a_failing_writer(fresh_db, monkeyp
     if "summary_png" in files:
         assert files["summary_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
-        assert "kaleido could not render" in json.loads(files["importance_json"].read_text())["summary_figure_note"]
+        assert "instead of PNG" in json.loads(files["importance_json"].read_text())["summary_figure_note"]
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk full")
@@ -202,17 +202,70 @@ def test_registration_writes_png_and_survives_a_failing_writer(fresh_db, monkeyp
         explain.explain_window(naive_id)
 
 
-def test_html_fallback_when_kaleido_fails(fresh_db, monkeypatch):
+def test_without_chromium_registration_finishes_in_bounded_time_with_html(fresh_db, monkeypatch, tmp_path):
+    """No Chromium anywhere (PATH emptied, BROWSER_PATH unset): kaleido is never started, the card says why."""
+    import time
+
+    from core import figure_export
     from core.registry import register
 
-    def no_chrome(*_args, **_kwargs):
-        raise RuntimeError("no Chrome found")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no chromium, chrome, ... on PATH
+    monkeypatch.delenv("BROWSER_PATH", raising=False)
+    chromium = pytest.importorskip("choreographer.browsers.chromium")
+    monkeypatch.setattr(chromium, "get_chrome_download_path", lambda **_: None)  # no kaleido-downloaded Chrome
+    monkeypatch.setattr(chromium, "get_old_chrome_download_path", lambda: None)
+    monkeypatch.setattr(chromium, "_is_exe", lambda _path: False)  # nor one at a typical install path
+    figure_export._reset_for_tests()
+    assert figure_export.find_chromium() is None
+    started = time.perf_counter()
+    model_id = register(_synthetic_trained("rf", n_estimators=20), reason="synthetic test")
+    assert time.perf_counter() - started < 120  # bounded; before the fix this never returned
+    files = explain.artifact_files(model_id)
+    assert "summary_html" in files and "summary_png" not in files
+    note = json.loads(files["importance_json"].read_text())["summary_figure_note"]
+    assert "no Chromium/Chrome found" in note
+    assert "no Chromium/Chrome found" in files["model_card"].read_text()
 
-    monkeypatch.setattr(explain, "_write_png", no_chrome)
+
+def test_a_render_that_never_returns_times_out_and_later_figures_fall_back_at_once(monkeypatch):
+    import asyncio
+    import time
+
+    import plotly.graph_objects as go
+
+    from core import figure_export
+
+    async def never(self, fig):
+        await asyncio.sleep(3600)
+
+    figure_export._reset_for_tests()
+    monkeypatch.setattr(figure_export, "find_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(figure_export._Renderer, "_png", never)
+    started = time.perf_counter()
+    with pytest.raises(figure_export.RenderUnavailable, match="did not answer within 0.5 s"):
+        figure_export.render_png(go.Figure(), timeout=0.5)
+    assert time.perf_counter() - started < 5
+    started = time.perf_counter()
+    with pytest.raises(figure_export.RenderUnavailable, match="earlier in this process"):
+        figure_export.render_png(go.Figure(), timeout=30)
+    assert time.perf_counter() - started < 1
+    figure_export._reset_for_tests()
+
+
+def test_html_fallback_when_kaleido_fails(fresh_db, monkeypatch):
+    from core import figure_export
+    from core.registry import register
+
+    def crashed(*_args, **_kwargs):
+        raise figure_export.RenderUnavailable("kaleido failed (RuntimeError: browser crashed)")
+
+    monkeypatch.setattr(explain, "render_png", crashed)
     model_id = register(_synthetic_trained("rf", n_estimators=20), reason="synthetic test")
     files = explain.artifact_files(model_id)
     assert "summary_html" in files and "summary_png" not in files
-    assert "no Chrome found" in json.loads(files["importance_json"].read_text())["summary_figure_note"]
+    assert "browser crashed" in json.loads(files["importance_json"].read_text())["summary_figure_note"]
 
 
 def test_windows_know_the_last_actual_and_stay_inside_the_training_data(demo_registry):
