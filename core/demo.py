@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import shutil
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 
@@ -22,6 +24,7 @@ from core.abtest import create_experiment, simulate, stop
 from core.certification import certify
 from core.config import get_settings
 from core.market import MarketDataError, bundled_frame, load_prices
+from core.monitoring import backfill_history, run_daily_cycle
 from core.predict import backfill_actuals, predict
 from core.registry import deploy, deployed_model, list_models, register
 from core.store import close_all, get_db
@@ -88,6 +91,7 @@ def replay(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) ->
 
 
 AB_DEMO_DAYS = (50, 30)  # trading days of the finished (shadow) and the running (50/50) demo A/B test
+CYCLE_DAYS = 20  # the last replayed trading days run through the real daily cycle (scheduler runs, alerts)
 
 
 def ab_demo_symbol(deployed: dict[str, str]) -> str | None:
@@ -95,10 +99,12 @@ def ab_demo_symbol(deployed: dict[str, str]) -> str | None:
     return "AAPL" if "AAPL" in deployed else next(iter(deployed), None)
 
 
-def replay_with_experiments(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) -> int:
-    """`replay`, but the last days are served through two A/B tests of the deployed model vs the other
-    model type: a finished shadow test (stopped with its winner recorded, not deployed, so the demo's
-    deployments stay as trained) then a running 50/50 test. Every day still gets one served prediction."""
+def replay_with_experiments(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None,
+                            running_until: pd.Timestamp | None = None) -> int:
+    """`replay` up to `end`, but the last days are served through two A/B tests of the deployed model vs the
+    other model type: a finished shadow test (stopped with its winner recorded, not deployed, so the demo's
+    deployments stay as trained) then a running 50/50 test planned to end on `running_until` (the last data
+    day, so it can finish on the bundled data); the daily cycle serves its remaining days."""
     days = load_prices(symbol, start=start, end=end).index
     finished_days, running_days = AB_DEMO_DAYS
     champion = deployed_model(symbol)["model_id"]
@@ -113,22 +119,84 @@ def replay_with_experiments(symbol: str, start: pd.Timestamp, end: pd.Timestamp 
                                  shadow=True, actor="demo")
     count += simulate(finished, first, days[-running_days - 1])
     stop(finished, deploy_winner=False, actor="demo")
+    last = pd.Timestamp(running_until if running_until is not None else days[-1])
     running = create_experiment(f"{symbol}: champion vs challenger (50/50)", symbol, arms, start_date=second,
-                                duration_days=90, actor="demo")
+                                duration_days=(last - second).days + 1, actor="demo")
     return count + simulate(running, second, days[-1])
 
 
 def backfill_monitoring(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None, report: Report) -> None:
     """daily_metrics and weekly drift checks over the replayed days (what the Monitoring page reads)."""
-    from core.monitoring import backfill_history
-
     backfill_history(start, end, symbols=[symbol], report=report)
 
 
+def replay_calendars(deployed: dict[str, str], replay_days: int | None) -> dict[tuple, list[str]]:
+    """Tickers grouped by their replay calendar (the stocks end in 2013, the indices in 2018): each group's
+    last days run through the daily cycle together, as one scheduler would have run them."""
+    groups: dict[tuple, list[str]] = {}
+    for symbol in deployed:
+        days = load_prices(symbol, start=demo_cutoff(symbol)).index
+        days = days[: replay_days + 1] if replay_days is not None else days
+        groups.setdefault(tuple(days), []).append(symbol)
+    return groups
+
+
+def run_cycles(days: list[pd.Timestamp], symbols: list[str]) -> list[str]:
+    """The real daily cycle (backfill, metrics, drift, alerts, retrain decision, forecast) for each day."""
+    failed = 0
+    for day in days:
+        summary = run_daily_cycle(day, symbols=symbols, actor="scheduler (demo replay)")
+        failed += summary["failed"]
+    return [f"  daily cycle over {len(days)} trading days ({days[0]:%Y-%m-%d} to {days[-1]:%Y-%m-%d}) for "
+            f"{', '.join(symbols)}: {failed} failed model-days"]
+
+
+# --- work units run in worker processes (each opens its own connection; SQLite serialises the writes) ---
+
+def _quiet_worker() -> None:
+    """Worker processes log like the parent: warnings only, and not the many alerts a replay raises."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("core.alerts").setLevel(logging.ERROR)
+
+
+def _collect(work: Callable[[Report], object]) -> tuple[object, list[str]]:
+    lines: list[str] = []
+    result = work(lines.append)
+    close_all()
+    return result, lines
+
+
+def _train_unit(symbol: str) -> tuple[object, list[str]]:
+    return _collect(lambda report: train_and_deploy(symbol, report))
+
+
+def _replay_unit(symbol: str, start: pd.Timestamp, end: pd.Timestamp, with_experiments: bool,
+                 running_until: pd.Timestamp) -> tuple[object, list[str]]:
+    def work(report: Report) -> None:
+        if with_experiments:
+            n = replay_with_experiments(symbol, start, end, running_until=running_until)
+        else:
+            n = replay(symbol, start, end)
+        report(f"  replayed {n} trading days of {symbol} after {start:%Y-%m-%d}")
+        backfill_monitoring(symbol, start, end, report)
+    return _collect(work)
+
+
+def _cycle_unit(days: list[pd.Timestamp], symbols: list[str]) -> tuple[object, list[str]]:
+    return None, run_cycles(days, symbols)
+
+
 def build_demo(
-    report: Report = print, force: bool = False, symbols: list[str] | None = None, replay_days: int | None = None
+    report: Report = print, force: bool = False, symbols: list[str] | None = None, replay_days: int | None = None,
+    workers: int = 2,
 ) -> None:
-    """Build the demo registry (idempotent). Tests pass fewer `symbols` and a shorter `replay_days`."""
+    """Build the demo registry (idempotent). Tests pass fewer `symbols` and a shorter `replay_days`.
+
+    Per ticker: train, certify, deploy, then replay the year after the cutoff through the serving path;
+    the last `CYCLE_DAYS` of each calendar run through the daily cycle instead, so Home and Monitoring
+    show scheduler runs, error rates and alerts from the first start. Tickers are independent, so the
+    work runs in `workers` processes (one per core on the 2-core reference machine).
+    """
     settings = get_settings()
     if force:
         close_all()
@@ -142,25 +210,35 @@ def build_demo(
     if demo_exists():
         report(f"Demo registry already present in {settings.db_path}; nothing to do (use --force to rebuild).")
         return
+    close_all()  # workers open their own connections
     started = time.perf_counter()
     symbols = symbols or sorted(bundled_frame()["symbol"].unique())
-    report(f"Building the demo registry for {len(symbols)} tickers in {settings.db_path} ...")
-    deployed: dict[str, str] = {}
-    for i, symbol in enumerate(symbols, start=1):
-        report(f"[{i}/{len(symbols)}] training {symbol}")
-        best = train_and_deploy(symbol, report)
-        if best:
-            deployed[symbol] = best
-    for i, symbol in enumerate(deployed, start=1):
-        cutoff = demo_cutoff(symbol)
-        end = None
-        if replay_days is not None:
-            days = load_prices(symbol, start=cutoff).index
-            end = days[min(replay_days, len(days) - 1)]
-        replayer = replay_with_experiments if symbol == ab_demo_symbol(deployed) else replay
-        n = replayer(symbol, cutoff, end)
-        report(f"[{i}/{len(deployed)}] replayed {n} trading days of {symbol} after {cutoff:%Y-%m-%d}")
-        backfill_monitoring(symbol, cutoff, end, report)
+    report(f"Building the demo registry for {len(symbols)} tickers in {settings.db_path} with {workers} workers ...")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_quiet_worker) as pool:
+        deployed: dict[str, str] = {}
+        for symbol, (best, lines) in zip(symbols, pool.map(_train_unit, symbols)):
+            report(f"trained {symbol}")
+            for line in lines:
+                report(line)
+            if best:
+                deployed[symbol] = str(best)
+        calendars = replay_calendars(deployed, replay_days)
+        replays, cycles = [], []
+        for calendar, group in calendars.items():
+            days = list(calendar)
+            cycle_days = days[-CYCLE_DAYS:] if len(days) > 2 * CYCLE_DAYS else []
+            replay_end = cycle_days[0] - pd.Timedelta(days=1) if cycle_days else days[-1]
+            replays += [pool.submit(_replay_unit, symbol, days[0], replay_end, symbol == ab_demo_symbol(deployed), days[-1])
+                        for symbol in group]
+            if cycle_days:
+                cycles.append((cycle_days, group))
+        for future in replays:
+            for line in future.result()[1]:
+                report(line)
+        for future in [pool.submit(_cycle_unit, days, group) for days, group in cycles]:
+            for line in future.result()[1]:
+                report(line)
     report(f"Demo registry built in {time.perf_counter() - started:.0f} s.")
 
 
@@ -169,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="delete the database and models, then rebuild")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("core.alerts").setLevel(logging.ERROR)  # the replay raises many alerts: they are in the app
     build_demo(report=lambda line: print(line, flush=True), force=args.force)
     return 0
 

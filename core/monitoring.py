@@ -306,8 +306,18 @@ def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, s
     return entry
 
 
+def live_models(day: str, symbols: list[str] | None = None, db: sqlite_utils.Database | None = None) -> list[dict]:
+    """Deployed models (of `symbols`, default all) that are live on `day`: a model is never monitored or
+    scored on a day inside its own training window (its train_end is before `day`)."""
+    from core.registry import list_models
+
+    models = list_models(status="deployed", db=db or get_db())
+    return [m for m in models if (symbols is None or m["symbol"] in symbols) and m["train_end"] < day]
+
+
 def run_daily_cycle(as_of, db: sqlite_utils.Database | None = None, should_stop: StopCheck | None = None,
-                    refresh_prices: bool = False, actor: str = "scheduler") -> dict[str, Any]:
+                    refresh_prices: bool = False, actor: str = "scheduler",
+                    symbols: list[str] | None = None) -> dict[str, Any]:
     """Backfill, metrics, drift, alerts, retrain decision and the day's forecast for every deployed model.
 
     Idempotent per `as_of`: metrics are upserted, a stored drift check is not stored again, alerts are
@@ -326,7 +336,7 @@ def run_daily_cycle(as_of, db: sqlite_utils.Database | None = None, should_stop:
         log.warning("alert delivery retry failed: %s", exc)
     rates = error_rates(day, db=db)
     entries = []
-    for model in list_models(status="deployed", db=db):
+    for model in live_models(day, symbols, db):
         if should_stop is not None and should_stop():
             break
         entries.append(_run_model(model, day, rates.get(model["model_id"], 0.0), refresh_prices, should_stop, db))

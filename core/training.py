@@ -217,6 +217,9 @@ def train_model(
     if progress:
         progress(0.85, "Fitting the final model on the whole window")
     estimator = make_estimator(model_type, params).fit(check_feature_frame(rows, FEATURE_COLUMNS), rows[TARGET].to_numpy())
+    # serve on one thread: a one-row forecast through joblib's thread pool costs ~10 ms of polling sleeps
+    if hasattr(estimator, "n_jobs"):
+        estimator.set_params(n_jobs=1)
     if progress:
         progress(1.0, "Done")
     # the recorded train_end is the last trading day whose close the model saw (as a target), even when

@@ -124,7 +124,7 @@ def test_one_failing_model_does_not_stop_the_others(registry_copy, demo_registry
     assert by_symbol["MSFT"]["status"] == "ok"
     assert summary["failed"] == 1 and not monitoring.last_cycle_run(registry_copy)["succeeded"]
     later = pd.Timestamp(summary["as_of"]) + pd.Timedelta(days=1)
-    rates = monitoring.error_rates(later, db=registry_copy)
+    rates = monitoring.error_rates(later, runs=1, db=registry_copy)  # this run only, not the demo's cycles
     assert rates[demo_registry["AAPL"]] == pytest.approx(1 / len(monitoring.STEPS))
     assert rates[demo_registry["MSFT"]] == 0.0
 

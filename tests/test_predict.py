@@ -13,7 +13,7 @@ def test_demo_replay_filled_the_log(demo_registry):
     done = log.dropna(subset=["actual_close"])
     assert len(done) == len(log) - 1  # only the last day's target is still in the future of the replay
     outside_experiments = log[log["experiment_id"].isna()]
-    assert len(outside_experiments) >= 40
+    assert len(outside_experiments) >= 20  # the demo serves AAPL's last 80 replayed days through two A/B tests
     assert (outside_experiments["model_id"] == demo_registry["AAPL"]).all()
     assert (log["latency_ms"] > 0).all()
 

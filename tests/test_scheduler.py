@@ -11,6 +11,7 @@ from pathlib import Path
 from test_monitoring import install_fake_drift
 
 ROOT = Path(__file__).resolve().parent.parent
+SCHEDULER_RUNS = "SELECT COUNT(*) FROM audit_log WHERE action = 'daily_cycle' AND actor = 'scheduler'"  # not the demo's
 
 
 def _days(db, symbol="MSFT", n=3) -> list[str]:
@@ -46,7 +47,8 @@ def test_replay_runs_one_cycle_per_trading_day(registry_copy, monkeypatch, capsy
     assert f"Replayed {len(days)} of {len(days)} trading days" in captured.out
     assert f"] {len(days)}/{len(days)}" in captured.err  # the progress bar
     runs = [r[0] for r in registry_copy.execute(
-        "SELECT json_extract(details_json, '$.as_of') FROM audit_log WHERE action = 'daily_cycle' ORDER BY id").fetchall()]
+        "SELECT json_extract(details_json, '$.as_of') FROM audit_log WHERE action = 'daily_cycle' AND actor = 'scheduler' "
+        "ORDER BY id").fetchall()]  # the demo's own cycles are recorded as "scheduler (demo replay)"
     assert runs == days
 
 
@@ -69,13 +71,13 @@ def test_sigterm_stops_a_replay_cleanly_between_steps(registry_copy):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the first cycle is recorded
-        if registry_copy.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'daily_cycle'").fetchone()[0]:
+        if registry_copy.execute(SCHEDULER_RUNS).fetchone()[0]:
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert "Stopped early" in out, err[-2000:]
-    runs = registry_copy.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'daily_cycle'").fetchone()[0]
+    runs = registry_copy.execute(SCHEDULER_RUNS).fetchone()[0]
     assert 1 <= runs < len(days)
     assert "Traceback" not in err
     assert process.returncode in (0, 1)  # a clean exit, not killed by the signal
