@@ -104,13 +104,14 @@ def open_alerts(db: sqlite_utils.Database, limit: int = LATEST_ALERTS) -> pd.Dat
 
 
 def last_scheduler_run(db: sqlite_utils.Database) -> dict | None:
-    """The newest daily-cycle run (audit_log, actor 'scheduler'): when, for which day, and if it succeeded.
+    """The newest daily-cycle run (audit_log, actor 'scheduler' or the demo's 'scheduler (demo replay)'): when,
+    for which day, and if it succeeded.
 
     The summary is written by `core.monitoring.run_daily_cycle`: `failed` counts models whose cycle
     failed, `stopped` marks a run interrupted between steps; success means neither.
     """
     row = db.execute(
-        "SELECT at, details_json FROM audit_log WHERE action = 'daily_cycle' AND actor = 'scheduler' "
+        "SELECT at, details_json FROM audit_log WHERE action = 'daily_cycle' AND actor LIKE 'scheduler%' "
         "ORDER BY id DESC LIMIT 1"
     ).fetchone()
     if row is None:

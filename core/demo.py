@@ -236,8 +236,8 @@ def build_demo(
         for future in replays:
             for line in future.result()[1]:
                 report(line)
-        for future in [pool.submit(_cycle_unit, days, group) for days, group in cycles]:
-            for line in future.result()[1]:
+        for days, group in cycles:  # one scheduler: the calendars' cycles run one after the other
+            for line in pool.submit(_cycle_unit, days, group).result()[1]:
                 report(line)
     report(f"Demo registry built in {time.perf_counter() - started:.0f} s.")
 
