@@ -2,11 +2,13 @@
 
 Only this module writes the `models` table. Artifacts are written to a temporary name and renamed
 (atomic on POSIX), their sha256 is stored, and `load_model` refuses a file whose hash or feature
-signature does not match what was registered.
+signature does not match what was registered. It reads the file once and deserialises the bytes it
+verified, so a file swapped between the check and the load can never be served.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 from sklearn.ensemble import RandomForestRegressor
+from xgboost import XGBRegressor
 
 from core.config import get_settings
 from core.features import CURRENT_SIGNATURE, feature_signature
@@ -83,16 +86,15 @@ def _save_estimator(model_type: str, estimator: Any, folder: Path) -> Path:
     return path
 
 
-def _load_estimator(model_type: str, path: Path) -> Any:
+def _estimator_from_bytes(model_type: str, data: bytes) -> Any:
+    """Deserialise an artifact from memory: the bytes whose hash was just checked, never the path again."""
     if model_type == "xgb":
-        from xgboost import XGBRegressor
-
         estimator = XGBRegressor()
-        estimator.load_model(str(path))
+        estimator.load_model(bytearray(data))  # XGBoost reads JSON / UBJ from a raw buffer
         return estimator
     if model_type == "naive":
         return NaiveModel()
-    return joblib.load(path)
+    return joblib.load(io.BytesIO(data))
 
 
 def model_folder(model_id: str) -> Path:
@@ -257,11 +259,29 @@ _cache: dict[tuple[str, str, int, int], LoadedModel] = {}
 _cache_lock = threading.Lock()
 
 
+def _read_verified(model_id: str, path: Path, expected_sha256: str) -> bytes:
+    """The artifact's bytes, read once, if their sha256 is the one registered (ModelIntegrityError if not)."""
+    advice = "Retrain the model or restore its file from a backup; the database itself is fine."
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. {advice}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise ModelIntegrityError(
+            f"{model_id}: the artifact's sha256 is {actual[:12]}..., the registry recorded "
+            f"{expected_sha256[:12]}...: the file was changed after registration. It was not loaded. {advice}"
+        )
+    return data
+
+
 def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> LoadedModel:
     """The fitted model, after checking its file's sha256 and its feature signature.
 
-    Verified models are kept in memory keyed by (file, recorded hash, mtime, size), so a file
-    changed on disk is hashed again before use; the feature signature is checked on every call.
+    The file is read once; the hash is computed on those bytes and the model deserialised from the
+    same bytes. Verified models are kept in memory keyed by (file, recorded hash, mtime, size), so a
+    file changed on disk is read and hashed again before use (a cached model is always one whose
+    bytes were verified); the feature signature is checked on every call.
     """
     row = get_model(model_id, db=db)
     signature = feature_signature(row["features"])  # checked on every call: the registry row can change
@@ -274,22 +294,19 @@ def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> Loaded
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. Retrain or restore it.") from exc
+        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. Retrain the model or restore "
+                                  "its file from a backup; the database itself is fine.") from exc
     key = (str(path), row["artifact_sha256"], stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:
         return hit
-    actual = file_sha256(path)
-    if actual != row["artifact_sha256"]:
-        raise ModelIntegrityError(
-            f"{model_id}: the artifact's sha256 is {actual[:12]}..., the registry recorded "
-            f"{row['artifact_sha256'][:12]}...: the file was changed after registration. It was not loaded."
-        )
+    data = _read_verified(model_id, path, row["artifact_sha256"])
     try:
-        estimator = _load_estimator(row["model_type"], path)
+        estimator = _estimator_from_bytes(row["model_type"], data)
     except Exception as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact could not be read ({exc}).") from exc
+        raise ModelIntegrityError(f"{model_id}: the artifact could not be read ({exc}). Retrain the model or "
+                                  "restore its file from a backup.") from exc
     loaded = LoadedModel(
         model_id=model_id, symbol=row["symbol"], model_type=row["model_type"], estimator=estimator,
         feature_columns=row["features"], interval_halfwidth=float(row["metrics"]["interval_halfwidth_logret"]),

@@ -1,5 +1,8 @@
 """Registry: round trip, integrity checks (hash, schema), deploy / rollback invariants, atomic writes."""
 import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +49,54 @@ def test_tampered_artifact_is_refused(two_models):
     registry.model_folder(rf_id).joinpath("model.joblib").unlink()
     with pytest.raises(ModelIntegrityError, match="missing"):
         registry.load_model(rf_id)
+
+
+_OPENED: list[str] = []
+_WATCHING: list[bool] = []
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    """An audit hook (hooks cannot be removed, so it records only while a test watches)."""
+    if _WATCHING and event == "open" and isinstance(args[0], (str, bytes, Path)):
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_count_opens)
+
+
+def test_loader_opens_the_file_once_and_loads_the_bytes_it_verified(two_models, monkeypatch):
+    """The file is swapped after it was read and hashed, before it is deserialised: the verified bytes are
+    what gets loaded, and the swapped file is refused on the next load."""
+    X = np.random.default_rng(1).normal(0, 0.02, (5, len(FEATURE_COLUMNS)))
+    real = registry._estimator_from_bytes
+    for model_id in two_models:
+        path = registry.model_folder(model_id) / Path(registry.get_model(model_id)["artifact_path"]).name
+        expected = registry.load_model(model_id).predict_returns(X)
+        registry._cache.clear()
+
+        other = path.with_name("swapped")
+        other.write_bytes(b"{}" if path.suffix == ".json" else b"not a joblib file")
+
+        def swap_then_load(model_type, data, path=path, other=other):
+            os.replace(other, path)  # another file renamed in after the read and the check
+            return real(model_type, data)
+
+        monkeypatch.setattr(registry, "_estimator_from_bytes", swap_then_load)
+        _OPENED.clear()
+        _WATCHING.append(True)
+        try:
+            loaded = registry.load_model(model_id)
+        finally:
+            _WATCHING.clear()
+        monkeypatch.setattr(registry, "_estimator_from_bytes", real)
+        assert _OPENED.count(str(path)) == 1, _OPENED  # opened once, for reading (the swap writes after it)
+        np.testing.assert_allclose(loaded.predict_returns(X), expected)  # the verified bytes, not the swapped file
+        with pytest.raises(ModelIntegrityError) as refused:
+            registry.load_model(model_id)
+        message = str(refused.value)
+        assert model_id in message and "changed after registration" in message
+        assert "Retrain the model or restore its file" in message and "database itself is fine" in message
+        assert "move" not in message.lower() and "delete" not in message.lower()
 
 
 def test_schema_mismatch_is_refused(two_models, fresh_db):
