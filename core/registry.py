@@ -48,6 +48,14 @@ class CertificationRequired(RegistryError):
     """A deploy of a model that has not passed certification, without `override=True` and a reason."""
 
 
+class ChampionChanged(RegistryError):
+    """A compare-and-swap deploy or rollback found another model deployed than the caller expected."""
+
+    def __init__(self, symbol: str, expected: str | None, actual: str | None, message: str) -> None:
+        super().__init__(message)
+        self.symbol, self.expected, self.actual = symbol, expected, actual
+
+
 # --- artifacts ----------------------------------------------------------------------------------------
 
 def file_sha256(path: Path) -> str:
@@ -323,16 +331,29 @@ def _set_status(db: sqlite_utils.Database, model_id: str, status: str) -> None:
     db.execute("UPDATE models SET status = ? WHERE model_id = ?", [status, model_id])
 
 
+def _check_current(symbol: str, current: dict | None, expected: str | None, refused: str) -> None:
+    """Compare-and-swap: refuse when the deployed model is not `expected` (None: no expectation)."""
+    actual = current["model_id"] if current else None
+    if expected is not None and actual != expected:
+        raise ChampionChanged(symbol, expected, actual, f"The deployed {symbol} model changed from {expected} to "
+                                                        f"{actual or 'none'}; {refused}.")
+
+
 def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
-           override: bool = False) -> dict:
+           override: bool = False, expected_champion: str | None = None) -> dict:
     """Make `model_id` the one deployed model of its ticker; the previous one is archived.
 
     An uncertified model (core.certification) is refused with `CertificationRequired` unless
     `override=True` with a `reason`; the override and the reason are written to the audit log.
+    With `expected_champion`, the deploy happens only if that model is still the deployed one,
+    checked inside the write transaction (a retrain gated against a champion that someone else
+    replaced meanwhile must not overwrite their choice): otherwise `ChampionChanged`.
     """
     db = db or get_db()
     with transaction(db):
         model = get_model(model_id, db=db)
+        _check_current(model["symbol"], deployed_model(model["symbol"], db=db), expected_champion,
+                       f"{model_id} was not deployed")
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
         load_model(model_id, db=db)  # never deploy a file that would fail to load (checked before certification)
@@ -366,25 +387,43 @@ def deployment_history(symbol: str, db: sqlite_utils.Database | None = None) -> 
     return [r["target"] for r in rows]
 
 
-def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None) -> dict:
-    """Redeploy the version that was deployed before the current one; the current one is marked rolled_back."""
+def _rollback_target(symbol: str, current_id: str, to: str | None, db: sqlite_utils.Database) -> str:
+    """The archived model deployed most recently before `current_id`, or `to` if it qualifies."""
+    history = [m for m in reversed(deployment_history(symbol, db=db)) if m != current_id]
+    eligible = [m for m in history if (row := get_model(m, db=db, missing_ok=True)) and row["status"] == "archived"]
+    if to is not None:
+        if to not in eligible:
+            raise RegistryError(f"{to} cannot be rolled back to: it is not an archived, earlier deployed {symbol} model.")
+        return to
+    if not eligible:
+        raise RegistryError(f"{symbol} has no earlier deployed version to roll back to.")
+    return eligible[0]
+
+
+def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
+             to: str | None = None, expected_current: str | None = None) -> dict:
+    """Redeploy the version that was deployed before the current one; the current one is marked rolled_back.
+
+    `to` names the model to go back to (the validation window goes back to the champion it replaced,
+    whatever was deployed in between); `expected_current` makes it a compare-and-swap like `deploy`.
+    The audit record and the rolled-back model's reason name both models.
+    """
     db = db or get_db()
     with transaction(db):
         current = deployed_model(symbol, db=db)
         if current is None:
             raise RegistryError(f"No model is deployed for {symbol}: nothing to roll back.")
-        target = None
-        for candidate in reversed(deployment_history(symbol, db=db)):
-            row = get_model(candidate, db=db, missing_ok=True)
-            if candidate != current["model_id"] and row and row["status"] == "archived":
-                target = candidate
-                break
-        if target is None:
-            raise RegistryError(f"{symbol} has no earlier deployed version to roll back to.")
+        _check_current(symbol, current, expected_current, "nothing was rolled back")
+        target = _rollback_target(symbol, current["model_id"], to, db)
         load_model(target, db=db)
         _set_status(db, current["model_id"], "rolled_back")
         _set_status(db, target, "deployed")
-        audit(db, actor, "rollback", target, {"symbol": symbol, "previous": current["model_id"], "reason": reason})
+        note = f"rolled back to {target} on {utc_now()[:10]}" + (f": {reason}" if reason else "")
+        db.execute("UPDATE models SET reason = COALESCE(reason || '; ', '') || ? WHERE model_id = ?",
+                   [note, current["model_id"]])
+        details = {"symbol": symbol, "rolled_back": current["model_id"], "restored": target, "reason": reason}
+        audit(db, actor, "rollback", target, details)  # target: the model now deployed (deployment_history)
+        audit(db, actor, "rolled_back", current["model_id"], details)  # shown in that model's own audit log
     log.info("rolled back %s: %s -> %s", symbol, current["model_id"], target)
     return {"deployed": target, "previous": current["model_id"]}
 

@@ -124,8 +124,13 @@ def test_deploy_keeps_one_deployed_and_rollback_restores(two_models, fresh_db):
     assert fresh_db.execute("SELECT COUNT(*) FROM models WHERE symbol='IBM' AND status='deployed'").fetchone()[0] == 1
     from core.store import audit_entries
 
-    actions = [e["action"] for e in reversed(audit_entries())]
-    assert actions[-3:] == ["deploy", "deploy", "rollback"]
+    entries = list(reversed(audit_entries()))
+    assert [e["action"] for e in entries][-4:] == ["deploy", "deploy", "rollback", "rolled_back"]
+    for entry in entries[-2:]:  # both records name the model rolled back and the one restored
+        assert json.loads(entry["details_json"])["rolled_back"] == xgb_id
+        assert json.loads(entry["details_json"])["restored"] == rf_id
+    assert [e["target"] for e in entries[-2:]] == [rf_id, xgb_id]
+    assert registry.get_model(xgb_id)["reason"].endswith(f"rolled back to {rf_id} on {entries[-1]['at'][:10]}")
     with pytest.raises(RegistryError, match="already deployed"):
         registry.deploy(rf_id, reason="test", override=True)
 
