@@ -16,7 +16,8 @@ by the margin.
 
 Faults: a running job records its owner (pid, host, process start) and a heartbeat at each progress
 step; `reconcile` marks "interrupted" every running job whose process is gone and removes model
-folders a kill left without a registry row.
+folders a kill left without a registry row. A retrain deploys only if the champion it was gated
+against is still deployed (compare-and-swap in `registry.deploy`).
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ from core.alerts import raise_alert
 from core.config import get_settings
 from core.features import build_features, check_feature_frame
 from core.market import load_prices
-from core.registry import deploy, deployed_model, get_model, load_model, register, rollback
+from core.registry import (ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, register,
+                           rollback)
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 HOLDOUT_DAYS = 60
 AUTO_TRIGGERS = ("drift", "performance")
 # Jobs that trained a challenger: they start the cooldown. "interrupted" is not one (a phantom never blocks).
-TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed")
+TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed", "superseded")
 # The approval queue: jobs awaiting approval, and approved runs that were interrupted (they can be retried).
 QUEUED = ("(j.status = 'awaiting_approval' OR (j.status = 'interrupted' "
           "AND json_extract(j.details_json, '$.approved_by') IS NOT NULL))")
@@ -380,8 +382,10 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
     """Train a challenger up to `as_of`, register it as the champion's child, gate it, deploy it if it passes.
 
     `job_id` is a job this process already claimed as running (`approve`); otherwise a job is created.
-    Each progress step is a heartbeat. Any failure marks the job "failed" and re-raises as RetrainError;
-    whatever was registered stays a candidate and the champion stays deployed.
+    Each progress step is a heartbeat. The challenger is deployed only if `champion_id` is still the
+    deployed model (compare-and-swap); otherwise the job is "superseded" and says which model replaced
+    it. Any failure marks the job "failed" and re-raises as RetrainError; whatever was registered stays
+    a candidate and the champion stays deployed.
     """
     db = db or get_db()
     settings = get_settings()
@@ -414,13 +418,20 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
             notify(1.0, f"Challenger {challenger_id} kept as a candidate: {gate.reason}")
             return {**result, "status": "rejected", "decision": gate.reason}
         step(0.9, f"Deploying {challenger_id}")
-        with transaction(db):  # deploy and the job's new state commit together, only if the job is still ours
-            # the validation gate is this deploy's evidence; certification (slower) stays a separate, audited step
-            deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}), validation gate {gate.reason}",
-                   override=True, db=db)
-            _close_job(db, job_id, "validating", f"deployed; {gate.reason}",
-                       {**outcome, "deployed_as_of": day, "previous_id": champion_id}, challenger_id, actor,
-                       finished=False)
+        try:
+            with transaction(db):  # deploy and the job's new state commit together, only if the job is still ours
+                # the validation gate is this deploy's evidence; certification (slower) stays a separate, audited step
+                deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}), validation gate {gate.reason}",
+                       override=True, expected_champion=champion_id, db=db)
+                _close_job(db, job_id, "validating", f"deployed; {gate.reason}",
+                           {**outcome, "deployed_as_of": day, "previous_id": champion_id}, challenger_id, actor,
+                           finished=False)
+        except ChampionChanged as changed:  # someone deployed another model while this one trained
+            decision = (f"champion changed from {champion_id} to {changed.actual or 'none'} during retraining; "
+                        f"not deployed ({challenger_id} stays a candidate)")
+            _close_job(db, job_id, "superseded", decision, outcome, challenger_id, actor)
+            notify(1.0, decision)
+            return {**result, "status": "superseded", "decision": decision}
         raise_alert(challenger_id, "retrain_deployed", "info",
                     f"Deployed {challenger_id} replacing {champion_id} ({gate.reason}); validation window of "
                     f"{settings.validation_window_days} trading days started.", day, db=db)
@@ -606,11 +617,13 @@ def check_validation_window(symbol: str, as_of, db: sqlite_utils.Database | None
     if new_mae > old_mae * (1 + settings.retrain_margin):
         decision = (f"rolled back: ${new_mae:.3f} over {window} days vs ${old_mae:.3f} for {previous_id} "
                     f"(worse by more than {settings.retrain_margin:.0%})")
-        with transaction(db):
-            restored = rollback(symbol, actor="scheduler", reason=f"validation window: {decision}", db=db)
-            if restored["deployed"] != previous_id:  # undone by the transaction: never land on a third model
-                raise RetrainError(f"the rollback would deploy {restored['deployed']}, not the previous champion "
-                                   f"{previous_id} (its status changed since); roll back by hand on Model Management.")
+        with transaction(db):  # back to the champion it replaced, only if the challenger is still the deployed one
+            try:
+                rollback(symbol, actor="scheduler", reason=f"validation window: {decision}", to=previous_id,
+                         expected_current=challenger_id, db=db)
+            except RegistryError as exc:  # never land on a third model
+                raise RetrainError(f"{exc} The validation window wanted to roll back to {previous_id}; "
+                                   "roll back by hand on Model Management.") from exc
             _update_job(db, job["id"], "rolled_back", decision, numbers)
         raise_alert(challenger_id, "rollback", "critical", f"{challenger_id} {decision}.", day, db=db)
         return decision

@@ -5,6 +5,9 @@
 - an approved retrain SIGKILLed: the approval returns to the queue and can be retried;
 - a registration SIGKILLed between writing its files and committing its row: the orphan folder is
   left alone while fresh (a registration in progress) and removed by reconcile once old;
+- a second process deploys another model between a retrain's gate and its deploy: the retrain does
+  not deploy (compare-and-swap) and says why;
+- a validation-window rollback goes back to the champion it replaced and its records name it.
 Training is replaced by a quick near-perfect challenger only where the test is about what happens
 after the gate (so the gate passes); the SIGKILL test trains the real forest.
 """
@@ -248,6 +251,74 @@ def test_registration_killed_before_its_commit_leaves_an_orphan_that_reconcile_r
     assert not folder.exists()
     assert db.execute("SELECT details_json FROM audit_log WHERE action = 'remove_orphan_folder' AND target = ?",
                       [folder.name]).fetchone()
+    assert_consistent(db)
+
+
+def test_deploy_is_a_compare_and_swap_against_the_gated_champion(demo_registry, registry_copy, tmp_path):
+    from core.registry import deployed_model, get_model, list_models
+
+    db = registry_copy
+    champion = demo_registry[SYMBOL]
+    other = next(m["model_id"] for m in list_models(SYMBOL, db=db) if m["model_id"] != champion)
+    go = tmp_path / "go"
+    retrainer = _spawn(RETRAIN_PAUSED_AT_DEPLOY, SYMBOL, _last_day(db), go)
+    _wait_for_line(retrainer, "GATED")  # gated against `champion`, registered, about to deploy
+    deployer = _spawn(DEPLOY_OTHER, other)
+    assert deployer.wait(timeout=TIMEOUT) == 0, deployer.stderr.read()
+    go.touch()
+    result = _wait_for_line(retrainer, "RESULT")
+    assert retrainer.wait(timeout=TIMEOUT) == 0, retrainer.stderr.read()
+
+    expected = f"champion changed from {champion} to {other} during retraining; not deployed"
+    assert result.startswith(f"RESULT superseded | {expected}"), result
+    assert deployed_model(SYMBOL, db=db)["model_id"] == other  # the other process's choice stands
+    job = dict(next(db.query("SELECT * FROM retrain_jobs ORDER BY id DESC LIMIT 1")))
+    assert job["status"] == "superseded" and job["decision"].startswith(expected)
+    assert get_model(job["challenger_id"], db=db)["status"] == "candidate"
+    assert db.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'deploy' AND target = ?",
+                      [job["challenger_id"]]).fetchone()[0] == 0
+    assert_consistent(db)
+
+
+def test_validation_window_rollback_names_the_champion_it_went_back_to(demo_registry, registry_copy, monkeypatch):
+    from core import retrain
+    from core.registry import ChampionChanged, deployed_model, get_model, list_models, rollback
+
+    db = registry_copy
+    champion = demo_registry[SYMBOL]
+    other = next(m["model_id"] for m in list_models(SYMBOL, db=db) if m["model_id"] != champion)
+    _stub_training_here(monkeypatch)
+    day = _last_day(db)
+    challenger = retrain.retrain_now(SYMBOL, day, actor="test", db=db)["challenger_id"]
+    # another process deploys `other`, then the challenger again: history champion, challenger, other, challenger
+    deployer = _spawn(DEPLOY_OTHER, other, challenger)
+    assert deployer.wait(timeout=TIMEOUT) == 0, deployer.stderr.read()
+    assert deployed_model(SYMBOL, db=db)["model_id"] == challenger
+    with pytest.raises(ChampionChanged):  # a rollback is a compare-and-swap too
+        rollback(SYMBOL, expected_current=other, db=db)
+
+    real = retrain.counterfactual_predictions
+
+    def worse_challenger(model_id, days, db=None):
+        frame = real(model_id, days, db=db)
+        if model_id == challenger:
+            frame["predicted_close"] = frame["actual_close"] + 10.0
+        return frame
+
+    monkeypatch.setattr(retrain, "counterfactual_predictions", worse_challenger)
+    decision = retrain.check_validation_window(SYMBOL, _later_day(day, 8), db=db)
+    assert decision.startswith("rolled back") and champion in decision
+    assert deployed_model(SYMBOL, db=db)["model_id"] == champion  # the champion it replaced, not `other`
+    assert get_model(other, db=db)["status"] == "archived"
+    assert get_model(challenger, db=db)["status"] == "rolled_back"
+    assert f"rolled back to {champion}" in get_model(challenger, db=db)["reason"]
+    records = {r["action"]: r for r in db.query(
+        "SELECT * FROM audit_log WHERE action IN ('rollback', 'rolled_back') ORDER BY id DESC LIMIT 2")}
+    assert records["rollback"]["target"] == champion and records["rolled_back"]["target"] == challenger
+    for record in records.values():
+        details = json.loads(record["details_json"])
+        assert details["restored"] == champion and details["rolled_back"] == challenger
+        assert details["reason"].startswith("validation window: rolled back")
     assert_consistent(db)
 
 
