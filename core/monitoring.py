@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.retrain import reconcile
 from core.store import audit, get_db, transaction, where_clause
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,7 @@ def run_daily_cycle(as_of, db: sqlite_utils.Database | None = None, should_stop:
     from core.registry import list_models
 
     db = db or get_db()
+    reconcile(db)  # close retrain jobs whose process died and model folders a kill left, before any decision
     day = _day(as_of)
     started = time.perf_counter()
     try:

@@ -2,11 +2,13 @@
 
 Only this module writes the `models` table. Artifacts are written to a temporary name and renamed
 (atomic on POSIX), their sha256 is stored, and `load_model` refuses a file whose hash or feature
-signature does not match what was registered.
+signature does not match what was registered. It reads the file once and deserialises the bytes it
+verified, so a file swapped between the check and the load can never be served.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 from sklearn.ensemble import RandomForestRegressor
+from xgboost import XGBRegressor
 
 from core.config import get_settings
 from core.features import CURRENT_SIGNATURE, feature_signature
@@ -43,6 +46,14 @@ class ModelIntegrityError(RegistryError):
 
 class CertificationRequired(RegistryError):
     """A deploy of a model that has not passed certification, without `override=True` and a reason."""
+
+
+class ChampionChanged(RegistryError):
+    """A compare-and-swap deploy or rollback found another model deployed than the caller expected."""
+
+    def __init__(self, symbol: str, expected: str | None, actual: str | None, message: str) -> None:
+        super().__init__(message)
+        self.symbol, self.expected, self.actual = symbol, expected, actual
 
 
 # --- artifacts ----------------------------------------------------------------------------------------
@@ -83,16 +94,15 @@ def _save_estimator(model_type: str, estimator: Any, folder: Path) -> Path:
     return path
 
 
-def _load_estimator(model_type: str, path: Path) -> Any:
+def _estimator_from_bytes(model_type: str, data: bytes) -> Any:
+    """Deserialise an artifact from memory: the bytes whose hash was just checked, never the path again."""
     if model_type == "xgb":
-        from xgboost import XGBRegressor
-
         estimator = XGBRegressor()
-        estimator.load_model(str(path))
+        estimator.load_model(bytearray(data))  # XGBoost reads JSON / UBJ from a raw buffer
         return estimator
     if model_type == "naive":
         return NaiveModel()
-    return joblib.load(path)
+    return joblib.load(io.BytesIO(data))
 
 
 def model_folder(model_id: str) -> Path:
@@ -257,11 +267,29 @@ _cache: dict[tuple[str, str, int, int], LoadedModel] = {}
 _cache_lock = threading.Lock()
 
 
+def _read_verified(model_id: str, path: Path, expected_sha256: str) -> bytes:
+    """The artifact's bytes, read once, if their sha256 is the one registered (ModelIntegrityError if not)."""
+    advice = "Retrain the model or restore its file from a backup; the database itself is fine."
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. {advice}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise ModelIntegrityError(
+            f"{model_id}: the artifact's sha256 is {actual[:12]}..., the registry recorded "
+            f"{expected_sha256[:12]}...: the file was changed after registration. It was not loaded. {advice}"
+        )
+    return data
+
+
 def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> LoadedModel:
     """The fitted model, after checking its file's sha256 and its feature signature.
 
-    Verified models are kept in memory keyed by (file, recorded hash, mtime, size), so a file
-    changed on disk is hashed again before use; the feature signature is checked on every call.
+    The file is read once; the hash is computed on those bytes and the model deserialised from the
+    same bytes. Verified models are kept in memory keyed by (file, recorded hash, mtime, size), so a
+    file changed on disk is read and hashed again before use (a cached model is always one whose
+    bytes were verified); the feature signature is checked on every call.
     """
     row = get_model(model_id, db=db)
     signature = feature_signature(row["features"])  # checked on every call: the registry row can change
@@ -274,22 +302,19 @@ def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> Loaded
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. Retrain or restore it.") from exc
+        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. Retrain the model or restore "
+                                  "its file from a backup; the database itself is fine.") from exc
     key = (str(path), row["artifact_sha256"], stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None:
         return hit
-    actual = file_sha256(path)
-    if actual != row["artifact_sha256"]:
-        raise ModelIntegrityError(
-            f"{model_id}: the artifact's sha256 is {actual[:12]}..., the registry recorded "
-            f"{row['artifact_sha256'][:12]}...: the file was changed after registration. It was not loaded."
-        )
+    data = _read_verified(model_id, path, row["artifact_sha256"])
     try:
-        estimator = _load_estimator(row["model_type"], path)
+        estimator = _estimator_from_bytes(row["model_type"], data)
     except Exception as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact could not be read ({exc}).") from exc
+        raise ModelIntegrityError(f"{model_id}: the artifact could not be read ({exc}). Retrain the model or "
+                                  "restore its file from a backup.") from exc
     loaded = LoadedModel(
         model_id=model_id, symbol=row["symbol"], model_type=row["model_type"], estimator=estimator,
         feature_columns=row["features"], interval_halfwidth=float(row["metrics"]["interval_halfwidth_logret"]),
@@ -306,16 +331,29 @@ def _set_status(db: sqlite_utils.Database, model_id: str, status: str) -> None:
     db.execute("UPDATE models SET status = ? WHERE model_id = ?", [status, model_id])
 
 
+def _check_current(symbol: str, current: dict | None, expected: str | None, refused: str) -> None:
+    """Compare-and-swap: refuse when the deployed model is not `expected` (None: no expectation)."""
+    actual = current["model_id"] if current else None
+    if expected is not None and actual != expected:
+        raise ChampionChanged(symbol, expected, actual, f"The deployed {symbol} model changed from {expected} to "
+                                                        f"{actual or 'none'}; {refused}.")
+
+
 def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
-           override: bool = False) -> dict:
+           override: bool = False, expected_champion: str | None = None) -> dict:
     """Make `model_id` the one deployed model of its ticker; the previous one is archived.
 
     An uncertified model (core.certification) is refused with `CertificationRequired` unless
     `override=True` with a `reason`; the override and the reason are written to the audit log.
+    With `expected_champion`, the deploy happens only if that model is still the deployed one,
+    checked inside the write transaction (a retrain gated against a champion that someone else
+    replaced meanwhile must not overwrite their choice): otherwise `ChampionChanged`.
     """
     db = db or get_db()
     with transaction(db):
         model = get_model(model_id, db=db)
+        _check_current(model["symbol"], deployed_model(model["symbol"], db=db), expected_champion,
+                       f"{model_id} was not deployed")
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
         load_model(model_id, db=db)  # never deploy a file that would fail to load (checked before certification)
@@ -349,25 +387,43 @@ def deployment_history(symbol: str, db: sqlite_utils.Database | None = None) -> 
     return [r["target"] for r in rows]
 
 
-def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None) -> dict:
-    """Redeploy the version that was deployed before the current one; the current one is marked rolled_back."""
+def _rollback_target(symbol: str, current_id: str, to: str | None, db: sqlite_utils.Database) -> str:
+    """The archived model deployed most recently before `current_id`, or `to` if it qualifies."""
+    history = [m for m in reversed(deployment_history(symbol, db=db)) if m != current_id]
+    eligible = [m for m in history if (row := get_model(m, db=db, missing_ok=True)) and row["status"] == "archived"]
+    if to is not None:
+        if to not in eligible:
+            raise RegistryError(f"{to} cannot be rolled back to: it is not an archived, earlier deployed {symbol} model.")
+        return to
+    if not eligible:
+        raise RegistryError(f"{symbol} has no earlier deployed version to roll back to.")
+    return eligible[0]
+
+
+def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
+             to: str | None = None, expected_current: str | None = None) -> dict:
+    """Redeploy the version that was deployed before the current one; the current one is marked rolled_back.
+
+    `to` names the model to go back to (the validation window goes back to the champion it replaced,
+    whatever was deployed in between); `expected_current` makes it a compare-and-swap like `deploy`.
+    The audit record and the rolled-back model's reason name both models.
+    """
     db = db or get_db()
     with transaction(db):
         current = deployed_model(symbol, db=db)
         if current is None:
             raise RegistryError(f"No model is deployed for {symbol}: nothing to roll back.")
-        target = None
-        for candidate in reversed(deployment_history(symbol, db=db)):
-            row = get_model(candidate, db=db, missing_ok=True)
-            if candidate != current["model_id"] and row and row["status"] == "archived":
-                target = candidate
-                break
-        if target is None:
-            raise RegistryError(f"{symbol} has no earlier deployed version to roll back to.")
+        _check_current(symbol, current, expected_current, "nothing was rolled back")
+        target = _rollback_target(symbol, current["model_id"], to, db)
         load_model(target, db=db)
         _set_status(db, current["model_id"], "rolled_back")
         _set_status(db, target, "deployed")
-        audit(db, actor, "rollback", target, {"symbol": symbol, "previous": current["model_id"], "reason": reason})
+        note = f"rolled back to {target} on {utc_now()[:10]}" + (f": {reason}" if reason else "")
+        db.execute("UPDATE models SET reason = COALESCE(reason || '; ', '') || ? WHERE model_id = ?",
+                   [note, current["model_id"]])
+        details = {"symbol": symbol, "rolled_back": current["model_id"], "restored": target, "reason": reason}
+        audit(db, actor, "rollback", target, details)  # target: the model now deployed (deployment_history)
+        audit(db, actor, "rolled_back", current["model_id"], details)  # shown in that model's own audit log
     log.info("rolled back %s: %s -> %s", symbol, current["model_id"], target)
     return {"deployed": target, "previous": current["model_id"]}
 

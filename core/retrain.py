@@ -13,13 +13,24 @@ After a retrain deploys, the validation window (`MLSA_VALIDATION_WINDOW_DAYS`, 5
 compares the new model's MAE with what the previous champion would have scored on the same days
 (both predict from the same features; only the new one is served) and rolls back when it is worse
 by the margin.
+
+Faults: a running job records its owner (pid, host, process start) and a heartbeat at each progress
+step; `reconcile` marks "interrupted" every running job whose process is gone and removes model
+folders a kill left without a registry row. A retrain deploys only if the champion it was gated
+against is still deployed (compare-and-swap in `registry.deploy`).
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,14 +42,21 @@ from core.alerts import raise_alert
 from core.config import get_settings
 from core.features import build_features, check_feature_frame
 from core.market import load_prices
-from core.registry import deploy, deployed_model, get_model, load_model, register, rollback
+from core.registry import (ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, register,
+                           rollback)
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
 
 HOLDOUT_DAYS = 60
 AUTO_TRIGGERS = ("drift", "performance")
-TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed")
+# Jobs that trained a challenger: they start the cooldown. "interrupted" is not one (a phantom never blocks).
+TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed", "superseded")
+# The approval queue: jobs awaiting approval, and approved runs that were interrupted (they can be retried).
+QUEUED = ("(j.status = 'awaiting_approval' OR (j.status = 'interrupted' "
+          "AND json_extract(j.details_json, '$.approved_by') IS NOT NULL))")
+JOB_STALE_SECONDS = 600      # another host's running job silent this long is taken as dead
+ORPHAN_GRACE_SECONDS = 600   # a model folder without a row must be this old before it counts as left over
 Progress = Callable[[float, str], None]
 
 
@@ -71,13 +89,51 @@ def _day(value) -> str:
 
 # --- jobs ---------------------------------------------------------------------------------------------
 
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux /proc), None if unknown or a zombie.
+
+    Recorded with the pid so a pid reused after a restart (containers reuse low pids) is not taken for
+    the job's owner.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _owner_alive(pid: int, start: str | None) -> bool:
+    """Whether the process that claimed a job still runs on this host (a zombie or a reused pid does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    if not Path("/proc/self/stat").exists():
+        return True  # no /proc: the pid exists, that is all we can know
+    current = _process_start(pid)
+    return current is not None and (start is None or current == start)
+
+
+def _owner() -> dict[str, Any]:
+    """This process as a job's owner, with a fresh heartbeat."""
+    pid = os.getpid()
+    return {"owner_pid": pid, "owner_host": socket.gethostname(), "owner_start": _process_start(pid),
+            "heartbeat_at": utc_now()}
+
+
+def _owned(job: dict) -> bool:
+    return job["status"] == "running" and (job["owner_pid"], job["owner_host"]) == (os.getpid(), socket.gethostname())
+
+
 def _create_job(db: sqlite_utils.Database, model_id: str, trigger: str, status: str, decision: str,
                 details: dict, finished: bool) -> int:
     with transaction(db):
         job_id = db["retrain_jobs"].insert({
             "model_id": model_id, "trigger": trigger, "status": status, "challenger_id": None,
             "decision": decision, "details_json": to_json(details), "created_at": utc_now(),
-            "finished_at": utc_now() if finished else None,
+            "finished_at": utc_now() if finished else None, **(_owner() if status == "running" else {}),
         }).last_pk
         audit(db, details.get("actor", "scheduler"), f"retrain_{status}", model_id,
               {"job_id": job_id, "trigger": trigger, "decision": decision, "as_of": details.get("as_of")})
@@ -86,7 +142,10 @@ def _create_job(db: sqlite_utils.Database, model_id: str, trigger: str, status: 
 
 def _update_job(db: sqlite_utils.Database, job_id: int, status: str, decision: str, details: dict | None = None,
                 challenger_id: str | None = None, finished: bool = True, actor: str = "scheduler") -> None:
-    """Update a job and audit the step; joins the caller's transaction when there is one."""
+    """Update a job and audit the step; joins the caller's transaction when there is one.
+
+    Setting "running" makes this process the job's owner; other states keep the last owner on record.
+    """
     with transaction(db):
         job = get_job(job_id, db=db)
         merged = {**job["details"], **(details or {})}
@@ -95,8 +154,35 @@ def _update_job(db: sqlite_utils.Database, job_id: int, status: str, decision: s
             "finished_at = ? WHERE id = ?",
             [status, decision, to_json(merged), challenger_id, utc_now() if finished else None, job_id],
         )
+        if status == "running":
+            db["retrain_jobs"].update(job_id, _owner())
         audit(db, actor, f"retrain_{status}", job["model_id"],
               {"job_id": job_id, "decision": decision, "challenger_id": challenger_id or job["challenger_id"]})
+
+
+def _heartbeat(db: sqlite_utils.Database, job_id: int) -> None:
+    """Record that this job's process is alive; RetrainError if the job is no longer this process's to run.
+
+    A compare-and-set on (status, owner): once `reconcile` has marked the job interrupted (or a Retry
+    gave it to another process), this run stops instead of deploying over it.
+    """
+    with transaction(db):
+        changed = db.execute(
+            "UPDATE retrain_jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND owner_pid = ? "
+            "AND owner_host = ?", [utc_now(), job_id, os.getpid(), socket.gethostname()]).rowcount
+    if not changed:
+        raise RetrainError(f"Retrain job {job_id} was closed by another process ({get_job(job_id, db=db)['status']}); "
+                           "this run stopped without deploying.")
+
+
+def _interrupt(db: sqlite_utils.Database, job: dict, why: str, actor: str) -> str:
+    """Mark a running job "interrupted" with what happened and what to do next; returns the decision."""
+    approved = job["details"].get("approved_by") is not None
+    decision = (f"interrupted: {why}; nothing was deployed. "
+                + ("The approval is back in the queue: Retry it on Model Management."
+                   if approved else "Retrain again when needed (an interrupted job does not start a cooldown)."))
+    _update_job(db, job["id"], "interrupted", decision, actor=actor)
+    return decision
 
 
 def get_job(job_id: int, db: sqlite_utils.Database | None = None) -> dict:
@@ -108,10 +194,10 @@ def get_job(job_id: int, db: sqlite_utils.Database | None = None) -> dict:
 
 
 def jobs_frame(symbol: str | None = None, status: str | None = None, limit: int = 500,
-               db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """Retrain jobs newest first with ticker and as_of, for the pages."""
+               db: sqlite_utils.Database | None = None, queued: bool = False) -> pd.DataFrame:
+    """Retrain jobs newest first with ticker and as_of, for the pages (`queued`: the approval queue only)."""
     db = db or get_db()
-    where, params = where_clause(("m.symbol = ?", symbol), ("j.status = ?", status))
+    where, params = where_clause(("m.symbol = ?", symbol), ("j.status = ?", status), (QUEUED, queued))
     return pd.read_sql_query(
         "SELECT j.id, json_extract(j.details_json, '$.as_of') AS as_of, m.symbol, j.model_id, j.trigger, j.status, "
         f"j.decision, j.challenger_id, j.created_at, j.finished_at FROM retrain_jobs j LEFT JOIN models m "
@@ -120,7 +206,114 @@ def jobs_frame(symbol: str | None = None, status: str | None = None, limit: int 
 
 
 def approval_queue(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    return jobs_frame(status="awaiting_approval", db=db)
+    """Jobs awaiting approval and interrupted approvals (status "interrupted": offer a Retry)."""
+    return jobs_frame(queued=True, db=db)
+
+
+def _queued(db: sqlite_utils.Database, job_id: int) -> bool:
+    return db.execute(f"SELECT 1 FROM retrain_jobs j WHERE j.id = ? AND {QUEUED}", [job_id]).fetchone() is not None
+
+
+# --- reconcile: what a killed process left behind -----------------------------------------------------
+
+def _age_seconds(timestamp: str) -> float:
+    then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (datetime.now(timezone.utc) - then).total_seconds()
+
+
+def _why_dead(job: dict, stale_seconds: float) -> str | None:
+    """Why a running job's process is gone, or None while it may still be running."""
+    pid, host = job["owner_pid"], job["owner_host"]
+    if host == socket.gethostname() and pid:
+        return None if _owner_alive(pid, job["owner_start"]) else f"its process (pid {pid}) ended before finishing"
+    age = _age_seconds(job["heartbeat_at"] or job["created_at"])
+    if age <= stale_seconds:
+        return None
+    owner = f"pid {pid} on {host}" if host else "its process"
+    return f"no heartbeat from {owner} for {age / 60:.0f} minutes (limit {stale_seconds / 60:.0f})"
+
+
+def _dead_jobs(db: sqlite_utils.Database, stale_seconds: float) -> list[tuple[dict, str]]:
+    running = [get_job(r[0], db=db) for r in db.execute("SELECT id FROM retrain_jobs WHERE status = 'running'").fetchall()]
+    return [(job, why) for job in running if (why := _why_dead(job, stale_seconds))]
+
+
+def reconcile_jobs(db: sqlite_utils.Database | None = None, stale_seconds: float = JOB_STALE_SECONDS) -> list[str]:
+    """Mark "interrupted" every running job whose process is gone; one line per job marked.
+
+    On this host a job is dead when its owner pid is not alive (or is another process now); a job of
+    another host when its heartbeat is older than `stale_seconds`. Decided again inside the write
+    transaction, so two reconcilers never both act and a live job is never touched.
+    """
+    db = db or get_db()
+    if not _dead_jobs(db, stale_seconds):  # the common case, without taking the write lock
+        return []
+    lines = []
+    with transaction(db):
+        for job, why in _dead_jobs(db, stale_seconds):
+            lines.append(f"Retrain job {job['id']} ({job['model_id']}) {_interrupt(db, job, why, actor='reconcile')}")
+    for line in lines:
+        log.warning(line)
+    return lines
+
+
+def _mtime(path: Path) -> float:
+    """Last modification time; 0 for a file removed meanwhile (another reconcile, an atomic rename)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _last_modified(folder: Path) -> float:
+    return max([_mtime(folder), *(_mtime(p) for p in folder.rglob("*"))])
+
+
+def reconcile_model_folders(db: sqlite_utils.Database | None = None,
+                            grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
+    """Delete model folders without a registry row, left by a kill between writing files and committing the row.
+
+    Cleaned, not adopted: the row's metrics, parameters, lineage and reason exist only in the rolled
+    back transaction. Only folders unchanged for `grace_seconds` are candidates, and the row check is
+    repeated under the write lock, which `register` holds from its first file to its commit: a
+    registration in progress is never touched. Stray temporary files (`.tmp-*`) are removed likewise.
+    """
+    db = db or get_db()
+    root = Path(get_settings().models_dir)
+    if not root.is_dir():
+        return []
+    now = time.time()
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    known = {r[0] for r in db.execute("SELECT model_id FROM models").fetchall()}
+    orphans = [p for p in folders if p.name not in known and now - _last_modified(p) > grace_seconds]
+    temps = [p for p in root.glob("*/**/.tmp-*") if now - _mtime(p) > grace_seconds]
+    if not orphans and not temps:
+        return []
+    lines = []
+    with transaction(db):
+        known = {r[0] for r in db.execute("SELECT model_id FROM models").fetchall()}
+        for folder in orphans:
+            if folder.name not in known:
+                shutil.rmtree(folder, ignore_errors=True)
+                audit(db, "reconcile", "remove_orphan_folder", folder.name,
+                      {"path": str(folder), "why": "no registry row: a registration was killed before its commit"})
+                lines.append(f"Removed {folder}: it has no registry row (a registration was killed before it finished).")
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+            lines.append(f"Removed the unfinished temporary file {temp}.")
+    for line in lines:
+        log.warning(line)
+    return lines
+
+
+def reconcile(db: sqlite_utils.Database | None = None) -> list[str]:
+    """Close what killed processes left: running jobs without a process, orphan model folders.
+
+    Runs at the start of the daily cycle and when Model Management loads; `reconcile_jobs` also runs
+    before cooldowns and approvals are evaluated. Returns one line per repair (empty: nothing to do).
+    """
+    db = db or get_db()
+    return reconcile_jobs(db) + reconcile_model_folders(db)
 
 
 # --- counterfactual predictions and the gate ----------------------------------------------------------
@@ -175,13 +368,24 @@ def validation_gate(trained: training.TrainedModel, champion_id: str, margin: fl
 
 # --- retrain ------------------------------------------------------------------------------------------
 
+def _close_job(db: sqlite_utils.Database, job_id: int, status: str, decision: str, details: dict,
+               challenger_id: str | None, actor: str, finished: bool = True) -> None:
+    """Record a running job's outcome, only while it is still this process's job (joins the caller's transaction)."""
+    with transaction(db):
+        _heartbeat(db, job_id)
+        _update_job(db, job_id, status, decision, details, challenger_id=challenger_id, finished=finished, actor=actor)
+
+
 def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", actor: str = "ui",
             progress: Progress | None = None, job_id: int | None = None,
             db: sqlite_utils.Database | None = None) -> dict[str, Any]:
     """Train a challenger up to `as_of`, register it as the champion's child, gate it, deploy it if it passes.
 
-    Any failure marks the job "failed" and re-raises as RetrainError; whatever was registered stays a
-    candidate and the champion stays deployed.
+    `job_id` is a job this process already claimed as running (`approve`); otherwise a job is created.
+    Each progress step is a heartbeat. The challenger is deployed only if `champion_id` is still the
+    deployed model (compare-and-swap); otherwise the job is "superseded" and says which model replaced
+    it. Any failure marks the job "failed" and re-raises as RetrainError; whatever was registered stays
+    a candidate and the champion stays deployed.
     """
     db = db or get_db()
     settings = get_settings()
@@ -190,43 +394,57 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
     details = {"as_of": day, "reason": reason, "actor": actor, "champion_id": champion_id}
     if job_id is None:
         job_id = _create_job(db, champion_id, trigger, "running", "training the challenger", details, finished=False)
-    else:
-        _update_job(db, job_id, "running", "training the challenger", details, finished=False, actor=actor)
-    report = progress or (lambda _fraction, _text: None)
+    notify = progress or (lambda _fraction, _text: None)
+
+    def step(fraction: float, text: str) -> None:
+        _heartbeat(db, job_id)
+        notify(fraction, text)
+
     challenger_id = None
     try:
-        report(0.05, f"Training a {champion['model_type']} challenger for {champion['symbol']} on data up to {day}")
+        step(0.05, f"Training a {champion['model_type']} challenger for {champion['symbol']} on data up to {day}")
         trained = training.train_model(champion["symbol"], champion["model_type"], train_end=day,
                                        params=champion["params"], db=db,
-                                       progress=lambda f, text: report(0.05 + 0.7 * f, text))
-        report(0.8, "Validation gate: challenger vs champion vs naive on the recent holdout")
+                                       progress=lambda f, text: step(0.05 + 0.7 * f, text))
+        step(0.8, "Validation gate: challenger vs champion vs naive on the recent holdout")
         gate = validation_gate(trained, champion_id, settings.retrain_margin, db=db)
         challenger_id = register(trained, parent_id=champion_id, actor=actor, db=db,
                                  reason=f"retrain ({trigger}) on {day}: {reason or 'requested'}")
         outcome = {"gate": gate.to_dict(), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
+        result = {"job_id": job_id, "challenger_id": challenger_id, "gate": gate}
         if not gate.passed:
-            _update_job(db, job_id, "rejected", gate.reason, outcome, challenger_id=challenger_id, actor=actor)
+            _close_job(db, job_id, "rejected", gate.reason, outcome, challenger_id, actor)
             raise_alert(champion_id, "retrain_rejected", "info", f"Challenger {challenger_id} {gate.reason}.", day, db=db)
-            report(1.0, f"Challenger {challenger_id} kept as a candidate: {gate.reason}")
-            return {"job_id": job_id, "status": "rejected", "challenger_id": challenger_id, "gate": gate}
-        report(0.9, f"Deploying {challenger_id}")
-        with transaction(db):  # deploy and the job's new state commit together
-            # the validation gate is this deploy's evidence; certification (slower) stays a separate, audited step
-            deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}), validation gate {gate.reason}",
-                   override=True, db=db)
-            _update_job(db, job_id, "validating", f"deployed; {gate.reason}",
-                        {**outcome, "deployed_as_of": day, "previous_id": champion_id},
-                        challenger_id=challenger_id, finished=False, actor=actor)
+            notify(1.0, f"Challenger {challenger_id} kept as a candidate: {gate.reason}")
+            return {**result, "status": "rejected", "decision": gate.reason}
+        step(0.9, f"Deploying {challenger_id}")
+        try:
+            with transaction(db):  # deploy and the job's new state commit together, only if the job is still ours
+                # the validation gate is this deploy's evidence; certification (slower) stays a separate, audited step
+                deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}), validation gate {gate.reason}",
+                       override=True, expected_champion=champion_id, db=db)
+                _close_job(db, job_id, "validating", f"deployed; {gate.reason}",
+                           {**outcome, "deployed_as_of": day, "previous_id": champion_id}, challenger_id, actor,
+                           finished=False)
+        except ChampionChanged as changed:  # someone deployed another model while this one trained
+            decision = (f"champion changed from {champion_id} to {changed.actual or 'none'} during retraining; "
+                        f"not deployed ({challenger_id} stays a candidate)")
+            _close_job(db, job_id, "superseded", decision, outcome, challenger_id, actor)
+            notify(1.0, decision)
+            return {**result, "status": "superseded", "decision": decision}
         raise_alert(challenger_id, "retrain_deployed", "info",
                     f"Deployed {challenger_id} replacing {champion_id} ({gate.reason}); validation window of "
                     f"{settings.validation_window_days} trading days started.", day, db=db)
-        report(1.0, f"Deployed {challenger_id}: {gate.reason}")
-        return {"job_id": job_id, "status": "validating", "challenger_id": challenger_id, "gate": gate}
+        notify(1.0, f"Deployed {challenger_id}: {gate.reason}")
+        return {**result, "status": "validating", "decision": f"deployed; {gate.reason}"}
     except BaseException as exc:  # killed or failed mid-way: record it, leave the registry as it was
-        if get_job(job_id, db=db)["status"] == "running":
-            why = (f"failed: {type(exc).__name__}: {exc}" if isinstance(exc, Exception)
-                   else f"interrupted before finishing ({type(exc).__name__}: the page was closed or the process stopped)")
-            _update_job(db, job_id, "failed", why, challenger_id=challenger_id, actor=actor)
+        job = get_job(job_id, db=db)
+        if _owned(job):  # not if reconcile or a Retry took the job meanwhile
+            if isinstance(exc, Exception):
+                _update_job(db, job_id, "failed", f"failed: {type(exc).__name__}: {exc}", challenger_id=challenger_id, actor=actor)
+            else:
+                _interrupt(db, job, f"stopped before finishing ({type(exc).__name__}: the page was closed or the "
+                                    "process stopped)", actor=actor)
         log.warning("retrain of %s failed: %s", champion_id, exc)
         if isinstance(exc, Exception) and not isinstance(exc, RetrainError):
             raise RetrainError(f"Retraining {champion['symbol']} failed: {exc}. The deployed model was not changed.") from exc
@@ -276,8 +494,9 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
     """The daily cycle's retrain decision for a deployed model, once per (model, day); returns it as text."""
     db = db or get_db()
     day = _day(as_of)
-    existing = db.execute(
-        "SELECT status, decision FROM retrain_jobs WHERE model_id = ? AND trigger IN (?, ?) "
+    reconcile_jobs(db)  # a job whose process died is neither running nor in the cooldown
+    existing = db.execute(  # an interrupted decision is taken again (a rerun of a killed cycle)
+        "SELECT status, decision FROM retrain_jobs WHERE model_id = ? AND trigger IN (?, ?) AND status != 'interrupted' "
         "AND json_extract(details_json, '$.as_of') = ? ORDER BY id LIMIT 1", [model_id, *AUTO_TRIGGERS, day]).fetchone()
     if existing:
         return f"{existing[0]}: {existing[1]} (decided earlier today)"
@@ -303,7 +522,7 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
         return blocked(f"cooldown: last automatic retrain on {last}, fewer than {settings.retrain_cooldown_days} days ago")
     queued = db.execute(
         "SELECT j.id FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id WHERE m.symbol = ? "
-        "AND j.status = 'awaiting_approval'", [model["symbol"]]).fetchone()
+        f"AND {QUEUED}", [model["symbol"]]).fetchone()
     if queued:
         return blocked(f"job {queued[0]} already awaits approval")
     if report.severity == "critical":
@@ -321,14 +540,24 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
 
 def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
             db: sqlite_utils.Database | None = None) -> dict[str, Any]:
-    """Run a job from the approval queue (retrain, gate, deploy if it passes)."""
+    """Run a job from the approval queue (retrain, gate, deploy if it passes); also the Retry of an interrupted one.
+
+    The job is claimed in one write transaction (queued -> running, owned by this process), so two
+    people approving at once start one retrain, not two.
+    """
     db = db or get_db()
-    job = get_job(job_id, db=db)
-    if job["status"] != "awaiting_approval":
-        raise RetrainError(f"Job {job_id} is {job['status']}, not awaiting approval.")
-    champion = get_model(job["model_id"], db=db)
-    if champion["status"] != "deployed":
-        _update_job(db, job_id, "declined", f"{job['model_id']} is no longer deployed; nothing to retrain", actor=actor)
+    reconcile_jobs(db)  # an approval whose process died returns to the queue before this one is judged
+    with transaction(db):
+        job = get_job(job_id, db=db)
+        if not _queued(db, job_id):
+            raise RetrainError(f"Job {job_id} is {job['status']}, not awaiting approval.")
+        still_deployed = get_model(job["model_id"], db=db)["status"] == "deployed"
+        if still_deployed:
+            _update_job(db, job_id, "running", "training the challenger",
+                        {"approved_by": actor, "actor": actor, "champion_id": job["model_id"]}, finished=False, actor=actor)
+        else:
+            _update_job(db, job_id, "declined", f"{job['model_id']} is no longer deployed; nothing to retrain", actor=actor)
+    if not still_deployed:
         raise RetrainError(f"{job['model_id']} is no longer deployed, so job {job_id} was closed.")
     return retrain(job["model_id"], job["details"]["as_of"], trigger=job["trigger"], reason=job["details"].get("reason", ""),
                    actor=actor, progress=progress, job_id=job_id, db=db)
@@ -336,9 +565,10 @@ def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
 
 def decline(job_id: int, actor: str = "ui", db: sqlite_utils.Database | None = None) -> None:
     db = db or get_db()
-    if get_job(job_id, db=db)["status"] != "awaiting_approval":
-        raise RetrainError(f"Job {job_id} is not awaiting approval.")
-    _update_job(db, job_id, "declined", f"declined by {actor}", actor=actor)
+    with transaction(db):
+        if not _queued(db, job_id):
+            raise RetrainError(f"Job {job_id} is not awaiting approval.")
+        _update_job(db, job_id, "declined", f"declined by {actor}", actor=actor)
 
 
 def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None = None,
@@ -387,11 +617,13 @@ def check_validation_window(symbol: str, as_of, db: sqlite_utils.Database | None
     if new_mae > old_mae * (1 + settings.retrain_margin):
         decision = (f"rolled back: ${new_mae:.3f} over {window} days vs ${old_mae:.3f} for {previous_id} "
                     f"(worse by more than {settings.retrain_margin:.0%})")
-        with transaction(db):
-            restored = rollback(symbol, actor="scheduler", reason=f"validation window: {decision}", db=db)
-            if restored["deployed"] != previous_id:  # undone by the transaction: never land on a third model
-                raise RetrainError(f"the rollback would deploy {restored['deployed']}, not the previous champion "
-                                   f"{previous_id} (its status changed since); roll back by hand on Model Management.")
+        with transaction(db):  # back to the champion it replaced, only if the challenger is still the deployed one
+            try:
+                rollback(symbol, actor="scheduler", reason=f"validation window: {decision}", to=previous_id,
+                         expected_current=challenger_id, db=db)
+            except RegistryError as exc:  # never land on a third model
+                raise RetrainError(f"{exc} The validation window wanted to roll back to {previous_id}; "
+                                   "roll back by hand on Model Management.") from exc
             _update_job(db, job["id"], "rolled_back", decision, numbers)
         raise_alert(challenger_id, "rollback", "critical", f"{challenger_id} {decision}.", day, db=db)
         return decision

@@ -208,7 +208,19 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     db["audit_log"].create_index(["target"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m001_initial]
+def _m003_retrain_job_owner(db: sqlite_utils.Database) -> None:
+    """Who runs a retrain job and when it last reported, so a job whose process died is told from a live one.
+
+    owner_start is the owner's process start time (Linux /proc), so a reused pid is not taken for the
+    owner. Columns already present are skipped: the migration may run on a database that has them.
+    """
+    present = set(db["retrain_jobs"].columns_dict)
+    for name, kind in (("owner_pid", "INTEGER"), ("owner_host", "TEXT"), ("owner_start", "TEXT"), ("heartbeat_at", "TEXT")):
+        if name not in present:
+            db.execute(f"ALTER TABLE retrain_jobs ADD COLUMN {name} {kind}")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m001_initial, _m003_retrain_job_owner]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

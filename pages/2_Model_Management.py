@@ -15,6 +15,8 @@ from core.store import audit_entries
 
 st.set_page_config(page_title="Model Management · ML Stock Agent", page_icon="🗂️", layout="wide")
 st.title("🗂️ Model Management")
+for repaired in retraining.reconcile():  # retrain jobs whose process died, model folders a kill left behind
+    st.warning(repaired)
 
 symbols = ["All", *available_symbols()]
 col_symbol, col_status = st.columns(2)
@@ -159,7 +161,8 @@ with tab_retrain:
                 st.dataframe([{"challenger MAE $": gate.challenger_mae, "champion MAE $": gate.champion_mae,
                                "naive MAE $": gate.naive_mae, "margin": gate.margin, "holdout days": gate.holdout_days,
                                "passed": gate.passed}], hide_index=True, key="mm_gate_table")
-                retrain_box.update(label=f"Validation gate {gate.reason}", state="complete")
+                retrain_box.update(label=outcome["decision"] if outcome["status"] == "superseded"
+                                   else f"Validation gate {gate.reason}", state="complete")
             except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
                 retrain_box.update(label="Retraining failed; the deployed model is unchanged", state="error")
                 st.error(str(exc))
@@ -173,17 +176,22 @@ with tab_retrain:
             q1, q2 = st.columns(2)
             approve_clicked = q1.form_submit_button("Approve and retrain", type="primary")
             decline_clicked = q2.form_submit_button("Decline")
+        for retry_id in queue.loc[queue["status"] == "interrupted", "id"].tolist():  # approved, then its process died
+            if st.button(f"Retry job {retry_id}", key=f"mm_retry_{retry_id}", help="Its retrain was interrupted; run it again"):
+                approve_clicked, job_id = True, retry_id
         if approve_clicked or decline_clicked:
             try:
                 if approve_clicked:
                     with st.spinner(f"Retraining for job {job_id}…"):
-                        decision = retraining.approve(int(job_id), actor="ui")["gate"].reason
+                        decision = retraining.approve(int(job_id), actor="ui")["decision"]
                 else:
                     retraining.decline(int(job_id), actor="ui")
                     decision = "declined"
                 st.success(f"Job {job_id}: {decision}")
             except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
                 st.error(str(exc))
+    st.caption(f"Recent retrain jobs for {model['symbol']}")
+    st.dataframe(retraining.jobs_frame(symbol=model["symbol"], limit=10), hide_index=True, key="mm_jobs")
 
 with tab_artifacts:
     artifacts = artifact_files(model_id)

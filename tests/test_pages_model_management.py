@@ -51,3 +51,36 @@ def test_cancel_leaves_everything_as_it_was(demo_registry, registry_copy):
     at.button(key="mm_cancel").click().run()
     assert not at.exception
     assert registry.deployed_model("AAPL")["model_id"] == demo_registry["AAPL"]
+
+
+def test_an_interrupted_approval_shows_as_interrupted_with_a_retry(demo_registry, registry_copy, monkeypatch):
+    """A job whose process died (a real, finished process) is shown interrupted on load; Retry runs it."""
+    import socket
+    import subprocess
+    import sys
+
+    from test_faults_lifecycle import _stub_training_here
+
+    from core.retrain import _create_job, get_job
+    from core.store import transaction
+
+    champion = demo_registry["MSFT"]
+    day = registry_copy.execute("SELECT MAX(as_of) FROM predictions WHERE symbol = 'MSFT'").fetchone()[0]
+    job_id = _create_job(registry_copy, champion, "drift", "awaiting_approval", "critical drift: waiting for approval",
+                         {"as_of": day, "reason": "critical drift", "severity": "critical"}, finished=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with transaction(registry_copy):  # approved by a process that has since ended
+        registry_copy["retrain_jobs"].update(job_id, {
+            "status": "running", "owner_pid": int(dead.stdout), "owner_host": socket.gethostname(),
+            "details_json": '{"as_of": "%s", "approved_by": "reviewer"}' % day})
+    at = page_app(PAGE).run()
+    assert not at.exception
+    assert any(f"Retrain job {job_id}" in w.value and "interrupted" in w.value for w in at.warning)
+    assert get_job(job_id)["status"] == "interrupted"
+    queue = next(d.value for d in at.dataframe if "trigger" in d.value.columns and job_id in d.value["id"].tolist())
+    assert queue.loc[queue["id"] == job_id, "status"].tolist() == ["interrupted"]  # not "running"
+    _stub_training_here(monkeypatch)
+    at.button(key=f"mm_retry_{job_id}").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(f"Job {job_id}: deployed" in s.value for s in at.success)
+    assert get_job(job_id)["status"] == "validating"

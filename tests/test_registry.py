@@ -1,5 +1,8 @@
 """Registry: round trip, integrity checks (hash, schema), deploy / rollback invariants, atomic writes."""
 import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +51,54 @@ def test_tampered_artifact_is_refused(two_models):
         registry.load_model(rf_id)
 
 
+_OPENED: list[str] = []
+_WATCHING: list[bool] = []
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    """An audit hook (hooks cannot be removed, so it records only while a test watches)."""
+    if _WATCHING and event == "open" and isinstance(args[0], (str, bytes, Path)):
+        _OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_count_opens)
+
+
+def test_loader_opens_the_file_once_and_loads_the_bytes_it_verified(two_models, monkeypatch):
+    """The file is swapped after it was read and hashed, before it is deserialised: the verified bytes are
+    what gets loaded, and the swapped file is refused on the next load."""
+    X = np.random.default_rng(1).normal(0, 0.02, (5, len(FEATURE_COLUMNS)))
+    real = registry._estimator_from_bytes
+    for model_id in two_models:
+        path = registry.model_folder(model_id) / Path(registry.get_model(model_id)["artifact_path"]).name
+        expected = registry.load_model(model_id).predict_returns(X)
+        registry._cache.clear()
+
+        other = path.with_name("swapped")
+        other.write_bytes(b"{}" if path.suffix == ".json" else b"not a joblib file")
+
+        def swap_then_load(model_type, data, path=path, other=other):
+            os.replace(other, path)  # another file renamed in after the read and the check
+            return real(model_type, data)
+
+        monkeypatch.setattr(registry, "_estimator_from_bytes", swap_then_load)
+        _OPENED.clear()
+        _WATCHING.append(True)
+        try:
+            loaded = registry.load_model(model_id)
+        finally:
+            _WATCHING.clear()
+        monkeypatch.setattr(registry, "_estimator_from_bytes", real)
+        assert _OPENED.count(str(path)) == 1, _OPENED  # opened once, for reading (the swap writes after it)
+        np.testing.assert_allclose(loaded.predict_returns(X), expected)  # the verified bytes, not the swapped file
+        with pytest.raises(ModelIntegrityError) as refused:
+            registry.load_model(model_id)
+        message = str(refused.value)
+        assert model_id in message and "changed after registration" in message
+        assert "Retrain the model or restore its file" in message and "database itself is fine" in message
+        assert "move" not in message.lower() and "delete" not in message.lower()
+
+
 def test_schema_mismatch_is_refused(two_models, fresh_db):
     rf_id, _ = two_models
     fresh_db.execute("UPDATE models SET features_json = ? WHERE model_id = ?",
@@ -73,8 +124,13 @@ def test_deploy_keeps_one_deployed_and_rollback_restores(two_models, fresh_db):
     assert fresh_db.execute("SELECT COUNT(*) FROM models WHERE symbol='IBM' AND status='deployed'").fetchone()[0] == 1
     from core.store import audit_entries
 
-    actions = [e["action"] for e in reversed(audit_entries())]
-    assert actions[-3:] == ["deploy", "deploy", "rollback"]
+    entries = list(reversed(audit_entries()))
+    assert [e["action"] for e in entries][-4:] == ["deploy", "deploy", "rollback", "rolled_back"]
+    for entry in entries[-2:]:  # both records name the model rolled back and the one restored
+        assert json.loads(entry["details_json"])["rolled_back"] == xgb_id
+        assert json.loads(entry["details_json"])["restored"] == rf_id
+    assert [e["target"] for e in entries[-2:]] == [rf_id, xgb_id]
+    assert registry.get_model(xgb_id)["reason"].endswith(f"rolled back to {rf_id} on {entries[-1]['at'][:10]}")
     with pytest.raises(RegistryError, match="already deployed"):
         registry.deploy(rf_id, reason="test", override=True)
 
