@@ -173,7 +173,10 @@ def predict(
     if features.isna().to_numpy()[:, :-2].any():
         raise MarketDataError(f"{symbol}: not enough history before {day.date()} to build the features.")
     request_key = request_key or f"{symbol}:{day:%Y-%m-%d}"
-    model, route = _serving_model(db, symbol, _route(db, symbol, request_key, day), day)
+    routed = _route(db, symbol, request_key, day)
+    if log_prediction and (logged := _logged_request(db, symbol, f"{day:%Y-%m-%d}", routed)) is not None:
+        return logged  # asked before: the logged answer, without loading or running a model
+    model, route = _serving_model(db, symbol, routed, day)
     if log_prediction:
         if in_training_window(model.row["train_end"], day):
             raise InSampleForecastError(
@@ -181,9 +184,8 @@ def predict(
                 f"to {model.row['train_end']}): an in-sample forecast is not evidence, so it is not logged as served. "
                 f"The first day it can serve is {model.row['train_end']}."
             )
-        logged = _logged_request(db, symbol, f"{day:%Y-%m-%d}", route)
-        if logged is not None:
-            return logged
+        if route != routed and (logged := _logged_request(db, symbol, f"{day:%Y-%m-%d}", route)) is not None:
+            return logged  # a broken arm's request, already answered by the deployed model
     predicted_return, predicted_close, lower, upper = forecast(model, last_close, features)
     latency_ms = (time.perf_counter() - started) * 1000
     target = next_trading_day(symbol, day, db=db)
