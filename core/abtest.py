@@ -126,7 +126,7 @@ def create_experiment(
     duration_days = _bounded_int("The duration (days)", duration_days, *DURATION_DAYS)
     confidence_level = _number("confidence_level", settings.ab_confidence_level if confidence_level is None else confidence_level)
     name, symbol = str(name or "").strip(), str(symbol or "").strip().upper()
-    _validate_new(name, symbol, arms, min_samples, confidence_level, metric, db)
+    _validate_new(name, symbol, arms, confidence_level, metric, db)
     start = _start_day(start_date)
     with transaction(db):
         if list(db.query("SELECT id FROM experiments WHERE name = ?", [name])):
@@ -183,7 +183,7 @@ def _start_day(value) -> pd.Timestamp:
     return start.normalize()
 
 
-def _validate_new(name, symbol, arms, min_samples, confidence_level, metric, db) -> None:
+def _validate_new(name, symbol, arms, confidence_level, metric, db) -> None:
     """Refuse, with a sentence saying what to change, anything the statistics or the storage cannot take."""
     if not name:
         raise ExperimentError("Give the experiment a name.")
@@ -202,8 +202,6 @@ def _validate_new(name, symbol, arms, min_samples, confidence_level, metric, db)
     low, high = CONFIDENCE_LEVEL
     if not low < confidence_level <= high:
         raise ExperimentError(f"confidence_level must be above {low} and at most {high}, got {confidence_level}.")
-    if not MIN_SAMPLES[0] <= min_samples <= MIN_SAMPLES[1]:  # already bounded; kept for direct callers
-        raise ExperimentError(f"min_samples must be from {MIN_SAMPLES[0]} to {MIN_SAMPLES[1]:,}.")
     for letter, (model_id, _) in zip(string.ascii_uppercase, arms):
         try:
             model = get_model(str(model_id), db=db)
