@@ -28,8 +28,8 @@ from scipy import stats
 
 from core.config import get_settings
 from core.market import load_prices, next_trading_day
-from core.predict import Route, backfill_actuals, predict
-from core.registry import RegistryError, deploy, deployed_model, get_model
+from core.predict import Route, backfill_actuals, in_training_window, predict
+from core.registry import RegistryError, deploy, deployed_model, get_model, load_model
 from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ SRM_ALPHA = 0.001  # sample-ratio-mismatch flag: p below this means the split is
 MIXTURE_EFFECT_SD = 0.5  # mSPRT prior: standardised effect ~ N(0, 0.5^2), a "medium" effect (Cohen 1988)
 DECISION_RULE = "always-valid mSPRT p-value (peeking-safe, checked after every daily look)"
 MAX_ARMS = 6
+MAX_NAME_LENGTH = 120
+DURATION_DAYS = (1, 365)
+MIN_SAMPLES = (2, 100_000)
+CONFIDENCE_LEVEL = (0.5, 0.999)  # (exclusive, inclusive]
 
 
 class ExperimentError(ValueError):
@@ -72,18 +76,19 @@ def active_route(db: sqlite_utils.Database, symbol: str, request_key: str, day=N
     """The route for a request on `symbol` when a running experiment covers `day`, else None (serving hook).
 
     A request dated before the test's start or after its planned end is served by the deployed model
-    (replays of past days must not meet a challenger that was not live then). One small query per
-    request: experiments is a tiny table and experiment_arms is keyed by experiment id.
+    (replays of past days must not meet a challenger that was not live then), and so is a day inside
+    any arm's training window: arms are scored only on days none of them was trained on. One small
+    query per request: experiments is a tiny table and experiment_arms is keyed by experiment id.
     """
     on_day = _day(day) if day is not None else None
     rows = db.execute(
-        "SELECT e.id, e.shadow, a.arm, a.model_id, a.traffic_share FROM experiments e "
-        "JOIN experiment_arms a ON a.experiment_id = e.id "
+        "SELECT e.id, e.shadow, a.arm, a.model_id, a.traffic_share, m.train_end FROM experiments e "
+        "JOIN experiment_arms a ON a.experiment_id = e.id JOIN models m ON m.model_id = a.model_id "
         "WHERE e.symbol = ? AND e.status = 'running' AND (? IS NULL OR ? BETWEEN e.start_date AND e.end_date) "
         "ORDER BY a.arm",
         [symbol, on_day, on_day],
     ).fetchall()
-    if not rows:
+    if not rows or (on_day is not None and in_training_window(max(r[5] for r in rows), on_day)):
         return None
     experiment = {"id": rows[0][0], "shadow": bool(rows[0][1]),
                   "arms": [{"arm": r[2], "model_id": r[3], "traffic_share": r[4]} for r in rows]}
@@ -112,15 +117,18 @@ def create_experiment(
     """Start an experiment on `symbol` with `arms` = [(model_id, share), ...]; returns its id.
 
     Arms are named A, B, C... in the order given; A is the control. The same model may appear in
-    two arms (an A/A test checks the pipeline). Shares are fractions summing to 1.
+    two arms (an A/A test checks the pipeline). Shares are fractions summing to 1. Every parameter is
+    bounded (MAX_NAME_LENGTH, MAX_ARMS, DURATION_DAYS, MIN_SAMPLES, CONFIDENCE_LEVEL) and every arm's
+    artifact must pass the registry's integrity check.
     """
     db = db or get_db()
     settings = get_settings()
-    min_samples = settings.ab_min_samples if min_samples is None else int(min_samples)
-    confidence_level = settings.ab_confidence_level if confidence_level is None else float(confidence_level)
-    name, symbol = (name or "").strip(), (symbol or "").strip().upper()
-    _validate_new(name, symbol, arms, duration_days, min_samples, confidence_level, metric, db)
-    start = pd.Timestamp(start_date)
+    min_samples = _bounded_int("min_samples", settings.ab_min_samples if min_samples is None else min_samples, *MIN_SAMPLES)
+    duration_days = _bounded_int("The duration (days)", duration_days, *DURATION_DAYS)
+    confidence_level = _number("confidence_level", settings.ab_confidence_level if confidence_level is None else confidence_level)
+    name, symbol = str(name or "").strip(), str(symbol or "").strip().upper()
+    _validate_new(name, symbol, arms, confidence_level, metric, db)
+    start = _start_day(start_date)
     with transaction(db):
         if list(db.query("SELECT id FROM experiments WHERE name = ?", [name])):
             raise ExperimentError(f"An experiment named {name!r} already exists: choose another name.")
@@ -130,13 +138,13 @@ def create_experiment(
         table = db["experiments"]
         table.insert({
             "name": name, "symbol": symbol, "status": "running", "created_at": utc_now(),
-            "start_date": _day(start), "end_date": _day(start + pd.Timedelta(days=int(duration_days) - 1)),  # last day, inclusive
+            "start_date": _day(start), "end_date": _day(start + pd.Timedelta(days=duration_days - 1)),  # last day, inclusive
             "min_samples": min_samples, "confidence_level": confidence_level, "metric": metric,
             "shadow": int(bool(shadow)), "winner": None, "stopped_at": None,
         })
         experiment_id = table.last_pk
         db["experiment_arms"].insert_all(
-            [{"experiment_id": experiment_id, "arm": string.ascii_uppercase[i], "model_id": model_id,
+            [{"experiment_id": experiment_id, "arm": string.ascii_uppercase[i], "model_id": str(model_id),
               "traffic_share": float(share)} for i, (model_id, share) in enumerate(arms)],
             pk=("experiment_id", "arm"),
         )
@@ -148,31 +156,71 @@ def create_experiment(
     return experiment_id
 
 
-def _validate_new(name, symbol, arms, duration_days, min_samples, confidence_level, metric, db) -> None:
+def _number(label: str, value) -> float:
+    """`value` as a finite float, else a clear ExperimentError (NaN and infinity are not parameters)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ExperimentError(f"{label} must be a number, got {value!r}.") from None
+    if not np.isfinite(number):
+        raise ExperimentError(f"{label} must be a finite number, got {value!r}.")
+    return number
+
+
+def _bounded_int(label: str, value, low: int, high: int) -> int:
+    number = _number(label, value)
+    if number != int(number) or not low <= number <= high:
+        raise ExperimentError(f"{label} must be a whole number from {low} to {high:,}, got {value!r}.")
+    return int(number)
+
+
+def _start_day(value) -> pd.Timestamp:
+    try:
+        start = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ExperimentError(f"The start date {value!r} is not a date ({exc}).") from None
+    if pd.isna(start):
+        raise ExperimentError("Give the experiment a start date.")
+    return start.normalize()
+
+
+def _validate_new(name, symbol, arms, confidence_level, metric, db) -> None:
+    """Refuse, with a sentence saying what to change, anything the statistics or the storage cannot take."""
     if not name:
         raise ExperimentError("Give the experiment a name.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ExperimentError(f"The name is {len(name)} characters long: keep it to {MAX_NAME_LENGTH}.")
     if not 2 <= len(arms) <= MAX_ARMS:
         raise ExperimentError(f"An experiment needs 2 to {MAX_ARMS} arms, got {len(arms)}.")
-    shares = np.array([share for _, share in arms], dtype=float)
-    if not np.isfinite(shares).all() or (shares <= 0).any():
-        raise ExperimentError("Every arm needs a traffic share above 0.")
+    shares = np.array([_number(f"The traffic share of arm {string.ascii_uppercase[i]}", share)
+                       for i, (_, share) in enumerate(arms)])
+    if (shares <= 0).any() or (shares > 1).any():
+        raise ExperimentError("Every arm needs a traffic share above 0 and at most 1 (100 %).")
     if abs(shares.sum() - 1.0) > 1e-6:
         raise ExperimentError(f"Traffic shares must sum to 100 %, they sum to {shares.sum() * 100:.1f} %.")
-    for model_id, _ in arms:
-        try:
-            model = get_model(model_id, db=db)
-        except RegistryError as exc:
-            raise ExperimentError(str(exc)) from exc
-        if model["symbol"] != symbol:
-            raise ExperimentError(f"{model_id} forecasts {model['symbol']}, not {symbol}: all arms need the same ticker.")
     if metric not in METRICS:
         raise ExperimentError(f"Unknown metric {metric!r}: expected one of {', '.join(METRICS)}.")
-    if int(duration_days) < 1:
-        raise ExperimentError("The duration must be at least 1 day.")
-    if min_samples < 2:
-        raise ExperimentError("min_samples must be at least 2 (a variance needs two observations).")
-    if not 0.5 < confidence_level < 1:
-        raise ExperimentError(f"confidence_level must be between 0.5 and 1, got {confidence_level}.")
+    low, high = CONFIDENCE_LEVEL
+    if not low < confidence_level <= high:
+        raise ExperimentError(f"confidence_level must be above {low} and at most {high}, got {confidence_level}.")
+    for letter, (model_id, _) in zip(string.ascii_uppercase, arms):
+        try:
+            model = get_model(str(model_id), db=db)
+        except RegistryError as exc:
+            raise ExperimentError(f"Arm {letter}: {exc}") from exc
+        if model["symbol"] != symbol:
+            raise ExperimentError(f"{model_id} forecasts {model['symbol']}, not {symbol}: all arms need the same ticker.")
+    _verify_arms([(letter, str(model_id)) for letter, (model_id, _) in zip(string.ascii_uppercase, arms)], db)
+
+
+def _verify_arms(arms: Sequence[tuple[str, str]], db: sqlite_utils.Database) -> None:
+    """Load every arm's model through the registry (sha256 and feature signature checked): an arm that
+    cannot serve would only ever fall back to the deployed model, so it is refused up front."""
+    for letter, model_id in arms:
+        try:
+            load_model(model_id, db=db)
+        except RegistryError as exc:  # ModelIntegrityError included
+            raise ExperimentError(f"Arm {letter} ({model_id}) cannot be used: its artifact does not verify ({exc}).") from exc
 
 
 def get_experiment(experiment_id: int, db: sqlite_utils.Database | None = None) -> dict:
@@ -214,7 +262,10 @@ def record_prediction(
 ) -> int:
     """Log a prediction made outside the app for an arm of a running experiment; returns its id.
 
-    The actual can come later through `record_actual`. The row is served (it answered a request).
+    The actual can come later through `record_actual`. The row is served (it answered a request), so
+    the serving path's evidence rules hold: a day outside the test's dates or inside the model's
+    training window is refused, and an arm has one prediction per day: recording the same one again
+    (a retry) returns the logged id, a different one for a day already recorded is refused.
     """
     db = db or get_db()
     experiment = get_experiment(experiment_id, db=db)
@@ -226,8 +277,14 @@ def record_prediction(
     if not np.isfinite(predicted_close) or predicted_close <= 0:
         raise ExperimentError(f"predicted_close must be a positive price, got {predicted_close}.")
     as_of_day = _day(as_of)
-    table = db["predictions"]
-    table.insert({
+    if not experiment["start_date"] <= as_of_day <= experiment["end_date"]:
+        raise ExperimentError(f"{as_of_day} is outside experiment {experiment['name']} "
+                              f"({experiment['start_date']} to {experiment['end_date']}).")
+    train_end = get_model(model_id, db=db)["train_end"]
+    if in_training_window(train_end, as_of_day):
+        raise ExperimentError(f"{as_of_day} is inside the training window of {model_id} (trained on closes up to "
+                              f"{train_end}): an in-sample prediction is not evidence. The first allowed day is {train_end}.")
+    row = {
         "model_id": model_id, "symbol": experiment["symbol"], "as_of": as_of_day,
         # the close a next-day forecast is judged on is the next trading day's, never as_of's own
         "target_date": _day(target_date) if target_date is not None else _day(next_trading_day(experiment["symbol"], as_of, db=db)),
@@ -235,8 +292,20 @@ def record_prediction(
         "latency_ms": None, "experiment_id": experiment["id"], "arm": arm,
         "request_key": request_key or f"external:{experiment['id']}:{as_of_day}:{arm}",
         "actual_close": actual_close, "served": 1, "created_at": utc_now(),
-    })
-    return table.last_pk
+    }
+    with transaction(db):
+        cursor = db.execute(f"INSERT OR IGNORE INTO predictions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                            list(row.values()))
+        if cursor.rowcount == 1:
+            return cursor.lastrowid
+        logged_id, logged_close = db.execute(
+            "SELECT id, predicted_close FROM predictions WHERE symbol = ? AND as_of = ? AND model_id = ? "
+            "AND ifnull(experiment_id, -1) = ? AND ifnull(arm, '') = ? AND served = 1",
+            [experiment["symbol"], as_of_day, model_id, experiment["id"], arm]).fetchone()
+    if logged_close != row["predicted_close"]:
+        raise ExperimentError(f"Arm {arm} of {experiment['name']} already has a prediction for {as_of_day} "
+                              f"(id {logged_id}, ${logged_close:,.2f}): one prediction per arm and day.")
+    return logged_id
 
 
 def record_actual(prediction_id: int, actual_close: float, db: sqlite_utils.Database | None = None) -> None:
@@ -528,15 +597,26 @@ class ExperimentAnalysis:
         return pd.concat([head, rows], ignore_index=True).to_csv(index=False)
 
 
+def first_scored_day(experiment: Mapping, db: sqlite_utils.Database) -> str:
+    """The first day on which no arm is inside its training window: the latest arm train_end
+    (a forecast made on train_end targets the next, unseen close; see core.predict.in_training_window)."""
+    return max(get_model(a["model_id"], db=db)["train_end"] for a in experiment["arms"])
+
+
 def _observations(experiment: dict, as_of: str | None, db: sqlite_utils.Database) -> pd.DataFrame:
     """Predictions of the experiment made up to `as_of`; an actual whose day is after `as_of` is
-    not known then, so it is blanked (the request still counts for the sample-ratio check)."""
+    not known then, so it is blanked (the request still counts for the sample-ratio check).
+
+    Rows made on a day inside any arm's training window (logged before that was refused) are left
+    out: a model scored on the closes it was trained on could win on in-sample luck.
+    """
     clause, params = ("AND as_of <= ?", [as_of]) if as_of else ("", [])
+    first_scored = first_scored_day(experiment, db)
     frame = pd.read_sql_query(
         "SELECT id, arm, model_id, as_of, target_date, request_key, served, last_close, predicted_close, "
         "CASE WHEN ? IS NULL OR target_date <= ? THEN actual_close END AS actual_close "
-        f"FROM predictions WHERE experiment_id = ? {clause} ORDER BY target_date, id",
-        db.conn, params=[as_of, as_of, experiment["id"], *params],
+        f"FROM predictions WHERE experiment_id = ? AND as_of >= ? {clause} ORDER BY target_date, id",
+        db.conn, params=[as_of, as_of, experiment["id"], first_scored, *params],
     )
     frame["abs_error"] = (frame["predicted_close"] - frame["actual_close"]).abs()
     frame["ape"] = frame["abs_error"] / frame["actual_close"] * 100
@@ -682,18 +762,41 @@ def stop(
             "deployed": deployed, "recommendation": analysis.recommendation}
 
 
+def replay_bounds(experiment: Mapping, db: sqlite_utils.Database | None = None) -> tuple[str, str]:
+    """(first, last) day a replay of `experiment` may cover: its own dates, from the first day every
+    arm can be scored on, up to the last day with prices."""
+    db = db or get_db()
+    last_data = _day(load_prices(experiment["symbol"], db=db).index[-1])
+    return max(experiment["start_date"], first_scored_day(experiment, db)), min(experiment["end_date"], last_data)
+
+
 def simulate(experiment_id: int, start, end, db: sqlite_utils.Database | None = None) -> int:
     """Replay the trading days in [start, end] through the serving path while the experiment runs.
 
-    Each day is one request (`predict` routes it to an arm and logs it); actuals are back-filled at
-    the end. Returns the number of days served. Days already served for this ticker get a second
-    served prediction, so replay days the log does not hold yet.
+    Each day is one request (`predict` routes it to an arm and logs it once: a day already replayed
+    returns its logged row, so replaying again changes nothing); actuals are back-filled at the end.
+    Returns the number of days replayed. Refused, before anything is written: days outside the
+    test's dates or inside an arm's training window (they would score a model on the data it was
+    trained on), and arms whose artifacts do not verify.
     """
     db = db or get_db()
     experiment = get_experiment(experiment_id, db=db)
     if experiment["status"] != "running":
         raise ExperimentError(f"Experiment {experiment['name']} is {experiment['status']}: only a running test can be replayed.")
-    days = load_prices(experiment["symbol"], start=start, end=end, db=db).index
+    first, last = replay_bounds(experiment, db=db)
+    lo, hi = _day(start), _day(end)
+    if lo > hi:
+        raise ExperimentError(f"The replay starts ({lo}) after it ends ({hi}).")
+    if first > last:
+        raise ExperimentError(f"Experiment {experiment['name']} has no day that can be replayed: its arms are trained up "
+                              f"to {first}, after its last day with data {last}.")
+    if lo < first or hi > last:
+        why = (f"the test runs {experiment['start_date']} to {experiment['end_date']}"
+               + (f" and its arms were trained on the closes up to {first}" if first > experiment["start_date"] else "")
+               + (f"; prices end on {last}" if last < experiment["end_date"] else ""))
+        raise ExperimentError(f"Replay {lo} to {hi} is refused: {why}. The first allowed day is {first}, the last {last}.")
+    _verify_arms([(a["arm"], a["model_id"]) for a in experiment["arms"]], db)
+    days = load_prices(experiment["symbol"], start=lo, end=hi, db=db).index
     for day in days:
         predict(experiment["symbol"], day, db=db)
     backfill_actuals(days[-1], symbol=experiment["symbol"], db=db)

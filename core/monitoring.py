@@ -309,11 +309,11 @@ def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, s
 
 def live_models(day: str, symbols: list[str] | None = None, db: sqlite_utils.Database | None = None) -> list[dict]:
     """Deployed models (of `symbols`, default all) that are live on `day`: a model is never monitored or
-    scored on a day inside its own training window (its train_end is before `day`)."""
+    scored on a day inside its own training window (`day` before its train_end; see predict.in_training_window)."""
     from core.registry import list_models
 
     models = list_models(status="deployed", db=db or get_db())
-    return [m for m in models if (symbols is None or m["symbol"] in symbols) and m["train_end"] < day]
+    return [m for m in models if (symbols is None or m["symbol"] in symbols) and m["train_end"] <= day]
 
 
 def run_daily_cycle(as_of, db: sqlite_utils.Database | None = None, should_stop: StopCheck | None = None,

@@ -2,17 +2,26 @@
 
 `predict` is the only way a forecast is made, so the prediction log is complete: the UI, the demo
 replay, A/B simulations and the scheduler all come through here.
+
+A served prediction is evidence (A/B samples, live metrics and alerts count it), so:
+- one request, one row: the database keeps at most one row per (symbol, as_of, model, experiment,
+  arm, served) (store migration 002); asking again returns the logged row instead of adding one;
+- no served row for a day inside the serving model's training window (`in_training_window`):
+  `predict` refuses to log it (`InSampleForecastError`), a what-if (`log_prediction=False`) is fine;
+- a broken A/B arm never takes serving down: its requests fall back to the deployed model, with an
+  alert (`experiment_arm_broken`).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.alerts import raise_alert
 from core.features import build_features, check_feature_frame
 from core.training import naive_metrics, price_metrics, skill
 from core.market import MarketDataError, load_prices, next_trading_day
@@ -22,6 +31,29 @@ from core.store import get_db, transaction, utc_now, where_clause
 log = logging.getLogger(__name__)
 
 HISTORY_DAYS = 300  # trading days of history fed to the features: the EWMs converge to < 1e-6 in it
+ARM_BROKEN_ALERT = "experiment_arm_broken"
+
+
+class InSampleForecastError(ValueError):
+    """A forecast asked to be logged as served for a day inside the serving model's training window."""
+
+
+def _day(value) -> str:
+    return f"{pd.Timestamp(value):%Y-%m-%d}"
+
+
+def in_training_window(train_end: str, day) -> bool:
+    """True when a forecast made on `day` would be judged on a close the model was trained on.
+
+    `train_end` is the last trading day whose close the model saw, as the target of the day before
+    it; so a forecast made on a day before train_end targets a close inside the training data
+    (in-sample: no evidence of live skill), while one made on train_end targets the next, unseen
+    close. The first day a model can serve as evidence is therefore its train_end.
+
+    >>> in_training_window("2012-03-01", "2012-02-29"), in_training_window("2012-03-01", "2012-03-01")
+    (True, False)
+    """
+    return _day(day) < str(train_end)[:10]
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,7 @@ class Prediction:
     experiment_id: int | None = None
     arm: str | None = None
     prediction_id: int | None = None
+    logged_at: str | None = None  # when the served row was first written (None: not logged)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,12 +99,40 @@ def _route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None) -
     from core.abtest import active_route
 
     route = active_route(db, symbol, request_key, day)
-    if route is not None:
-        return route
+    return route if route is not None else _deployed_route(db, symbol)
+
+
+def _deployed_route(db: sqlite_utils.Database, symbol: str) -> Route:
     deployed = deployed_model(symbol, db=db)
     if deployed is None:
         raise RegistryError(f"No model is deployed for {symbol}: train one and deploy it on Model Management.")
     return Route(model_id=deployed["model_id"])
+
+
+def _serving_model(db: sqlite_utils.Database, symbol: str, route: Route, day) -> tuple[LoadedModel, Route]:
+    """The routed model, loaded and verified; a broken experiment arm falls back to the deployed model.
+
+    An arm's artifact can fail its integrity check (changed, missing, unreadable) after the test was
+    created. One bad arm must not take serving down: the request is answered, and logged, by the
+    deployed model as if no test ran, and an alert names the arm. The deployed model failing is
+    not hidden: its error propagates.
+    """
+    try:
+        return load_model(route.model_id, db=db), route
+    except RegistryError as exc:  # ModelIntegrityError included
+        if route.experiment_id is None:
+            raise
+        fallback = _deployed_route(db, symbol)
+        _report_broken_arm(db, route, exc, day, f"its requests are served by the deployed model {fallback.model_id}")
+        return load_model(fallback.model_id, db=db), fallback
+
+
+def _report_broken_arm(db: sqlite_utils.Database, route: Route, exc: Exception, day, consequence: str) -> None:
+    message = (f"A/B test #{route.experiment_id}: arm {route.arm} ({route.model_id}) cannot be loaded "
+               f"({exc}); {consequence}. Restore or retrain the model, or stop the test.")
+    log.warning(message)
+    # not delivered from the serving path (a webhook must not add seconds to a request): the daily cycle delivers it
+    raise_alert(route.model_id, ARM_BROKEN_ALERT, "critical", message, day, db=db, deliver=False)
 
 
 def feature_row(symbol: str, as_of, db: sqlite_utils.Database) -> tuple[pd.Timestamp, float, np.ndarray, list[str]]:
@@ -98,7 +159,13 @@ def predict(
     log_prediction: bool = True,
     db: sqlite_utils.Database | None = None,
 ) -> Prediction:
-    """Forecast the close of the trading day after `as_of` (default: the last day with data)."""
+    """Forecast the close of the trading day after `as_of` (default: the last day with data).
+
+    `log_prediction=True` serves a request: the forecast is logged once. A request already logged
+    for the same (symbol, day, model, experiment arm) returns the logged row (same prediction_id,
+    nothing written); a day inside the serving model's training window is refused with
+    `InSampleForecastError`. `log_prediction=False` is a what-if: computed, never written.
+    """
     db = db or get_db()
     started = time.perf_counter()
     symbol = (symbol or "").strip().upper()
@@ -106,8 +173,19 @@ def predict(
     if features.isna().to_numpy()[:, :-2].any():
         raise MarketDataError(f"{symbol}: not enough history before {day.date()} to build the features.")
     request_key = request_key or f"{symbol}:{day:%Y-%m-%d}"
-    route = _route(db, symbol, request_key, day)
-    model = load_model(route.model_id, db=db)
+    routed = _route(db, symbol, request_key, day)
+    if log_prediction and (logged := _logged_request(db, symbol, f"{day:%Y-%m-%d}", routed)) is not None:
+        return logged  # asked before: the logged answer, without loading or running a model
+    model, route = _serving_model(db, symbol, routed, day)
+    if log_prediction:
+        if in_training_window(model.row["train_end"], day):
+            raise InSampleForecastError(
+                f"{symbol} on {day:%Y-%m-%d} is inside the training window of {route.model_id} (it saw the closes up "
+                f"to {model.row['train_end']}): an in-sample forecast is not evidence, so it is not logged as served. "
+                f"The first day it can serve is {model.row['train_end']}."
+            )
+        if route != routed and (logged := _logged_request(db, symbol, f"{day:%Y-%m-%d}", route)) is not None:
+            return logged  # a broken arm's request, already answered by the deployed model
     predicted_return, predicted_close, lower, upper = forecast(model, last_close, features)
     latency_ms = (time.perf_counter() - started) * 1000
     target = next_trading_day(symbol, day, db=db)
@@ -118,28 +196,85 @@ def predict(
     )
     if not log_prediction:
         return prediction
-    rows = [_row(prediction, request_key, served=True)]
-    for arm, shadow_id in route.shadows:
-        shadow_model = load_model(shadow_id, db=db)
-        shadow_started = time.perf_counter()
-        s_ret, s_close, s_lower, s_upper = forecast(shadow_model, last_close, features)
-        shadow = Prediction(
-            symbol=symbol, as_of=prediction.as_of, target_date=prediction.target_date, last_close=last_close,
-            predicted_close=s_close, lower=s_lower, upper=s_upper, predicted_return=s_ret, model_id=shadow_id,
-            latency_ms=(time.perf_counter() - shadow_started) * 1000, experiment_id=route.experiment_id, arm=arm,
-        )
-        rows.append(_row(shadow, request_key, served=False))
+    rows = [_row(prediction, request_key, served=True), *_shadow_rows(db, prediction, route, features, request_key)]
     with transaction(db):  # BEGIN IMMEDIATE: a deferred BEGIN fails at once with "database is locked" under concurrent writers
-        table = db["predictions"]
-        table.insert_all(rows)
-        prediction_id = table.last_pk if len(rows) == 1 else _served_id(db, request_key, route.model_id)
-    return Prediction(**{**prediction.to_dict(), "prediction_id": prediction_id})
+        prediction_id = _insert_ignoring_logged(db, rows)
+    if prediction_id is None:  # another process logged the same request between our look-up and insert
+        return _logged_request(db, symbol, prediction.as_of, route)
+    return replace(prediction, prediction_id=prediction_id, logged_at=rows[0]["created_at"])
 
 
-def _served_id(db: sqlite_utils.Database, request_key: str, model_id: str) -> int:
-    return db.execute(
-        "SELECT MAX(id) FROM predictions WHERE request_key = ? AND model_id = ? AND served = 1", [request_key, model_id]
-    ).fetchone()[0]
+def _shadow_rows(db: sqlite_utils.Database, served: Prediction, route: Route, features: pd.DataFrame,
+                 request_key: str) -> list[dict]:
+    """Shadow mode: the other arms' forecasts for the same request, logged unserved (a broken arm is skipped)."""
+    rows = []
+    for arm, shadow_id in route.shadows:  # at most MAX_ARMS - 1 models
+        shadow_started = time.perf_counter()
+        try:
+            shadow_model = load_model(shadow_id, db=db)
+        except RegistryError as exc:
+            shadow_route = Route(model_id=shadow_id, experiment_id=route.experiment_id, arm=arm)
+            _report_broken_arm(db, shadow_route, exc, served.as_of, "its shadow forecasts are not logged")
+            continue
+        s_ret, s_close, s_lower, s_upper = forecast(shadow_model, served.last_close, features)
+        shadow = replace(served, predicted_close=s_close, lower=s_lower, upper=s_upper, predicted_return=s_ret,
+                         model_id=shadow_id, arm=arm, latency_ms=(time.perf_counter() - shadow_started) * 1000)
+        rows.append(_row(shadow, request_key, served=False))
+    return rows
+
+
+def _insert_ignoring_logged(db: sqlite_utils.Database, rows: list[dict]) -> int | None:
+    """INSERT OR IGNORE the served row (first) and its shadows; the served row's id, None if it was logged already.
+
+    The unique index (store migration 002) is what guarantees one row per request, also across
+    processes; a shadow row already logged for its arm is left as it is.
+    """
+    columns = list(rows[0])
+    sql = f"INSERT OR IGNORE INTO predictions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    cursor = db.conn.execute(sql, [rows[0][c] for c in columns])
+    if len(rows) > 1:
+        db.conn.executemany(sql, [[row[c] for c in columns] for row in rows[1:]])
+    return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
+def _logged_request(db: sqlite_utils.Database, symbol: str, as_of: str, route: Route) -> Prediction | None:
+    """The served row already logged for this request, if any.
+
+    Outside a test: the row of (symbol, day, model). In a test: the test's served row of that day,
+    whichever arm answered it: (symbol, day) is the request, so asking again with another request key
+    (which may hash to another arm) must not add a second arm's row for the same day.
+    """
+    if route.experiment_id is None:
+        cursor = db.execute(  # the expressions of store migration 002's unique index, so the look-up uses it
+            "SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND model_id = ? AND ifnull(experiment_id, -1) = -1 "
+            "AND ifnull(arm, '') = '' AND served = 1", [symbol, as_of, route.model_id])
+    else:
+        cursor = db.execute("SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND experiment_id = ? AND served = 1 "
+                            "ORDER BY id LIMIT 1", [symbol, as_of, route.experiment_id])
+    row = cursor.fetchone()
+    return _from_row(dict(zip([c[0] for c in cursor.description], row, strict=True))) if row else None
+
+
+def logged_forecast(symbol: str, as_of, db: sqlite_utils.Database | None = None) -> Prediction | None:
+    """The forecast served for `symbol` on trading day `as_of`, as logged (the latest if several models
+    served that day), or None. Looking at a past day reads this: a page view is not a request."""
+    db = db or get_db()
+    cursor = db.execute("SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 ORDER BY id DESC LIMIT 1",
+                        [(symbol or "").strip().upper(), _day(as_of)])
+    row = cursor.fetchone()
+    return _from_row(dict(zip([c[0] for c in cursor.description], row, strict=True))) if row else None
+
+
+def _from_row(row: dict) -> Prediction:
+    last_close, predicted_close = row["last_close"], row["predicted_close"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        predicted_return = float(np.log(predicted_close / last_close)) if last_close else float("nan")
+    return Prediction(
+        symbol=row["symbol"], as_of=row["as_of"], target_date=row["target_date"], last_close=last_close,
+        predicted_close=predicted_close, lower=row["lower"], upper=row["upper"], predicted_return=predicted_return,
+        model_id=row["model_id"], latency_ms=row["latency_ms"], experiment_id=row["experiment_id"], arm=row["arm"],
+        prediction_id=row["id"], logged_at=row["created_at"],
+    )
 
 
 def _row(prediction: Prediction, request_key: str, served: bool) -> dict:

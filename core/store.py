@@ -208,6 +208,28 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     db["audit_log"].create_index(["target"])
 
 
+def _m002_served_predictions_unique(db: sqlite_utils.Database) -> None:
+    """A served prediction is evidence: one row per (symbol, as_of, model, experiment, arm), served or shadow.
+
+    Re-viewing a page or replaying a day used to log another served row for the same request, which
+    inflated A/B sample counts and live metrics. Duplicates already stored are removed first (the
+    earliest row, the one first answered, is kept), then a unique index makes the database refuse
+    new ones. NULL experiment/arm (requests outside a test) are mapped to -1 / '' so they compare
+    equal (NULLs never do in a unique index); `served` is part of the key so an arm's served row and
+    its shadow row on another request of the same day can both exist, each at most once.
+    """
+    removed = db.execute(
+        "DELETE FROM predictions WHERE id NOT IN (SELECT MIN(id) FROM predictions "
+        "GROUP BY symbol, as_of, model_id, ifnull(experiment_id, -1), ifnull(arm, ''), served)"
+    ).rowcount
+    db.execute(
+        "CREATE UNIQUE INDEX predictions_one_row_per_request ON predictions "
+        "(symbol, as_of, model_id, ifnull(experiment_id, -1), ifnull(arm, ''), served)"
+    )
+    log.log(logging.WARNING if removed else logging.INFO,
+            "migration 002: removed %d duplicate prediction row(s) (kept the earliest of each request)", removed)
+
+
 def _m003_retrain_job_owner(db: sqlite_utils.Database) -> None:
     """Who runs a retrain job and when it last reported, so a job whose process died is told from a live one.
 
@@ -220,7 +242,9 @@ def _m003_retrain_job_owner(db: sqlite_utils.Database) -> None:
             db.execute(f"ALTER TABLE retrain_jobs ADD COLUMN {name} {kind}")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m001_initial, _m003_retrain_job_owner]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner,
+]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

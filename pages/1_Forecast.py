@@ -1,12 +1,20 @@
-"""Forecast: the next close with its interval, the deployed model against naive, and training new models."""
+"""Forecast: the next close with its interval, the deployed model against naive, and training new models.
+
+A page view is not a request. A day whose forecast was served shows the logged row; a day without
+one shows a what-if (computed, never logged); only the "Serve and log" button, offered for the
+ticker's latest data day, serves a forecast, and the serving path logs it once. User text (typed
+tickers, messages quoting them, model ids built from them) goes through `escape_markdown`.
+"""
 from datetime import timedelta
 
 import streamlit as st
 
 from core.charts import price_forecast_figure
 from core.market import MarketDataError, available_symbols, load_prices, source_label
-from core.predict import comparison_table, live_performance, predict, prediction_log
+from core.predict import (InSampleForecastError, comparison_table, in_training_window, live_performance, logged_forecast,
+                          predict, prediction_log)
 from core.registry import ModelIntegrityError, RegistryError, deployed_model, get_model, register
+from core.text import escape_markdown
 from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, train_model
 
 st.set_page_config(page_title="Forecast · ML Stock Agent", page_icon="🔮", layout="wide")
@@ -26,7 +34,7 @@ symbol = (symbol or "").strip().upper()
 try:
     prices, source = prices_for(symbol)
 except MarketDataError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))
     st.stop()
 src_col, refresh_col = st.columns([4, 1])
 src_col.caption(f"Data source: **{source_label(source)}** · {len(prices):,} trading days, "
@@ -40,10 +48,10 @@ if refresh_col.button("Refresh prices", key="fc_refresh", help="Ask yfinance aga
     prices_for.clear()
     st.rerun()
 if refreshed := st.session_state.pop("fc_refreshed", None):
-    st.info(refreshed)
+    st.info(escape_markdown(refreshed))
 
 first, last = prices.index[0].date(), prices.index[-1].date()
-picked = st.date_input("Chart range (the forecast is made on the last day)",
+picked = st.date_input("Chart range (the forecast shown is the one for its last day)",
                        (max(first, last - timedelta(days=180)), last), min_value=first, max_value=last,
                        key=f"fc_range_{symbol}")  # per ticker: each opens on its own latest data
 if not isinstance(picked, tuple) or len(picked) != 2:
@@ -52,46 +60,76 @@ if not isinstance(picked, tuple) or len(picked) != 2:
 start, as_of = picked
 window = prices.loc[str(start):str(as_of)]
 if window.empty:
-    st.error(f"No trading days for {symbol} between {start} and {as_of}.")
+    st.error(escape_markdown(f"No trading days for {symbol} between {start} and {as_of}."))
     st.stop()
 
 # --- the forecast --------------------------------------------------------------------------------------
+day = window.index[-1]  # the trading day the forecast is made on (the range may end on a weekend)
+today = prices.index[-1]  # the ticker's "today": its last data day
 model = deployed_model(symbol)
-forecast = None
-if model is None:
-    st.info(f"No model is deployed for {symbol}. Train one below, then deploy it on Model Management.")
-else:
-    # a date inside the training window is an in-sample forecast: shown, labelled, never logged as live
-    in_sample = str(as_of) <= model["train_end"]
-    memo_key = (symbol, str(as_of), model["model_id"])  # one logged prediction per request, not per rerun
+logged = logged_forecast(symbol, day)  # a page view looks the served forecast up; it never serves one
+forecast = logged.to_dict() if logged else None
+if forecast is None and model is None:
+    st.info(escape_markdown(f"No model is deployed for {symbol}. Train one below, then deploy it on Model Management."))
+elif forecast is None:
+    memo_key = (symbol, f"{day:%Y-%m-%d}", model["model_id"])  # the what-if is recomputed only when these change
     try:
         if st.session_state.get("fc_memo_key") != memo_key:
-            st.session_state["fc_memo"] = predict(symbol, as_of, log_prediction=not in_sample).to_dict()
+            st.session_state["fc_memo"] = predict(symbol, day, log_prediction=False).to_dict()
             st.session_state["fc_memo_key"] = memo_key
         forecast = st.session_state["fc_memo"]
     except (MarketDataError, RegistryError, ModelIntegrityError) as exc:
-        st.error(f"Cannot forecast {symbol} on {as_of}: {exc}")
+        st.error(escape_markdown(f"Cannot forecast {symbol} on {day:%Y-%m-%d}: {exc}"))
 
 if forecast:
+    served_by = get_model(forecast["model_id"])  # the interval is the serving model's (A/B arms differ)
+    served = served_by["metrics"]
+    in_sample = in_training_window(served_by["train_end"], forecast["as_of"])
+    is_logged = forecast.get("prediction_id") is not None
+    if is_logged:
+        logged_at = forecast["logged_at"][:16].replace("T", " ")
+        st.info(f"**Logged forecast**: served for {forecast['as_of']} and logged on {logged_at} UTC. "
+                "Viewing it again does not log it again.")
+    else:
+        st.info(f"**What-if for {forecast['as_of']}: not served, not logged.** No forecast was served for this day; "
+                "this one is computed now by the model that would serve it.")
     change = forecast["predicted_close"] / forecast["last_close"] - 1
-    served = get_model(forecast["model_id"])["metrics"]  # the interval is the serving model's (A/B arms differ)
-    money = "${:,.0f}" if forecast["upper"] >= 1000 else "${:,.2f}"
+    money = "${:,.0f}" if forecast["predicted_close"] >= 1000 else "${:,.2f}"
     c1, c2, c3, c4 = st.columns([1, 1, 1.5, 0.9])
     c1.metric(f"Close on {forecast['as_of']}", f"${forecast['last_close']:,.2f}")
     c2.metric(f"Forecast for {forecast['target_date']}", f"${forecast['predicted_close']:,.2f}", f"{change:+.2%}")
-    c3.metric(f"{served['interval_coverage_nominal']:.0%} interval",
-              f"{money.format(forecast['lower'])}–{money.format(forecast['upper'])}",
-              f"{served['interval_coverage_empirical']:.0%} covered on validation", delta_color="off",
-              delta_arrow="off")
-    c4.metric("Serving latency", f"{forecast['latency_ms']:.1f} ms")
+    if forecast["lower"] is not None and forecast["upper"] is not None:
+        c3.metric(f"{served['interval_coverage_nominal']:.0%} interval",
+                  f"{money.format(forecast['lower'])}–{money.format(forecast['upper'])}",
+                  f"{served['interval_coverage_empirical']:.0%} covered on validation", delta_color="off",
+                  delta_arrow="off")
+    else:  # a prediction recorded from outside the app carries no interval
+        c3.metric("Interval", "not logged")
+    c4.metric("Serving latency", f"{forecast['latency_ms']:.1f} ms" if forecast["latency_ms"] is not None else "n/a")
     arm = f" (arm {forecast['arm']} of A/B test #{forecast['experiment_id']})" if forecast.get("experiment_id") else ""
-    st.caption(f"Served by **{forecast['model_id']}**{arm}; deployed model: {model['model_id']}.")
+    deployed_text = f"; deployed model: {escape_markdown(model['model_id'])}" if model else ""
+    st.caption(f"{'Served' if is_logged else 'Computed'} by **{escape_markdown(forecast['model_id'])}**{arm}{deployed_text}.")
     if in_sample:
-        st.warning(f"{as_of} is inside the training window of {model['model_id']} (trained up to {model['train_end']}): "
-                   "this forecast is in-sample, says nothing about live accuracy, and was not logged.")
+        st.warning(f"{forecast['as_of']} is inside the training window of {escape_markdown(forecast['model_id'])} (trained "
+                   f"up to {served_by['train_end']}): this forecast is in-sample, says nothing about live accuracy, and "
+                   + ("was logged before such forecasts were refused." if is_logged else "was not logged."))
+    if not is_logged and day == today and not in_sample:
+        if st.button(f"Serve and log the forecast for {day:%Y-%m-%d}", type="primary", key="fc_serve",
+                     help="Serve the forecast for the latest data day through the serving path and log it once; "
+                          "A/B tests, live metrics and alerts count it."):
+            try:
+                predict(symbol, day)
+                st.rerun()
+            except (MarketDataError, RegistryError, ModelIntegrityError, InSampleForecastError) as exc:
+                st.error(escape_markdown(f"Cannot serve {symbol} on {day:%Y-%m-%d}: {exc}"))
+    elif not is_logged and day != today:
+        st.caption(f"Only the latest data day ({today:%Y-%m-%d}) can be served. A past day shows the forecast logged for it, "
+                   "or this what-if when none was served.")
 
 history = prediction_log(symbol, start=start, end=as_of)
-st.plotly_chart(price_forecast_figure(window, forecast, history, title=f"{symbol} daily prices"), key="fc_chart")
+chart_forecast = forecast and {**forecast, "lower": forecast["lower"] if forecast["lower"] is not None else forecast["predicted_close"],
+                               "upper": forecast["upper"] if forecast["upper"] is not None else forecast["predicted_close"]}
+st.plotly_chart(price_forecast_figure(window, chart_forecast, history, title=f"{symbol} daily prices"), key="fc_chart")
 
 if model is not None:
     live = live_performance(symbol, as_of=as_of, days=30)
@@ -103,10 +141,10 @@ if model is not None:
     skill_now = live["skill"] if live else model["metrics"]["skill"]
     where = "over the last 30 days live" if live else "on validation"
     if skill_now <= 0:
-        st.warning(f"{model['model_id']} loses to the naive forecast {where} (skill {skill_now:+.3f}). "
+        st.warning(f"{escape_markdown(model['model_id'])} loses to the naive forecast {where} (skill {skill_now:+.3f}). "
                    "For daily stock returns this is common: treat its forecast with that in mind.")
     else:
-        st.success(f"{model['model_id']} beats the naive forecast {where} (skill {skill_now:+.3f}).")
+        st.success(f"{escape_markdown(model['model_id'])} beats the naive forecast {where} (skill {skill_now:+.3f}).")
     st.caption("Direction % for naive is the share of up days (the \"always up\" baseline): naive itself predicts no move.")
 
 # --- train a new model ---------------------------------------------------------------------------------
@@ -138,7 +176,7 @@ if submitted:
         new_id = register(trained, reason=f"trained from the Forecast page on {as_of}", actor="ui")
     except (MarketDataError, ValueError) as exc:
         bar.empty()
-        st.error(str(exc))
+        st.error(escape_markdown(str(exc)))
     else:
         m = trained.metrics
         st.session_state["fc_trained"] = (new_id, m["mae"], m["naive"]["mae"], m["skill"])
@@ -147,6 +185,7 @@ if submitted:
 if trained_info := st.session_state.get("fc_trained"):
     new_id, mae, naive_mae, skill_value = trained_info
     verdict = "beats" if skill_value > 0 else "does not beat"
-    st.success(f"Registered **{new_id}** as a candidate: validation MAE ${mae:.3f} vs naive ${naive_mae:.3f} "
+    # \$: two dollar signs in one markdown string would render the text between them as LaTeX
+    st.success(f"Registered **{escape_markdown(new_id)}** as a candidate: validation MAE \\${mae:.3f} vs naive \\${naive_mae:.3f} "
                f"(skill {skill_value:+.3f}, {verdict} naive). Review and deploy it on Model Management.")
     st.page_link("pages/2_Model_Management.py", label="Open Model Management", icon="🗂️")

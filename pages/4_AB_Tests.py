@@ -1,4 +1,8 @@
-"""A/B Tests: set up a test between model versions, watch it fill, read a decision you can trust, deploy the winner."""
+"""A/B Tests: set up a test between model versions, watch it fill, read a decision you can trust, deploy the winner.
+
+Experiment names are user text: every message that shows one goes through `escape_markdown`
+(flash messages are stored escaped), so a name is never rendered as a link, image or HTML.
+"""
 import pandas as pd
 import streamlit as st
 
@@ -8,13 +12,14 @@ from core.charts import ab_cumulative_mae_figure, ab_error_distribution_figure, 
 from core.config import get_settings
 from core.market import MarketDataError, available_symbols, last_trading_day
 from core.registry import CertificationRequired, RegistryError
+from core.text import escape_markdown
 
 st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="🧪", layout="wide")
 st.title("🧪 A/B Tests")
 st.caption(f"Decision rule in force: **{abtest.DECISION_RULE}**. Welch's / the paired t-test are shown for reference: "
            "they are only valid if you look once, at the planned end.")
 
-for kind in ("success", "error"):
+for kind in ("success", "error"):  # flash messages are stored already escaped (see the module docstring)
     if message := st.session_state.pop(f"ab_flash_{kind}", None):
         getattr(st, kind)(message)
 
@@ -61,11 +66,11 @@ with st.expander("New A/B test", expanded=experiments.empty):
                         new_id = abtest.create_experiment(name, symbol, [(m, s / 100) for m, s in arms], start,
                                                           int(duration), int(min_samples), float(confidence),
                                                           shadow=shadow, actor="ui")
-                        st.session_state["ab_flash_success"] = f"Test #{new_id} '{name}' started on {symbol}."
+                        st.session_state["ab_flash_success"] = escape_markdown(f"Test #{new_id} '{name}' started on {symbol}.")
                         st.session_state["ab_test"] = new_id  # show the new test below
                         st.rerun()
                     except ExperimentError as exc:
-                        st.error(str(exc))
+                        st.error(escape_markdown(str(exc)))
 
 if experiments.empty:
     st.stop()
@@ -76,7 +81,7 @@ ids = list(labels)
 selected = st.selectbox("Test", ids, format_func=labels.get, key="ab_test")
 analysis = abtest.analyze(selected)
 exp, result = analysis.experiment, analysis.comparison
-st.subheader(f"#{exp['id']} {exp['name']}")
+st.subheader(escape_markdown(f"#{exp['id']} {exp['name']}"))
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Status", exp["status"], f"{exp['start_date']} → {exp['end_date']}", delta_color="off", delta_arrow="off")
 m2.metric("Winner", f"arm {analysis.winner}" if analysis.winner else "none yet",
@@ -85,7 +90,7 @@ m3.metric("Improvement", f"{analysis.improvement_pct:+.1f}%", f"{exp['metric'].u
 m4.metric("Sample ratio", "MISMATCH" if result.srm_flag else "OK",
           f"chi-square p = {result.srm_p:.3g}" if result.srm_p is not None else "no traffic yet",
           delta_color="red" if result.srm_flag else "off", delta_arrow="off")
-(st.warning if result.srm_flag else st.success if analysis.significant else st.info)(analysis.recommendation)
+(st.warning if result.srm_flag else st.success if analysis.significant else st.info)(escape_markdown(analysis.recommendation))
 
 st.dataframe(analysis.arms, hide_index=True, column_config={
     "MAE $": st.column_config.NumberColumn(format="$%.3f"), "RMSE $": st.column_config.NumberColumn(format="$%.3f"),
@@ -113,26 +118,40 @@ if exp["status"] != "running":
 
 # --- replay and stop -------------------------------------------------------------------------------------
 with st.expander("Replay historical days through the serving path"):
-    with st.form("ab_replay"):
-        r1, r2 = st.columns(2)
-        replay_start = r1.date_input("From", pd.Timestamp(exp["start_date"]).date(), key="ab_replay_start")
-        replay_end = r2.date_input("To", pd.Timestamp(exp["end_date"]).date(), key="ab_replay_end")
-        if st.form_submit_button("Replay"):
-            with st.status("Replaying...", expanded=False) as status:
-                try:
-                    days = abtest.simulate(exp["id"], replay_start, replay_end)
-                    status.update(label=f"Replayed {days} trading days", state="complete")
-                    st.rerun()
-                except (ExperimentError, MarketDataError, RegistryError) as exc:
-                    status.update(label="Replay failed", state="error")
-                    st.error(str(exc))
+    try:
+        first_day, last_day = (pd.Timestamp(d).date() for d in abtest.replay_bounds(exp))
+    except (MarketDataError, RegistryError) as exc:
+        st.error(escape_markdown(f"Cannot replay this test: {exc}"))
+        first_day = last_day = None
+    if first_day is not None and first_day > last_day:
+        st.info(f"Nothing to replay: the arms are trained up to {first_day}, after the last day this test can cover ({last_day}).")
+    elif first_day is not None:
+        st.caption(f"Days this test can replay: {first_day} to {last_day} (inside the test's dates, none inside an arm's "
+                   "training window). A day already served is not logged again.")
+        with st.form(f"ab_replay_{exp['id']}"):  # keyed by test: switching tests starts from that test's dates
+            r1, r2 = st.columns(2)
+            replay_start = r1.date_input("From", first_day, key=f"ab_replay_start_{exp['id']}")
+            replay_end = r2.date_input("To", last_day, key=f"ab_replay_end_{exp['id']}")
+            if st.form_submit_button("Replay"):
+                with st.status("Replaying...", expanded=False) as status:
+                    try:
+                        days = abtest.simulate(exp["id"], replay_start, replay_end)
+                        status.update(label=f"Replayed {days} trading days", state="complete")
+                        st.session_state["ab_flash_success"] = escape_markdown(
+                            f"Replayed {days} trading days, {replay_start} to {replay_end}; days already served were "
+                            "not logged again.")
+                        st.rerun()
+                    except (ExperimentError, MarketDataError, RegistryError) as exc:
+                        status.update(label="Replay refused", state="error")
+                        st.error(escape_markdown(str(exc)))
 
 if st.button("Stop and deploy winner", type="primary", key="ab_stop"):
     st.session_state["ab_pending_stop"] = exp["id"]
 if st.session_state.get("ab_pending_stop") == exp["id"]:
     with st.container(border=True):
-        target = f"deploy arm {analysis.winner} (**{analysis.winner_model_id}**)" if analysis.winner_model_id else "deploy nothing (no winner)"
-        st.markdown(f"Confirm: stop **{exp['name']}** and {target}?")
+        target = (f"deploy arm {analysis.winner} (**{escape_markdown(analysis.winner_model_id)}**)" if analysis.winner_model_id
+                  else "deploy nothing (no winner)")
+        st.markdown(f"Confirm: stop **{escape_markdown(exp['name'])}** and {target}?")
         override = False
         if st.session_state.get("ab_needs_override") == exp["id"]:
             override = st.checkbox("Deploy the uncertified winner anyway (override, recorded in the audit log)", key="ab_override")
@@ -140,14 +159,15 @@ if st.session_state.get("ab_pending_stop") == exp["id"]:
         if b1.button("Confirm", type="primary", key="ab_confirm"):
             try:
                 done = abtest.stop(exp["id"], deploy_winner=True, actor="ui", override=override)
-                st.session_state["ab_flash_success"] = (f"Stopped. Deployed {done['deployed']}." if done["deployed"]
-                                                        else f"Stopped. Nothing deployed. {done['recommendation']}")
+                st.session_state["ab_flash_success"] = escape_markdown(
+                    f"Stopped. Deployed {done['deployed']}." if done["deployed"]
+                    else f"Stopped. Nothing deployed. {done['recommendation']}")
                 st.session_state.pop("ab_pending_stop", None)
             except CertificationRequired as exc:
                 st.session_state["ab_needs_override"] = exp["id"]
-                st.session_state["ab_flash_error"] = f"{exc} Tick the override box to deploy it anyway."
+                st.session_state["ab_flash_error"] = escape_markdown(f"{exc} Tick the override box to deploy it anyway.")
             except (ExperimentError, RegistryError) as exc:
-                st.session_state["ab_flash_error"] = str(exc)
+                st.session_state["ab_flash_error"] = escape_markdown(str(exc))
                 st.session_state.pop("ab_pending_stop", None)
             st.rerun()
         if b2.button("Cancel", key="ab_cancel"):

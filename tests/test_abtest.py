@@ -191,13 +191,13 @@ def test_analyze_stop_and_deploy_winner_with_audit(registry_copy):
     from core.registry import CertificationRequired, deployed_model, get_model
 
     champion, other = _models("MSFT")
-    experiment_id = create_experiment("external msft", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-01-02",
-                                      min_samples=30)
+    experiment_id = create_experiment("external msft", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-03-01",
+                                      duration_days=120, min_samples=30)  # after both arms' training window
     rng = np.random.default_rng(8)
     for day in range(80):  # arm B's outside predictions are much closer to the actual
         model, spread = (champion, 1.0) if day % 2 == 0 else (other, 0.3)
         actual = 30 + rng.normal()
-        pid = record_prediction(experiment_id, model, actual + rng.normal(0, spread), as_of=f"2012-{1 + day // 28:02d}-{1 + day % 28:02d}",
+        pid = record_prediction(experiment_id, model, actual + rng.normal(0, spread), as_of=f"2012-{3 + day // 28:02d}-{1 + day % 28:02d}",
                                 last_close=30.0)
         record_actual(pid, actual)
     analysis = analyze(experiment_id)

@@ -53,3 +53,55 @@ def test_create_through_form_then_stop(registry_copy):
     row = list(registry_copy.query("SELECT status, winner FROM experiments WHERE name = 'MSFT rf vs xgb'"))[0]
     assert row["status"] == "stopped" and row["winner"] is None  # no data yet: nothing to deploy
     assert list(registry_copy.query("SELECT 1 FROM audit_log WHERE action = 'stop_experiment' AND actor = 'ui'"))
+
+
+def _count(db) -> int:
+    return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+
+
+def test_replay_form_offers_the_allowed_days_and_refuses_others(registry_copy):
+    """The form opens on this test's replayable days; a day inside the arms' training window is refused
+    with the first allowed day; replaying the same days twice logs them once."""
+    from datetime import date
+
+    from core.abtest import create_experiment
+    from core.registry import deployed_model, list_models
+    from core.text import escape_markdown
+
+    champion = deployed_model("MSFT")["model_id"]
+    other = next(m["model_id"] for m in list_models("MSFT") if m["model_id"] != champion)
+    experiment_id = create_experiment("MSFT early", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-01-03", duration_days=90)
+    at = page_app(PAGE).run()
+    assert at.selectbox(key="ab_test").value == experiment_id
+    start, end = at.date_input(key=f"ab_replay_start_{experiment_id}"), at.date_input(key=f"ab_replay_end_{experiment_id}")
+    assert (start.value, end.value) == (date(2012, 2, 28), date(2012, 4, 1))  # from the arms' training end to the test's end
+    before = _count(registry_copy)
+
+    start.set_value(date(2012, 1, 10))
+    next(b for b in at.button if b.label == "Replay").click().run()
+    assert not at.exception
+    assert any(escape_markdown("first allowed day is 2012-02-28") in e.value for e in at.error)
+    assert _count(registry_copy) == before
+
+    at.date_input(key=f"ab_replay_start_{experiment_id}").set_value(date(2012, 2, 28))
+    at.date_input(key=f"ab_replay_end_{experiment_id}").set_value(date(2012, 3, 5))
+    for _ in range(2):  # the second replay of the same days finds them logged
+        next(b for b in at.button if b.label == "Replay").click().run()
+        assert not at.exception and not at.error
+        assert any("Replayed 5 trading days" in s.value for s in at.success)
+        assert _count(registry_copy) == before + 5
+
+
+def test_a_name_with_markup_created_through_the_form_is_shown_literally(registry_copy):
+    from core.text import escape_markdown
+
+    evil = "[click](http://evil.example) <img src=x onerror=alert(1)> **bold**"
+    at = page_app(PAGE).run()
+    at.selectbox(key="ab_symbol").set_value("MSFT").run()
+    at.text_input(key="ab_name").input(evil)
+    next(b for b in at.button if b.label == "Create test").click().run()
+    assert not at.exception and not at.error
+    message = next(s.value for s in at.success if "started on MSFT" in s.value)
+    assert escape_markdown(evil) in message and evil not in message
+    assert any(s.value.endswith(escape_markdown(evil)) for s in at.subheader)
+    assert evil in _listed_names(at)

@@ -51,8 +51,9 @@ def test_training_run_registers_a_candidate(app):
     _train_button(at).click().run()
     assert not at.exception
     message = at.success[-1].value
-    assert "Registered **xgb_v" in message and "as a candidate" in message
-    model_id = message.split("**")[1]
+    assert "Registered **xgb\\_v" in message and "as a candidate" in message  # the id is shown escaped, literally
+    assert "MAE \\$" in message  # dollars escaped: two of them would render the text between as LaTeX
+    model_id = message.split("**")[1].replace("\\", "")
     model = get_model(model_id)
     assert model["status"] == "candidate" and model["params"]["n_estimators"] == 50
     from core.registry import archive
@@ -91,3 +92,67 @@ def test_refresh_asks_yfinance_again_and_says_what_answered(app, monkeypatch):
     assert not at.exception
     assert calls, "the refresh must try yfinance"
     assert any("AAPL reloaded from bundled offline data" in i.value for i in at.info)
+
+
+def _count(db) -> int:
+    return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+
+
+def _set_end(at, end: str):
+    from datetime import date
+
+    return at.date_input(key="fc_range_AAPL").set_value((date(2012, 3, 1), pd.Timestamp(end).date())).run()
+
+
+def test_a_page_view_is_not_a_request(app, registry_copy):
+    """Past days are looked up, never served; only the button serves the latest day, once; moving the
+    date back and forth, reruns and refreshes leave the prediction count unchanged."""
+    from core.predict import logged_forecast
+
+    at = app.run()  # opens on the last data day, 2013-03-01, never served in the demo: a what-if
+    before = _count(registry_copy)
+    assert not at.exception
+    assert any("not served, not logged" in i.value for i in at.info)
+    assert at.button(key="fc_serve")
+
+    _set_end(at, "2012-08-15")  # a replayed day: its logged forecast is shown as logged
+    logged = logged_forecast("AAPL", "2012-08-15")
+    assert any("Logged forecast" in i.value and "logged on" in i.value for i in at.info)
+    forecast_metric = next(m for m in at.metric if m.label.startswith("Forecast for"))
+    assert forecast_metric.label == f"Forecast for {logged.target_date}"
+    assert forecast_metric.value == f"${logged.predicted_close:,.2f}"
+    assert not any(b.key == "fc_serve" for b in at.button)
+
+    _set_end(at, "2012-10-01")  # after the replay, before today: a what-if, never served
+    assert any("not served, not logged" in i.value for i in at.info)
+    assert not any(b.key == "fc_serve" for b in at.button)
+    assert any("Only the latest data day" in c.value for c in at.caption)
+
+    for end in ("2012-08-15", "2012-10-01", "2013-03-01", "2012-08-15", "2013-03-01"):
+        _set_end(at, end).run()  # back and forth, and a rerun each time
+        assert not at.exception
+    app_again = page_app(PAGE).run()  # a refresh: a new session
+    assert not app_again.exception
+    assert _count(registry_copy) == before
+
+    at.button(key="fc_serve").click().run()  # the explicit request for today: served and logged once
+    assert not at.exception
+    assert _count(registry_copy) == before + 1
+    served = logged_forecast("AAPL", "2013-03-01")
+    assert any("Logged forecast" in i.value for i in at.info) and not any(b.key == "fc_serve" for b in at.button)
+    at.run()
+    page_app(PAGE).run()
+    _set_end(at, "2012-08-15")
+    _set_end(at, "2013-03-01")
+    assert _count(registry_copy) == before + 1
+    assert logged_forecast("AAPL", "2013-03-01").prediction_id == served.prediction_id
+
+
+def test_a_typed_ticker_with_markup_is_shown_literally(app):
+    from core.text import escape_markdown
+
+    app.session_state["fc_symbol"] = "[x](http://evil.example)"
+    at = app.run()
+    assert not at.exception
+    message = next(e.value for e in at.error if "Unknown ticker" in e.value)
+    assert escape_markdown("[X](HTTP://EVIL.EXAMPLE)") in message and "](HTTP" not in message

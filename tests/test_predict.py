@@ -31,22 +31,38 @@ def test_non_trading_day_uses_the_last_close_before_it(demo_registry):
     assert p.as_of == "2012-06-01"
 
 
-def test_logged_prediction_and_backfill(demo_registry):
+def test_logged_prediction_and_backfill(registry_copy):
     before = len(serving.prediction_log("MSFT"))
-    p = serving.predict("MSFT", "2011-03-01", request_key="test-backfill")
+    p = serving.predict("MSFT", "2012-10-01", request_key="test-backfill")  # after the replayed days: not logged yet
     log = serving.prediction_log("MSFT")
     assert len(log) == before + 1
     row = log.loc[log["id"] == p.prediction_id].iloc[0]
     assert pd.isna(row["actual_close"]) and row["request_key"] == "test-backfill"
-    filled = serving.backfill_actuals("2011-03-02", symbol="MSFT")
+    assert p.logged_at == row["created_at"]
+    filled = serving.backfill_actuals("2012-10-02", symbol="MSFT")
     assert filled >= 1
     row = serving.prediction_log("MSFT").set_index("id").loc[p.prediction_id]
     from core.market import load_prices
 
-    assert row["actual_close"] == pytest.approx(load_prices("MSFT").loc["2011-03-02", "close"])
-    from core.store import get_db
+    assert row["actual_close"] == pytest.approx(load_prices("MSFT").loc["2012-10-02", "close"])
 
-    get_db().execute("DELETE FROM predictions WHERE id = ?", [p.prediction_id])
+
+def test_a_request_is_logged_once(registry_copy):
+    first = serving.predict("MSFT", "2012-10-01")
+    again = serving.predict("MSFT", "2012-10-01", request_key="another key, same request")
+    assert again.prediction_id == first.prediction_id and again.predicted_close == first.predicted_close
+    assert again.logged_at == first.logged_at
+    assert len(serving.prediction_log("MSFT", start="2012-10-01", end="2012-10-01", served_only=False)) == 1
+    assert serving.logged_forecast("MSFT", "2012-10-01").prediction_id == first.prediction_id
+    assert serving.logged_forecast("MSFT", "2012-10-02") is None
+
+
+def test_in_training_window_is_refused_when_logging(demo_registry):
+    with pytest.raises(serving.InSampleForecastError, match="first day it can serve is 2012-02-28"):
+        serving.predict("MSFT", "2011-03-01")
+    what_if = serving.predict("MSFT", "2011-03-01", log_prediction=False)  # a what-if is allowed, and not logged
+    assert what_if.prediction_id is None and what_if.logged_at is None
+    assert serving.logged_forecast("MSFT", "2011-03-01") is None
 
 
 def test_live_performance_matches_the_log(demo_registry):

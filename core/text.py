@@ -1,0 +1,30 @@
+"""Showing stored user text literally: experiment names, reasons, typed tickers, messages that quote them.
+
+Streamlit renders markdown (links, images, emphasis, headings, LaTeX, emoji shortcodes) in
+`st.markdown`, `st.write`, `st.title`, `st.subheader`, `st.success`, `st.error`... A user string put
+there unescaped is markup, not text: a name like ``[click](http://evil.example)`` becomes a link.
+`escape_markdown` backslash-escapes every character markdown could act on, so the rendered text is
+the string as typed. It lives in its own module, at the bottom of core's layers (no imports), so
+every page and core module can use it without reaching across layers.
+"""
+from __future__ import annotations
+
+import re
+
+# CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start or
+# close markup: links/images [ ] ( ) !, emphasis * _ ~, code `, headings #, HTML and block quotes
+# < >, tables |, lists and rules + - . =, entities &, Streamlit's LaTeX $ and :emoji: / :color[...]
+# directives, and the backslash itself (escaped first, so the escapes added here stay escapes).
+MARKDOWN_SPECIAL = "\\`*_{}[]()#+-.!|~<>$:&="
+_SPECIAL_RE = re.compile("([" + re.escape(MARKDOWN_SPECIAL) + "])")
+
+
+def escape_markdown(text: str) -> str:
+    r"""`text` escaped so markdown shows it literally (no link, image, HTML, emphasis or heading).
+
+    >>> print(escape_markdown("[click](http://x) <b>**bold**</b>"))
+    \[click\]\(http\://x\) \<b\>\*\*bold\*\*\</b\>
+    >>> escape_markdown("AAPL")
+    'AAPL'
+    """
+    return _SPECIAL_RE.sub(r"\\\1", str(text))
