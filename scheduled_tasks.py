@@ -34,7 +34,7 @@ from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
 from core.monitoring import run_daily_cycle
 from core.registry import list_models
-from core.store import StoreError, check_writable, get_db, scheduler_lock_path
+from core.store import StoreError, check_writable, describe_error, get_db, scheduler_lock_path
 
 log = logging.getLogger("scheduler")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_DB_UNAVAILABLE, EXIT_BEYOND_DATA = 0, 1, 2, 3, 4, 5
@@ -237,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     except SchedulerLocked as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_LOCKED
-    except StoreError as exc:
-        print(f"database unavailable: {exc}", file=sys.stderr)
+    except (StoreError, OSError) as exc:  # OSError: the lock file on a read-only or full disk
+        message = describe_error(exc)
+        if message is None:
+            raise
+        print(f"database unavailable: {message}", file=sys.stderr)
         return EXIT_DB_UNAVAILABLE
     except BeyondDataError as exc:
         print(f"date beyond the data: {exc}", file=sys.stderr)

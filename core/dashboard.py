@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,19 @@ SPARK_WINDOW = 20       # rolling MAE window (trading days) of the sparkline
 SPARK_POINTS = 120      # days shown in the sparkline
 LATEST_ALERTS = 5
 _FAR_FUTURE = "9999-12-31"
+# Markdown, HTML and Streamlit's own syntax ($ LaTeX, :colour[...] directives); each is shown as itself
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]()#<>!|~$:{}])")
+
+
+def escape_markdown(text: object) -> str:
+    r"""`text` as literal text inside st.markdown / st.caption / st.error: every character Markdown, HTML
+    or Streamlit would interpret gets a backslash, so a stored name like "[click](http://x)" or
+    "<img src=x>" is shown as typed, never rendered as a link, image or tag.
+
+    >>> escape_markdown("**A** [x](y) <b>")
+    '\\*\\*A\\*\\* \\[x\\]\\(y\\) \\<b\\>'
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
 
 
 def _until(as_of) -> str:

@@ -264,6 +264,8 @@ def classify(exc: BaseException, path: str | Path | None = None, waited_s: float
         return exc
     path = Path(path or get_settings().db_path)
     if isinstance(exc, OSError) and not isinstance(exc, sqlite3.Error):
+        if exc.filename and not _beside_database(Path(str(exc.filename)), path):
+            return None  # another file (a model artifact, a cache): see `_file_fault`
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return _disk_full(path)
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -298,16 +300,45 @@ def classify(exc: BaseException, path: str | Path | None = None, waited_s: float
     return None
 
 
+def _beside_database(target: Path, path: Path) -> bool:
+    """Is `target` the database, one of its -wal / -shm / -journal / scheduler lock files, or their folder?"""
+    real = os.path.realpath(path)
+    family = {real, real + "-wal", real + "-shm", real + "-journal", os.path.dirname(real), str(scheduler_lock_path(real))}
+    return os.path.realpath(target) in family
+
+
+def _file_fault(exc: OSError) -> str | None:
+    """A full disk or a read-only place met while writing a file that is not the database (model
+    artifacts, SHAP caches): the same plain words, naming that file."""
+    if not exc.filename:
+        return None
+    target = Path(str(exc.filename))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        space = _free_space(target)
+        free = f" ({_size(space[0])} free of {_size(space[1])})" if space else ""
+        return f"Cannot write {target}: the disk holding it is full{free}. Nothing stored was lost; free some space and retry."
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        folder = _existing(target.parent)
+        with contextlib.suppress(OSError):
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return f"Cannot write {target}: the file system mounted at {_mount_point(folder)} is read-only."
+        return (f"Cannot write {target}: permission denied ({exc.strerror}); give the user running the app write "
+                f"access to {folder}.")
+    return None
+
+
 def describe_error(exc: BaseException) -> str | None:
     """The message for a user if `exc` (or an exception it was raised from, e.g. inside pandas) is a
-    database fault, else None. Pages and the scheduler show this text instead of a traceback."""
+    database fault or a full / read-only disk, else None. Pages and the scheduler show this text
+    instead of a traceback; secrets are redacted."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         fault = classify(current)
-        if fault is not None:
-            return redact(str(fault))
+        text = str(fault) if fault is not None else _file_fault(current) if isinstance(current, OSError) else None
+        if text is not None:
+            return redact(text)
         current = current.__cause__ or current.__context__
     return None
 
