@@ -146,6 +146,9 @@ def _progress_bar(done: int, total: int, label: str, width: int = 30) -> None:
 def run_once(as_of, stop: threading.Event, refresh_prices: bool = False) -> int:
     """One cycle; `as_of=None` is the data's last day (per ticker)."""
     summary = run_daily_cycle(as_of, should_stop=stop.is_set, refresh_prices=refresh_prices)
+    if summary["as_of"] is None:
+        print("No deployed model: nothing to run (deploy one on Model Management).", flush=True)
+        return EXIT_OK
     print(f"{summary['as_of']}: {summary['ok']} ok, {summary['failed']} failed in {summary['seconds']:.1f} s"
           + (" (stopped)" if summary["stopped"] else ""), flush=True)
     for entry in summary["models"]:

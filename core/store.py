@@ -176,7 +176,14 @@ def _open_by(real: str, me: int) -> list[int]:
 
 
 def _mount_point(path: Path) -> Path:
+    """The mount point holding `path`: the longest one in /proc/self/mounts that contains it (a bind mount
+    of a folder on the same device is invisible to os.path.ismount), else the os.path.ismount walk."""
     path = path.resolve()
+    with contextlib.suppress(OSError):
+        targets = [line.split()[1].encode().decode("unicode_escape") for line in Path("/proc/self/mounts").read_text().splitlines()]
+        holding = [Path(t) for t in targets if path == Path(t) or Path(t) in path.parents]
+        if holding:
+            return max(holding, key=lambda t: len(t.parts))
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return path
