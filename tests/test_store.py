@@ -1,5 +1,6 @@
 """Store: migrations, version guard, transactions."""
 import sqlite3
+import threading
 
 import pytest
 
@@ -77,8 +78,6 @@ def test_describe_error_finds_a_fault_raised_inside_pandas(tmp_path):
 
 
 def test_busy_timeout_comes_from_settings_and_pages_get_a_shorter_one(tmp_path, monkeypatch):
-    import threading
-
     monkeypatch.setenv("MLSA_DB_BUSY_TIMEOUT", "12")
     monkeypatch.setenv("MLSA_PAGE_BUSY_TIMEOUT", "2")
     seen = {}
