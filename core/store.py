@@ -130,7 +130,7 @@ def _identity(path: str | Path) -> tuple[int, int, int] | None:
 
 
 def lock_holders(path: str | Path) -> list[str]:
-    """Who holds a lock on the database at `path`, writers first, e.g. ["the scheduler (pid 12, python
+    """Who holds a lock on the database at `path`, writers first, e.g. ["the scheduler (pid 12: python
     scheduled_tasks.py --once)"]. From /proc/locks (POSIX locks on the file and its -wal / -shm, the
     scheduler's flock); then, within HOLDER_SCAN_BUDGET_S, processes with the file open. [] if unknown."""
     real = os.path.realpath(path)
@@ -141,14 +141,9 @@ def lock_holders(path: str | Path) -> list[str]:
     me = os.getpid()
     writers = [pid for kind, mode, pid, key in locks if key in files and mode == "WRITE" and pid not in (me, -1)]
     readers = [pid for kind, mode, pid, key in locks if key in files and mode != "WRITE" and pid not in (me, -1)]
-    pids = list(dict.fromkeys(writers or readers))
-    if not pids:
-        pids = _open_by(real, me)
-    named = []
-    for pid in pids:
-        who = "the scheduler" if pid in scheduler_pids else "process"
-        named.append(f"{who} (pid {pid}: {_command_line(pid)})" if who == "the scheduler" else f"pid {pid} ({_command_line(pid)})")
-    return named
+    pids = list(dict.fromkeys(writers or readers)) or _open_by(real, me)
+    return [f"the scheduler (pid {pid}: {_command_line(pid)})" if pid in scheduler_pids
+            else f"pid {pid} ({_command_line(pid)})" for pid in pids]
 
 
 def _open_by(real: str, me: int) -> list[int]:
@@ -425,9 +420,16 @@ class _Connection(sqlite3.Connection):
 
 # --- connections ----------------------------------------------------------------------------------------
 
+PAGE_THREAD_PREFIX = "ScriptRunner."  # Streamlit runs each page script in a thread named like this
+
+
 def _busy_timeout_s() -> float:
-    """This thread's busy timeout: the page setting once `page_guard` ran in it, else the default (30 s)."""
-    return getattr(_local, "busy_timeout_s", None) or get_settings().db_busy_timeout_s
+    """This thread's busy timeout: the page setting (5 s) once `page_guard` ran in it or in any Streamlit
+    script thread (so a page without a guard still never waits 30 s), else the default (30 s)."""
+    chosen = getattr(_local, "busy_timeout_s", None)
+    if chosen is None and threading.current_thread().name.startswith(PAGE_THREAD_PREFIX):
+        chosen = get_settings().page_busy_timeout_s
+    return chosen or get_settings().db_busy_timeout_s
 
 
 def get_db(path: str | Path | None = None) -> sqlite_utils.Database:

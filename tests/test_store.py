@@ -89,11 +89,15 @@ def test_busy_timeout_comes_from_settings_and_pages_get_a_shorter_one(tmp_path, 
         with store.page_guard(lambda message: None, lambda: None):
             seen["page"] = store.get_db(tmp_path / "a.db").execute("PRAGMA busy_timeout").fetchone()[0]
 
-    for target in (scheduler_thread, page_thread):
-        thread = threading.Thread(target=target)
+    def unguarded_page_thread():  # a page that does not use page_guard (yet) still gets the short timeout
+        seen["unguarded page"] = store.get_db(tmp_path / "a.db").execute("PRAGMA busy_timeout").fetchone()[0]
+
+    for target, name in ((scheduler_thread, "worker"), (page_thread, "worker"),
+                         (unguarded_page_thread, store.PAGE_THREAD_PREFIX + "scriptThread")):
+        thread = threading.Thread(target=target, name=name)
         thread.start()
         thread.join()
-    assert seen == {"scheduler": 12_000, "page": 2_000}
+    assert seen == {"scheduler": 12_000, "page": 2_000, "unguarded page": 2_000}
 
 
 def test_where_clause_binds_given_filters_only():
