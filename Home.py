@@ -6,6 +6,8 @@ import streamlit as st
 
 from core.charts import skill_color, sparkline
 from core.dashboard import LIVE_DAYS, SPARK_WINDOW, load_dashboard
+from core.text import escape_markdown
+from core.store import page_guard
 
 ROOT = Path(__file__).resolve().parent
 PAGES = [  # (file, label, icon): a page is linked only once its file exists
@@ -33,7 +35,8 @@ st.markdown(
     "Every number below comes from stored data: the model registry, the prediction log and the monitoring tables."
 )
 
-board = load_dashboard()
+with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
+    board = load_dashboard()
 counts, run = board.counts, board.last_run
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Deployed tickers", f"{counts['deployed']} / {counts['tickers']}")
@@ -68,7 +71,7 @@ if board.sparklines:
     cards = st.columns(min(4, len(board.sparklines)))
     for i, (symbol, series) in enumerate(board.sparklines.items()):
         with cards[i % len(cards)].container(border=True):
-            st.markdown(f"**{symbol}** · ${series.iloc[-1]:.3f} on {series.index[-1]:%Y-%m-%d}")
+            st.markdown(f"**{escape_markdown(symbol)}** · ${series.iloc[-1]:.3f} on {series.index[-1]:%Y-%m-%d}")
             st.caption(f"from {series.attrs['source']}")
             st.plotly_chart(sparkline(series, skill_color(skills.get(symbol))), key=f"home_spark_{symbol}",
                             width="stretch", config={"displayModeBar": False})

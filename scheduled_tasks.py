@@ -1,12 +1,14 @@
 """The scheduler: runs the daily monitoring cycle (core.monitoring.run_daily_cycle) on a `schedule` loop.
 
     python scheduled_tasks.py                      # loop: the cycle every day at MLSA_DRIFT_CHECK_TIME (06:00)
-    python scheduled_tasks.py --once [--as-of D]   # one cycle and exit (cron); exit 1 if any model failed
+    python scheduled_tasks.py --once [--as-of D]   # one cycle and exit (cron); default: the data's last day
     python scheduled_tasks.py --replay START END   # the cycle for each trading day in [START, END]
 
-A lock file beside the database (`<db>.scheduler.lock`, an exclusive `flock`, released by the OS
-when the process dies) keeps two schedulers from running at once. SIGTERM and Ctrl-C stop the
-cycle cleanly between two steps.
+"Today" is the last trading day the data has (per ticker), never the wall clock; a day beyond the
+data is refused. One scheduler per database file: an exclusive `flock` on `<real db path>.scheduler.lock`
+(the path with every symlink and `..` resolved) and on a lock named after the file's device and inode
+(so a bind mount or hard link of the same file is the same database), released by the OS when the
+process dies. SIGTERM and Ctrl-C stop the cycle cleanly between two steps.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,12 +30,22 @@ import pandas as pd
 import schedule
 
 from core.config import get_settings
+from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
 from core.monitoring import run_daily_cycle
 from core.registry import list_models
+from core.store import StoreError, check_writable, describe_error, get_db, scheduler_lock_path
 
 log = logging.getLogger("scheduler")
-EXIT_OK, EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_DB_UNAVAILABLE, EXIT_BEYOND_DATA = 0, 1, 2, 3, 4, 5
+EXIT_CODES = """exit codes:
+  0  every model's cycle succeeded (or the loop was stopped)
+  1  a cycle step failed for at least one model (the failures are printed)
+  2  usage error: bad option, bad date, START after END
+  3  another scheduler holds the lock on this database file
+  4  the database is unavailable: busy, read-only, disk full or damaged (the line says which)
+  5  the date is beyond the data: the message names the data's last trading day; nothing was stored
+"""
 
 
 class SchedulerLocked(RuntimeError):
@@ -40,14 +53,22 @@ class SchedulerLocked(RuntimeError):
 
 
 def lock_path() -> Path:
-    db_path = get_settings().db_path
-    return db_path.with_name(db_path.name + ".scheduler.lock")
+    """The lock beside the database's real path (see `core.store.scheduler_lock_path`)."""
+    return scheduler_lock_path(get_settings().db_path)
 
 
-@contextlib.contextmanager
-def scheduler_lock(path: Path | None = None) -> Iterator[Path]:
-    """Hold an exclusive, non-blocking flock on `path` for the scheduler's lifetime."""
-    path = path or lock_path()
+def _identity_lock_path(db_path: Path) -> Path | None:
+    """A lock named after the database file's (device, inode), so two paths that reach the same file
+    without a symlink (a bind mount, a hard link) still share one scheduler. None before the file exists."""
+    try:
+        st = os.stat(db_path)
+    except OSError:
+        return None
+    return Path(tempfile.gettempdir()) / f"mlsa-scheduler-{st.st_dev}-{st.st_ino}.lock"
+
+
+def _take(path: Path, handles: list) -> None:
+    """An exclusive, non-blocking flock on `path`, with our pid in the file; SchedulerLocked if taken."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")
     try:
@@ -56,16 +77,29 @@ def scheduler_lock(path: Path | None = None) -> Iterator[Path]:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise SchedulerLocked(f"Another scheduler is running on this database (lock {path}, pid {holder}).") from exc
+        raise SchedulerLocked(f"Another scheduler is running on this database (pid {holder}, lock {path}).") from exc
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
+    handles.append(handle)
+
+
+@contextlib.contextmanager
+def scheduler_lock(path: Path | None = None) -> Iterator[Path]:
+    """Hold the scheduler's locks for its lifetime: `path` (default: beside the real database path) and,
+    once the database file exists, the one keyed by its device and inode."""
+    db_path = Path(os.path.realpath(get_settings().db_path))
+    paths = [path or lock_path(), *([p] if path is None and (p := _identity_lock_path(db_path)) else [])]
+    handles: list = []
     try:
-        yield path
+        for each in paths:
+            _take(each, handles)
+        yield paths[0]
     finally:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        handle.close()
+        for handle in handles:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -78,10 +112,24 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def deployed_symbols() -> list[str]:
+    return sorted({m["symbol"] for m in list_models(status="deployed")})
+
+
+def data_ends_of_deployed() -> dict[str, pd.Timestamp]:
+    """The last data day of each deployed ticker (a ticker whose data cannot be read is left out: its
+    model's steps fail and say why)."""
+    ends: dict[str, pd.Timestamp] = {}
+    for symbol in deployed_symbols():
+        with contextlib.suppress(MarketDataError):
+            ends.update(data_ends([symbol]))
+    return ends
+
+
 def trading_days(start, end) -> list[pd.Timestamp]:
     """Trading days in [start, end] of any ticker with a deployed model (tickers' calendars differ)."""
     days: set[pd.Timestamp] = set()
-    for symbol in sorted({m["symbol"] for m in list_models(status="deployed")}):
+    for symbol in deployed_symbols():
         try:
             days.update(load_prices(symbol, start=start, end=end).index)
         except MarketDataError:
@@ -96,29 +144,37 @@ def _progress_bar(done: int, total: int, label: str, width: int = 30) -> None:
 
 
 def run_once(as_of, stop: threading.Event, refresh_prices: bool = False) -> int:
+    """One cycle; `as_of=None` is the data's last day (per ticker)."""
     summary = run_daily_cycle(as_of, should_stop=stop.is_set, refresh_prices=refresh_prices)
+    if summary["as_of"] is None:
+        print("No deployed model: nothing to run (deploy one on Model Management).", flush=True)
+        return EXIT_OK
     print(f"{summary['as_of']}: {summary['ok']} ok, {summary['failed']} failed in {summary['seconds']:.1f} s"
           + (" (stopped)" if summary["stopped"] else ""), flush=True)
     for entry in summary["models"]:
+        if entry.get("as_of") and entry["as_of"] != summary["as_of"]:
+            print(f"  {entry['model_id']}: its data ends {entry['as_of']}, cycle run for that day", flush=True)
         if entry["status"] == "failed":
             print(f"  {entry['model_id']}: " + "; ".join(f"{k}: {v}" for k, v in entry["errors"].items()), flush=True)
     return EXIT_FAILED if summary["failed"] else EXIT_OK
 
 
 def replay(start, end, stop: threading.Event) -> int:
+    check_within_data(end, data_ends_of_deployed())  # BeyondDataError before any cycle runs
     days = trading_days(start, end)
     if not days:
-        print(f"No trading days between {start} and {end} for the deployed tickers.", file=sys.stderr)
+        print(f"No trading days between {start:%Y-%m-%d} and {end:%Y-%m-%d} for the deployed tickers.", file=sys.stderr)
         return EXIT_USAGE
-    failed_days, started = 0, time.perf_counter()
-    for i, day in enumerate(days, start=1):
+    failed_days, started, done = 0, time.perf_counter(), 0
+    for done, day in enumerate(days, start=1):
         if stop.is_set():
+            done -= 1
             break
         summary = run_daily_cycle(day, should_stop=stop.is_set)
         failed_days += bool(summary["failed"])
-        _progress_bar(i, len(days), f"{day:%Y-%m-%d} ok={summary['ok']} failed={summary['failed']}")
+        _progress_bar(done, len(days), f"{day:%Y-%m-%d} ok={summary['ok']} failed={summary['failed']}")
     sys.stderr.write("\n")
-    print(f"Replayed {i} of {len(days)} trading days in {time.perf_counter() - started:.0f} s; "
+    print(f"Replayed {done} of {len(days)} trading days in {time.perf_counter() - started:.0f} s; "
           f"{failed_days} day(s) with a failed model." + (" Stopped early." if stop.is_set() else ""), flush=True)
     return EXIT_FAILED if failed_days else EXIT_OK
 
@@ -127,7 +183,11 @@ def loop(stop: threading.Event) -> int:
     settings = get_settings()
 
     def job() -> None:
-        run_once(date.today(), stop, refresh_prices=not settings.offline)  # the scheduler reads the clock, core does not
+        # live prices are refreshed first, so "today" is today once its close is in; never the clock itself
+        try:
+            run_once(None, stop, refresh_prices=not settings.offline)
+        except StoreError as exc:  # the loop outlives a busy or full database: the next day tries again
+            log.error("daily cycle not run: %s", exc)
 
     schedule.every().day.at(settings.drift_check_time).do(job)
     log.info("scheduler started: daily cycle at %s (next run %s)", settings.drift_check_time, schedule.next_run())
@@ -139,37 +199,56 @@ def loop(stop: threading.Event) -> int:
     return EXIT_OK
 
 
+def _date(parser: argparse.ArgumentParser, value: str, name: str) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(value)
+    except (ValueError, TypeError):
+        parser.error(f"{name} {value!r} is not a date (use YYYY-MM-DD)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one daily cycle and exit (for cron)")
     mode.add_argument("--replay", nargs=2, metavar=("START", "END"), help="run the cycle for each trading day in the range")
-    parser.add_argument("--as-of", help="the day of the --once cycle (default: today)")
+    parser.add_argument("--as-of", help="the day of the --once cycle (default: the last trading day of the data)")
     parser.add_argument("--verbose", action="store_true", help="log one line per model per step during --replay too")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a usage error exits with 2 (argparse)
     if args.as_of and not args.once:
         parser.error("--as-of goes with --once")
+    as_of = _date(parser, args.as_of, "--as-of") if args.as_of else None
+    start = end = None
+    if args.replay:
+        start, end = (_date(parser, v, name) for v, name in zip(args.replay, ("START", "END")))
+        if start > end:
+            parser.error(f"START {args.replay[0]} is after END {args.replay[1]}")
     quiet = args.replay and not args.verbose
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
+        get_db()  # opens (and creates) the file first, so the lock can be keyed by its inode
         with scheduler_lock():
+            check_writable()  # a busy or read-only database is said now, not after minutes of failing steps
             if args.once:
-                return run_once(pd.Timestamp(args.as_of or date.today()), stop)
+                return run_once(as_of, stop)
             if args.replay:
-                start, end = (pd.Timestamp(v) for v in args.replay)
-                if start > end:
-                    parser.error(f"START {args.replay[0]} is after END {args.replay[1]}")
                 return replay(start, end, stop)
             return loop(stop)
     except SchedulerLocked as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_LOCKED
-    except ValueError as exc:  # a bad date, unknown ticker...: a clear message, not a trace
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (StoreError, OSError) as exc:  # OSError: the lock file on a read-only or full disk
+        message = describe_error(exc)
+        if message is None:
+            raise
+        print(f"database unavailable: {message}", file=sys.stderr)
+        return EXIT_DB_UNAVAILABLE
+    except BeyondDataError as exc:
+        print(f"date beyond the data: {exc}", file=sys.stderr)
+        return EXIT_BEYOND_DATA
 
 
 if __name__ == "__main__":

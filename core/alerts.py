@@ -5,7 +5,9 @@ An alert's `dedup_key` is (model, kind, day), unique in the table, so a conditio
 `MLSA_SLACK_WEBHOOK_URL`) and e-mail (`MLSA_SMTP_HOST` + `MLSA_SMTP_TO`) are optional channels. A
 delivery is recorded in `audit_log` (action `alert_delivered` / `alert_delivery_failed`, target
 `alert:<id>`), so a failing channel is logged, never fatal, and retried by the next cycle up to
-`MAX_DELIVERY_ATTEMPTS` times; the alert itself is never lost.
+`MAX_DELIVERY_ATTEMPTS` times; the alert itself is never lost. A delivery error is passed through
+`core.config.redact` before it is logged or stored: urllib quotes a malformed webhook URL whole, and
+the URL is the secret.
 
 Thresholds (the project's seeds): accuracy drop > 5 points of skill (1 - MAE/MAE_naive) against the
 model's validation skill, feature PSI > `MLSA_DRIFT_PSI_THRESHOLD` (0.25), latency P95 > 3x its
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core.config import Settings, get_settings
+from core.config import Settings, get_settings, redact
 from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,7 @@ def raise_alert(model_id: str, kind: str, severity: str, message: str, as_of,
         try:
             deliver_pending(db=db, alert_ids=[alert_id])
         except Exception as exc:  # delivery is never fatal: the next cycle retries
-            log.warning("alert %s delivery failed: %s", alert_id, exc)
+            log.warning("alert %s delivery failed: %s", alert_id, delivery_error(exc))
     return alert_id
 
 
@@ -217,6 +219,12 @@ def send_email(alert: dict, settings: Settings) -> None:
 SENDERS = {"slack": send_slack, "email": send_email}
 
 
+def delivery_error(exc: BaseException, settings: Settings | None = None) -> str:
+    """What a failed delivery says in logs and in audit_log: the error's type and text with every secret
+    (webhook URL and its path, SMTP password) replaced by ***, cut to 300 characters."""
+    return redact(f"{type(exc).__name__}: {exc}", settings)[:300]
+
+
 def configured_channels(settings: Settings | None = None) -> list[str]:
     """External channels with a configuration; none while offline (MLSA_OFFLINE=1 never tries the network)."""
     settings = settings or get_settings()
@@ -256,8 +264,9 @@ def deliver_pending(db: sqlite_utils.Database | None = None, alert_ids: list[int
             try:
                 SENDERS[channel](alert, settings)
             except Exception as exc:  # a failing channel must not stop the cycle or lose the alert
-                log.warning("alert %s: %s delivery failed (%s); will retry", alert["id"], channel, exc)
-                outcome, details = "alert_delivery_failed", {"channel": channel, "error": str(exc)[:300]}
+                error = delivery_error(exc, settings)
+                log.warning("alert %s: %s delivery failed (%s); will retry", alert["id"], channel, error)
+                outcome, details = "alert_delivery_failed", {"channel": channel, "error": error}
                 counts["failed"] += 1
             else:
                 outcome, details = "alert_delivered", {"channel": channel}

@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SECRET_FIELDS = ("slack_webhook_url", "smtp_password")  # never stored, logged or shown; see `redact`
+MASK = "***"
+_MIN_TOKEN = 6  # URL path segments at least this long are treated as tokens on their own
 
 
 def _env(name: str, default: str) -> str:
@@ -30,6 +34,9 @@ class Settings:
     data_dir: Path
     offline: bool
     yfinance_timeout_s: float
+    # storage: how long a connection waits for another writer before saying the database is busy
+    db_busy_timeout_s: float
+    page_busy_timeout_s: float
     # training
     train_window_days: int
     validation_splits: int
@@ -80,6 +87,8 @@ def get_settings() -> Settings:
         data_dir=data_dir,
         offline=_env_bool("OFFLINE", False),
         yfinance_timeout_s=float(_env("YFINANCE_TIMEOUT", "4")),
+        db_busy_timeout_s=float(_env("DB_BUSY_TIMEOUT", "30")),
+        page_busy_timeout_s=float(_env("PAGE_BUSY_TIMEOUT", "5")),
         train_window_days=int(_env("TRAIN_WINDOW_DAYS", "1000")),
         validation_splits=int(_env("VALIDATION_SPLITS", "5")),
         interval_coverage=float(_env("INTERVAL_COVERAGE", "0.90")),
@@ -121,7 +130,40 @@ def settings_table() -> list[dict[str, str]]:
     rows = []
     for field in fields(current):
         value = getattr(current, field.name)
-        if field.name in {"smtp_password", "slack_webhook_url"} and value:
+        if field.name in SECRET_FIELDS and value:
             value = "(set)"
         rows.append({"setting": field.name, "value": str(value)})
     return rows
+
+
+def _secret_fragments(settings: Settings) -> list[str]:
+    """Every string that would give a secret away, longest first.
+
+    The raw value and its stripped and percent-encoded forms; for a URL also its path, query, password
+    and each long path segment, because error messages often quote only part of a URL (http.client
+    quotes the path, urllib the whole malformed string) and a webhook's token lives in its path.
+    """
+    found: set[str] = set()
+    for name in SECRET_FIELDS:
+        raw = getattr(settings, name) or ""
+        for value in {raw, raw.strip()} - {""}:
+            found.update({value, quote(value, safe=":/?&=@")})
+            parts = urlsplit(value if "//" in value else "//" + value)  # a URL without a scheme too
+            if len(parts.path) > 1:
+                found.add(parts.path)
+                found.update(s for s in parts.path.split("/") if len(s) >= _MIN_TOKEN)
+            found.update(v for v in (parts.query, parts.password) if v)
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(text: object, settings: Settings | None = None) -> str:
+    """`text` with every secret of the settings (Slack webhook URL, SMTP password) replaced by ***.
+
+    The one filter for anything that could echo a settings value: delivery errors before they are
+    logged or stored, messages shown on pages. Works on malformed values too (a webhook without a
+    scheme is quoted whole by urllib's error, and is replaced whole).
+    """
+    out = str(text)
+    for fragment in _secret_fragments(settings or get_settings()):
+        out = out.replace(fragment, MASK)
+    return out

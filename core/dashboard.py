@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ SPARK_WINDOW = 20       # rolling MAE window (trading days) of the sparkline
 SPARK_POINTS = 120      # days shown in the sparkline
 LATEST_ALERTS = 5
 _FAR_FUTURE = "9999-12-31"
+# Markdown, HTML and Streamlit's own syntax ($ LaTeX, :colour[...] directives); each is shown as itself
 
 
 def _until(as_of) -> str:

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - a future scipy; the public ks_2samp is
 
 from core.config import Settings, get_settings
 from core.features import build_features
-from core.market import MarketDataError, load_prices
+from core.market import MarketDataError, last_trading_day, load_prices
 from core.predict import prediction_log
 from core.registry import get_model, validation_predictions
 from core.store import get_db, to_json, transaction, utc_now
@@ -57,28 +57,61 @@ class DriftInputError(ValueError):
     """Frames or a model that a drift check cannot use (missing columns, too few rows, no history)."""
 
 
+class BeyondDataError(DriftInputError):
+    """An as_of after the last trading day the data has: nothing is computed or stored for such a day."""
+
+
 # --- validation (the one place) --------------------------------------------------------------------
 
-def check_frames(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """(numeric columns, other columns) of `reference`, after checking both frames can be compared.
+def _kind(column: pd.Series) -> str:
+    """"numeric", "categorical" (pandas `category` dtype: declared on purpose) or "text" (anything else)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return "categorical"
+    return "numeric" if pd.api.types.is_numeric_dtype(column.dtype) else "text"
 
-    Raises DriftInputError when a frame is empty or too short, or `current` lacks a reference column.
-    Extra columns in `current` are ignored; NaN and inf are treated as missing values.
+
+def check_frames(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(numeric columns, categorical columns) of `reference`, after checking both frames can be compared.
+
+    Raises DriftInputError, naming the column and the fix, when a frame is empty or too short, has
+    duplicate column names, `current` lacks a reference column, a column holds plain text (numbers
+    read as strings, or categories not declared with `.astype("category")`), a column's kind differs
+    between the windows, or a column has no value at all in the reference. Extra columns in `current`
+    are ignored; NaN and inf are missing values (a column that is all missing in `current` only is a
+    data-quality drift, not an input error).
     """
     for name, frame in (("reference", reference), ("current", current)):
         if not isinstance(frame, pd.DataFrame):
             raise DriftInputError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}.")
         if frame.shape[1] == 0:
             raise DriftInputError(f"{name} has no columns: pass the feature frame.")
+        duplicated = list(dict.fromkeys(frame.columns[frame.columns.duplicated()]))
+        if duplicated:
+            raise DriftInputError(f"{name} has duplicate column name(s) {', '.join(map(repr, duplicated))}: each feature must "
+                                  "appear once; rename or drop the copies (df.loc[:, ~df.columns.duplicated()]).")
         if len(frame) < MIN_SAMPLES:
             raise DriftInputError(f"{name} has {len(frame)} row(s); at least {MIN_SAMPLES} are needed to compare distributions.")
     missing = [c for c in reference.columns if c not in current.columns]
     if missing:
         raise DriftInputError(f"current lacks the column(s) {', '.join(map(str, missing))} present in reference.")
-    numeric = [c for c in reference.columns
-               if pd.api.types.is_numeric_dtype(reference[c]) and pd.api.types.is_numeric_dtype(current[c])]
-    other = [c for c in reference.columns if c not in numeric]
-    return numeric, other
+    numeric, categorical = [], []
+    for column in reference.columns:
+        kinds = _kind(reference[column]), _kind(current[column])
+        if "text" in kinds:
+            raise DriftInputError(
+                f"column {column!r} holds text ({reference[column].dtype} in reference, {current[column].dtype} in current): "
+                f"convert numbers with pd.to_numeric(frame[{column!r}]), or declare categories with "
+                f"frame[{column!r}].astype('category') in both frames.")
+        if kinds[0] != kinds[1]:
+            raise DriftInputError(f"column {column!r} is {kinds[0]} in reference but {kinds[1]} in current: "
+                                  "give it the same type in both frames.")
+        values = reference[column]
+        present = np.isfinite(values.astype(float).to_numpy()) if kinds[0] == "numeric" else values.notna().to_numpy()
+        if not present.any():
+            raise DriftInputError(f"column {column!r} has no value in the reference (all missing): there is nothing to "
+                                  "compare against; drop the column or fix the reference data.")
+        (numeric if kinds[0] == "numeric" else categorical).append(column)
+    return numeric, categorical
 
 
 def _as_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -161,17 +194,24 @@ def _block_stats(ref: np.ndarray, cur: np.ndarray, bins: int) -> dict[str, np.nd
     actual = np.diff(np.column_stack([np.zeros(k), below_cur, n_cur]), axis=1) / safe_cur
     expected, actual = np.maximum(expected, PSI_EPSILON), np.maximum(actual, PSI_EPSILON)
     psi_values = ((actual - expected) * np.log(actual / expected)).sum(axis=1)
-    # far outside the training range: beyond [min, max] widened by the range itself on each side
+    # far outside the training range: beyond [min, max] widened by the range itself on each side; for a
+    # constant reference (span 0) that is simply "differs from the constant"
     ref_min = ref_sorted[:, 0]
     ref_max = np.take_along_axis(ref_sorted, np.maximum(n_ref - 1, 0)[:, None], axis=1)[:, 0]
     span = ref_max - ref_min
-    limits = np.column_stack([ref_min - span, ref_max + span])
-    inside = np.diff(_below(cur_values, limits), axis=1)[:, 0]  # values within the widened range
+    inside = _inside(cur_values, ref_min - span, ref_max + span)
     with np.errstate(invalid="ignore", divide="ignore"):
         finite_ref = np.where(np.arange(n) < n_ref[:, None], ref_sorted, np.nan) if (n_ref < n).any() else ref_sorted
         std = np.nanstd(finite_ref, axis=1) if (n_ref < n).any() else ref_sorted.std(axis=1)
     return {"psi": psi_values, "ks_stat": ks_stat, "wasserstein_raw": wasserstein, "n_ref": n_ref, "n_cur": n_cur,
-            "out_of_range": (n_cur - inside) / safe_cur[:, 0], "ref_std": std}
+            "out_of_range": (n_cur - inside) / safe_cur[:, 0], "ref_std": std,
+            "ref_constant": (span == 0) & (n_ref > 0), "ref_min": ref_min}
+
+
+def _inside(sorted_rows: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Values in the closed interval [low, high] of each sorted row (NaN last, never inside)."""
+    return np.array([np.searchsorted(values, hi, "right") - np.searchsorted(values, lo, "left")
+                     for values, lo, hi in zip(sorted_rows, low, high)], dtype=float)
 
 
 def _exact_ks_p(n1: int, n2: int, statistic: float, ref: np.ndarray, cur: np.ndarray) -> float:
@@ -397,6 +437,7 @@ def compare_frames(
                                               reference[other].isna().mean().to_numpy()])
     features["missing_cur"] = np.concatenate([1 - table["n_cur"].to_numpy() / len(current) if numeric else [],
                                               current[other].isna().mean().to_numpy()])
+    features["note"] = _constant_notes(table) + [""] * len(other) if numeric else [""] * len(other)
     features["verdict"] = _verdicts(features, settings, alpha_corrected)
     n_drifted = int((features["verdict"] == "drift").sum())
     share = n_drifted / k
@@ -406,6 +447,20 @@ def compare_frames(
             + f"; dataset drifts: >= {settings.drift_share_threshold:.0%} of features")
     return FrameComparison(features=features, n_features=k, n_drifted=n_drifted, drifted_share=share,
                            dataset_drift=share >= settings.drift_share_threshold, alpha_corrected=alpha_corrected, rule=rule)
+
+
+def _constant_notes(table: pd.DataFrame) -> list[str]:
+    """Per numeric column: what a constant reference means (an index's volume of 0 is constant in both
+    windows: no drift; a constant that changes is drift, said plainly rather than as "out of range")."""
+    notes = []
+    for constant, value, share in table[["ref_constant", "ref_min", "out_of_range"]].itertuples(index=False):
+        if not constant or not np.isfinite(share):
+            notes.append("")
+        elif share == 0:
+            notes.append(f"constant in both windows ({value:g}): no drift")
+        else:
+            notes.append(f"constant at {value:g} in the reference; {share:.0%} of current values differ")
+    return notes
 
 
 def distribution_drift(psi_values: np.ndarray, p_values: np.ndarray, psi_p_values: np.ndarray, n_features: int,
@@ -479,6 +534,7 @@ class DriftReport:
     @classmethod
     def from_dict(cls, data: dict) -> "DriftReport":
         features = pd.DataFrame(data.get("features") or [], columns=FEATURE_TABLE_COLUMNS)
+        features["note"] = features["note"].fillna("")  # reports stored before the column existed
         for column in ("psi", "ks_stat", "p_value", "wasserstein", "psi_p_value", "out_of_range", "missing_ref", "missing_cur"):
             features[column] = pd.to_numeric(features[column], errors="coerce")
         return cls(
@@ -493,7 +549,7 @@ class DriftReport:
 
 
 FEATURE_TABLE_COLUMNS = ["feature", "psi", "ks_stat", "p_value", "wasserstein", "verdict", "psi_p_value",
-                         "out_of_range", "missing_ref", "missing_cur", "new_categories"]
+                         "out_of_range", "missing_ref", "missing_cur", "new_categories", "note"]
 
 
 def _day(value) -> str:
@@ -533,6 +589,42 @@ def model_windows(model: dict, as_of, window_days: int,
             f"(ends {train_end:%Y-%m-%d}) up to {as_of:%Y-%m-%d}; pick a later date (at least {MIN_SAMPLES} days needed)."
         )
     return reference, current
+
+
+def data_ends(symbols: list[str], db: sqlite_utils.Database | None = None) -> dict[str, pd.Timestamp]:
+    """The last trading day the data has for each ticker: "today" for every check and cycle (with live
+    yfinance data that is today's close once it is in; on the bundled data, the file's last day)."""
+    return {symbol: last_trading_day(symbol, db=db) for symbol in symbols}
+
+
+def check_within_data(as_of, ends: dict[str, pd.Timestamp]) -> pd.Timestamp:
+    """`as_of` as a Timestamp, or BeyondDataError when it is after the last day of all of `ends`
+    (ticker -> last data day), naming that day: nothing may be computed or stored for a day with no data."""
+    as_of = pd.Timestamp(as_of)
+    if not ends:
+        return as_of
+    last = max(ends.values())
+    if as_of.normalize() > last:
+        per_ticker = "" if len(ends) == 1 else " (" + ", ".join(f"{s} {d:%Y-%m-%d}" for s, d in sorted(ends.items())) + ")"
+        tickers = ", ".join(sorted(ends))
+        raise BeyondDataError(
+            f"{as_of:%Y-%m-%d} is after the last trading day in the data for {tickers}: {last:%Y-%m-%d}{per_ticker}. "
+            f"Nothing was computed or stored; pick {last:%Y-%m-%d} or earlier (or refresh prices for newer days).")
+    return as_of
+
+
+def as_of_bounds(model_id: str, window_days: int, db: sqlite_utils.Database | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(first, last) day a check of `model_id` can be made for: first = the `window_days`-th trading day
+    after its training window (a full current window; the last day if the data has fewer), last = the
+    last trading day of its ticker's data. The Drift page bounds its date picker with these."""
+    db = db or get_db()
+    model = get_model(model_id, db=db)
+    train_end = pd.Timestamp(model["train_end"])
+    days = load_prices(model["symbol"], start=train_end, db=db).index
+    after = days[days > train_end]
+    last = days[-1]
+    first = after[min(max(int(window_days), MIN_SAMPLES), len(after)) - 1] if len(after) else last
+    return first, last
 
 
 def default_as_of(model_id: str, db: sqlite_utils.Database | None = None) -> pd.Timestamp:
@@ -670,7 +762,9 @@ def _reasons(comparison: FrameComparison, performance: dict, concept: dict, pred
         reasons.append(f"{comparison.n_drifted} of {comparison.n_features} features drifted "
                        f"({comparison.drifted_share:.0%}; dataset drift at >= {settings.drift_share_threshold:.0%})")
     for row in drifted.head(5).itertuples():
-        if row.out_of_range > 0:
+        if row.note:
+            reasons.append(f"{row.feature}: {row.note}")
+        elif row.out_of_range > 0:
             reasons.append(f"{row.out_of_range:.0%} of {row.feature} values far outside the training range "
                            "(beyond min/max widened by the range: a scale or units change?)")
         elif np.isfinite(row.psi) and np.isfinite(row.p_value):
@@ -707,6 +801,7 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     window_days = int(window_days or settings.drift_window_days)
     model = get_model(model_id, db=db)
     as_of = pd.Timestamp(as_of) if as_of is not None else default_as_of(model_id, db=db)
+    check_within_data(as_of, data_ends([model["symbol"]], db=db))
     try:
         reference, current = model_windows(model, as_of, window_days, db)
     except MarketDataError as exc:
@@ -764,8 +859,10 @@ def should_retrain(report: DriftReport) -> tuple[bool, str]:
 # --- storage -------------------------------------------------------------------------------------------
 
 def store_report(report: DriftReport, db: sqlite_utils.Database | None = None) -> int:
-    """Append the report to `drift_checks` (full JSON); returns the row id."""
+    """Append the report to `drift_checks` (full JSON); returns the row id. A report dated after the
+    last trading day of its ticker's data is refused (BeyondDataError): no check exists for such a day."""
     db = db or get_db()
+    check_within_data(report.as_of, data_ends([get_model(report.model_id, db=db)["symbol"]], db=db))
     with transaction(db):
         table = db["drift_checks"]
         table.insert({"model_id": report.model_id, "as_of": report.as_of, "window_days": report.window_days,

@@ -23,6 +23,8 @@ import pandas as pd
 import sqlite_utils
 
 from core.retrain import reconcile
+from core.drift import check_within_data, data_ends
+from core.market import MarketDataError, load_prices
 from core.store import audit, get_db, transaction, where_clause
 
 log = logging.getLogger(__name__)
@@ -307,41 +309,61 @@ def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, s
     return entry
 
 
-def live_models(day: str, symbols: list[str] | None = None, db: sqlite_utils.Database | None = None) -> list[dict]:
-    """Deployed models (of `symbols`, default all) that are live on `day`: a model is never monitored or
-    scored on a day inside its own training window (`day` before its train_end; see predict.in_training_window)."""
-    from core.registry import list_models
+def _cycle_days(as_of, models: list[dict], refresh_prices: bool,
+                db: sqlite_utils.Database) -> tuple[str | None, dict[str, str]]:
+    """The cycle's day and each model's. "Today" is the last trading day the data has for a ticker (after
+    a price refresh when live), never the clock: a model's day is min(requested, its ticker's last day),
+    and `as_of=None` asks for the latest of those. A requested day after every ticker's data raises
+    BeyondDataError (naming the last day) before anything is written."""
+    ends = {}
+    for symbol in sorted({m["symbol"] for m in models}):
+        try:
+            if refresh_prices:
+                load_prices(symbol, refresh=True, db=db)
+            ends.update(data_ends([symbol], db=db))
+        except MarketDataError as exc:  # that model's steps fail and say why; the others run
+            log.warning("%s: no price data to date the cycle (%s)", symbol, exc)
+    if as_of is None and not ends:
+        return None, {}
+    requested = check_within_data(as_of, ends) if as_of is not None else max(ends.values())
+    days = {m["model_id"]: _day(min(requested, ends.get(m["symbol"], requested))) for m in models}
+    return _day(requested), days
 
-    models = list_models(status="deployed", db=db or get_db())
-    return [m for m in models if (symbols is None or m["symbol"] in symbols) and m["train_end"] <= day]
 
-
-def run_daily_cycle(as_of, db: sqlite_utils.Database | None = None, should_stop: StopCheck | None = None,
+def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_stop: StopCheck | None = None,
                     refresh_prices: bool = False, actor: str = "scheduler",
                     symbols: list[str] | None = None) -> dict[str, Any]:
     """Backfill, metrics, drift, alerts, retrain decision and the day's forecast for every deployed model.
 
-    Idempotent per `as_of`: metrics are upserted, a stored drift check is not stored again, alerts are
-    de-duplicated per (model, kind, day), a retrain decision is taken once per (model, day) and a
-    forecast already logged is not made again. `should_stop` is checked between steps (SIGTERM).
+    `as_of` defaults to the last trading day of the data; each model runs on min(as_of, its ticker's last
+    day) and a day beyond all data is refused (`_cycle_days`). Idempotent per `as_of`: metrics are
+    upserted, a stored drift check is not stored again, alerts are de-duplicated per (model, kind, day),
+    a retrain decision is taken once per (model, day) and a forecast already logged is not made again.
+    `should_stop` is checked between steps (SIGTERM).
     """
     from core.alerts import deliver_pending
     from core.registry import list_models
 
     db = db or get_db()
     reconcile(db)  # close retrain jobs whose process died and model folders a kill left, before any decision
-    day = _day(as_of)
+    models = [m for m in list_models(status="deployed", db=db) if symbols is None or m["symbol"] in symbols]
+    day, model_days = _cycle_days(as_of, models, refresh_prices, db)
     started = time.perf_counter()
     try:
         deliver_pending(db=db)  # retry alerts a channel failed to take last time
     except Exception as exc:
         log.warning("alert delivery retry failed: %s", exc)
-    rates = error_rates(day, db=db)
+    rates = error_rates(day, db=db) if day else {}
     entries = []
-    for model in live_models(day, symbols, db):
+    for model in models:
         if should_stop is not None and should_stop():
             break
-        entries.append(_run_model(model, day, rates.get(model["model_id"], 0.0), refresh_prices, should_stop, db))
+        model_day = model_days[model["model_id"]]
+        if model_day < model["train_end"]:  # never monitored or scored inside its own training window
+            continue
+        entry = _run_model(model, model_day, rates.get(model["model_id"], 0.0),
+                           False, should_stop, db)  # prices were refreshed above, once per ticker
+        entries.append({**entry, "as_of": model_day})
     summary = {
         "as_of": day, "ok": sum(e["status"] == "ok" for e in entries),
         "failed": sum(e["status"] == "failed" for e in entries),
@@ -370,7 +392,9 @@ def backfill_history(start, end=None, symbols: list[str] | None = None, drift_ev
     model_ids = [r[0] for r in db.execute(
         "SELECT model_id FROM models WHERE symbol IN (SELECT value FROM json_each(?))",
         [json.dumps(sorted({m["symbol"] for m in models}))]).fetchall()]
-    rows = upsert_daily_metrics(start, end or "9999-12-31", model_ids, db=db)
+    ends = data_ends(sorted({m["symbol"] for m in models}), db=db)  # no day beyond the data (BeyondDataError)
+    end = check_within_data(end, ends) if end is not None else max(ends.values(), default=pd.Timestamp(start))
+    rows = upsert_daily_metrics(start, end, model_ids, db=db)
     from core.drift import check_model
 
     checks = 0

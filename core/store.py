@@ -4,14 +4,25 @@ One file holds all state (`MLSA_DB_PATH`, default `data/app.db`). Each thread ge
 connection (Streamlit runs every session in its own thread; sqlite3 connections must not be shared
 across threads). Multi-statement writes go through `transaction()`, which takes the write lock up
 front (`BEGIN IMMEDIATE`) so concurrent writers queue on the busy timeout instead of failing.
+
+Faults are translated in one place, the connection class (`_Connection` / `_Cursor`): every sqlite3
+error that says something about the database file becomes a `StoreError` subclass whose message
+says what is happening and what to do. A locked, read-only or full database is healthy and its
+message never suggests moving it away; only a damaged file (`DatabaseCorrupt`) mentions a backup.
+Pages wrap their data access in `page_guard` (short busy timeout, `st.error` instead of a trace).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import os
+import shutil
 import sqlite3
+import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,17 +30,38 @@ from typing import Any
 
 import sqlite_utils
 
-from core.config import get_settings
+from core.config import get_settings, redact
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 30_000
 _local = threading.local()
 _migrate_lock = threading.Lock()
+HOLDER_SCAN_BUDGET_S = 0.5  # the /proc scan for who holds a lock stops after this long
+NEARLY_FULL_BYTES = 1 << 20  # an I/O error with less free space than this is a full disk
 
 
 class StoreError(RuntimeError):
-    """The database could not be opened or is from an incompatible version of the app."""
+    """The database could not be used; the message says why and what to do."""
+
+
+class DatabaseUnavailable(StoreError):
+    """A healthy database that cannot be used right now (busy, read-only, disk full). Never move it away."""
+
+
+class DatabaseLocked(DatabaseUnavailable, sqlite3.OperationalError):
+    """Another connection held the lock for longer than the busy timeout."""
+
+
+class DatabaseReadOnly(DatabaseUnavailable, sqlite3.OperationalError):
+    """The file, its folder or its file system cannot be written."""
+
+
+class DiskFull(DatabaseUnavailable, sqlite3.OperationalError):
+    """The disk (or a size limit) has no room for the change; nothing was written."""
+
+
+class DatabaseCorrupt(StoreError, sqlite3.DatabaseError):
+    """The file is damaged or not an SQLite database at all."""
 
 
 def utc_now() -> str:
@@ -51,15 +83,368 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
 
 
+# --- what a fault means (the one place) ---------------------------------------------------------------
+
+def scheduler_lock_path(db_path: str | Path) -> Path:
+    """The scheduler's lock file: beside the database's real path, so every spelling and symlink of it
+    names the same lock (`scheduled_tasks.py`), and this module can say the scheduler holds the database."""
+    real = Path(os.path.realpath(db_path))
+    return real.with_name(real.name + ".scheduler.lock")
+
+
+def _command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    words = [w for w in raw.decode(errors="replace").split("\0") if w]
+    return redact(" ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words))[:120] or "?")
+
+
+def _proc_locks() -> list[tuple[str, str, int, tuple[int, int, int]]]:
+    """(kind, mode, pid, (major, minor, inode)) of every lock in /proc/locks ([] where there is none)."""
+    rows = []
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        parts = line.split()
+        if "->" in parts:  # a waiter, not a holder
+            continue
+        try:
+            kind, mode, pid, device = parts[1], parts[3], int(parts[4]), parts[5]
+            major, minor, inode = device.split(":")
+            rows.append((kind, mode, pid, (int(major, 16), int(minor, 16), int(inode))))
+        except (IndexError, ValueError):
+            continue
+    return rows
+
+
+def _identity(path: str | Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return os.major(st.st_dev), os.minor(st.st_dev), st.st_ino
+
+
+def lock_holders(path: str | Path) -> list[str]:
+    """Who holds a lock on the database at `path`, writers first, e.g. ["the scheduler (pid 12: python
+    scheduled_tasks.py --once)"]. From /proc/locks (POSIX locks on the file and its -wal / -shm, the
+    scheduler's flock); then, within HOLDER_SCAN_BUDGET_S, processes with the file open. [] if unknown."""
+    real = os.path.realpath(path)
+    files = {_identity(real + suffix) for suffix in ("", "-wal", "-shm", "-journal")} - {None}
+    scheduler_file = _identity(scheduler_lock_path(real))
+    locks = _proc_locks()
+    scheduler_pids = {pid for kind, _, pid, key in locks if kind == "FLOCK" and key == scheduler_file}
+    me = os.getpid()
+    writers = [pid for kind, mode, pid, key in locks if key in files and mode == "WRITE" and pid not in (me, -1)]
+    readers = [pid for kind, mode, pid, key in locks if key in files and mode != "WRITE" and pid not in (me, -1)]
+    pids = list(dict.fromkeys(writers or readers)) or _open_by(real, me)
+    return [f"the scheduler (pid {pid}: {_command_line(pid)})" if pid in scheduler_pids
+            else f"pid {pid} ({_command_line(pid)})" for pid in pids]
+
+
+def _open_by(real: str, me: int) -> list[int]:
+    """Processes with the database (or its -wal / -shm) open, from /proc/*/fd; stops at the time budget."""
+    targets = {real, real + "-wal", real + "-shm", real + "-journal"}
+    deadline = time.monotonic() + HOLDER_SCAN_BUDGET_S
+    found = []
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if time.monotonic() > deadline:
+            break
+        if pid == me:
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                if os.readlink(fd.path) in targets:
+                    found.append(pid)
+                    break
+        except OSError:
+            continue
+    return found
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point holding `path`: the longest one in /proc/self/mounts that contains it (a bind mount
+    of a folder on the same device is invisible to os.path.ismount), else the os.path.ismount walk."""
+    path = path.resolve()
+    with contextlib.suppress(OSError):
+        targets = [line.split()[1].encode().decode("unicode_escape") for line in Path("/proc/self/mounts").read_text().splitlines()]
+        holding = [Path(t) for t in targets if path == Path(t) or Path(t) in path.parents]
+        if holding:
+            return max(holding, key=lambda t: len(t.parts))
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest existing parent (the folder that would hold a file not created yet)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _read_only_reason(path: Path) -> str | None:
+    """Why the database at `path` cannot be written, naming what to fix; None when nothing is read-only."""
+    folder = _existing(path.parent)
+    with contextlib.suppress(OSError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            mount = _mount_point(folder)
+            return f"the file system mounted at {mount} is read-only; remount it read-write (mount -o remount,rw {mount})"
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists() and not os.access(name, os.W_OK):
+            mode = stat.filemode(name.stat().st_mode)
+            return (f"the file {name} is read-only ({mode}) for the user running the app; "
+                    f"give it write permission (chmod u+w {name}, or chown it to that user)")
+    if not os.access(folder, os.W_OK):
+        mode = stat.filemode(folder.stat().st_mode)
+        return (f"the folder {folder} is read-only ({mode}); SQLite must create {path.name}-wal and "
+                f"{path.name}-shm beside the database: give the folder write permission (chmod u+w {folder})")
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _free_space(path: Path) -> tuple[int, int] | None:
+    with contextlib.suppress(OSError):
+        usage = shutil.disk_usage(_existing(path.parent))
+        return usage.free, usage.total
+    return None
+
+
+def _locked(path: Path, waited_s: float | None) -> DatabaseLocked:
+    holders = lock_holders(path)
+    who = ("held by " + ", ".join(holders)) if holders else "another connection is writing to it (holder not found)"
+    waited = f" after waiting {waited_s:g} s" if waited_s else ""
+    return DatabaseLocked(f"The database {path} is busy: {who}. It is not damaged and nothing was changed{waited}; "
+                          "retry in a moment (a scheduler cycle or a long write usually ends within a minute).")
+
+
+def _read_only(path: Path, reason: str) -> DatabaseReadOnly:
+    return DatabaseReadOnly(f"The database {path} is read-only: {reason}. It is not damaged and nothing was "
+                            "changed; pages can still show what is stored.")
+
+
+def _disk_full(path: Path) -> DiskFull:
+    space = _free_space(path)
+    if space is not None and space[0] > NEARLY_FULL_BYTES:
+        detail = (f"SQLite reports the database full although its disk has {_size(space[0])} free of "
+                  f"{_size(space[1])}: a size limit (PRAGMA max_page_count) or a disk quota was reached")
+    else:
+        where = f" ({_size(space[0])} free of {_size(space[1])})" if space else ""
+        detail = f"the disk holding it is full{where}; free some space on that disk"
+    return DiskFull(f"The database {path} cannot grow: {detail}. It is intact and the last change was not "
+                    "saved; retry once there is room.")
+
+
+def _corrupt(path: Path, detail: str) -> DatabaseCorrupt:
+    return DatabaseCorrupt(
+        f"The database {path} is damaged or not an SQLite database ({detail}). Do not delete it: stop the app "
+        "and the scheduler, keep a copy of the file, then restore it from your latest backup (`sqlite3 "
+        f"{path.name} .recover` may save what is readable). To keep working meanwhile, point MLSA_DB_PATH "
+        "at a new file; the damaged one stays where it is."
+    )
+
+
+def classify(exc: BaseException, path: str | Path | None = None, waited_s: float | None = None) -> StoreError | None:
+    """The StoreError that says what `exc` means for the database at `path`, or None if it is not a fault
+    of the database (a bad query, a missing table: programming errors stay as they are)."""
+    if isinstance(exc, StoreError):
+        return exc
+    path = Path(path or get_settings().db_path)
+    if isinstance(exc, OSError) and not isinstance(exc, sqlite3.Error):
+        if exc.filename and not _beside_database(Path(str(exc.filename)), path):
+            return None  # another file (a model artifact, a cache): see `_file_fault`
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _disk_full(path)
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return _read_only(path, _read_only_reason(path) or f"the system refused a write ({exc.strerror})")
+        return None
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc).lower()
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "database is locked" in text:
+        return _locked(path, waited_s)
+    if primary == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return _disk_full(path)
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
+        return _corrupt(path, str(exc))
+    if primary == sqlite3.SQLITE_READONLY or "readonly" in text:
+        return _read_only(path, _read_only_reason(path) or "this connection was opened read-only (query_only or "
+                          "mode=ro) although the file and its folder are writable; restart the app")
+    if primary == sqlite3.SQLITE_CANTOPEN or "unable to open" in text:
+        reason = _read_only_reason(path)
+        if reason:
+            return _read_only(path, reason)
+        return StoreError(f"Cannot open the database {path} ({exc}): check that MLSA_DB_PATH names a file in an "
+                          "existing folder the app may read.")
+    if primary == sqlite3.SQLITE_IOERR or "disk i/o error" in text:
+        space = _free_space(path)
+        if space is not None and space[0] < NEARLY_FULL_BYTES:
+            return _disk_full(path)
+        return StoreError(f"The disk failed while reading or writing the database {path} ({exc}). The file may be "
+                          "fine: check the disk (dmesg, df) and retry; do not delete it.")
+    return None
+
+
+def _beside_database(target: Path, path: Path) -> bool:
+    """Is `target` the database, one of its -wal / -shm / -journal / scheduler lock files, or their folder?"""
+    real = os.path.realpath(path)
+    family = {real, real + "-wal", real + "-shm", real + "-journal", os.path.dirname(real), str(scheduler_lock_path(real))}
+    return os.path.realpath(target) in family
+
+
+def _file_fault(exc: OSError) -> str | None:
+    """A full disk or a read-only place met while writing a file that is not the database (model
+    artifacts, SHAP caches): the same plain words, naming that file."""
+    if not exc.filename:
+        return None
+    target = Path(str(exc.filename))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        space = _free_space(target)
+        free = f" ({_size(space[0])} free of {_size(space[1])})" if space else ""
+        return f"Cannot write {target}: the disk holding it is full{free}. Nothing stored was lost; free some space and retry."
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        folder = _existing(target.parent)
+        with contextlib.suppress(OSError):
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return f"Cannot write {target}: the file system mounted at {_mount_point(folder)} is read-only."
+        return (f"Cannot write {target}: permission denied ({exc.strerror}); give the user running the app write "
+                f"access to {folder}.")
+    return None
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """The message for a user if `exc` (or an exception it was raised from, e.g. inside pandas) is a
+    database fault or a full / read-only disk, else None. Pages and the scheduler show this text
+    instead of a traceback; secrets are redacted."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        fault = classify(current)
+        text = str(fault) if fault is not None else _file_fault(current) if isinstance(current, OSError) else None
+        if text is not None:
+            return redact(text)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _translated(path: str | Path, timeout_s: float | None = None) -> Iterator[None]:
+    """Re-raise a database fault as its StoreError (the original stays as __cause__)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        fault = classify(exc, path, timeout_s)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose faults arrive as StoreErrors (see `classify`)."""
+
+    def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
+        with _translated(self.connection.path, self.connection.timeout_s):
+            return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq: Any) -> _Cursor:
+        with _translated(self.connection.path, self.connection.timeout_s):
+            return super().executemany(sql, seq)
+
+    def executescript(self, script: str) -> _Cursor:
+        with _translated(self.connection.path, self.connection.timeout_s):
+            return super().executescript(script)
+
+    def fetchone(self) -> Any:
+        with _translated(self.connection.path):
+            return super().fetchone()
+
+    def fetchmany(self, size: int | None = None) -> list:
+        with _translated(self.connection.path):
+            return super().fetchmany(size) if size is not None else super().fetchmany()
+
+    def fetchall(self) -> list:
+        with _translated(self.connection.path):
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _translated(self.connection.path):
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """The app's connection: every statement runs on a `_Cursor`, commits are translated too."""
+
+    path: str = ""
+    timeout_s: float | None = None
+
+    def cursor(self, factory: type = _Cursor) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:  # type: ignore[override]
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        return self.cursor().executemany(sql, seq)
+
+    def executescript(self, script: str) -> sqlite3.Cursor:  # type: ignore[override]
+        return self.cursor().executescript(script)
+
+    def commit(self) -> None:
+        with _translated(self.path, self.timeout_s):
+            super().commit()
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        with _translated(self.path, self.timeout_s):
+            return super().__exit__(*exc_info)
+
+
+# --- connections ----------------------------------------------------------------------------------------
+
+PAGE_THREAD_PREFIX = "ScriptRunner."  # Streamlit runs each page script in a thread named like this
+
+
+def _busy_timeout_s() -> float:
+    """This thread's busy timeout: the page setting (5 s) once `page_guard` ran in it or in any Streamlit
+    script thread (so a page without a guard still never waits 30 s), else the default (30 s)."""
+    chosen = getattr(_local, "busy_timeout_s", None)
+    if chosen is None and threading.current_thread().name.startswith(PAGE_THREAD_PREFIX):
+        chosen = get_settings().page_busy_timeout_s
+    return chosen or get_settings().db_busy_timeout_s
+
+
 def get_db(path: str | Path | None = None) -> sqlite_utils.Database:
     """This thread's connection to the database at `path` (default: settings), migrated on first use."""
     resolved = str(Path(path or get_settings().db_path).resolve())
     connections: dict[str, sqlite_utils.Database] = getattr(_local, "connections", None) or {}
     _local.connections = connections
     db = connections.get(resolved)
+    timeout_s = _busy_timeout_s()
     if db is None:
-        db = _open(resolved)
+        db = _open(resolved, timeout_s)
         connections[resolved] = db
+    elif db.conn.timeout_s != timeout_s:
+        db.conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+        db.conn.timeout_s = timeout_s
     return db
 
 
@@ -70,20 +455,58 @@ def close_all() -> None:
     _local.connections = {}
 
 
-def _open(path: str) -> sqlite_utils.Database:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _open(path: str, timeout_s: float) -> sqlite_utils.Database:
+    with _translated(path, timeout_s):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False, factory=_Connection)
+    conn.path, conn.timeout_s = path, timeout_s
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"Cannot open the database at {path}: {exc}. Move the file away to start fresh.") from exc
-    db = sqlite_utils.Database(conn)
-    with _migrate_lock:
-        migrate(db)  # a no-op (one PRAGMA read) when the schema is current
+        db = sqlite_utils.Database(conn)
+        with _migrate_lock:
+            migrate(db)  # a no-op (one PRAGMA read) when the schema is current
+    except BaseException:
+        conn.close()
+        raise
     return db
+
+
+@contextlib.contextmanager
+def page_guard(show: Callable[[str], Any], stop: Callable[[], Any]) -> Iterator[None]:
+    """What a page wraps its data access in: this thread's connections wait at most
+    `MLSA_PAGE_BUSY_TIMEOUT` (5 s) for a lock, and a database fault becomes `show(message)` then `stop()`
+    (on a page: `st.error`, `st.stop`) instead of a traceback or a silent 30 s wait.
+
+        with page_guard(st.error, st.stop):
+            board = load_dashboard()
+    """
+    _local.busy_timeout_s = get_settings().page_busy_timeout_s
+    try:
+        yield
+    except Exception as exc:
+        message = describe_error(exc)
+        if message is None:
+            raise
+        log.warning("page stopped on a database fault: %s", message)
+        show(message)
+        stop()
+
+
+def check_writable(db: sqlite_utils.Database | None = None) -> None:
+    """Raise now the StoreError a write would meet (busy past the timeout, read-only), so a job that
+    writes for minutes (the scheduler) says so before it starts. Writes nothing: a no-op header write
+    inside a transaction that is rolled back."""
+    db = db or get_db()
+    version = schema_version(db)
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        db.conn.execute(f"PRAGMA user_version = {version}")
+    finally:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
 
 
 @contextlib.contextmanager

@@ -1,11 +1,15 @@
 """Drift: check a model's inputs, errors and predictions against its training window; history of checks."""
+import html
+
 import streamlit as st
 
 from core import drift, registry
 from core.charts import SEVERITY_COLORS, drift_error_stream_figure, drift_overlay_figure, drift_psi_history_figure
 from core.config import get_settings
+from core.text import escape_markdown
 from core.market import MarketDataError
 from core.registry import ModelIntegrityError, RegistryError
+from core.store import page_guard
 
 st.set_page_config(page_title="Drift · ML Stock Agent", page_icon="🌊", layout="wide")
 st.title("🌊 Drift detection")
@@ -13,7 +17,8 @@ st.caption("Compares the features of the last trading days with the model's trai
            "its live error with validation, the market's volatility, its predictions, and streams its daily errors "
            "through ADWIN and Page-Hinkley.")
 
-models = registry.list_models()
+with page_guard(st.error, st.stop):
+    models = registry.list_models()
 if not models:
     st.info("No models yet. Train one on the Forecast page (or run `python -m core.demo`).")
     st.stop()
@@ -31,39 +36,44 @@ symbols = sorted({m["symbol"] for m in models})
 col_symbol, col_model = st.columns(2)
 symbol = col_symbol.selectbox("Ticker", symbols, key="drift_symbol")
 choices = [m["model_id"] for m in models if m["symbol"] == symbol]
-deployed = registry.deployed_model(symbol)
-model_id = col_model.selectbox("Model", choices, key="drift_model",
-                               index=choices.index(deployed["model_id"]) if deployed else 0)
+with page_guard(st.error, st.stop):
+    deployed = registry.deployed_model(symbol)
+    model_id = col_model.selectbox("Model", choices, key="drift_model",
+                                   index=choices.index(deployed["model_id"]) if deployed else 0)
+    # the ticker's data bounds the date: from a full window after training to the last trading day (the default)
+    first_day, last_day = drift.as_of_bounds(model_id, settings.drift_window_days)
 
 with st.form("drift_form"):
     c1, c2 = st.columns(2)
     window_days = c1.slider("Current window (trading days)", 10, 120, settings.drift_window_days, key="drift_window")
-    as_of = c2.date_input("As of", drift.default_as_of(model_id), key=f"drift_as_of_{model_id}")
+    as_of = c2.date_input("As of", last_day.date(), min_value=first_day.date(), max_value=last_day.date(),
+                          key=f"drift_as_of_{model_id}",
+                          help=f"Trading days of {symbol}'s data after the training window: {first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}.")
     run = st.form_submit_button("Check for Drift", type="primary")
 
 if run:
     try:
-        with st.spinner(f"Checking {model_id} as of {as_of}..."):
+        with st.spinner(f"Checking {model_id} as of {as_of}..."), page_guard(st.error, st.stop):
             st.session_state["drift_report"] = drift.check_model(model_id, as_of, window_days).to_dict()
     except (drift.DriftInputError, MarketDataError, RegistryError, ModelIntegrityError) as exc:
         st.session_state.pop("drift_report", None)
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
 
 data = st.session_state.get("drift_report")
 if data and data["model_id"] == model_id:
     report = drift.DriftReport.from_dict(data)
     color = SEVERITY_COLORS[report.severity]
     st.markdown(f"### Verdict: <span style='color:{color}'>{report.severity.upper()}</span> "
-                f"{'(drift)' if report.overall_drift else ''} · {report.model_id} as of {report.as_of}",
+                f"{'(drift)' if report.overall_drift else ''} · {html.escape(report.model_id)} as of {report.as_of}",
                 unsafe_allow_html=True)
     retrain, why = drift.should_retrain(report)
     if retrain:
         st.error("Drift detected: model needs retraining")
     for reason in report.reasons:
-        st.markdown(f"- {reason}")
+        st.markdown(f"- {escape_markdown(reason)}")
     if not report.reasons:
         st.success("No drift detected.")
-    st.caption(f"Retrain? {'yes' if retrain else 'no'}: {why}  \nRule: {report.dataset.get('rule', '')}")
+    st.caption(f"Retrain? {'yes' if retrain else 'no'}: {escape_markdown(why)}  \nRule: {escape_markdown(report.dataset.get('rule', ''))}")
 
     perf, concept = report.performance, report.concept
     m1, m2, m3, m4 = st.columns(4)
@@ -90,7 +100,8 @@ if data and data["model_id"] == model_id:
                        "application/json", key="drift_download")
 
 st.subheader("History of checks")
-history = drift.drift_history(model_id)
+with page_guard(st.error, st.stop):
+    history = drift.drift_history(model_id)
 if history.empty:
     st.info("No stored checks for this model yet: run one above.")
 else:

@@ -6,9 +6,11 @@ from core import explain, registry
 from core.charts import (importance_bar_figure, importance_compare_figure, lime_weights_figure, shap_beeswarm_figure,
                          shap_dependence_figure, shap_waterfall_figure)
 from core.config import get_settings
+from core.text import escape_markdown
 from core.explain import ExplainError
 from core.market import MarketDataError, load_prices
 from core.registry import ModelIntegrityError, RegistryError
+from core.store import page_guard
 
 ERRORS = (ExplainError, MarketDataError, RegistryError, ModelIntegrityError)
 st.set_page_config(page_title="Explainability · ML Stock Agent", page_icon="🔍", layout="wide")
@@ -33,18 +35,20 @@ def trading_days(symbol: str) -> pd.DatetimeIndex:
     return load_prices(symbol).index
 
 
-models = registry.list_models()
+with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
+    models = registry.list_models()
 if not models:
     st.info("No models yet. Train one on the Forecast page.")
     st.stop()
 c_symbol, c_model, c_range = st.columns([1, 2, 2])
 symbol = c_symbol.selectbox("Ticker", sorted({m["symbol"] for m in models}), key="ex_symbol")
-candidates = {m["model_id"]: m for m in registry.list_models(symbol)}
+with page_guard(st.error, st.stop):
+    candidates = {m["model_id"]: m for m in registry.list_models(symbol)}
+    days = trading_days(symbol)
 ids = list(candidates)
 deployed = next((i for i, m in candidates.items() if m["status"] == "deployed"), ids[0])
 model_id = c_model.selectbox("Model", ids, index=ids.index(deployed), key="ex_model",
                              format_func=lambda i: f"{i} ({candidates[i]['status']})")
-days = trading_days(symbol)
 default_start = days[max(60, len(days) - get_settings().explain_window_days)]
 picked = c_range.date_input("Date range", value=(default_start.date(), days[-1].date()), min_value=days[min(60, len(days) - 1)].date(),
                             max_value=days[-1].date(), key="ex_range")
@@ -64,12 +68,13 @@ if candidates[model_id]["model_type"] == "naive":
     st.stop()
 
 try:
-    with st.status(f"Computing SHAP values for {model_id}, {start} to {end}…", expanded=False) as status:
+    with page_guard(st.error, st.stop), st.status(f"Computing SHAP values for {model_id}, {start} to {end}…",
+                                                  expanded=False) as status:
         explanation = cached_explanation(model_id, sha[model_id], start, end)
         status.update(label=f"SHAP values of {model_id}: {len(explanation.frame)} trading days, {start} to {end}",
                       state="complete")
 except ERRORS as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(exc))
     st.stop()
 values, X = explanation.shap, explanation.X
 
@@ -130,7 +135,7 @@ with tab_dependence:
 with tab_compare:
     others = [i for i in ids if i != model_id and candidates[i]["model_type"] != "naive"]
     if not others:
-        st.info(f"{symbol} has no other model with features to compare with.")
+        st.info(f"{escape_markdown(symbol)} has no other model with features to compare with.")
     else:
         parent = candidates[model_id].get("parent_id")
         other = st.selectbox("Compare with", others, index=others.index(parent) if parent in others else 0, key="ex_other")

@@ -3,6 +3,8 @@ import streamlit as st
 
 from core import alerts, charts, monitoring, retrain
 from core.config import get_settings
+from core.text import escape_markdown
+from core.store import page_guard
 
 st.set_page_config(page_title="Monitoring · ML Stock Agent", page_icon="📈", layout="wide")
 st.title("📈 Monitoring")
@@ -13,8 +15,9 @@ def load_metrics(symbol: str | None, model_id: str | None):
     return monitoring.metrics_frame(model_id=model_id, symbol=symbol)
 
 
-metrics_all = load_metrics(None, None)
-last = monitoring.last_cycle_run()
+with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
+    metrics_all = load_metrics(None, None)
+    last = monitoring.last_cycle_run()
 if last is None:
     st.caption("The daily cycle has not run yet: `python scheduled_tasks.py --once` (see README).")
 else:
@@ -43,7 +46,8 @@ skill = monitoring.live_skill(done.tail(20 * max(1, done["model_id"].nunique()))
 m2.metric("Live skill (last 20 days)", f"{skill:+.3f}", "beats naive" if skill > 0 else "loses to naive",
           delta_color="green" if skill > 0 else "red", delta_arrow="off")
 m3.metric("Latency P95 (median day)", f"{metrics['latency_p95'].median():.1f} ms")
-open_alerts = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg, unacknowledged_only=True)
+with page_guard(st.error, st.stop):
+    open_alerts = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg, unacknowledged_only=True)
 m4.metric("Open alerts", len(open_alerts))
 
 tab_traffic, tab_accuracy, tab_drift, tab_alerts, tab_retrain = st.tabs(
@@ -90,14 +94,15 @@ with tab_alerts:
                                         format_func=lambda i: f"#{i} " + open_alerts.set_index("id").loc[i, "kind"])
                 if st.form_submit_button("Acknowledge selected") and picked:
                     try:
-                        for alert_id in picked:
-                            alerts.acknowledge(int(alert_id), actor="ui")
+                        with page_guard(st.error, st.stop):
+                            for alert_id in picked:
+                                alerts.acknowledge(int(alert_id), actor="ui")
                         st.session_state["mon_flash"] = f"Acknowledged {len(picked)} alert(s)."
                     except alerts.AlertError as exc:
                         st.session_state["mon_flash"] = f"error: {exc}"
                     st.rerun()
     if flash := st.session_state.pop("mon_flash", None):
-        (st.error if flash.startswith("error:") else st.success)(flash)
+        (st.error if flash.startswith("error:") else st.success)(escape_markdown(flash))
 with tab_retrain:
     jobs = retrain.jobs_frame(symbol=symbol_arg)
     if model_arg:

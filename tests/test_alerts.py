@@ -180,3 +180,32 @@ def test_evaluate_model_reads_daily_metrics(fresh_db):
     as_of = rows["date"].iloc[-1]
     assert evaluate_model(MODEL, as_of, None, 0.0) == ["accuracy_drop"]
     assert evaluate_model(MODEL, as_of, None, 0.0) == []
+
+
+@pytest.mark.parametrize("url, quoted", [
+    ("hooks.slack.com/services/T000/B000/XXXXSECRETXXXX", "unknown url type: 'hooks.slack.com/services/T000/B000/XXXXSECRETXXXX'"),
+    ("https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX", "URL can't contain control characters. "
+                                                                  "'/services/T000/B000/XXXXSECRETXXXX' (found at least ' ')"),
+    ("https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX", "token XXXXSECRETXXXX rejected"),
+    ("https://bot:XXXXSECRETXXXX@hooks.example/x?key=XXXXSECRETXXXX", "auth XXXXSECRETXXXX failed"),
+    ("  https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX  ", "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"),
+])
+def test_redact_removes_a_webhook_however_it_is_quoted(monkeypatch, url, quoted):
+    from core.config import redact
+    from core.alerts import delivery_error
+
+    monkeypatch.setenv("MLSA_SLACK_WEBHOOK_URL", url)
+    monkeypatch.setenv("MLSA_SMTP_PASSWORD", "hunter2-pw")
+    assert "XXXXSECRETXXXX" not in redact(quoted) and "***" in redact(quoted)
+    assert "hunter2-pw" not in redact("535 login hunter2-pw refused")
+    assert "XXXXSECRETXXXX" not in delivery_error(ValueError(quoted))
+    assert redact("nothing secret here") == "nothing secret here"
+
+
+def test_settings_table_masks_every_secret(monkeypatch):
+    from core.config import SECRET_FIELDS, settings_table
+
+    monkeypatch.setenv("MLSA_SLACK_WEBHOOK_URL", "https://hooks.example/secret-path")
+    monkeypatch.setenv("MLSA_SMTP_PASSWORD", "pw")
+    rows = {r["setting"]: r["value"] for r in settings_table()}
+    assert all(rows[name] == "(set)" for name in SECRET_FIELDS)

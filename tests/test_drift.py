@@ -108,11 +108,62 @@ def test_column_with_too_few_finite_values_is_insufficient():
 
 
 def test_new_category_is_drift():
-    reference = pd.DataFrame({"sector": ["tech", "energy"] * 20, "x": np.arange(40.0)})
-    current = pd.DataFrame({"sector": ["tech", "crypto"] * 10, "x": np.arange(20.0)})
+    reference = pd.DataFrame({"sector": pd.Categorical(["tech", "energy"] * 20), "x": np.arange(40.0)})
+    current = pd.DataFrame({"sector": pd.Categorical(["tech", "crypto"] * 10), "x": np.arange(20.0)})
     row = drift.compare_frames(reference, current).features.set_index("feature").loc["sector"]
     assert row["new_categories"] == ["crypto"]
     assert row["verdict"] == "drift"
+
+
+def test_a_column_constant_in_both_windows_is_no_drift():
+    """An index's volume is 0 every day: constant in training and now is "no drift / constant", not
+    "100% far out of range" (which it was, since the widened range of a constant is a single point)."""
+    rng = np.random.default_rng(11)
+    reference = pd.DataFrame({"volume": np.zeros(300), "x": rng.normal(size=300)})
+    current = pd.DataFrame({"volume": np.zeros(30), "x": rng.normal(size=30)})
+    result = drift.compare_frames(reference, current, serial=True)
+    row = result.features.set_index("feature").loc["volume"]
+    assert row["verdict"] == "none" and row["out_of_range"] == 0 and row["psi"] == pytest.approx(0.0)
+    assert row["note"] == "constant in both windows (0): no drift"
+    assert not result.dataset_drift
+
+
+def test_a_constant_reference_that_changes_is_drift_with_its_reason():
+    rng = np.random.default_rng(12)
+    reference = pd.DataFrame({"volume": np.zeros(300), "x": rng.normal(size=300)})
+    current = pd.DataFrame({"volume": np.r_[np.zeros(20), np.full(10, 5e6)], "x": rng.normal(size=30)})
+    row = drift.compare_frames(reference, current).features.set_index("feature").loc["volume"]
+    assert row["verdict"] == "drift"
+    assert row["note"] == "constant at 0 in the reference; 33% of current values differ"
+    comparison = drift.compare_frames(reference, current)
+    reasons = drift._reasons(comparison, {"degraded": False}, {"volatility_drift": False, "bias_drift": False},
+                             {"drift": False}, {"in_window": False}, get_settings())
+    assert "volume: constant at 0 in the reference; 33% of current values differ" in reasons
+    assert not any("far outside" in r for r in reasons)
+
+
+@pytest.mark.parametrize("reference, current, expected", [
+    (pd.DataFrame([[1.0, 2.0]] * 10, columns=["a", "a"]), pd.DataFrame({"a": range(10)}), r"duplicate column name\(s\) 'a'"),
+    (pd.DataFrame({"a": ["1.5"] * 10}), pd.DataFrame({"a": ["2.5"] * 10}), r"column 'a' holds text.*pd.to_numeric"),
+    (pd.DataFrame({"a": np.arange(10.0)}), pd.DataFrame({"a": ["x"] * 10}), r"column 'a' holds text"),
+    (pd.DataFrame({"a": pd.Categorical(["x"] * 10)}), pd.DataFrame({"a": np.arange(10.0)}),
+     r"column 'a' is categorical in reference but numeric in current"),
+    (pd.DataFrame({"a": [np.nan] * 10, "b": np.arange(10.0)}), pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0)}),
+     r"column 'a' has no value in the reference \(all missing\)"),
+    (pd.DataFrame({"a": [np.nan] * 10}), pd.DataFrame({"a": [np.nan] * 10}), r"column 'a' has no value"),
+    (pd.DataFrame(), pd.DataFrame({"a": range(10)}), "reference has no columns"),
+    (pd.DataFrame({"a": []}), pd.DataFrame({"a": range(10)}), r"reference has 0 row\(s\)"),
+])
+def test_degenerate_inputs_raise_a_drift_input_error_naming_the_column(reference, current, expected):
+    with pytest.raises(drift.DriftInputError, match=expected):
+        drift.compare_frames(reference, current)
+
+
+def test_a_column_all_missing_in_the_current_window_only_is_a_data_quality_drift():
+    reference = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0)})
+    current = pd.DataFrame({"a": np.arange(10.0), "b": [np.nan] * 10})
+    row = drift.compare_frames(reference, current).features.set_index("feature").loc["b"]
+    assert row["verdict"] == "drift" and row["missing_cur"] == 1.0
 
 
 def test_dataset_rule_controls_false_alarms_under_the_null():
@@ -230,3 +281,22 @@ def test_serial_null_discounts_autocorrelated_features():
     assert iid["p_value"] < 0.05  # the iid view calls it a shift
     moved = pd.DataFrame({"w": walk[1000:] + 3 * (walk.max() - walk.min())})
     assert drift.compare_frames(reference, moved, serial=True).features.iloc[0]["verdict"] == "drift"
+
+
+def test_check_model_refuses_a_day_beyond_the_data_and_stores_nothing(demo_registry, registry_copy):
+    from core.market import last_trading_day
+    from core.registry import get_model
+
+    model_id = demo_registry["AAPL"]
+    last = last_trading_day("AAPL")
+    before = len(drift.drift_history(model_id))
+    with pytest.raises(drift.BeyondDataError, match=f"last trading day in the data for AAPL: {last:%Y-%m-%d}"):
+        drift.check_model(model_id, as_of="2030-01-01")
+    report = drift.check_model(model_id, as_of=last, store=False)
+    report.as_of = "2030-01-01"  # a report forged for a day with no data is refused at storage too
+    with pytest.raises(drift.BeyondDataError, match=f"{last:%Y-%m-%d}"):
+        drift.store_report(report)
+    assert len(drift.drift_history(model_id)) == before
+    first, end = drift.as_of_bounds(model_id, 30)
+    assert end == last and pd.Timestamp(get_model(model_id)["train_end"]) < first < end
+    assert drift.check_model(model_id, as_of=first, window_days=30, store=False).dataset["current_start"] > get_model(model_id)["train_end"]

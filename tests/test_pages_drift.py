@@ -34,3 +34,33 @@ def test_model_management_check_for_drift_inline(demo_registry, registry_copy):
     retrain_message = [e.value for e in at.error if e.value == "Drift detected: model needs retraining"]
     no_retrain = [s.value for s in at.success if s.value.startswith("No retraining needed")]
     assert len(retrain_message) + len(no_retrain) == 1
+
+
+def test_drift_date_picker_is_bounded_by_the_tickers_data_and_defaults_to_its_last_day(demo_registry):
+    from core import drift
+    from core.config import get_settings
+    from core.market import last_trading_day
+
+    at = AppTest.from_file(str(PAGES / "3_Drift.py"), default_timeout=90).run()
+    at.selectbox(key="drift_symbol").set_value("MSFT").run()
+    model_id = at.selectbox(key="drift_model").value
+    picker = at.date_input(key=f"drift_as_of_{model_id}")
+    first, last = drift.as_of_bounds(model_id, get_settings().drift_window_days)
+    assert last == last_trading_day("MSFT")
+    assert picker.value == last.date()
+    assert picker.proto.min == f"{first:%Y-%m-%d}" and picker.proto.max == f"{last:%Y-%m-%d}"
+
+
+def test_drift_page_shows_stored_reasons_as_text(demo_registry, registry_copy):
+    """A reason carrying markdown or HTML (feature names come from user data) is shown as typed."""
+    from core import drift
+
+    at = AppTest.from_file(str(PAGES / "3_Drift.py"), default_timeout=90).run()
+    model_id = at.selectbox(key="drift_model").value
+    report = drift.check_model(model_id, store=False)
+    report.reasons = ["[click me](http://evil.example) <img src=x onerror=alert(1)> **bold**"]
+    at.session_state["drift_report"] = report.to_dict()
+    at.run()
+    assert not at.exception
+    shown = [m.value for m in at.markdown if "click me" in m.value]
+    assert shown == [r"- \[click me\]\(http\://evil.example\) \<img src=x onerror=alert\(1\)\> \*\*bold\*\*"]

@@ -118,3 +118,32 @@ def test_the_demo_shows_a_complete_product_from_the_first_start(demo_registry):
     assert len(history) >= 20 and history["failed"].sum() == 0
     last_day = history["as_of"].iloc[-1]
     assert set(error_rates(pd.Timestamp(last_day) + pd.Timedelta(days=1), runs=5)) == set(demo_registry.values())
+
+
+HOSTILE = "[win](http://evil.example) <img src=x onerror=alert(1)> **now** $x$"
+
+
+def test_home_shows_stored_user_text_literally(fresh_db):
+    """Experiment names and alert messages are data: shown as typed, never rendered as links or HTML."""
+    from core.alerts import raise_alert
+
+    fresh_db["experiments"].insert({"name": HOSTILE, "symbol": "AAPL", "status": "running", "start_date": "2012-01-03",
+                                    "end_date": "2012-06-29", "min_samples": 30, "confidence_level": 0.95, "metric": "mae"})
+    raise_alert("m1", "drift", "critical", HOSTILE, "2012-01-03", db=fresh_db)
+    at = page_app().run()
+    assert not at.exception
+    tables = [df.value for df in at.dataframe]
+    assert any((t.get("name") == HOSTILE).any() for t in tables if "name" in t)
+    assert any((t.get("message") == HOSTILE).any() for t in tables if "message" in t)
+    rendered = [e.value for kind in ("markdown", "caption", "info", "error", "success") for e in at.get(kind)]
+    assert not any("](http" in text or "<img" in text for text in rendered)
+
+
+def test_home_on_a_damaged_database_shows_the_words_not_a_traceback(tmp_path, monkeypatch):
+    path = tmp_path / "app.db"
+    path.write_bytes(b"not a database at all" * 200)
+    monkeypatch.setenv("MLSA_DB_PATH", str(path))
+    at = page_app().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "damaged or not an SQLite database" in at.error[0].value
+    assert "backup" in at.error[0].value and "move" not in at.error[0].value.lower()

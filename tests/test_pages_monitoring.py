@@ -1,9 +1,13 @@
 """The Monitoring page and the retraining section of Model Management, driven through AppTest."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
+
+from core.store import close_all, get_db
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +65,35 @@ def test_retrain_now_shows_the_gate_result_and_approval_queue(registry_copy, mon
     assert job[1] == "manual" and job[0] in ("rejected", "validating")
     assert bool(gate["passed"].iloc[0]) == (job[0] == "validating")
     assert any(s.label.startswith("Validation gate ") for s in at.status)
+
+
+def test_monitoring_shows_alert_messages_literally(registry_copy):
+    from core.alerts import raise_alert
+
+    hostile = "[ack here](http://evil.example) <b>x</b> **now**"
+    day = registry_copy.execute("SELECT MAX(as_of) FROM predictions WHERE symbol = 'AAPL'").fetchone()[0]
+    model_id = registry_copy.execute("SELECT model_id FROM models WHERE status = 'deployed' ORDER BY model_id").fetchone()[0]
+    raise_alert(model_id, "drift", "warning", hostile, day)
+    at = _run("pages/6_Monitoring.py")
+    assert any((df.value["message"] == hostile).any() for df in at.dataframe if "message" in df.value)
+    rendered = [e.value for kind in ("markdown", "caption", "info", "error", "success") for e in at.get(kind)]
+    assert not any("](http" in text or "<b>" in text for text in rendered)
+
+
+def test_monitoring_on_a_read_only_file_system_shows_the_words(tmp_path, monkeypatch):
+    """A read-only bind mount of a WAL database: SQLite cannot even create its -shm file to read."""
+    source, mount = tmp_path / "source", tmp_path / "ro"
+    source.mkdir()
+    mount.mkdir()
+    get_db(source / "app.db")
+    close_all()
+    if subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True).returncode:
+        pytest.skip("mount is not permitted here: cannot make a read-only file system")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True, capture_output=True)
+        monkeypatch.setenv("MLSA_DB_PATH", str(mount / "app.db"))
+        at = AppTest.from_file(str(ROOT / "pages/6_Monitoring.py"), default_timeout=60).run()
+        assert not at.exception
+        assert len(at.error) == 1 and f"the file system mounted at {mount} is read-only" in at.error[0].value
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -81,3 +81,56 @@ def test_sigterm_stops_a_replay_cleanly_between_steps(registry_copy):
     assert 1 <= runs < len(days)
     assert "Traceback" not in err
     assert process.returncode in (0, 1)  # a clean exit, not killed by the signal
+
+
+def _counts(db) -> dict[str, int]:
+    tables = ("predictions", "drift_checks", "alerts", "daily_metrics", "retrain_jobs", "audit_log")
+    return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def test_once_without_as_of_runs_on_the_last_day_of_the_data_not_the_clock(registry_copy, monkeypatch, capsys):
+    import scheduled_tasks
+    from core.market import last_trading_day
+
+    install_fake_drift(monkeypatch)
+    last = f"{max(last_trading_day(s) for s in ('AAPL', 'MSFT')):%Y-%m-%d}"
+    assert scheduled_tasks.main(["--once"]) == scheduled_tasks.EXIT_OK
+    assert capsys.readouterr().out.startswith(f"{last}: 2 ok")
+    run = registry_copy.execute("SELECT details_json FROM audit_log WHERE action = 'daily_cycle' ORDER BY id DESC").fetchone()[0]
+    assert f'"as_of": "{last}"' in run
+    newest = registry_copy.execute("SELECT MAX(as_of) FROM drift_checks").fetchone()[0]
+    assert newest <= last  # nothing dated after the data, whatever the wall clock says
+
+
+def test_a_day_beyond_the_data_exits_5_names_the_last_day_and_stores_nothing(registry_copy, monkeypatch, capsys):
+    import scheduled_tasks
+    from core.market import last_trading_day
+
+    install_fake_drift(monkeypatch)
+    last = f"{max(last_trading_day(s) for s in ('AAPL', 'MSFT')):%Y-%m-%d}"
+    before = _counts(registry_copy)
+    assert scheduled_tasks.main(["--once", "--as-of", "2030-01-01"]) == scheduled_tasks.EXIT_BEYOND_DATA
+    err = capsys.readouterr().err
+    assert f"2030-01-01 is after the last trading day in the data" in err and last in err
+    assert scheduled_tasks.main(["--replay", last, "2030-01-01"]) == scheduled_tasks.EXIT_BEYOND_DATA
+    assert last in capsys.readouterr().err
+    assert _counts(registry_copy) == before
+
+
+def test_exit_codes_are_distinct_and_documented(fresh_db):
+    import scheduled_tasks
+
+    codes = (scheduled_tasks.EXIT_OK, scheduled_tasks.EXIT_FAILED, scheduled_tasks.EXIT_USAGE, scheduled_tasks.EXIT_LOCKED,
+             scheduled_tasks.EXIT_DB_UNAVAILABLE, scheduled_tasks.EXIT_BEYOND_DATA)
+    assert codes == (0, 1, 2, 3, 4, 5)
+    shown = subprocess.run([sys.executable, "scheduled_tasks.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, env=os.environ.copy()).stdout
+    for code in codes:
+        assert f"\n  {code}  " in shown
+    readme = (ROOT / "README.md").read_text()
+    assert "| 3 | another scheduler" in readme and "| 5 | the date is beyond the data" in readme
+    for bad in (["--replay", "2012-02-01", "2012-01-01"], ["--as-of", "2012-01-01"], ["--once", "--as-of", "soon"], ["--bogus"]):
+        done = subprocess.run([sys.executable, "scheduled_tasks.py", *bad], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60, env=os.environ.copy())
+        assert done.returncode == scheduled_tasks.EXIT_USAGE != scheduled_tasks.EXIT_LOCKED, (bad, done.stderr)
+        assert "Traceback" not in done.stderr
