@@ -746,7 +746,7 @@ def stop(
         current = deployed_model(experiment["symbol"], db=db)
         if deploy_winner and analysis.winner_model_id and (current is None or current["model_id"] != analysis.winner_model_id):
             extra = {"override": True} if override else {}
-            deploy(analysis.winner_model_id, actor=actor, db=db,
+            deploy(analysis.winner_model_id, actor=actor, db=db, expected_champion=current["model_id"] if current else None,
                    reason=f"A/B test {experiment['name']}: arm {analysis.winner} won", **extra)
             deployed = analysis.winner_model_id
         audit(db, actor, "stop_experiment", f"experiment:{experiment['id']}", {

@@ -14,6 +14,7 @@ from core.market import MarketDataError, available_symbols, load_prices, source_
 from core.predict import (InSampleForecastError, comparison_table, in_training_window, live_performance, logged_forecast,
                           predict, prediction_log)
 from core.registry import ModelIntegrityError, RegistryError, deployed_model, get_model, register
+from core.store import page_guard
 from core.text import escape_markdown
 from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, train_model
 
@@ -27,12 +28,14 @@ def prices_for(symbol: str):
     return frame, frame.attrs.get("source", "")
 
 
-symbols = available_symbols()
+with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
+    symbols = available_symbols()
 symbol = st.selectbox("Ticker (pick one, or type any symbol: yfinance is tried when the network answers)", symbols,
                       index=symbols.index("AAPL") if "AAPL" in symbols else 0, accept_new_options=True, key="fc_symbol")
 symbol = (symbol or "").strip().upper()
 try:
-    prices, source = prices_for(symbol)
+    with page_guard(st.error, st.stop):
+        prices, source = prices_for(symbol)
 except MarketDataError as exc:
     st.error(escape_markdown(str(exc)))
     st.stop()

@@ -11,18 +11,22 @@ from core.charts import validation_figure
 from core.explain import ExplainError, artifact_files, write_model_artifacts
 from core.market import available_symbols, last_trading_day
 from core.registry import ModelIntegrityError, RegistryError
-from core.store import audit_entries
+from core.store import audit_entries, page_guard
+from core.text import escape_markdown
 
 st.set_page_config(page_title="Model Management · ML Stock Agent", page_icon="🗂️", layout="wide")
 st.title("🗂️ Model Management")
-for repaired in retraining.reconcile():  # retrain jobs whose process died, model folders a kill left behind
-    st.warning(repaired)
+with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
+    repaired_items = retraining.reconcile()  # retrain jobs whose process died, model folders a kill left behind
+    symbols = ["All", *available_symbols()]
+for repaired in repaired_items:
+    st.warning(escape_markdown(repaired))
 
-symbols = ["All", *available_symbols()]
 col_symbol, col_status = st.columns(2)
 symbol = col_symbol.selectbox("Ticker", symbols, key="mm_symbol")
 status = col_status.selectbox("Status", ["All", *registry.STATUSES], key="mm_status")
-table = registry.models_table(None if symbol == "All" else symbol)
+with page_guard(st.error, st.stop):
+    table = registry.models_table(None if symbol == "All" else symbol)
 if status != "All" and not table.empty:
     table = table[table["status"] == status]
 
@@ -229,10 +233,10 @@ with tab_validation:
         st.error(str(exc))
 with tab_lineage:
     chain = registry.lineage(model_id)
-    st.markdown(" → ".join(f"**{m['model_id']}** ({m['reason']})" for m in chain))
+    st.markdown(" → ".join(f"**{escape_markdown(m['model_id'])}** ({escape_markdown(m['reason'])})" for m in chain))
     kids = registry.children(model_id)
     if kids:
-        st.markdown("Children: " + ", ".join(f"{k['model_id']} ({k['reason']})" for k in kids))
+        st.markdown("Children: " + ", ".join(f"{escape_markdown(k['model_id'])} ({escape_markdown(k['reason'])})" for k in kids))
 with tab_audit:
 
     st.dataframe(audit_entries(target=model_id), hide_index=True)

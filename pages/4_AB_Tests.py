@@ -12,6 +12,7 @@ from core.charts import ab_cumulative_mae_figure, ab_error_distribution_figure, 
 from core.config import get_settings
 from core.market import MarketDataError, available_symbols, last_trading_day
 from core.registry import CertificationRequired, RegistryError
+from core.store import page_guard
 from core.text import escape_markdown
 
 st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="🧪", layout="wide")
@@ -23,7 +24,8 @@ for kind in ("success", "error"):  # flash messages are stored already escaped (
     if message := st.session_state.pop(f"ab_flash_{kind}", None):
         getattr(st, kind)(message)
 
-experiments = abtest.list_experiments()
+with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
+    experiments = abtest.list_experiments()
 st.subheader("Tests")
 if experiments.empty:
     st.info("No A/B test yet: create one below.")
