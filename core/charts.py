@@ -4,6 +4,8 @@ Each feature area keeps its builders in its own section below so they stay easy 
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -302,7 +304,8 @@ def alerts_timeline_figure(alerts: pd.DataFrame) -> go.Figure:
     for severity, group in alerts.groupby("severity"):
         acked = group["acknowledged_at"].notna()
         fig.add_trace(go.Scatter(
-            x=group["day"], y=group["kind"], mode="markers", name=severity, text=group["message"],
+            x=group["day"], y=group["kind"], mode="markers", name=severity,
+            text=group["message"].map(lambda m: html.escape(str(m))),  # stored text: plotly hover renders tags
             marker=dict(size=11, color=ALERT_SEVERITY_COLORS.get(severity, PALETTE["muted"]),
                         symbol=np.where(acked, "circle-open", "circle")),
             hovertemplate="%{x|%Y-%m-%d} %{y}: %{text}<extra></extra>",

@@ -97,3 +97,15 @@ def test_monitoring_on_a_read_only_file_system_shows_the_words(tmp_path, monkeyp
         assert len(at.error) == 1 and f"the file system mounted at {mount} is read-only" in at.error[0].value
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_alert_hover_text_is_escaped():
+    """Plotly renders <b>, <a> and <br> in hover text: a stored alert message must arrive as text."""
+    import pandas as pd
+
+    from core.charts import alerts_timeline_figure
+
+    alerts = pd.DataFrame({"day": ["2012-06-01"], "kind": ["drift"], "severity": ["critical"], "acknowledged_at": [None],
+                           "message": ['<a href="http://evil.example">click</a> <b>x</b>']})
+    text = alerts_timeline_figure(alerts).data[0].text[0]
+    assert "<a" not in text and "&lt;a href=" in text
