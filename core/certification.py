@@ -193,7 +193,7 @@ def permutation_skill_test(
     n_splits: int = PERMUTATION_SPLITS,
     seed: int = 0,
     progress: Progress | None = None,
-    n_jobs: int = 2,
+    n_jobs: int | None = None,
 ) -> PermutationTest:
     """Does the model beat itself refitted on targets that no longer line up with the features?
 
@@ -219,6 +219,7 @@ def permutation_skill_test(
     targets = [y] + [np.roll(y, int(s)) for s in shifts]
     jobs = (delayed(_walk_forward_skill)(X, t, close, model_type, params, splits) for t in targets)
     scores = []
+    n_jobs = get_settings().train_threads if n_jobs is None else n_jobs
     for done, score in enumerate(Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(jobs), start=1):
         scores.append(score)
         if progress:

@@ -42,6 +42,7 @@ class Settings:
     validation_splits: int
     interval_coverage: float
     min_history_days: int
+    train_threads: int
     # drift
     drift_psi_threshold: float
     drift_psi_moderate: float
@@ -93,6 +94,7 @@ def get_settings() -> Settings:
         validation_splits=int(_env("VALIDATION_SPLITS", "5")),
         interval_coverage=float(_env("INTERVAL_COVERAGE", "0.90")),
         min_history_days=int(_env("MIN_HISTORY_DAYS", "300")),
+        train_threads=max(1, int(_env("TRAIN_THREADS", "2"))),
         drift_psi_threshold=float(_env("DRIFT_PSI_THRESHOLD", "0.25")),
         drift_psi_moderate=float(_env("DRIFT_PSI_MODERATE", "0.10")),
         drift_ks_alpha=float(_env("DRIFT_KS_ALPHA", "0.05")),

@@ -45,8 +45,13 @@ class NaiveModel:
         return np.zeros(len(X))
 
 
-def make_estimator(model_type: str, params: dict[str, Any] | None = None, n_jobs: int = 2):
-    """A fresh, unfitted estimator of `model_type` with DEFAULT_PARAMS overridden by `params`."""
+def make_estimator(model_type: str, params: dict[str, Any] | None = None, n_jobs: int | None = None):
+    """A fresh, unfitted estimator of `model_type` with DEFAULT_PARAMS overridden by `params`.
+
+    `n_jobs` defaults to `MLSA_TRAIN_THREADS` (2, one per core): more threads than free cores make
+    XGBoost's OpenMP threads spin and joblib poll, which cost 5x in the two-worker demo build.
+    """
+    n_jobs = get_settings().train_threads if n_jobs is None else n_jobs
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}.")
     merged = {**DEFAULT_PARAMS[model_type], **(params or {})}
