@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.linalg import solve_toeplitz
+from scipy.signal import lfilter
 
 from core.config import get_settings
 
@@ -164,6 +166,47 @@ def block_length(x: np.ndarray) -> float:
     return float(np.clip(length, floor, cap))
 
 
+def ar_sieve(x: np.ndarray, max_order: int = 5) -> tuple[float, np.ndarray, np.ndarray]:
+    """AR(p) fit by Yule-Walker, p <= max_order chosen by AIC: (mean, coefficients, residuals).
+
+    Residuals are NaN where x is NaN or an earlier lag is (no observation that day).
+    >>> rng = np.random.default_rng(0); e = rng.normal(size=5000); x = e.copy()
+    >>> for t in range(1, 5000): x[t] = 0.5 * x[t - 1] + e[t]
+    >>> np.round(ar_sieve(x)[1], 1)
+    array([0.5])
+    """
+    x = np.asarray(x, dtype=float)
+    finite = np.isfinite(x)
+    mean = float(x[finite].mean()) if finite.any() else 0.0
+    centred = np.where(finite, x - mean, 0.0)
+    n = max(int(finite.sum()), 1)
+    acov = np.array([centred[: len(x) - k] @ centred[k:] / n for k in range(max_order + 1)])
+    best, coefs = n * np.log(max(acov[0], 1e-300)), np.zeros(0)
+    for p in range(1, max_order + 1):
+        if acov[0] <= 0:
+            break
+        a = solve_toeplitz(acov[:p], acov[1:p + 1])
+        aic = n * np.log(max(acov[0] - a @ acov[1:p + 1], 1e-300)) + 2 * p
+        if aic < best:
+            best, coefs = aic, a
+    residuals = np.where(finite, x - mean, np.nan)
+    for i, a in enumerate(coefs, start=1):
+        residuals[i:] -= a * np.where(finite[:-i], x[:-i] - mean, np.nan)
+    residuals[: len(coefs)] = np.nan
+    return mean, coefs, residuals
+
+
+def _sieve_paths(column: np.ndarray, index: np.ndarray, max_order: int, burn: int) -> np.ndarray:
+    """Simulated paths of one reference series: its AR(p) filter driven by block-resampled residuals
+    (`index` has `burn` extra leading days, dropped); NaN where the resampled day had no observation."""
+    mean, coefs, residuals = ar_sieve(column, max_order)
+    shocks = residuals[index]
+    missing = np.isnan(shocks)
+    paths = lfilter([1.0], np.concatenate([[1.0], -coefs]), np.where(missing, 0.0, shocks), axis=-1) + mean
+    paths[missing] = np.nan
+    return paths[..., burn:]
+
+
 def bootstrap_indices(n: int, n_paths: int, horizon: int, mean_block: float, rng: np.random.Generator) -> np.ndarray:
     """(n_paths, horizon) row indices of a stationary bootstrap of a length-n series (circular)."""
     new_block = rng.random((n_paths, horizon)) < 1.0 / max(mean_block, 1.0)
@@ -235,14 +278,16 @@ def _combined_arl(components: list[_Component], thresholds: list[float]) -> floa
 
 
 def calibrate(streams: dict[str, Stream], arl_days: float | None = None, n_paths: int = 400,
-              horizon: int = 500, seed: int = 0, mean_block: float | str | None = None) -> Calibration:
+              horizon: int = 500, seed: int = 0, mean_block: float | str | None = None,
+              ar_order: int = 5) -> Calibration:
     """Thresholds for every detector so that the model's first false alarm comes after ~`arl_days` days.
 
     streams: detector name -> its reference innovations (see `Stream`); arl_days: the in-control
     average run length of the model (default `MLSA_DRIFT_ARL_DAYS`, 250 trading days: about one
     false alarm per model per year); n_paths x horizon: the bootstrap's size; seed: same inputs and
     seed give the same thresholds; mean_block: the bootstrap's mean block length in days (default
-    ceil(n^(1/3)); "auto": Politis & White's choice, see `block_length`). See the module docstring.
+    ceil(n^(1/3)); "auto": Politis & White's choice, see `block_length`); ar_order: the largest
+    order of the AR sieve (0: resample the series itself). See the module docstring.
     """
     target = float(arl_days if arl_days is not None else get_settings().drift_arl_days)
     if target <= 1:
@@ -261,9 +306,12 @@ def calibrate(streams: dict[str, Stream], arl_days: float | None = None, n_paths
         columns = [a.reshape(n, -1)[:, j] for a in arrays for j in range(a.reshape(n, -1).shape[1])]
         lengths[group] = (max(block_length(c) for c in columns) if mean_block == "auto"
                           else float(mean_block or np.ceil(n ** (1 / 3))))
-        index = bootstrap_indices(n, n_paths, horizon, lengths[group], rng)
+        burn = 10 * ar_order
+        index = bootstrap_indices(n, n_paths, horizon + burn, lengths[group], rng)
         for name, values in zip(names, arrays):
-            paths = values[index] if values.ndim == 1 else values.T[:, index]  # (streams, paths, days)
+            columns = values.reshape(n, -1).T
+            paths = np.stack([_sieve_paths(c, index, ar_order, burn) for c in columns])  # (streams, paths, days)
+            paths = paths[0] if values.ndim == 1 else paths
             for drift in streams[name].drifts:
                 components.append(_Component(running_max(paths, drift, streams[name].two_sided)))
                 owners.append(name)

@@ -1,35 +1,35 @@
 """Sequential change detection on a model's daily innovations: CUSUM banks, their persisted state, alarms.
 
-Pure statistics (numpy/pandas, `core.config`, `core.calibration`; never the database). The window
-check in `core/drift.py` says *what* changed; these detectors say *when*, as soon as the evidence
-allows at a fixed false-alarm budget, and estimate when the change started.
+Pure statistics (numpy/pandas, `core.config`, `core.calibration`; no database). The window check in
+`core/drift.py` says *what* changed; these detectors say *when*: as soon as the evidence allows at a
+fixed false-alarm budget, with an estimate of the day the change started.
 
-Detectors (`DETECTORS`), each on a standardised daily innovation u (mean 0, sd 1 on the model's
-reference window, see `Standardiser`), each a bank of Page CUSUMs with drifts k = 0.25, 0.5, 1 sd
-(the size of a change is unknown; the bank covers small to large ones, the largest detecting
-fastest what it fits):
-- `returns_mean`: the daily log return, robust z against the reference median and MAD, clipped at
-  +-4 (one crash day cannot alarm alone); two-sided.
-- `returns_variance`: log(1 + z^2) of the same z, a log-variance statistic (like z^2 for small
-  moves, like 2 log|z| for big ones); up = volatility rises, down = it falls.
-- `error`: the model's absolute error divided by its validation MAE; one-sided (up only).
+`DETECTORS`, each a bank of Page CUSUMs (the size of a change is unknown: drifts k in sd of the
+standardised innovation u; the best-fitting k detects first) on u = (transform - reference mean) /
+reference sd, see `core.calibration.Standardiser`:
+- `returns_mean`: daily log return, robust z (reference median, 1.4826 MAD) clipped at +-4 so one
+  crash day cannot alarm alone; two-sided, k = 0.25, 0.5, 1.
+- `returns_variance`: log(1 + z^2) of the same unclipped z (like z^2 for small moves, 2 log|z| for
+  big ones); up = volatility rises, down = it falls; k = 0.25, 0.5, 1.
+- `error`: |error| / validation MAE, robust z clipped at +-4; one-sided (up); k = 0.25, 0.5, 1.
 - `feature_scale`: log(1 + z^2) of each feature's day-to-day change (a rolling feature's level is
-  strongly autocorrelated, its change far less); one threshold for the maximum over features;
-  two-sided, drifts 0.5, 1, 2 sd (units changes are large). Beside it, `range_alarms`: values
-  beyond the reference range widened by the range itself on each side (as `core/drift.py`).
+  strongly autocorrelated, its change far less); the maximum over features against one threshold;
+  two-sided; k = 0.5 (slow drifts, shrinking or frozen features), 2 and 4 (units changes: x10 makes
+  a jump of many sd on the day, then several sd a day). `range_alarms` adds values beyond the
+  reference range widened by the range itself on each side (as `core/drift.py`).
 
-The thresholds come from `core.calibration.calibrate` (block bootstrap of the reference window):
-all detectors of one model *together* raise one false alarm per `MLSA_DRIFT_ARL_DAYS` (250)
-trading days on average, about one per model per year. Measured delays: README, "Sequential
-drift detection" (`bench/drift_quality.py`).
+Budget: `fit_profile` calibrates every threshold on the model's reference window (block-bootstrapped
+AR sieve, `core.calibration.calibrate`) so that all its detectors *together* raise one false alarm
+per `MLSA_DRIFT_ARL_DAYS` (250) trading days on average: about one per model per year. Measured
+delays next to the oracle CUSUM: README, "Sequential drift detection" (`bench/drift_quality.py`).
 
 References: E. S. Page (1954), Continuous inspection schemes, Biometrika 41; G. Lorden (1971),
-Procedures for reacting to a change in distribution, Ann. Math. Stat. 42; D. Siegmund (1985),
-Sequential Analysis, Springer; onset = last zero of the CUSUM (Page 1954; Montgomery, Introduction
-to Statistical Quality Control, 9.1).
+Procedures for reacting to a change in distribution, Ann. Math. Stat. 42; onset = the CUSUM's last
+zero (Page 1954; D. C. Montgomery, Introduction to Statistical Quality Control, ch. 9).
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +76,8 @@ class Cusum:
     (the component with the largest S / h is reported). The onset estimate is the first day after
     that statistic was last at zero. After an alarm the next update starts again from zero.
 
+    False alarms: with thresholds from `fit_profile`, a model's detectors together alarm once per
+    `MLSA_DRIFT_ARL_DAYS` (250) trading days on calm data; measured delays in README.
     Parameters: thresholds, one h per drift (from `core.calibration.calibrate`); drifts, the
     reference values k in sd of u; two_sided, watch decreases too; streams, one name per input
     stream (several streams share the thresholds); name, the detector's name in alarms.
@@ -147,8 +149,8 @@ class Cusum:
         """A JSON-safe dict of the parameters and the state; `Cusum.from_dict` restores it exactly."""
         keys = ("name", "thresholds", "drifts", "two_sided", "streams", "n", "alarms", "last_alarm",
                 "last_alarm_day", "day", "stat", "start", "start_day", "alarm")
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in
-                ((k, getattr(self, k)) for k in keys)} | {"alarm": None if self.alarm is None else dict(self.alarm)}
+        return copy.deepcopy({k: list(v) if isinstance(v, tuple) else v for k, v in
+                              ((k, getattr(self, k)) for k in keys)})
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Cusum":
@@ -189,7 +191,6 @@ class CusumArray:
         seen = ~np.isnan(values).all(axis=1)
         restart = seen & (self.alarm_at >= 0)
         self.stat[restart], self.start[restart], self.start_day[restart] = 0.0, 0, _NAT
-        self.alarm_at[seen] = -1
         self.n[seen] += 1
         today = _NAT if day is None else np.datetime64(day, "D").astype(np.int64)
         self.day[seen] = today
@@ -205,8 +206,8 @@ class CusumArray:
         self.stat = new
         ratio = np.where(new >= self.thresholds[:, None, None, :], new / self.thresholds[:, None, None, :], -np.inf)
         flat = ratio.reshape(len(ratio), -1)
-        hit = np.isfinite(flat).any(axis=1)
-        self.alarm_at = np.where(hit, flat.argmax(axis=1), -1)
+        hit = seen & np.isfinite(flat).any(axis=1)
+        self.alarm_at = np.where(seen, np.where(hit, flat.argmax(axis=1), -1), self.alarm_at)
         self.alarms[hit] += 1
         self.last_alarm[hit], self.last_alarm_day[hit] = self.n[hit], today
         return self
