@@ -40,6 +40,7 @@ import pandas as pd
 from core.calibration import Standardiser, Stream, calibrate
 
 DRIFTS = (0.25, 0.5, 1.0)
+CALM_WINDOW = 30  # trading days of the rolling volatility that marks the reference's calm stretches
 _NAT = np.iinfo(np.int64).min  # "no day" in the vectorised state
 
 
@@ -287,6 +288,20 @@ def _aligned(series: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | Non
     return out
 
 
+def calm_days(returns: Any, window: int = CALM_WINDOW) -> np.ndarray:
+    """The reference's calm stretches: days whose trailing `window`-day volatility lies between its
+    10th and 90th percentile over the reference. Calibration draws its bootstrap blocks from them,
+    so a lasting volatility regime of the reference counts as a change, not as calm.
+    >>> returns = np.random.default_rng(0).normal(0, 0.01, 500)
+    >>> returns[200:240] *= 4  # a turbulent stretch
+    >>> calm = calm_days(returns)
+    >>> bool(calm[100]), bool(calm[230]), round(float(calm.mean()), 2)
+    (True, False, 0.78)
+    """
+    volatility = pd.Series(np.asarray(returns, dtype=float)).rolling(window, min_periods=window // 2).std()
+    return volatility.between(volatility.quantile(0.1), volatility.quantile(0.9)).to_numpy()
+
+
 def fit_profile(returns: Any, errors: Any = None, features: pd.DataFrame | None = None,
                 arl_days: float | None = None, seed: int = 0, n_paths: int = 400, horizon: int = 500) -> dict:
     """Everything the detectors need about one model, fitted on its reference window; JSON-safe.
@@ -322,7 +337,8 @@ def fit_profile(returns: Any, errors: Any = None, features: pd.DataFrame | None 
         detectors[name] = {"signal": spec.signal, "source": spec.source, "streams": names[spec.source],
                            "standardiser": standardiser.to_dict(), "drifts": list(spec.drifts),
                            "two_sided": spec.two_sided}
-    calibration = calibrate(streams, arl_days, n_paths=n_paths, horizon=horizon, seed=seed)
+    calibration = calibrate(streams, arl_days, n_paths=n_paths, horizon=horizon, seed=seed,
+                            calm=calm_days(raw["return"]))
     for name, thresholds in calibration.thresholds.items():
         detectors[name]["thresholds"] = list(thresholds)
     return profile | {"arl_days": calibration.target, "arl_estimate": calibration.arl,
