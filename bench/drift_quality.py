@@ -18,7 +18,8 @@ the features, see `ridge_errors`) and a +0.5 sd mean shift: delay of the detecto
 changed, next to the oracle CUSUM (told the true change) at the same ARL, and the onset estimate's
 error. (c) One day's vectorised update for 1,000 models.
 
-    .venv/bin/python bench/drift_quality.py [--step 60] [--horizon 15] [--window 30] [--only sequential]
+    .venv/bin/python bench/drift_quality.py [--step 60] [--horizon 15] [--window 30]
+    .venv/bin/python bench/drift_quality.py --only sequential --seq-step 40   # more calm windows (~4 min)
 """
 from __future__ import annotations
 
