@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scipy import stats  # noqa: E402
 
-from core.calibration import Stream, calibrate  # noqa: E402
+from core.calibration import Stream, calibrate, calm_days  # noqa: E402
 from core.config import get_settings  # noqa: E402
 from core.drift import column_stats, distribution_drift, volatility_check  # noqa: E402
 from core.features import FEATURE_COLUMNS, WARMUP_DAYS, build_features  # noqa: E402
 from core.market import bundled_frame  # noqa: E402
-from core.sequential import (CusumArray, calm_days, fit_profile, innovations, innovations_many, new_detectors,  # noqa: E402
+from core.sequential import (CusumArray, fit_profile, innovations, innovations_many, new_detectors,  # noqa: E402
                              stack_standardisers)
 
 SCALED_FEATURE = "macd"  # the feature whose scale changes (x10: e.g. MACD suddenly in price units)

@@ -1,6 +1,6 @@
 """Calibration of sequential detectors to a model's reference window: standardisation and thresholds.
 
-Pure statistics (numpy only, no database). `Standardiser` turns raw daily values into innovations
+Pure statistics (numpy, scipy, pandas; no database). `Standardiser` turns raw daily values into innovations
 with mean 0 and sd 1 on the reference. `calibrate` is the entry point for thresholds: given each detector's
 standardised reference innovations it returns the thresholds h for which the model's detectors,
 taken together, raise about one false alarm every `arl_days` trading days (the in-control average
@@ -13,7 +13,7 @@ Method, in four steps:
    the residuals are resampled with the stationary bootstrap (Politis & Romano 1994: blocks of
    geometric length, mean ceil(n^(1/3)) = 10 days for a 1000-day reference, as in
    `core/certification.py`), which keeps fat tails and short volatility clusters, and filtered back.
-   Blocks start only on `calm` days when given (`core.sequential.calm_days`: the reference's
+   Blocks start only on `calm` days when given (`calm_days`: the reference's
    stretches of ordinary volatility): a lasting volatility regime is a change the detectors are
    meant to report, not part of their false-alarm budget. Detectors of one *group* (all of a
    model's, in `core.sequential.fit_profile`) see the same resampled days, so their correlation
@@ -41,10 +41,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.linalg import solve_toeplitz
 from scipy.signal import lfilter
 
 from core.config import get_settings
+
+CALM_WINDOW = 30  # trading days of the rolling volatility that marks the reference's calm stretches
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,20 @@ def _sieve_paths(column: np.ndarray, index: np.ndarray, max_order: int, burn: in
     paths = lfilter([1.0], np.concatenate([[1.0], -coefs]), np.where(missing, 0.0, shocks), axis=-1) + mean
     paths[missing] = np.nan
     return paths[..., burn:]
+
+
+def calm_days(returns: Any, window: int = CALM_WINDOW) -> np.ndarray:
+    """The reference's calm stretches: days whose trailing `window`-day volatility lies between its
+    10th and 90th percentile over the reference. Calibration draws its bootstrap blocks from them,
+    so a lasting volatility regime of the reference counts as a change, not as calm.
+    >>> returns = np.random.default_rng(0).normal(0, 0.01, 500)
+    >>> returns[200:240] *= 4  # a turbulent stretch
+    >>> calm = calm_days(returns)
+    >>> bool(calm[100]), bool(calm[230]), round(float(calm.mean()), 2)
+    (True, False, 0.78)
+    """
+    volatility = pd.Series(np.asarray(returns, dtype=float)).rolling(window, min_periods=window // 2).std()
+    return volatility.between(volatility.quantile(0.1), volatility.quantile(0.9)).to_numpy()
 
 
 def bootstrap_indices(n: int, n_paths: int, horizon: int, mean_block: float, rng: np.random.Generator,

@@ -37,10 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.calibration import Standardiser, Stream, calibrate
+from core.calibration import Standardiser, Stream, calibrate, calm_days
 
 DRIFTS = (0.25, 0.5, 1.0)
-CALM_WINDOW = 30  # trading days of the rolling volatility that marks the reference's calm stretches
 _NAT = np.iinfo(np.int64).min  # "no day" in the vectorised state
 
 
@@ -286,20 +285,6 @@ def _aligned(series: dict[str, np.ndarray | None]) -> dict[str, np.ndarray | Non
         padded[n - len(values):] = np.where(np.isfinite(values), values, np.nan)
         out[key] = padded
     return out
-
-
-def calm_days(returns: Any, window: int = CALM_WINDOW) -> np.ndarray:
-    """The reference's calm stretches: days whose trailing `window`-day volatility lies between its
-    10th and 90th percentile over the reference. Calibration draws its bootstrap blocks from them,
-    so a lasting volatility regime of the reference counts as a change, not as calm.
-    >>> returns = np.random.default_rng(0).normal(0, 0.01, 500)
-    >>> returns[200:240] *= 4  # a turbulent stretch
-    >>> calm = calm_days(returns)
-    >>> bool(calm[100]), bool(calm[230]), round(float(calm.mean()), 2)
-    (True, False, 0.78)
-    """
-    volatility = pd.Series(np.asarray(returns, dtype=float)).rolling(window, min_periods=window // 2).std()
-    return volatility.between(volatility.quantile(0.1), volatility.quantile(0.9)).to_numpy()
 
 
 def fit_profile(returns: Any, errors: Any = None, features: pd.DataFrame | None = None,
