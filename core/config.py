@@ -51,6 +51,7 @@ class Settings:
     drift_perf_threshold: float
     drift_window_days: int
     drift_check_time: str
+    drift_arl_days: int
     # A/B tests
     ab_min_samples: int
     ab_confidence_level: float
@@ -102,6 +103,7 @@ def get_settings() -> Settings:
         drift_perf_threshold=float(_env("DRIFT_PERF_THRESHOLD", "0.20")),
         drift_window_days=int(_env("DRIFT_WINDOW_DAYS", "30")),
         drift_check_time=_env("DRIFT_CHECK_TIME", "06:00"),
+        drift_arl_days=int(_env("DRIFT_ARL_DAYS", "250")),
         ab_min_samples=int(_env("AB_MIN_SAMPLES", "30")),
         ab_confidence_level=float(_env("AB_CONFIDENCE_LEVEL", "0.95")),
         enable_auto_retrain=_env_bool("ENABLE_AUTO_RETRAIN", False),
