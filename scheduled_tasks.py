@@ -1,4 +1,4 @@
-"""The scheduler: runs the daily monitoring cycle (core.monitoring.run_daily_cycle) on a `schedule` loop.
+"""The scheduler: runs the daily monitoring cycle (core.cycle.run_daily_cycle) on a `schedule` loop.
 
     python scheduled_tasks.py                      # loop: the cycle every day at MLSA_DRIFT_CHECK_TIME (06:00)
     python scheduled_tasks.py --once [--as-of D]   # one cycle and exit (cron); default: the data's last day
@@ -32,7 +32,7 @@ import schedule
 from core.config import get_settings
 from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
-from core.monitoring import run_daily_cycle
+from core.cycle import run_daily_cycle
 from core.registry import list_models
 from core.store import StoreError, check_writable, describe_error, get_db, scheduler_lock_path
 

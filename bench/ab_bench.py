@@ -14,7 +14,8 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.abtest import active_route, always_valid_pvalues, fixed_horizon_pvalues, looks_two_sample, route_key  # noqa: E402
+from core.predict import active_route  # noqa: E402
+from core.ab_stats import always_valid_pvalues, fixed_horizon_pvalues, looks_two_sample, route_key  # noqa: E402
 
 EXPERIMENTS, DAYS, MIN_SAMPLES = 500, 250, 30
 

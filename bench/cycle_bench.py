@@ -1,4 +1,4 @@
-"""Time one daily cycle (core.monitoring.run_daily_cycle) for 50 deployed models on this machine. Goal: < 60 s.
+"""Time one daily cycle (core.cycle.run_daily_cycle) for 50 deployed models on this machine. Goal: < 60 s.
 
 Setup (not timed): a throwaway database; 50 tickers made by copying the bundled history of ^GSPC and
 ^IXIC (same calendar, so one as_of) under new names; one random forest trained per source and registered + deployed
@@ -34,10 +34,11 @@ os.environ["MLSA_MODELS_DIR"] = str(_TMP / "models")
 
 import pandas as pd  # noqa: E402
 
-from core import monitoring  # noqa: E402
+from core import cycle, metrics  # noqa: E402
 from core.market import load_prices  # noqa: E402
 from core.predict import backfill_actuals, predict, prediction_log  # noqa: E402
-from core.registry import deploy, register  # noqa: E402
+from core.lifecycle import register_with_artifacts  # noqa: E402
+from core.registry import deploy  # noqa: E402
 from core.store import get_db, transaction  # noqa: E402
 from core.training import price_metrics, train_model  # noqa: E402
 
@@ -61,7 +62,7 @@ def setup(n_models: int, replay_days: int) -> dict[str, pd.Timestamp]:
         prices["symbol"], prices["source"] = symbol, "bench-copy"
         with transaction(db):
             db["prices"].upsert_all(prices.to_dict("records"), pk=("symbol", "date"))
-        model_id = register(dataclasses.replace(trained[source], symbol=symbol), reason="bench copy", actor="bench")
+        model_id = register_with_artifacts(dataclasses.replace(trained[source], symbol=symbol), reason="bench copy", actor="bench")
         deploy(model_id, actor="bench", reason="bench", override=True)
         days = load_prices(symbol, start=trained[source].train_end).index
         for day in days[:replay_days]:
@@ -94,22 +95,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - started:.0f} s (not timed below)")
 
     step_seconds: dict[str, float] = defaultdict(float)
-    for step, function in list(monitoring.STEP_FUNCTIONS.items()):
+    for step, function in list(cycle.STEP_FUNCTIONS.items()):
         def timed(model, day, context, db, _function=function, _step=step):
             t0 = time.perf_counter()
             try:
                 return _function(model, day, context, db)
             finally:
                 step_seconds[_step] += time.perf_counter() - t0
-        monitoring.STEP_FUNCTIONS[step] = timed
+        cycle.STEP_FUNCTIONS[step] = timed
     day = max(as_of.values())
     assert min(as_of.values()) == day, "the bench needs one calendar for every model"
     t0 = time.perf_counter()
-    summary = monitoring.run_daily_cycle(day)
-    cycle = time.perf_counter() - t0
-    print(f"one daily cycle for {len(summary['models'])} models: {cycle:.1f} s "
-          f"({summary['ok']} ok, {summary['failed']} failed); goal < 60 s: {'met' if cycle < 60 else 'NOT met'}")
-    for step in monitoring.STEPS:
+    summary = cycle.run_daily_cycle(day)
+    cycle_s = time.perf_counter() - t0
+    print(f"one daily cycle for {len(summary['models'])} models: {cycle_s:.1f} s "
+          f"({summary['ok']} ok, {summary['failed']} failed); goal < 60 s: {'met' if cycle_s < 60 else 'NOT met'}")
+    for step in cycle.STEPS:
         print(f"  {step:<9} {step_seconds[step]:6.2f} s total, {step_seconds[step] / max(1, len(summary['models'])) * 1000:7.1f} ms per model")
     failures = {e["model_id"]: e["errors"] for e in summary["models"] if e["errors"]}
     if failures:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     model_ids = [e["model_id"] for e in summary["models"]]
     start = min(as_of.values()) - pd.Timedelta(days=120)
     t0 = time.perf_counter()
-    written = monitoring.upsert_daily_metrics(start, day, model_ids)
+    written = metrics.upsert_daily_metrics(start, day, model_ids)
     vectorised = time.perf_counter() - t0
     t0 = time.perf_counter()
     reference_rows = reference_metrics(model_ids)

@@ -38,7 +38,9 @@ from scipy import stats  # noqa: E402
 
 from core.calibration import Stream, calibrate, calm_days  # noqa: E402
 from core.config import get_settings  # noqa: E402
-from core.drift import column_stats, distribution_drift, volatility_check  # noqa: E402
+from core.drift_kernels import column_stats  # noqa: E402
+from core.drift_stats import distribution_drift  # noqa: E402
+from core.drift_report import volatility_check  # noqa: E402
 from core.features import FEATURE_COLUMNS, WARMUP_DAYS, build_features  # noqa: E402
 from core.market import bundled_frame  # noqa: E402
 from core.sequential import (CusumArray, fit_profile, innovations, innovations_many, new_detectors,  # noqa: E402

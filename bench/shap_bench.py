@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 
 from core import explain  # noqa: E402
 from core.features import FEATURE_COLUMNS  # noqa: E402
-from core.registry import load_model, register  # noqa: E402
+from core.lifecycle import register_with_artifacts  # noqa: E402
+from core.registry import load_model  # noqa: E402
 from core.training import train_model  # noqa: E402
 
 SYMBOL, ROWS, REPEATS = "AAPL", 1000, 5
@@ -47,7 +48,7 @@ def cold_call(model_id: str, X) -> float:
 def main() -> None:
     os.environ["MLSA_EXPLAIN_IMAGE_FORMAT"] = "html"  # keep Chromium out of the model set-up; measured below
     print(f"training a {BENCH_PARAMS['n_estimators']}-tree depth-{BENCH_PARAMS['max_depth']} XGBoost on {SYMBOL} ...", flush=True)
-    bench_id = register(train_model(SYMBOL, "xgb", params=BENCH_PARAMS), reason="shap bench")
+    bench_id = register_with_artifacts(train_model(SYMBOL, "xgb", params=BENCH_PARAMS), reason="shap bench")
     X = explain.window_features(SYMBOL, days=ROWS + 1).iloc[:ROWS][FEATURE_COLUMNS]
     estimator = load_model(bench_id).estimator
     leaves = int((estimator.get_booster().trees_to_dataframe()["Feature"] == "Leaf").sum())
@@ -79,7 +80,7 @@ def main() -> None:
 
     print("default window of the app's own models (MLSA_EXPLAIN_WINDOW_DAYS rows, cold):")
     for model_type in ("xgb", "rf"):
-        model_id = register(train_model(SYMBOL, model_type), reason="shap bench")
+        model_id = register_with_artifacts(train_model(SYMBOL, model_type), reason="shap bench")
         rows = explain.model_window(explain.get_model(model_id))
         print(f"  {model_id}: {len(rows)} rows in {statistics.median(cold_call(model_id, rows) for _ in range(REPEATS)):.3f} s")
 

@@ -27,6 +27,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import Settings, get_settings, redact
+from core.metrics import live_skill, metrics_frame
 from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,6 @@ def conditions(model: dict, as_of, metrics: pd.DataFrame, report, error_rate: fl
     `metrics` is the model's `daily_metrics` rows up to `as_of` (oldest first); `report` a drift report
     or None. Pure: no database, so each threshold is tested directly.
     """
-    from core.monitoring import live_skill
-
     settings = settings or get_settings()
     found: list[Condition] = []
     done = metrics.dropna(subset=["mae", "naive_mae"]).tail(settings.drift_window_days)
@@ -175,8 +174,6 @@ def conditions(model: dict, as_of, metrics: pd.DataFrame, report, error_rate: fl
 
 def evaluate_model(model: dict, as_of, report, error_rate: float, db: sqlite_utils.Database | None = None) -> list[str]:
     """Raise the alerts whose conditions hold today; returns the kinds newly raised (duplicates skipped)."""
-    from core.monitoring import metrics_frame
-
     db = db or get_db()
     start = pd.Timestamp(as_of) - pd.Timedelta(days=120)
     metrics = metrics_frame(model_id=model["model_id"], start=start, end=as_of, db=db)

@@ -108,7 +108,7 @@ def last_scheduler_run(db: sqlite_utils.Database) -> dict | None:
     """The newest daily-cycle run (audit_log, actor 'scheduler' or the demo's 'scheduler (demo replay)'): when,
     for which day, and if it succeeded.
 
-    The summary is written by `core.monitoring.run_daily_cycle`: `failed` counts models whose cycle
+    The summary is written by `core.cycle.run_daily_cycle`: `failed` counts models whose cycle
     failed, `stopped` marks a run interrupted between steps; success means neither.
     """
     row = db.execute(

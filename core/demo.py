@@ -22,12 +22,12 @@ from concurrent.futures import ProcessPoolExecutor
 import pandas as pd
 
 from core.abtest import create_experiment, simulate, stop
-from core.certification import certify
 from core.config import get_settings
 from core.market import MarketDataError, bundled_frame, load_prices
-from core.monitoring import backfill_history, run_daily_cycle
+from core.cycle import backfill_history, run_daily_cycle
+from core.lifecycle import certify_with_card, register_with_artifacts
 from core.predict import backfill_actuals, predict
-from core.registry import deploy, deployed_model, list_models, register
+from core.registry import deploy, deployed_model, list_models
 from core.store import close_all, get_db
 from core.training import train_model
 
@@ -63,12 +63,12 @@ def train_and_deploy(symbol: str, report: Report) -> str | None:
         except MarketDataError as exc:
             report(f"  {symbol}: skipped ({exc})")
             return None
-        model_id = register(trained, reason="demo: initial training", actor="demo")
+        model_id = register_with_artifacts(trained, reason="demo: initial training", actor="demo")
         registered.append((trained.metrics["skill"], model_id))
         report(f"  {symbol}: {model_id} MAE ${trained.metrics['mae']:.3f} vs naive "
                f"${trained.metrics['naive']['mae']:.3f} (skill {trained.metrics['skill']:+.3f})")
     best = max(registered)[1]
-    certification = certify(best)
+    certification = certify_with_card(best)
     failed = ", ".join(c.label for c in certification.checks if not c.passed)
     report(f"  {symbol}: {best} " + ("certified" if certification.certified else f"not certified (failed: {failed})"))
     reason = "demo: better validation skill of rf and xgb"

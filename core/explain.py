@@ -27,6 +27,7 @@ import pandas as pd
 import sqlite_utils
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from core.charts import shap_beeswarm_figure
 from core.config import get_settings
 from core.figure_export import RenderUnavailable, render_png
 from core.features import TARGET, build_features, check_feature_frame
@@ -463,8 +464,6 @@ def _reusable_importance(row: dict, folder: Path) -> dict | None:
 
 def _write_importance(model_id: str, row: dict, folder: Path, db: sqlite_utils.Database) -> dict:
     """Compute SHAP + permutation importance on the model's window; write the JSON, CSV and summary figure."""
-    from core.charts import shap_beeswarm_figure
-
     explanation = explain_window(model_id, db=db)
     permutation = permutation_importance_frame(model_id, explanation.frame, db=db)
     importance = importance_table(explanation, permutation)

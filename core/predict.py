@@ -1,4 +1,4 @@
-"""The serving path: pick the model (deployed, or an A/B arm), predict the next close, log the prediction.
+"""The serving path: owns `predictions`; routes a request (reads the running experiments), predicts the next close, logs it.
 
 `predict` is the only way a forecast is made, so the prediction log is complete: the UI, the demo
 replay, A/B simulations and the scheduler all come through here.
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.ab_stats import route_key
 from core.alerts import raise_alert
 from core.features import build_features, check_feature_frame
 from core.training import naive_metrics, price_metrics, skill
@@ -91,15 +93,40 @@ class Route:
 
 
 def _route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None) -> Route:
-    """The running A/B experiment's arm for this request, else the deployed model.
-
-    Imported here, not at module level: core.abtest's `simulate` calls `predict` (import cycle), and
-    a direct call means routing can never be skipped because a module was not imported.
-    """
-    from core.abtest import active_route
-
+    """The running A/B experiment's arm for this request, else the deployed model."""
     route = active_route(db, symbol, request_key, day)
     return route if route is not None else _deployed_route(db, symbol)
+
+
+def route(experiment: Mapping, request_key: str) -> Route:
+    """The `Route` of one request in `experiment` (a dict from `get_experiment`, with its arms)."""
+    arms = experiment["arms"]
+    chosen = arms[route_key(experiment["id"], request_key, [a["traffic_share"] for a in arms])]
+    shadows = tuple((a["arm"], a["model_id"]) for a in arms if a["arm"] != chosen["arm"]) if experiment["shadow"] else ()
+    return Route(model_id=chosen["model_id"], experiment_id=experiment["id"], arm=chosen["arm"], shadows=shadows)
+
+
+def active_route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None) -> Route | None:
+    """The route for a request on `symbol` when a running experiment covers `day`, else None (serving hook).
+
+    A request dated before the test's start or after its planned end is served by the deployed model
+    (replays of past days must not meet a challenger that was not live then), and so is a day inside
+    any arm's training window: arms are scored only on days none of them was trained on. One small
+    query per request: experiments is a tiny table and experiment_arms is keyed by experiment id.
+    """
+    on_day = _day(day) if day is not None else None
+    rows = db.execute(
+        "SELECT e.id, e.shadow, a.arm, a.model_id, a.traffic_share, m.train_end FROM experiments e "
+        "JOIN experiment_arms a ON a.experiment_id = e.id JOIN models m ON m.model_id = a.model_id "
+        "WHERE e.symbol = ? AND e.status = 'running' AND (? IS NULL OR ? BETWEEN e.start_date AND e.end_date) "
+        "ORDER BY a.arm",
+        [symbol, on_day, on_day],
+    ).fetchall()
+    if not rows or (on_day is not None and in_training_window(max(r[5] for r in rows), on_day)):
+        return None
+    experiment = {"id": rows[0][0], "shadow": bool(rows[0][1]),
+                  "arms": [{"arm": r[2], "model_id": r[3], "traffic_share": r[4]} for r in rows]}
+    return route(experiment, request_key)
 
 
 def _deployed_route(db: sqlite_utils.Database, symbol: str) -> Route:
@@ -301,6 +328,32 @@ def backfill_actuals(as_of, symbol: str | None = None, db: sqlite_utils.Database
             [day, *params],
         )
     return cursor.rowcount
+
+
+def log_external_prediction(row: dict, db: sqlite_utils.Database | None = None) -> tuple[int, float, bool]:
+    """Log a served row made outside the app (validated by `core.abtest.record_prediction`):
+    (id, logged predicted_close, inserted). One row per request holds here too: a row already logged
+    for that (symbol, day, model, experiment, arm) is returned, not duplicated."""
+    db = db or get_db()
+    with transaction(db):
+        cursor = db.execute(f"INSERT OR IGNORE INTO predictions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                            list(row.values()))
+        if cursor.rowcount == 1:
+            return cursor.lastrowid, row["predicted_close"], True
+        logged_id, logged_close = db.execute(
+            "SELECT id, predicted_close FROM predictions WHERE symbol = ? AND as_of = ? AND model_id = ? "
+            "AND ifnull(experiment_id, -1) = ? AND ifnull(arm, '') = ? AND served = 1",
+            [row["symbol"], row["as_of"], row["model_id"], row["experiment_id"], row["arm"]]).fetchone()
+    return logged_id, logged_close, False
+
+
+def set_experiment_actual(prediction_id: int, actual_close: float, db: sqlite_utils.Database | None = None) -> bool:
+    """Attach the realised close to an experiment's prediction; False when no such row exists."""
+    db = db or get_db()
+    with transaction(db):
+        cursor = db.execute("UPDATE predictions SET actual_close = ? WHERE id = ? AND experiment_id IS NOT NULL",
+                            [float(actual_close), int(prediction_id)])
+    return cursor.rowcount > 0
 
 
 def prediction_log(

@@ -123,7 +123,11 @@ def register(
     actor: str = "user",
     db: sqlite_utils.Database | None = None,
 ) -> str:
-    """Store a trained model as a new candidate version; returns its model_id."""
+    """Store a trained model as a new candidate version; returns its model_id.
+
+    Only the model and its record: `core.lifecycle.register_with_artifacts` also writes the
+    explainability artifacts and model card (explainability sits above the registry).
+    """
     db = db or get_db()
     folder = None
     try:
@@ -157,13 +161,6 @@ def register(
             shutil.rmtree(folder, ignore_errors=True)
         raise
     log.info("registered %s", model_id)
-    try:  # explainability artifacts + model card; lazy import (explain imports registry); never undoes the registration
-        from core.explain import write_model_artifacts
-
-        write_model_artifacts(model_id, db=db)
-    except Exception as exc:
-        log.warning("%s: explainability artifacts were not written (%s); call write_model_artifacts(%r) to retry",
-                    model_id, exc, model_id, exc_info=True)
     return model_id
 
 

@@ -1,4 +1,4 @@
-"""Retraining: owns `retrain_jobs`; triggers, the five safeguards, the validation gate, the validation window, rollback.
+"""Retraining decisions (jobs stored through `core.retrain_jobs`, which owns `retrain_jobs`): triggers, the five safeguards, the validation gate, the validation window, rollback.
 
 Automatic path (`auto_retrain`, called by the daily cycle after the drift check), each safeguard a
 recorded decision in `retrain_jobs` and `audit_log`:
@@ -21,16 +21,9 @@ against is still deployed (compare-and-swap in `registry.deploy`).
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import socket
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,9 +35,11 @@ from core.alerts import raise_alert
 from core.config import get_settings
 from core.features import build_features, check_feature_frame
 from core.market import load_prices
-from core.registry import (ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, register,
-                           rollback)
-from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
+from core.drift_report import should_retrain
+from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, rollback
+from core.retrain_jobs import (QUEUED, RetrainError, create_job, get_job, heartbeat, interrupt, is_queued, owned_here,
+                                reconcile_jobs, update_job)
+from core.store import get_db, transaction
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +47,10 @@ HOLDOUT_DAYS = 60
 AUTO_TRIGGERS = ("drift", "performance")
 # Jobs that trained a challenger: they start the cooldown. "interrupted" is not one (a phantom never blocks).
 TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed", "superseded")
-# The approval queue: jobs awaiting approval, and approved runs that were interrupted (they can be retried).
-QUEUED = ("(j.status = 'awaiting_approval' OR (j.status = 'interrupted' "
-          "AND json_extract(j.details_json, '$.approved_by') IS NOT NULL))")
-JOB_STALE_SECONDS = 600      # another host's running job silent this long is taken as dead
-ORPHAN_GRACE_SECONDS = 600   # a model folder without a row must be this old before it counts as left over
 Progress = Callable[[float, str], None]
-
-
-class RetrainError(ValueError):
-    """A retrain that cannot be done as asked, or that failed (the registry is left unchanged)."""
+# registers a trained challenger and returns its model_id: `core.lifecycle.register_with_artifacts`,
+# passed in by the orchestration layer (registering also writes explainability artifacts, a layer above)
+RegisterChallenger = Callable[..., str]
 
 
 @dataclass(frozen=True)
@@ -87,236 +76,6 @@ def _day(value) -> str:
     return f"{pd.Timestamp(value):%Y-%m-%d}"
 
 
-# --- jobs ---------------------------------------------------------------------------------------------
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux /proc), None if unknown or a zombie.
-
-    Recorded with the pid so a pid reused after a restart (containers reuse low pids) is not taken for
-    the job's owner.
-    """
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def _owner_alive(pid: int, start: str | None) -> bool:
-    """Whether the process that claimed a job still runs on this host (a zombie or a reused pid does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    if not Path("/proc/self/stat").exists():
-        return True  # no /proc: the pid exists, that is all we can know
-    current = _process_start(pid)
-    return current is not None and (start is None or current == start)
-
-
-def _owner() -> dict[str, Any]:
-    """This process as a job's owner, with a fresh heartbeat."""
-    pid = os.getpid()
-    return {"owner_pid": pid, "owner_host": socket.gethostname(), "owner_start": _process_start(pid),
-            "heartbeat_at": utc_now()}
-
-
-def _owned(job: dict) -> bool:
-    return job["status"] == "running" and (job["owner_pid"], job["owner_host"]) == (os.getpid(), socket.gethostname())
-
-
-def _create_job(db: sqlite_utils.Database, model_id: str, trigger: str, status: str, decision: str,
-                details: dict, finished: bool) -> int:
-    with transaction(db):
-        job_id = db["retrain_jobs"].insert({
-            "model_id": model_id, "trigger": trigger, "status": status, "challenger_id": None,
-            "decision": decision, "details_json": to_json(details), "created_at": utc_now(),
-            "finished_at": utc_now() if finished else None, **(_owner() if status == "running" else {}),
-        }).last_pk
-        audit(db, details.get("actor", "scheduler"), f"retrain_{status}", model_id,
-              {"job_id": job_id, "trigger": trigger, "decision": decision, "as_of": details.get("as_of")})
-    return job_id
-
-
-def _update_job(db: sqlite_utils.Database, job_id: int, status: str, decision: str, details: dict | None = None,
-                challenger_id: str | None = None, finished: bool = True, actor: str = "scheduler") -> None:
-    """Update a job and audit the step; joins the caller's transaction when there is one.
-
-    Setting "running" makes this process the job's owner; other states keep the last owner on record.
-    """
-    with transaction(db):
-        job = get_job(job_id, db=db)
-        merged = {**job["details"], **(details or {})}
-        db.execute(
-            "UPDATE retrain_jobs SET status = ?, decision = ?, details_json = ?, challenger_id = COALESCE(?, challenger_id), "
-            "finished_at = ? WHERE id = ?",
-            [status, decision, to_json(merged), challenger_id, utc_now() if finished else None, job_id],
-        )
-        if status == "running":
-            db["retrain_jobs"].update(job_id, _owner())
-        audit(db, actor, f"retrain_{status}", job["model_id"],
-              {"job_id": job_id, "decision": decision, "challenger_id": challenger_id or job["challenger_id"]})
-
-
-def _heartbeat(db: sqlite_utils.Database, job_id: int) -> None:
-    """Record that this job's process is alive; RetrainError if the job is no longer this process's to run.
-
-    A compare-and-set on (status, owner): once `reconcile` has marked the job interrupted (or a Retry
-    gave it to another process), this run stops instead of deploying over it.
-    """
-    with transaction(db):
-        changed = db.execute(
-            "UPDATE retrain_jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND owner_pid = ? "
-            "AND owner_host = ?", [utc_now(), job_id, os.getpid(), socket.gethostname()]).rowcount
-    if not changed:
-        raise RetrainError(f"Retrain job {job_id} was closed by another process ({get_job(job_id, db=db)['status']}); "
-                           "this run stopped without deploying.")
-
-
-def _interrupt(db: sqlite_utils.Database, job: dict, why: str, actor: str) -> str:
-    """Mark a running job "interrupted" with what happened and what to do next; returns the decision."""
-    approved = job["details"].get("approved_by") is not None
-    decision = (f"interrupted: {why}; nothing was deployed. "
-                + ("The approval is back in the queue: Retry it on Model Management."
-                   if approved else "Retrain again when needed (an interrupted job does not start a cooldown)."))
-    _update_job(db, job["id"], "interrupted", decision, actor=actor)
-    return decision
-
-
-def get_job(job_id: int, db: sqlite_utils.Database | None = None) -> dict:
-    db = db or get_db()
-    rows = list(db.query("SELECT * FROM retrain_jobs WHERE id = ?", [job_id]))
-    if not rows:
-        raise RetrainError(f"No retrain job with id {job_id}.")
-    return {**rows[0], "details": json.loads(rows[0]["details_json"] or "{}")}
-
-
-def jobs_frame(symbol: str | None = None, status: str | None = None, limit: int = 500,
-               db: sqlite_utils.Database | None = None, queued: bool = False) -> pd.DataFrame:
-    """Retrain jobs newest first with ticker and as_of, for the pages (`queued`: the approval queue only)."""
-    db = db or get_db()
-    where, params = where_clause(("m.symbol = ?", symbol), ("j.status = ?", status), (QUEUED, queued))
-    return pd.read_sql_query(
-        "SELECT j.id, json_extract(j.details_json, '$.as_of') AS as_of, m.symbol, j.model_id, j.trigger, j.status, "
-        f"j.decision, j.challenger_id, j.created_at, j.finished_at FROM retrain_jobs j LEFT JOIN models m "
-        f"ON m.model_id = j.model_id {where} ORDER BY j.id DESC LIMIT ?", db.conn, params=[*params, limit],
-    )
-
-
-def approval_queue(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """Jobs awaiting approval and interrupted approvals (status "interrupted": offer a Retry)."""
-    return jobs_frame(queued=True, db=db)
-
-
-def _queued(db: sqlite_utils.Database, job_id: int) -> bool:
-    return db.execute(f"SELECT 1 FROM retrain_jobs j WHERE j.id = ? AND {QUEUED}", [job_id]).fetchone() is not None
-
-
-# --- reconcile: what a killed process left behind -----------------------------------------------------
-
-def _age_seconds(timestamp: str) -> float:
-    then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return (datetime.now(timezone.utc) - then).total_seconds()
-
-
-def _why_dead(job: dict, stale_seconds: float) -> str | None:
-    """Why a running job's process is gone, or None while it may still be running."""
-    pid, host = job["owner_pid"], job["owner_host"]
-    if host == socket.gethostname() and pid:
-        return None if _owner_alive(pid, job["owner_start"]) else f"its process (pid {pid}) ended before finishing"
-    age = _age_seconds(job["heartbeat_at"] or job["created_at"])
-    if age <= stale_seconds:
-        return None
-    owner = f"pid {pid} on {host}" if host else "its process"
-    return f"no heartbeat from {owner} for {age / 60:.0f} minutes (limit {stale_seconds / 60:.0f})"
-
-
-def _dead_jobs(db: sqlite_utils.Database, stale_seconds: float) -> list[tuple[dict, str]]:
-    running = [get_job(r[0], db=db) for r in db.execute("SELECT id FROM retrain_jobs WHERE status = 'running'").fetchall()]
-    return [(job, why) for job in running if (why := _why_dead(job, stale_seconds))]
-
-
-def reconcile_jobs(db: sqlite_utils.Database | None = None, stale_seconds: float = JOB_STALE_SECONDS) -> list[str]:
-    """Mark "interrupted" every running job whose process is gone; one line per job marked.
-
-    On this host a job is dead when its owner pid is not alive (or is another process now); a job of
-    another host when its heartbeat is older than `stale_seconds`. Decided again inside the write
-    transaction, so two reconcilers never both act and a live job is never touched.
-    """
-    db = db or get_db()
-    if not _dead_jobs(db, stale_seconds):  # the common case, without taking the write lock
-        return []
-    lines = []
-    with transaction(db):
-        for job, why in _dead_jobs(db, stale_seconds):
-            lines.append(f"Retrain job {job['id']} ({job['model_id']}) {_interrupt(db, job, why, actor='reconcile')}")
-    for line in lines:
-        log.warning(line)
-    return lines
-
-
-def _mtime(path: Path) -> float:
-    """Last modification time; 0 for a file removed meanwhile (another reconcile, an atomic rename)."""
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
-def _last_modified(folder: Path) -> float:
-    return max([_mtime(folder), *(_mtime(p) for p in folder.rglob("*"))])
-
-
-def reconcile_model_folders(db: sqlite_utils.Database | None = None,
-                            grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
-    """Delete model folders without a registry row, left by a kill between writing files and committing the row.
-
-    Cleaned, not adopted: the row's metrics, parameters, lineage and reason exist only in the rolled
-    back transaction. Only folders unchanged for `grace_seconds` are candidates, and the row check is
-    repeated under the write lock, which `register` holds from its first file to its commit: a
-    registration in progress is never touched. Stray temporary files (`.tmp-*`) are removed likewise.
-    """
-    db = db or get_db()
-    root = Path(get_settings().models_dir)
-    if not root.is_dir():
-        return []
-    now = time.time()
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    known = {r[0] for r in db.execute("SELECT model_id FROM models").fetchall()}
-    orphans = [p for p in folders if p.name not in known and now - _last_modified(p) > grace_seconds]
-    temps = [p for p in root.glob("*/**/.tmp-*") if now - _mtime(p) > grace_seconds]
-    if not orphans and not temps:
-        return []
-    lines = []
-    with transaction(db):
-        known = {r[0] for r in db.execute("SELECT model_id FROM models").fetchall()}
-        for folder in orphans:
-            if folder.name not in known:
-                shutil.rmtree(folder, ignore_errors=True)
-                audit(db, "reconcile", "remove_orphan_folder", folder.name,
-                      {"path": str(folder), "why": "no registry row: a registration was killed before its commit"})
-                lines.append(f"Removed {folder}: it has no registry row (a registration was killed before it finished).")
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-            lines.append(f"Removed the unfinished temporary file {temp}.")
-    for line in lines:
-        log.warning(line)
-    return lines
-
-
-def reconcile(db: sqlite_utils.Database | None = None) -> list[str]:
-    """Close what killed processes left: running jobs without a process, orphan model folders.
-
-    Runs at the start of the daily cycle and when Model Management loads; `reconcile_jobs` also runs
-    before cooldowns and approvals are evaluated. Returns one line per repair (empty: nothing to do).
-    """
-    db = db or get_db()
-    return reconcile_jobs(db) + reconcile_model_folders(db)
-
-
-# --- counterfactual predictions and the gate ----------------------------------------------------------
 
 def counterfactual_predictions(model_id: str, days, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """What `model_id` predicts (price) for the close after each of `days`, beside that actual close.
@@ -372,13 +131,13 @@ def _close_job(db: sqlite_utils.Database, job_id: int, status: str, decision: st
                challenger_id: str | None, actor: str, finished: bool = True) -> None:
     """Record a running job's outcome, only while it is still this process's job (joins the caller's transaction)."""
     with transaction(db):
-        _heartbeat(db, job_id)
-        _update_job(db, job_id, status, decision, details, challenger_id=challenger_id, finished=finished, actor=actor)
+        heartbeat(db, job_id)
+        update_job(db, job_id, status, decision, details, challenger_id=challenger_id, finished=finished, actor=actor)
 
 
 def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", actor: str = "ui",
             progress: Progress | None = None, job_id: int | None = None,
-            db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+            db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger) -> dict[str, Any]:
     """Train a challenger up to `as_of`, register it as the champion's child, gate it, deploy it if it passes.
 
     `job_id` is a job this process already claimed as running (`approve`); otherwise a job is created.
@@ -393,11 +152,11 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
     day = _day(as_of)
     details = {"as_of": day, "reason": reason, "actor": actor, "champion_id": champion_id}
     if job_id is None:
-        job_id = _create_job(db, champion_id, trigger, "running", "training the challenger", details, finished=False)
+        job_id = create_job(db, champion_id, trigger, "running", "training the challenger", details, finished=False)
     notify = progress or (lambda _fraction, _text: None)
 
     def step(fraction: float, text: str) -> None:
-        _heartbeat(db, job_id)
+        heartbeat(db, job_id)
         notify(fraction, text)
 
     challenger_id = None
@@ -408,7 +167,7 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
                                        progress=lambda f, text: step(0.05 + 0.7 * f, text))
         step(0.8, "Validation gate: challenger vs champion vs naive on the recent holdout")
         gate = validation_gate(trained, champion_id, settings.retrain_margin, db=db)
-        challenger_id = register(trained, parent_id=champion_id, actor=actor, db=db,
+        challenger_id = register_challenger(trained, parent_id=champion_id, actor=actor, db=db,
                                  reason=f"retrain ({trigger}) on {day}: {reason or 'requested'}")
         outcome = {"gate": gate.to_dict(), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
         result = {"job_id": job_id, "challenger_id": challenger_id, "gate": gate}
@@ -439,11 +198,11 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         return {**result, "status": "validating", "decision": f"deployed; {gate.reason}"}
     except BaseException as exc:  # killed or failed mid-way: record it, leave the registry as it was
         job = get_job(job_id, db=db)
-        if _owned(job):  # not if reconcile or a Retry took the job meanwhile
+        if owned_here(job):  # not if reconcile or a Retry took the job meanwhile
             if isinstance(exc, Exception):
-                _update_job(db, job_id, "failed", f"failed: {type(exc).__name__}: {exc}", challenger_id=challenger_id, actor=actor)
+                update_job(db, job_id, "failed", f"failed: {type(exc).__name__}: {exc}", challenger_id=challenger_id, actor=actor)
             else:
-                _interrupt(db, job, f"stopped before finishing ({type(exc).__name__}: the page was closed or the "
+                interrupt(db, job, f"stopped before finishing ({type(exc).__name__}: the page was closed or the "
                                     "process stopped)", actor=actor)
         log.warning("retrain of %s failed: %s", champion_id, exc)
         if isinstance(exc, Exception) and not isinstance(exc, RetrainError):
@@ -454,8 +213,6 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
 # --- the automatic path -------------------------------------------------------------------------------
 
 def _trigger(report) -> tuple[str | None, str]:
-    from core.drift import should_retrain
-
     fire, reason = should_retrain(report)
     if fire:
         return "drift", reason
@@ -490,7 +247,8 @@ def _last_automatic(db: sqlite_utils.Database, symbol: str, day: str) -> str | N
     return row[0] if row else None
 
 
-def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None = None) -> str:
+def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None = None, *,
+                 register_challenger: RegisterChallenger) -> str:
     """The daily cycle's retrain decision for a deployed model, once per (model, day); returns it as text."""
     db = db or get_db()
     day = _day(as_of)
@@ -508,7 +266,7 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
     details = {"as_of": day, "reason": reason, "severity": report.severity, "actor": "scheduler"}
 
     def blocked(decision: str) -> str:
-        _create_job(db, model_id, trigger, "blocked", decision, details, finished=True)
+        create_job(db, model_id, trigger, "blocked", decision, details, finished=True)
         return f"blocked: {decision}"
 
     confirmed = _confirmations(db, model_id, day, settings.retrain_confirmations)
@@ -526,20 +284,21 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
     if queued:
         return blocked(f"job {queued[0]} already awaits approval")
     if report.severity == "critical":
-        job_id = _create_job(db, model_id, trigger, "awaiting_approval",
+        job_id = create_job(db, model_id, trigger, "awaiting_approval",
                              "critical drift: waiting for approval on Model Management", details, finished=False)
         raise_alert(model_id, "approval_needed", "critical",
                     f"Critical drift ({reason}): retrain job {job_id} waits for approval on Model Management.", day, db=db)
         return f"awaiting approval (job {job_id})"
     try:
-        result = retrain(model_id, day, trigger=trigger, reason=reason, actor="scheduler", db=db)
+        result = retrain(model_id, day, trigger=trigger, reason=reason, actor="scheduler", db=db,
+                         register_challenger=register_challenger)
     except RetrainError as exc:
         return f"failed: {exc}"
     return f"{result['status']}: {result['gate'].reason}"
 
 
 def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
-            db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+            db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger) -> dict[str, Any]:
     """Run a job from the approval queue (retrain, gate, deploy if it passes); also the Retry of an interrupted one.
 
     The job is claimed in one write transaction (queued -> running, owned by this process), so two
@@ -549,37 +308,37 @@ def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
     reconcile_jobs(db)  # an approval whose process died returns to the queue before this one is judged
     with transaction(db):
         job = get_job(job_id, db=db)
-        if not _queued(db, job_id):
+        if not is_queued(db, job_id):
             raise RetrainError(f"Job {job_id} is {job['status']}, not awaiting approval.")
         still_deployed = get_model(job["model_id"], db=db)["status"] == "deployed"
         if still_deployed:
-            _update_job(db, job_id, "running", "training the challenger",
+            update_job(db, job_id, "running", "training the challenger",
                         {"approved_by": actor, "actor": actor, "champion_id": job["model_id"]}, finished=False, actor=actor)
         else:
-            _update_job(db, job_id, "declined", f"{job['model_id']} is no longer deployed; nothing to retrain", actor=actor)
+            update_job(db, job_id, "declined", f"{job['model_id']} is no longer deployed; nothing to retrain", actor=actor)
     if not still_deployed:
         raise RetrainError(f"{job['model_id']} is no longer deployed, so job {job_id} was closed.")
     return retrain(job["model_id"], job["details"]["as_of"], trigger=job["trigger"], reason=job["details"].get("reason", ""),
-                   actor=actor, progress=progress, job_id=job_id, db=db)
+                   actor=actor, progress=progress, job_id=job_id, db=db, register_challenger=register_challenger)
 
 
 def decline(job_id: int, actor: str = "ui", db: sqlite_utils.Database | None = None) -> None:
     db = db or get_db()
     with transaction(db):
-        if not _queued(db, job_id):
+        if not is_queued(db, job_id):
             raise RetrainError(f"Job {job_id} is not awaiting approval.")
-        _update_job(db, job_id, "declined", f"declined by {actor}", actor=actor)
+        update_job(db, job_id, "declined", f"declined by {actor}", actor=actor)
 
 
 def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None = None,
-                db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+                db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger) -> dict[str, Any]:
     """The "Retrain Now" button: no flag, confirmation or cooldown, but the same gate and validation window."""
     db = db or get_db()
     champion = deployed_model(symbol, db=db)
     if champion is None:
         raise RetrainError(f"No model is deployed for {symbol}: deploy one before retraining it.")
     return retrain(champion["model_id"], as_of, trigger="manual", reason="Retrain Now", actor=actor,
-                   progress=progress, db=db)
+                   progress=progress, db=db, register_challenger=register_challenger)
 
 
 # --- validation window --------------------------------------------------------------------------------
@@ -601,7 +360,7 @@ def check_validation_window(symbol: str, as_of, db: sqlite_utils.Database | None
     challenger_id, previous_id = job["challenger_id"], job["details"]["previous_id"]
     current = deployed_model(symbol, db=db)
     if current is None or current["model_id"] != challenger_id:
-        _update_job(db, job["id"], "validated", "window closed: another model was deployed meanwhile")
+        update_job(db, job["id"], "validated", "window closed: another model was deployed meanwhile")
         return "superseded"
     # predictions made on these days have their actual (the next close) known by `day`
     days = load_prices(symbol, start=job["details"]["deployed_as_of"], end=day, db=db).index[:-1]
@@ -624,9 +383,9 @@ def check_validation_window(symbol: str, as_of, db: sqlite_utils.Database | None
             except RegistryError as exc:  # never land on a third model
                 raise RetrainError(f"{exc} The validation window wanted to roll back to {previous_id}; "
                                    "roll back by hand on Model Management.") from exc
-            _update_job(db, job["id"], "rolled_back", decision, numbers)
+            update_job(db, job["id"], "rolled_back", decision, numbers)
         raise_alert(challenger_id, "rollback", "critical", f"{challenger_id} {decision}.", day, db=db)
         return decision
     decision = f"validated: ${new_mae:.3f} over {window} days vs ${old_mae:.3f} for {previous_id}"
-    _update_job(db, job["id"], "validated", decision, numbers)
+    update_job(db, job["id"], "validated", decision, numbers)
     return decision

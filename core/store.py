@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 import sqlite_utils
 
 from core.config import get_settings, redact
+from core.text import to_json
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +67,6 @@ class DatabaseCorrupt(StoreError, sqlite3.DatabaseError):
 def utc_now() -> str:
     """Wall-clock timestamps are only for bookkeeping (created_at); logic uses `as_of` dates."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, sort_keys=True)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
 
 
 # --- what a fault means (the one place) ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Showing stored user text literally: experiment names, reasons, typed tickers, messages that quote them.
+"""Values as text: user text shown literally (`escape_markdown`) and JSON with numpy values (`to_json`); no core imports.
 
 Streamlit renders markdown (links, images, emphasis, headings, LaTeX, emoji shortcodes) in
 `st.markdown`, `st.write`, `st.title`, `st.subheader`, `st.success`, `st.error`... A user string put
@@ -9,7 +9,10 @@ every page and core module can use it without reaching across layers.
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can start or
 # close markup: links/images [ ] ( ) !, emphasis * _ ~, code `, headings #, HTML and block quotes
@@ -28,3 +31,18 @@ def escape_markdown(text: str) -> str:
     'AAPL'
     """
     return _SPECIAL_RE.sub(r"\\\1", str(text))
+
+
+def to_json(value: Any) -> str:
+    """JSON with sorted keys; numpy scalars, dates and paths become plain values (storage and reports alike)."""
+    return json.dumps(value, default=_json_default, sort_keys=True)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")

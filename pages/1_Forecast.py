@@ -13,7 +13,8 @@ from core.charts import price_forecast_figure
 from core.market import MarketDataError, available_symbols, load_prices, source_label
 from core.predict import (InSampleForecastError, comparison_table, in_training_window, live_performance, logged_forecast,
                           predict, prediction_log)
-from core.registry import ModelIntegrityError, RegistryError, deployed_model, get_model, register
+from core.lifecycle import register_with_artifacts
+from core.registry import ModelIntegrityError, RegistryError, deployed_model, get_model
 from core.store import page_guard
 from core.text import escape_markdown
 from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, train_model
@@ -176,7 +177,7 @@ if submitted:
     try:
         trained = train_model(symbol, model_type, train_end=as_of, window_days=int(window_days), params=params,
                               progress=lambda fraction, text: bar.progress(min(fraction, 1.0), text=text))
-        new_id = register(trained, reason=f"trained from the Forecast page on {as_of}", actor="ui")
+        new_id = register_with_artifacts(trained, reason=f"trained from the Forecast page on {as_of}", actor="ui")
     except (MarketDataError, ValueError) as exc:
         bar.empty()
         st.error(escape_markdown(str(exc)))

@@ -4,20 +4,20 @@ import json
 
 import streamlit as st
 
-from core import drift, registry
-from core import retrain as retraining
-from core.certification import certify, checklist, stored_certification
+from core import drift, drift_kernels, drift_report, lifecycle, registry, retrain_jobs
+from core.certification import checklist, stored_certification
 from core.charts import validation_figure
 from core.explain import ExplainError, artifact_files, write_model_artifacts
 from core.market import available_symbols, last_trading_day
 from core.registry import ModelIntegrityError, RegistryError
+from core.retrain_jobs import RetrainError
 from core.store import audit_entries, page_guard
 from core.text import escape_markdown
 
 st.set_page_config(page_title="Model Management · ML Stock Agent", page_icon="🗂️", layout="wide")
 st.title("🗂️ Model Management")
 with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
-    repaired_items = retraining.reconcile()  # retrain jobs whose process died, model folders a kill left behind
+    repaired_items = retrain_jobs.reconcile()  # retrain jobs whose process died, model folders a kill left behind
     symbols = ["All", *available_symbols()]
 for repaired in repaired_items:
     st.warning(escape_markdown(repaired))
@@ -72,25 +72,18 @@ if a2.button(f"Roll back {model['symbol']}", key="mm_rollback"):
     st.session_state["mm_pending"] = pending = {"action": "rollback", "symbol": model["symbol"]}
 
 if pending:
-    current = registry.deployed_model(pending.get("symbol") or registry.get_model(pending["model_id"])["symbol"])
-    what = (f"deploy **{pending['model_id']}**" if pending["action"] == "deploy"
-            else f"roll back **{pending['symbol']}** to its previous version")
+    what, current_id, needs_override = lifecycle.pending_action(pending)
     with st.container(border=True):
-        st.markdown(f"Confirm: {what}? Currently deployed: **{current['model_id'] if current else 'none'}**.")
+        st.markdown(f"Confirm: {what}? Currently deployed: **{current_id}**.")
         override, override_reason = False, ""
-        if pending["action"] == "deploy" and not registry.get_model(pending["model_id"])["certified"]:
+        if needs_override:
             st.warning("This model is not certified: deploying it needs an override, written to the audit log with your reason.")
             override = st.checkbox("Override: deploy without certification", key="mm_override")
             override_reason = st.text_input("Reason for the override", key="mm_override_reason")
         b1, b2 = st.columns([1, 5])
         if b1.button("Confirm", type="primary", key="mm_confirm"):
             try:
-                if pending["action"] == "deploy":
-                    result = registry.deploy(pending["model_id"], actor="ui", override=override,
-                                             reason=override_reason if override else "deployed from Model Management")
-                else:
-                    result = registry.rollback(pending["symbol"], actor="ui", reason="rolled back from Model Management")
-                st.session_state["mm_flash"] = f"Deployed {result['deployed']} (previous: {result['previous'] or 'none'})."
+                st.session_state["mm_flash"] = lifecycle.confirm_action(pending, override, override_reason, actor="ui")
                 st.session_state.pop("mm_pending", None)  # done; on an error the panel stays open with it
             except (RegistryError, ModelIntegrityError) as exc:
                 st.session_state["mm_flash_error"] = str(exc)
@@ -109,19 +102,19 @@ if a3.button("Check for Drift", key="mm_drift_check", help="Training window vs t
     try:
         with st.spinner(f"Checking {model_id} for drift..."):
             st.session_state["mm_drift_report"] = drift.check_model(model_id).to_dict()
-    except (drift.DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
+    except (drift_kernels.DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
         st.session_state.pop("mm_drift_report", None)
         st.error(f"{exc} This button checks the last trading day; the Drift page lets you pick the date.")
 drift_data = st.session_state.get("mm_drift_report")
 if drift_data and drift_data["model_id"] == model_id:
-    drift_report = drift.DriftReport.from_dict(drift_data)
-    needs_retrain, retrain_reason = drift.should_retrain(drift_report)
+    report = drift_report.DriftReport.from_dict(drift_data)
+    needs_retrain, retrain_reason = drift_report.should_retrain(report)
     with st.container(border=True):
-        st.markdown(f"**Drift check as of {drift_report.as_of}:** severity **{drift_report.severity}** "
-                    f"({drift_report.dataset['n_drifted']} of {drift_report.dataset['n_features']} features drifted)")
+        st.markdown(f"**Drift check as of {report.as_of}:** severity **{report.severity}** "
+                    f"({report.dataset['n_drifted']} of {report.dataset['n_features']} features drifted)")
         if needs_retrain:
             st.error("Drift detected: model needs retraining")
-            st.markdown("\n".join(f"- {reason}" for reason in drift_report.reasons))
+            st.markdown("\n".join(f"- {reason}" for reason in report.reasons))
         else:
             st.success(f"No retraining needed: {retrain_reason}")
         st.caption("Details, distributions and history on the Drift page.")
@@ -143,7 +136,7 @@ with tab_cert:
     if run_certification:
         cert_bar = st.progress(0.0, text="Starting the certification")
         try:
-            result = certify(model_id, progress=lambda fraction, message: cert_bar.progress(min(fraction, 1.0), text=message))
+            result = lifecycle.certify_with_card(model_id, progress=lambda fraction, message: cert_bar.progress(min(fraction, 1.0), text=message))
         except (ValueError, RegistryError) as exc:
             st.error(f"Certification failed to run: {exc}")
         else:
@@ -159,7 +152,7 @@ with tab_retrain:
     if retrain_clicked:
         with st.status(f"Retraining the deployed {model['symbol']} model…", expanded=True) as retrain_box:
             try:
-                outcome = retraining.retrain_now(model["symbol"], retrain_as_of, actor="ui",
+                outcome = lifecycle.retrain_now(model["symbol"], retrain_as_of, actor="ui",
                                                  progress=lambda _f, text: retrain_box.write(text))
                 gate = outcome["gate"]
                 st.dataframe([{"challenger MAE $": gate.challenger_mae, "champion MAE $": gate.champion_mae,
@@ -167,10 +160,10 @@ with tab_retrain:
                                "passed": gate.passed}], hide_index=True, key="mm_gate_table")
                 retrain_box.update(label=outcome["decision"] if outcome["status"] == "superseded"
                                    else f"Validation gate {gate.reason}", state="complete")
-            except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
+            except (RetrainError, RegistryError, ModelIntegrityError) as exc:
                 retrain_box.update(label="Retraining failed; the deployed model is unchanged", state="error")
                 st.error(str(exc))
-    queue = retraining.approval_queue()
+    queue = retrain_jobs.approval_queue()
     if queue.empty:
         st.caption("Approval queue: empty (automatic retrains on critical drift wait here for a person).")
     else:
@@ -185,17 +178,12 @@ with tab_retrain:
                 approve_clicked, job_id = True, retry_id
         if approve_clicked or decline_clicked:
             try:
-                if approve_clicked:
-                    with st.spinner(f"Retraining for job {job_id}…"):
-                        decision = retraining.approve(int(job_id), actor="ui")["decision"]
-                else:
-                    retraining.decline(int(job_id), actor="ui")
-                    decision = "declined"
-                st.success(f"Job {job_id}: {decision}")
-            except (retraining.RetrainError, RegistryError, ModelIntegrityError) as exc:
+                with st.spinner(f"Retraining for job {job_id}…" if approve_clicked else f"Declining job {job_id}…"):
+                    st.success(f"Job {job_id}: {lifecycle.decide_job(int(job_id), approved=approve_clicked, actor='ui')}")
+            except (RetrainError, RegistryError, ModelIntegrityError) as exc:
                 st.error(str(exc))
     st.caption(f"Recent retrain jobs for {model['symbol']}")
-    st.dataframe(retraining.jobs_frame(symbol=model["symbol"], limit=10), hide_index=True, key="mm_jobs")
+    st.dataframe(retrain_jobs.jobs_frame(symbol=model["symbol"], limit=10), hide_index=True, key="mm_jobs")
 
 with tab_artifacts:
     artifacts = artifact_files(model_id)

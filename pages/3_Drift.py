@@ -3,7 +3,7 @@ import html
 
 import streamlit as st
 
-from core import drift, registry
+from core import drift, drift_kernels, drift_report, registry
 from core.charts import SEVERITY_COLORS, drift_error_stream_figure, drift_overlay_figure, drift_psi_history_figure
 from core.config import get_settings
 from core.text import escape_markdown
@@ -55,18 +55,18 @@ if run:
     try:
         with st.spinner(f"Checking {model_id} as of {as_of}..."), page_guard(st.error, st.stop):
             st.session_state["drift_report"] = drift.check_model(model_id, as_of, window_days).to_dict()
-    except (drift.DriftInputError, MarketDataError, RegistryError, ModelIntegrityError) as exc:
+    except (drift_kernels.DriftInputError, MarketDataError, RegistryError, ModelIntegrityError) as exc:
         st.session_state.pop("drift_report", None)
         st.error(escape_markdown(exc))
 
 data = st.session_state.get("drift_report")
 if data and data["model_id"] == model_id:
-    report = drift.DriftReport.from_dict(data)
+    report = drift_report.DriftReport.from_dict(data)
     color = SEVERITY_COLORS[report.severity]
     st.markdown(f"### Verdict: <span style='color:{color}'>{report.severity.upper()}</span> "
                 f"{'(drift)' if report.overall_drift else ''} · {html.escape(report.model_id)} as of {report.as_of}",
                 unsafe_allow_html=True)
-    retrain, why = drift.should_retrain(report)
+    retrain, why = drift_report.should_retrain(report)
     if retrain:
         st.error("Drift detected: model needs retraining")
     for reason in report.reasons:

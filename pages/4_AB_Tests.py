@@ -6,8 +6,8 @@ Experiment names are user text: every message that shows one goes through `escap
 import pandas as pd
 import streamlit as st
 
-from core import abtest, registry
-from core.abtest import ExperimentError
+from core import ab_stats, abtest, registry
+from core.ab_stats import ExperimentError
 from core.charts import ab_cumulative_mae_figure, ab_error_distribution_figure, ab_sample_counts_figure, ab_significance_figure
 from core.config import get_settings
 from core.market import MarketDataError, available_symbols, last_trading_day
@@ -17,7 +17,7 @@ from core.text import escape_markdown
 
 st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="🧪", layout="wide")
 st.title("🧪 A/B Tests")
-st.caption(f"Decision rule in force: **{abtest.DECISION_RULE}**. Welch's / the paired t-test are shown for reference: "
+st.caption(f"Decision rule in force: **{ab_stats.DECISION_RULE}**. Welch's / the paired t-test are shown for reference: "
            "they are only valid if you look once, at the planned end.")
 
 for kind in ("success", "error"):  # flash messages are stored already escaped (see the module docstring)

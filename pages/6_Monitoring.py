@@ -1,7 +1,9 @@
 """Monitoring: volume, latency, error rate, intervals, rolling accuracy vs naive, PSI, alerts and retrain jobs."""
 import streamlit as st
 
-from core import alerts, charts, monitoring, retrain
+from core import alerts, charts, retrain_jobs
+from core.cycle import cycle_history, last_cycle_run
+from core.metrics import interval_widths, live_skill, metrics_frame, psi_history
 from core.config import get_settings
 from core.text import escape_markdown
 from core.store import page_guard
@@ -12,12 +14,12 @@ st.title("📈 Monitoring")
 
 @st.cache_data(ttl=30)
 def load_metrics(symbol: str | None, model_id: str | None):
-    return monitoring.metrics_frame(model_id=model_id, symbol=symbol)
+    return metrics_frame(model_id=model_id, symbol=symbol)
 
 
 with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
     metrics_all = load_metrics(None, None)
-    last = monitoring.last_cycle_run()
+    last = last_cycle_run()
 if last is None:
     st.caption("The daily cycle has not run yet: `python scheduled_tasks.py --once` (see README).")
 else:
@@ -42,7 +44,7 @@ model_arg = None if model_id == "All" else model_id
 done = metrics.dropna(subset=["mae"])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Predictions", f"{int(metrics['n_predictions'].sum()):,}", f"{metrics['date'].nunique()} days", delta_color="off", delta_arrow="off")
-skill = monitoring.live_skill(done.tail(20 * max(1, done["model_id"].nunique())))
+skill = live_skill(done.tail(20 * max(1, done["model_id"].nunique())))
 m2.metric("Live skill (last 20 days)", f"{skill:+.3f}", "beats naive" if skill > 0 else "loses to naive",
           delta_color="green" if skill > 0 else "red", delta_arrow="off")
 m3.metric("Latency P95 (median day)", f"{metrics['latency_p95'].median():.1f} ms")
@@ -56,12 +58,12 @@ with tab_traffic:
     st.plotly_chart(charts.prediction_volume_figure(metrics), key="mon_volume")
     st.plotly_chart(charts.latency_figure(metrics.groupby("date", as_index=False)[
         ["latency_p50", "latency_p95", "latency_p99"]].max()), key="mon_latency")
-    history = monitoring.cycle_history()
+    history = cycle_history()
     if history.empty:
         st.caption("Error rate: no daily-cycle runs recorded yet.")
     else:
         st.plotly_chart(charts.error_rate_figure(history), key="mon_error_rate")
-    widths = monitoring.interval_widths(model_id=model_arg, symbol=symbol_arg)
+    widths = interval_widths(model_id=model_arg, symbol=symbol_arg)
     if not widths.empty:
         st.plotly_chart(charts.interval_width_figure(widths), key="mon_widths")
 with tab_accuracy:
@@ -73,7 +75,7 @@ with tab_accuracy:
             st.plotly_chart(charts.rolling_accuracy_figure(group, window).update_layout(title=f"{name}: rolling accuracy vs naive"),
                             key=f"mon_acc_{name}")
 with tab_drift:
-    psi = monitoring.psi_history(model_id=model_arg, symbol=symbol_arg)
+    psi = psi_history(model_id=model_arg, symbol=symbol_arg)
     if psi.empty:
         st.info("No drift checks yet: the daily cycle runs one per deployed model.")
     else:
@@ -104,7 +106,7 @@ with tab_alerts:
     if flash := st.session_state.pop("mon_flash", None):
         (st.error if flash.startswith("error:") else st.success)(escape_markdown(flash))
 with tab_retrain:
-    jobs = retrain.jobs_frame(symbol=symbol_arg)
+    jobs = retrain_jobs.jobs_frame(symbol=symbol_arg)
     if model_arg:
         jobs = jobs[(jobs["model_id"] == model_arg) | (jobs["challenger_id"] == model_arg)]
     if jobs.empty:

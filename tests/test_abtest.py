@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # --- routing ----------------------------------------------------------------------------------------------
 
 def test_router_split_within_tolerance_over_100k_keys():
-    from core.abtest import route_key, srm_pvalue
+    from core.ab_stats import route_key, srm_pvalue
 
     shares = [0.2, 0.3, 0.5]
     arms = np.array([route_key(7, f"user-{i}", shares) for i in range(100_000)])
@@ -28,10 +28,10 @@ def test_router_split_within_tolerance_over_100k_keys():
 
 
 def test_router_is_stable_across_processes():
-    from core.abtest import route_key
+    from core.ab_stats import route_key
 
     keys = [f"AAPL:2012-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29)]
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from core.abtest import route_key; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from core.ab_stats import route_key; "
             "print(','.join(str(route_key(3, f'AAPL:2012-{m:02d}-{d:02d}', [0.5, 0.25, 0.25])) "
             "for m in range(1, 13) for d in range(1, 29)))")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True,
@@ -42,7 +42,7 @@ def test_router_is_stable_across_processes():
 # --- statistics -------------------------------------------------------------------------------------------
 
 def test_welch_and_paired_results_equal_scipy():
-    from core.abtest import compare_arms, cumulative_by_look, fixed_horizon_pvalues, looks_paired, looks_two_sample
+    from core.ab_stats import compare_arms, cumulative_by_look, fixed_horizon_pvalues, looks_paired, looks_two_sample
 
     rng = np.random.default_rng(1)
     a, b = np.abs(rng.normal(0, 1.0, 80)), np.abs(rng.normal(0, 1.3, 55))
@@ -69,7 +69,7 @@ def test_welch_and_paired_results_equal_scipy():
 
 def _simulated_experiments(n_experiments: int, days: int, challenger_scale: float, seed: int):
     """Daily-look statistics of many 50/50 experiments (one request a day), vectorised over experiments."""
-    from core.abtest import looks_two_sample
+    from core.ab_stats import looks_two_sample
 
     rng = np.random.default_rng(seed)
     to_b = rng.random((n_experiments, days)) < 0.5
@@ -79,7 +79,7 @@ def _simulated_experiments(n_experiments: int, days: int, challenger_scale: floa
 
 
 def test_false_winner_rate_with_daily_peeking_is_at_most_nominal():
-    from core.abtest import always_valid_pvalues, fixed_horizon_pvalues
+    from core.ab_stats import always_valid_pvalues, fixed_horizon_pvalues
 
     looks = _simulated_experiments(500, 250, 1.0, seed=11)  # no true difference, heavy-tailed errors
     eligible = np.minimum(looks.n_control, looks.n_challenger) >= 30
@@ -90,7 +90,7 @@ def test_false_winner_rate_with_daily_peeking_is_at_most_nominal():
 
 
 def test_paired_false_winner_rate_with_daily_peeking_is_at_most_nominal():
-    from core.abtest import always_valid_pvalues, looks_paired
+    from core.ab_stats import always_valid_pvalues, looks_paired
 
     rng = np.random.default_rng(5)
     common = np.abs(rng.standard_t(4, size=(500, 200)))  # shadow mode: both arms see the same day
@@ -100,7 +100,7 @@ def test_paired_false_winner_rate_with_daily_peeking_is_at_most_nominal():
 
 
 def test_a_real_difference_is_found_and_the_better_arm_wins():
-    from core.abtest import always_valid_pvalues, compare_arms
+    from core.ab_stats import always_valid_pvalues, compare_arms
 
     looks = _simulated_experiments(200, 250, 0.6, seed=3)  # challenger errs 40% less
     assert (always_valid_pvalues(looks, min_samples=30)[:, -1] <= 0.05).mean() > 0.8
@@ -117,7 +117,7 @@ def test_a_real_difference_is_found_and_the_better_arm_wins():
 
 
 def test_no_winner_before_min_samples():
-    from core.abtest import compare_arms
+    from core.ab_stats import compare_arms
 
     result = compare_arms({"A": np.full(20, 2.0) + np.arange(20) * 0.01, "B": np.full(20, 0.1) + np.arange(20) * 0.01},
                           [0.5, 0.5], 0.95, min_samples=30)
@@ -125,7 +125,7 @@ def test_no_winner_before_min_samples():
 
 
 def test_srm_fires_on_45_55_sold_as_50_50():
-    from core.abtest import compare_arms, srm_pvalue
+    from core.ab_stats import compare_arms, srm_pvalue
 
     assert srm_pvalue([4500, 5500], [0.5, 0.5]) < 0.001
     assert srm_pvalue([5030, 4970], [0.5, 0.5]) > 0.001
@@ -146,7 +146,7 @@ def _models(symbol: str):
 
 
 def test_create_experiment_validates(registry_copy):
-    from core.abtest import ExperimentError, create_experiment
+    from core.abtest import create_experiment, ExperimentError
 
     champion, other = _models("MSFT")
     aapl = _models("AAPL")[0]
@@ -165,7 +165,9 @@ def test_create_experiment_validates(registry_copy):
 
 
 def test_serving_path_routes_running_experiment_with_shadows(registry_copy):
-    from core.abtest import active_route, create_experiment, route_key, simulate, stop
+    from core.predict import active_route
+    from core.abtest import create_experiment, simulate, stop
+    from core.ab_stats import route_key
     from core.market import load_prices
 
     champion, other = _models("MSFT")
@@ -187,7 +189,7 @@ def test_serving_path_routes_running_experiment_with_shadows(registry_copy):
 
 
 def test_analyze_stop_and_deploy_winner_with_audit(registry_copy):
-    from core.abtest import ExperimentError, analyze, create_experiment, record_actual, record_prediction, stop
+    from core.abtest import analyze, create_experiment, ExperimentError, record_actual, record_prediction, stop
     from core.registry import CertificationRequired, deployed_model, get_model
 
     champion, other = _models("MSFT")
@@ -239,7 +241,8 @@ def test_demo_has_a_finished_and_a_running_experiment_without_double_serving(dem
 
 def test_routing_respects_the_test_window_and_a_second_stop_is_refused(registry_copy):
     """A replayed day before the start (or after the planned end) is served by the deployed model."""
-    from core.abtest import ExperimentError, active_route, create_experiment, stop
+    from core.abtest import create_experiment, ExperimentError, stop
+    from core.predict import active_route
     from core.predict import predict
 
     champion, other = _models("MSFT")

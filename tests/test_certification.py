@@ -8,9 +8,9 @@ import pytest
 from conftest import page_app
 
 from core import certification, registry
-from core.certification import (
-    block_bootstrap_skill_ci, certify, checklist, fold_skills, permutation_skill_test, serving_latency_ms,
-)
+from core.certification import certify, checklist, serving_latency_ms
+from core.certification_stats import block_bootstrap_skill_ci, fold_skills, permutation_skill_test
+from core.lifecycle import certify_with_card, register_with_artifacts
 from core.registry import CertificationRequired
 from core.store import audit_entries, close_all, get_db
 from core.training import train_model
@@ -52,7 +52,7 @@ def synthetic_registry(tmp_path_factory):
         frame["symbol"] = symbol
         db["prices"].insert_all(frame.to_dict("records"), pk=("symbol", "date"))
         trained = train_model(symbol, "rf", TRAIN_END, window_days=600, params={"n_estimators": 60})
-        ids[symbol] = registry.register(trained)
+        ids[symbol] = register_with_artifacts(trained)
     yield ids
     close_all()
     patch.undo()
@@ -149,7 +149,7 @@ def test_latency_measures_the_serving_path(synthetic_registry, monkeypatch):
 def test_certify_a_model_with_real_signal(synthetic_registry):
     model_id = synthetic_registry["SIG"]
     steps = []
-    result = certify(model_id, progress=lambda fraction, message: steps.append((fraction, message)))
+    result = certify_with_card(model_id, progress=lambda fraction, message: steps.append((fraction, message)))
     by_key = {c.key: c for c in result.checks}
     assert list(by_key) == ["cv_mean_skill", "cv_skill_std", "permutation_p", "bootstrap_ci_lower", "latency_p95_ms"]
     assert all(c.passed for c in result.checks), checklist(result.to_details()).to_string()
@@ -193,7 +193,7 @@ def test_deploy_gate_and_audited_override(synthetic_registry):
 def test_certified_model_deploys_without_override(synthetic_registry):
     model_id = synthetic_registry["SIG"]
     if not registry.get_model(model_id)["certified"]:
-        certify(model_id)
+        certify_with_card(model_id)
     registry.deploy(model_id, reason="certified")
     assert registry.deployed_model("SIG")["model_id"] == model_id
     assert '"override": false' in audit_entries(target=model_id)[0]["details_json"]
@@ -203,7 +203,7 @@ def test_certified_model_deploys_without_override(synthetic_registry):
 
 def test_model_management_runs_certification_and_asks_for_override(synthetic_registry):
     before = registry.deployed_model("NOISE")
-    other = registry.register(train_model("NOISE", "xgb", TRAIN_END, window_days=600, params={"n_estimators": 40}))
+    other = register_with_artifacts(train_model("NOISE", "xgb", TRAIN_END, window_days=600, params={"n_estimators": 40}))
     at = page_app("pages/2_Model_Management.py").run()
     at.selectbox(key="mm_symbol").set_value("NOISE").run()
     at.selectbox(key="mm_model").set_value(other).run()

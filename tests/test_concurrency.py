@@ -32,7 +32,7 @@ while time.monotonic() < deadline:
     i += 1
     try:
         if role == "scheduler":
-            from core.monitoring import run_daily_cycle
+            from core.cycle import run_daily_cycle
             run_daily_cycle(days["MSFT"][-40 + (i % 40)], db=db)
         elif role == "predict":
             from core.predict import predict

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from core import drift
+from core import drift, drift_kernels, drift_report, drift_stats
 from core.config import get_settings
 
 
 def test_psi_identical_samples_is_zero():
     sample = np.random.default_rng(0).normal(size=500)
-    assert drift.psi(sample, sample) == pytest.approx(0.0, abs=1e-12)
+    assert drift_kernels.psi(sample, sample) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_psi_known_shift_matches_hand_computation():
@@ -24,16 +24,16 @@ def test_psi_known_shift_matches_hand_computation():
     expected = np.full(10, 0.1)
     actual = np.array([1e-4] * 5 + [0.1] * 4 + [0.6])
     hand = float(np.sum((actual - expected) * np.log(actual / expected)))
-    assert drift.psi(reference, current) == pytest.approx(hand, rel=1e-9)
+    assert drift_kernels.psi(reference, current) == pytest.approx(hand, rel=1e-9)
 
 
 def test_psi_matches_np_histogram_per_column():
     rng = np.random.default_rng(1)
     reference, current = rng.normal(size=2000), rng.normal(0.3, 1.4, size=300)
     edges = np.concatenate([[-np.inf], np.quantile(reference, np.arange(1, 10) / 10), [np.inf]])
-    e = np.maximum(np.histogram(reference, edges)[0] / len(reference), drift.PSI_EPSILON)
-    a = np.maximum(np.histogram(current, edges)[0] / len(current), drift.PSI_EPSILON)
-    assert drift.psi(reference, current) == pytest.approx(np.sum((a - e) * np.log(a / e)), rel=1e-12)
+    e = np.maximum(np.histogram(reference, edges)[0] / len(reference), drift_kernels.PSI_EPSILON)
+    a = np.maximum(np.histogram(current, edges)[0] / len(current), drift_kernels.PSI_EPSILON)
+    assert drift_kernels.psi(reference, current) == pytest.approx(np.sum((a - e) * np.log(a / e)), rel=1e-12)
 
 
 @pytest.mark.parametrize("n, m", [(1000, 30), (60, 60), (12000, 11000)])
@@ -42,11 +42,11 @@ def test_vectorised_ks_and_wasserstein_match_scipy(n, m):
     ref = rng.normal(size=(3, n))
     cur = rng.normal(0.2, 1.3, size=(3, m))
     ref[1], cur[1] = np.round(ref[1]), np.round(cur[1])  # heavy ties
-    table = drift.column_stats(ref, cur)
+    table = drift_kernels.column_stats(ref, cur)
     for j in range(3):
         expected = stats.ks_2samp(ref[j], cur[j])
         assert table["ks_stat"][j] == pytest.approx(expected.statistic, abs=1e-12)
-        if max(n, m) <= drift.EXACT_KS_MAX_N:  # scipy's exact p-value, the same number
+        if max(n, m) <= drift_kernels.EXACT_KS_MAX_N:  # scipy's exact p-value, the same number
             assert table["p_value"][j] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
         else:  # Kolmogorov's limit with Stephens' correction: documented to be within 2e-3
             assert table["p_value"][j] == pytest.approx(expected.pvalue, abs=2e-3)
@@ -58,19 +58,19 @@ def test_ks_test_is_scipy():
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=200), rng.normal(0.5, size=80)
     expected = stats.ks_2samp(a, b)
-    assert drift.ks_test(a, b) == pytest.approx((expected.statistic, expected.pvalue))
+    assert drift_kernels.ks_test(a, b) == pytest.approx((expected.statistic, expected.pvalue))
 
 
 def test_wasserstein_normalised_by_reference_std():
-    assert drift.wasserstein([0.0, 1, 2, 3, 4], [1.0, 2, 3, 4, 5]) == pytest.approx(1 / np.sqrt(2))
+    assert drift_kernels.wasserstein([0.0, 1, 2, 3, 4], [1.0, 2, 3, 4, 5]) == pytest.approx(1 / np.sqrt(2))
 
 
 def test_constant_column_is_documented_not_a_crash():
     constant = np.ones(50)
-    assert drift.psi(constant, constant) == pytest.approx(0.0)
-    assert drift.psi(constant, constant + 1) == pytest.approx(drift.psi(constant, constant - 1))
-    assert drift.psi(constant, constant + 1) > 4  # all of current moved to an outer bin
-    table = drift.column_stats(constant[None, :], (constant + 1)[None, :])
+    assert drift_kernels.psi(constant, constant) == pytest.approx(0.0)
+    assert drift_kernels.psi(constant, constant + 1) == pytest.approx(drift_kernels.psi(constant, constant - 1))
+    assert drift_kernels.psi(constant, constant + 1) > 4  # all of current moved to an outer bin
+    table = drift_kernels.column_stats(constant[None, :], (constant + 1)[None, :])
     assert table["wasserstein"][0] == pytest.approx(1.0)  # reference std is 0: the raw distance
 
 
@@ -80,7 +80,7 @@ def test_nan_and_inf_are_missing_values():
     current = pd.DataFrame({"x": rng.normal(size=100), "y": rng.normal(size=100)})
     current.loc[:39, "y"] = np.nan
     current.loc[40:44, "y"] = np.inf
-    result = drift.compare_frames(reference, current)
+    result = drift_stats.compare_frames(reference, current)
     row = result.features.set_index("feature").loc["y"]
     assert row["missing_cur"] == pytest.approx(0.45)
     finite = current["y"][np.isfinite(current["y"])]
@@ -89,20 +89,20 @@ def test_nan_and_inf_are_missing_values():
 
 
 def test_tiny_and_malformed_inputs_raise_clear_errors():
-    with pytest.raises(drift.DriftInputError, match="at least 5"):
-        drift.psi([1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0])
-    with pytest.raises(drift.DriftInputError, match="lacks the column"):
-        drift.compare_frames(pd.DataFrame({"a": range(10)}), pd.DataFrame({"b": range(10)}))
-    with pytest.raises(drift.DriftInputError, match="row"):
-        drift.compare_frames(pd.DataFrame({"a": range(10)}), pd.DataFrame({"a": range(3)}))
-    with pytest.raises(drift.DriftInputError):
-        drift.column_stats(np.ones((1, 10)), np.ones((1, 10)), bins=1)
+    with pytest.raises(drift_kernels.DriftInputError, match="at least 5"):
+        drift_kernels.psi([1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    with pytest.raises(drift_kernels.DriftInputError, match="lacks the column"):
+        drift_stats.compare_frames(pd.DataFrame({"a": range(10)}), pd.DataFrame({"b": range(10)}))
+    with pytest.raises(drift_kernels.DriftInputError, match="row"):
+        drift_stats.compare_frames(pd.DataFrame({"a": range(10)}), pd.DataFrame({"a": range(3)}))
+    with pytest.raises(drift_kernels.DriftInputError):
+        drift_kernels.column_stats(np.ones((1, 10)), np.ones((1, 10)), bins=1)
 
 
 def test_column_with_too_few_finite_values_is_insufficient():
     reference = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0)})
     current = pd.DataFrame({"a": np.arange(10.0), "b": [1.0, 2.0] + [np.nan] * 8})
-    table = drift.compare_frames(reference, current).features.set_index("feature")
+    table = drift_stats.compare_frames(reference, current).features.set_index("feature")
     assert np.isnan(table.loc["b", "psi"])
     assert table.loc["b", "verdict"] == "drift"  # 80% missing vs 0%: still flagged, for that reason
 
@@ -110,7 +110,7 @@ def test_column_with_too_few_finite_values_is_insufficient():
 def test_new_category_is_drift():
     reference = pd.DataFrame({"sector": pd.Categorical(["tech", "energy"] * 20), "x": np.arange(40.0)})
     current = pd.DataFrame({"sector": pd.Categorical(["tech", "crypto"] * 10), "x": np.arange(20.0)})
-    row = drift.compare_frames(reference, current).features.set_index("feature").loc["sector"]
+    row = drift_stats.compare_frames(reference, current).features.set_index("feature").loc["sector"]
     assert row["new_categories"] == ["crypto"]
     assert row["verdict"] == "drift"
 
@@ -121,7 +121,7 @@ def test_a_column_constant_in_both_windows_is_no_drift():
     rng = np.random.default_rng(11)
     reference = pd.DataFrame({"volume": np.zeros(300), "x": rng.normal(size=300)})
     current = pd.DataFrame({"volume": np.zeros(30), "x": rng.normal(size=30)})
-    result = drift.compare_frames(reference, current, serial=True)
+    result = drift_stats.compare_frames(reference, current, serial=True)
     row = result.features.set_index("feature").loc["volume"]
     assert row["verdict"] == "none" and row["out_of_range"] == 0 and row["psi"] == pytest.approx(0.0)
     assert row["note"] == "constant in both windows (0): no drift"
@@ -132,11 +132,11 @@ def test_a_constant_reference_that_changes_is_drift_with_its_reason():
     rng = np.random.default_rng(12)
     reference = pd.DataFrame({"volume": np.zeros(300), "x": rng.normal(size=300)})
     current = pd.DataFrame({"volume": np.r_[np.zeros(20), np.full(10, 5e6)], "x": rng.normal(size=30)})
-    row = drift.compare_frames(reference, current).features.set_index("feature").loc["volume"]
+    row = drift_stats.compare_frames(reference, current).features.set_index("feature").loc["volume"]
     assert row["verdict"] == "drift"
     assert row["note"] == "constant at 0 in the reference; 33% of current values differ"
-    comparison = drift.compare_frames(reference, current)
-    reasons = drift._reasons(comparison, {"degraded": False}, {"volatility_drift": False, "bias_drift": False},
+    comparison = drift_stats.compare_frames(reference, current)
+    reasons = drift_report.report_reasons(comparison, {"degraded": False}, {"volatility_drift": False, "bias_drift": False},
                              {"drift": False}, {"in_window": False}, get_settings())
     assert "volume: constant at 0 in the reference; 33% of current values differ" in reasons
     assert not any("far outside" in r for r in reasons)
@@ -155,14 +155,14 @@ def test_a_constant_reference_that_changes_is_drift_with_its_reason():
     (pd.DataFrame({"a": []}), pd.DataFrame({"a": range(10)}), r"reference has 0 row\(s\)"),
 ])
 def test_degenerate_inputs_raise_a_drift_input_error_naming_the_column(reference, current, expected):
-    with pytest.raises(drift.DriftInputError, match=expected):
-        drift.compare_frames(reference, current)
+    with pytest.raises(drift_kernels.DriftInputError, match=expected):
+        drift_stats.compare_frames(reference, current)
 
 
 def test_a_column_all_missing_in_the_current_window_only_is_a_data_quality_drift():
     reference = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0)})
     current = pd.DataFrame({"a": np.arange(10.0), "b": [np.nan] * 10})
-    row = drift.compare_frames(reference, current).features.set_index("feature").loc["b"]
+    row = drift_stats.compare_frames(reference, current).features.set_index("feature").loc["b"]
     assert row["verdict"] == "drift" and row["missing_cur"] == 1.0
 
 
@@ -174,7 +174,7 @@ def test_dataset_rule_controls_false_alarms_under_the_null():
     for _ in range(400):
         reference = pd.DataFrame(rng.normal(size=(1000, 20)))
         current = pd.DataFrame(rng.normal(size=(30, 20)))
-        result = drift.compare_frames(reference, current)
+        result = drift_stats.compare_frames(reference, current)
         alarms += result.dataset_drift
         naive_alarms += bool((result.features["p_value"] < 0.05).any())
     assert alarms / 400 <= 0.05
@@ -186,7 +186,7 @@ def test_dataset_rule_fires_on_a_real_shift():
     reference = pd.DataFrame(rng.normal(size=(1000, 20)))
     current = pd.DataFrame(rng.normal(size=(30, 20)))
     current.iloc[:, :10] += 2.0
-    result = drift.compare_frames(reference, current)
+    result = drift_stats.compare_frames(reference, current)
     assert result.dataset_drift and result.n_drifted >= 10
 
 
@@ -194,7 +194,7 @@ def test_check_model_report_is_stored_and_reloaded(demo_registry, registry_copy)
     model_id = demo_registry["AAPL"]
     before = len(drift.drift_history(model_id))
     report = drift.check_model(model_id, window_days=30)
-    assert report.severity in drift.SEVERITIES
+    assert report.severity in drift_report.SEVERITIES
     assert list(report.features.columns[:6]) == ["feature", "psi", "ks_stat", "p_value", "wasserstein", "verdict"]
     assert len(report.features) == 20
     for key in ("recent_mae", "validation_mae", "change_pct", "degraded"):
@@ -208,12 +208,12 @@ def test_check_model_report_is_stored_and_reloaded(demo_registry, registry_copy)
     assert len(history) == before + 1
     stored = drift.latest_check(model_id)
     assert stored["as_of"] == report.as_of and stored["severity"] == report.severity
-    reloaded = drift.DriftReport.from_dict(json.loads(json.dumps(stored)))
+    reloaded = drift_report.DriftReport.from_dict(json.loads(json.dumps(stored)))
     assert reloaded.reasons == report.reasons
     pd.testing.assert_frame_equal(reloaded.features[["feature", "psi", "p_value"]].reset_index(drop=True),
                                   report.features[["feature", "psi", "p_value"]].reset_index(drop=True))
     assert drift.psi_history(model_id).shape[1] == 20
-    retrain, reason = drift.should_retrain(report)
+    retrain, reason = drift_report.should_retrain(report)
     assert isinstance(retrain, bool) and reason
 
 
@@ -228,24 +228,24 @@ def test_check_model_inside_training_window_is_a_clear_error(demo_registry):
     from core.registry import get_model
 
     model = get_model(demo_registry["AAPL"])
-    with pytest.raises(drift.DriftInputError, match="after its training window"):
+    with pytest.raises(drift_kernels.DriftInputError, match="after its training window"):
         drift.check_model(model["model_id"], as_of=model["train_end"], store=False)
 
 
-def _report(**overrides) -> drift.DriftReport:
+def _report(**overrides) -> drift_report.DriftReport:
     base = dict(model_id="m", as_of="2020-01-02", window_days=30, overall_drift=False, severity="none", reasons=[],
-                features=pd.DataFrame(columns=drift.FEATURE_TABLE_COLUMNS),
+                features=pd.DataFrame(columns=drift_report.FEATURE_TABLE_COLUMNS),
                 performance={"degraded": False, "change_pct": 5.0}, concept={}, prediction={}, streaming={},
                 dataset={"dataset_drift": False})
-    return drift.DriftReport(**{**base, **overrides})
+    return drift_report.DriftReport(**{**base, **overrides})
 
 
 def test_should_retrain_rules():
-    assert drift.should_retrain(_report()) == (False, "no drift detected")
-    yes, why = drift.should_retrain(_report(performance={"degraded": True, "change_pct": 40.0}, reasons=["MAE +40%"]))
+    assert drift_report.should_retrain(_report()) == (False, "no drift detected")
+    yes, why = drift_report.should_retrain(_report(performance={"degraded": True, "change_pct": 40.0}, reasons=["MAE +40%"]))
     assert yes and "MAE +40%" in why
-    assert drift.should_retrain(_report(dataset={"dataset_drift": True}, reasons=["12 of 20"]))[0]
-    no, why = drift.should_retrain(_report(dataset={"dataset_drift": True}, performance={"degraded": False, "change_pct": -10.0}))
+    assert drift_report.should_retrain(_report(dataset={"dataset_drift": True}, reasons=["12 of 20"]))[0]
+    no, why = drift_report.should_retrain(_report(dataset={"dataset_drift": True}, performance={"degraded": False, "change_pct": -10.0}))
     assert not no and "monitor" in why
 
 
@@ -253,10 +253,10 @@ def test_thresholds_come_from_settings(monkeypatch):
     rng = np.random.default_rng(6)
     reference = pd.DataFrame(rng.normal(size=(1000, 4)))
     current = pd.DataFrame(rng.normal(0.8, 1.0, size=(40, 4)))
-    assert drift.compare_frames(reference, current).dataset_drift
+    assert drift_stats.compare_frames(reference, current).dataset_drift
     monkeypatch.setenv("MLSA_DRIFT_PSI_THRESHOLD", "50")
     assert get_settings().drift_psi_threshold == 50
-    assert not drift.compare_frames(reference, current).dataset_drift
+    assert not drift_stats.compare_frames(reference, current).dataset_drift
 
 
 def test_value_far_outside_the_training_range_is_drift():
@@ -264,7 +264,7 @@ def test_value_far_outside_the_training_range_is_drift():
     reference = pd.DataFrame({"x": rng.normal(size=500), "y": rng.normal(size=500)})
     current = pd.DataFrame({"x": rng.normal(size=30), "y": rng.normal(size=30)})
     current.loc[29, "x"] = 100.0  # a units bug on the last day
-    table = drift.compare_frames(reference, current).features.set_index("feature")
+    table = drift_stats.compare_frames(reference, current).features.set_index("feature")
     assert table.loc["x", "out_of_range"] == pytest.approx(1 / 30)
     assert table.loc["x", "verdict"] == "drift" and table.loc["y", "out_of_range"] == 0
 
@@ -275,12 +275,12 @@ def test_serial_null_discounts_autocorrelated_features():
     rng = np.random.default_rng(8)
     walk = np.cumsum(rng.normal(size=1030)) * 0.1
     reference, current = pd.DataFrame({"w": walk[:1000]}), pd.DataFrame({"w": walk[1000:]})
-    iid = drift.compare_frames(reference, current).features.iloc[0]
-    serial = drift.compare_frames(reference, current, serial=True).features.iloc[0]
+    iid = drift_stats.compare_frames(reference, current).features.iloc[0]
+    serial = drift_stats.compare_frames(reference, current, serial=True).features.iloc[0]
     assert serial["psi_p_value"] > 0.05 and serial["verdict"] != "drift"
     assert iid["p_value"] < 0.05  # the iid view calls it a shift
     moved = pd.DataFrame({"w": walk[1000:] + 3 * (walk.max() - walk.min())})
-    assert drift.compare_frames(reference, moved, serial=True).features.iloc[0]["verdict"] == "drift"
+    assert drift_stats.compare_frames(reference, moved, serial=True).features.iloc[0]["verdict"] == "drift"
 
 
 def test_check_model_refuses_a_day_beyond_the_data_and_stores_nothing(demo_registry, registry_copy):

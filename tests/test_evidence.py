@@ -123,7 +123,7 @@ def test_concurrent_requests_for_one_day_log_one_row(registry_copy):
 # --- 3. replay refuses what it must; nothing in-sample is logged as served -----------------------------
 
 def test_replay_refuses_days_outside_the_test_and_inside_a_training_window(registry_copy):
-    from core.abtest import ExperimentError, create_experiment, replay_bounds, get_experiment, simulate
+    from core.abtest import create_experiment, ExperimentError, get_experiment, replay_bounds, simulate
 
     champion, other = _models("MSFT")
     experiment_id = create_experiment("windows", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-01-03", duration_days=90)
@@ -142,7 +142,8 @@ def test_replay_refuses_days_outside_the_test_and_inside_a_training_window(regis
 
 
 def test_no_served_row_inside_the_serving_models_training_window_from_any_path(registry_copy):
-    from core.abtest import ExperimentError, active_route, create_experiment, record_prediction
+    from core.abtest import create_experiment, ExperimentError, record_prediction
+    from core.predict import active_route
     from core.predict import InSampleForecastError, predict
 
     champion, other = _models("MSFT")
@@ -221,13 +222,13 @@ def _break_artifact(model_id: str) -> Path:
 
 
 def _day_routed_to(experiment_id: int, arm_index: int, days) -> str:
-    from core.abtest import route_key
+    from core.ab_stats import route_key
 
     return next(d for d in days if route_key(experiment_id, f"MSFT:{d}", [0.5, 0.5]) == arm_index)
 
 
 def test_a_broken_arm_falls_back_to_the_deployed_model_with_an_alert(registry_copy, caplog):
-    from core.abtest import ExperimentError, create_experiment, simulate
+    from core.abtest import create_experiment, ExperimentError, simulate
     from core.alerts import alerts_frame
     from core.predict import ARM_BROKEN_ALERT, predict
 
@@ -269,7 +270,7 @@ def test_a_broken_shadow_arm_is_skipped_and_the_request_served(registry_copy):
 
 
 def test_create_experiment_refuses_an_arm_whose_artifact_does_not_verify(registry_copy):
-    from core.abtest import ExperimentError, create_experiment
+    from core.abtest import create_experiment, ExperimentError
 
     champion, other = _models("MSFT")
     _break_artifact(other)
@@ -304,7 +305,7 @@ def test_create_experiment_refuses_an_arm_whose_artifact_does_not_verify(registr
     ({"metric": "rmse"}, "Unknown metric"),
 ])
 def test_unbounded_experiment_parameters_are_refused(registry_copy, change, message):
-    from core.abtest import ExperimentError, create_experiment
+    from core.abtest import create_experiment, ExperimentError
 
     champion, other = _models("MSFT")
     shares = change.pop("shares", (0.5, 0.5))

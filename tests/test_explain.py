@@ -134,7 +134,8 @@ def _synthetic_trained(model_type: str, n_estimators: int = 60):
 
 @pytest.mark.parametrize("model_type", ["xgb", "rf"])
 def test_dominant_feature_ranks_first_and_artifacts_are_written_on_registration(fresh_db, monkeypatch, model_type):
-    from core.registry import register, set_certification
+    from core.lifecycle import register_with_artifacts as register
+    from core.registry import set_certification
 
     monkeypatch.setenv("MLSA_EXPLAIN_IMAGE_FORMAT", "html")  # the PNG path is covered by the registration test below
     model_id = register(_synthetic_trained(model_type), reason="synthetic test")
@@ -175,7 +176,9 @@ def test_dominant_feature_ranks_first_and_artifacts_are_written_on_registration(
 
 
 def test_registration_writes_png_and_survives_a_failing_writer(fresh_db, monkeypatch, caplog):
-    from core.registry import get_model, register
+    from core import lifecycle
+    from core.lifecycle import register_with_artifacts as register
+    from core.registry import get_model
     from core.training import train_model
 
     model_id = register(_synthetic_trained("xgb", n_estimators=20), reason="synthetic test")
@@ -190,7 +193,7 @@ def test_registration_writes_png_and_survives_a_failing_writer(fresh_db, monkeyp
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(explain, "write_model_artifacts", broken)
+        patch.setattr(lifecycle, "write_model_artifacts", broken)  # where registration calls it
         second = register(_synthetic_trained("xgb", n_estimators=20), reason="synthetic test")
     assert get_model(second)["status"] == "candidate" and "explainability artifacts were not written" in caplog.text
     assert explain.artifact_files(second) == {}
@@ -207,7 +210,7 @@ def test_without_chromium_registration_finishes_in_bounded_time_with_html(fresh_
     import time
 
     from core import figure_export
-    from core.registry import register
+    from core.lifecycle import register_with_artifacts as register
 
     empty = tmp_path / "empty-bin"
     empty.mkdir()
@@ -256,7 +259,7 @@ def test_a_render_that_never_returns_times_out_and_later_figures_fall_back_at_on
 
 def test_html_fallback_when_kaleido_fails(fresh_db, monkeypatch):
     from core import figure_export
-    from core.registry import register
+    from core.lifecycle import register_with_artifacts as register
 
     def crashed(*_args, **_kwargs):
         raise figure_export.RenderUnavailable("kaleido failed (RuntimeError: browser crashed)")

@@ -41,14 +41,15 @@ NEAR_PERFECT = NEAR_PERFECT_DEF + "training.train_model = _near_perfect\n"
 
 RETRAIN_REAL = r'''
 import sys
+from core.lifecycle import register_with_artifacts
 from core.retrain import retrain
 retrain(sys.argv[1], sys.argv[2], trigger="drift", reason="fault test", actor="scheduler",
-        progress=lambda fraction, text: print("STEP", text, flush=True))
+        progress=lambda fraction, text: print("STEP", text, flush=True), register_challenger=register_with_artifacts)
 '''
 
 APPROVE_AND_HANG = r'''
 import sys, time
-from core.retrain import approve
+from core.lifecycle import approve
 def progress(fraction, text):
     print("STEP", text, flush=True)
     time.sleep(3600)  # stays mid-training until killed
@@ -70,7 +71,7 @@ registry.register(training.train_model(sys.argv[1], "naive", train_end=sys.argv[
 
 RETRAIN_PAUSED_AT_DEPLOY = NEAR_PERFECT + r'''
 import pathlib, sys, time
-from core.retrain import retrain_now
+from core.lifecycle import retrain_now
 go = pathlib.Path(sys.argv[3])
 def progress(fraction, text):
     if text.startswith("Deploying"):
@@ -156,7 +157,7 @@ def _stub_training_here(monkeypatch) -> None:
 def test_retrain_killed_mid_training_is_interrupted_and_blocks_nothing(demo_registry, registry_copy, monkeypatch):
     from test_monitoring import FakeReport, install_fake_drift
 
-    from core.monitoring import run_daily_cycle
+    from core.cycle import run_daily_cycle
 
     db = registry_copy
     champion = demo_registry[SYMBOL]
@@ -192,12 +193,13 @@ def test_retrain_killed_mid_training_is_interrupted_and_blocks_nothing(demo_regi
 
 def test_interrupted_approval_returns_to_the_queue_and_can_be_retried(demo_registry, registry_copy, monkeypatch):
     from core.registry import deployed_model
-    from core.retrain import _create_job, approval_queue, approve, auto_retrain, reconcile
+    from core.retrain_jobs import approval_queue, create_job, reconcile
+    from core.lifecycle import approve, auto_retrain
 
     db = registry_copy
     champion = demo_registry[SYMBOL]
     day = _last_day(db)
-    job_id = _create_job(db, champion, "drift", "awaiting_approval", "critical drift: waiting for approval",
+    job_id = create_job(db, champion, "drift", "awaiting_approval", "critical drift: waiting for approval",
                          {"as_of": day, "reason": "fake critical drift", "severity": "critical"}, finished=False)
     child = _spawn(APPROVE_AND_HANG, job_id)
     _wait_for_line(child, "STEP")
@@ -232,7 +234,7 @@ def test_interrupted_approval_returns_to_the_queue_and_can_be_retried(demo_regis
 
 def test_registration_killed_before_its_commit_leaves_an_orphan_that_reconcile_removes(demo_registry, registry_copy):
     from core.config import get_settings
-    from core.retrain import reconcile, reconcile_model_folders
+    from core.retrain_jobs import reconcile, reconcile_model_folders
 
     db = registry_copy
     child = _spawn(REGISTER_AND_HANG, SYMBOL, "2011-06-01")
@@ -281,7 +283,7 @@ def test_deploy_is_a_compare_and_swap_against_the_gated_champion(demo_registry, 
 
 
 def test_validation_window_rollback_names_the_champion_it_went_back_to(demo_registry, registry_copy, monkeypatch):
-    from core import retrain
+    from core import lifecycle, retrain
     from core.registry import ChampionChanged, deployed_model, get_model, list_models, rollback
 
     db = registry_copy
@@ -289,7 +291,7 @@ def test_validation_window_rollback_names_the_champion_it_went_back_to(demo_regi
     other = next(m["model_id"] for m in list_models(SYMBOL, db=db) if m["model_id"] != champion)
     _stub_training_here(monkeypatch)
     day = _last_day(db)
-    challenger = retrain.retrain_now(SYMBOL, day, actor="test", db=db)["challenger_id"]
+    challenger = lifecycle.retrain_now(SYMBOL, day, actor="test", db=db)["challenger_id"]
     # another process deploys `other`, then the challenger again: history champion, challenger, other, challenger
     deployer = _spawn(DEPLOY_OTHER, other, challenger)
     assert deployer.wait(timeout=TIMEOUT) == 0, deployer.stderr.read()
@@ -323,7 +325,7 @@ def test_validation_window_rollback_names_the_champion_it_went_back_to(demo_regi
 
 
 def test_jobs_of_another_host_or_a_reused_pid_are_judged_by_heartbeat_and_process_identity(registry_copy):
-    from core.retrain import JOB_STALE_SECONDS, reconcile_jobs
+    from core.retrain_jobs import JOB_STALE_SECONDS, reconcile_jobs
     from core.store import transaction, utc_now
 
     db = registry_copy
@@ -352,6 +354,6 @@ def test_jobs_of_another_host_or_a_reused_pid_are_judged_by_heartbeat_and_proces
 
 
 def _start_of(pid: int) -> str | None:
-    from core.retrain import _process_start
+    from core.retrain_jobs import _process_start
 
     return _process_start(pid)

@@ -1,8 +1,6 @@
 """The daily cycle: metrics by hand, idempotency, isolation of a failing model, clean stop, last run for Home."""
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +21,8 @@ class FakeReport:
 
 
 def install_fake_drift(monkeypatch, report_for=lambda model_id, as_of: FakeReport()) -> list:
-    """Replace core.drift's check_model / should_retrain with a fake that stores checks like the real one."""
+    """Replace the drift check (core.drift.check_model) and the retrain trigger (should_retrain, as core.retrain
+    uses it) with fakes; the fake check stores checks like the real one."""
     from core.store import get_db, to_json, transaction, utc_now
 
     calls: list = []
@@ -43,10 +42,10 @@ def install_fake_drift(monkeypatch, report_for=lambda model_id, as_of: FakeRepor
                 })
         return report
 
-    module = sys.modules.get("core.drift") or types.ModuleType("core.drift")
-    monkeypatch.setitem(sys.modules, "core.drift", module)
-    monkeypatch.setattr(module, "check_model", check_model, raising=False)
-    monkeypatch.setattr(module, "should_retrain", lambda r: (r.retrain, "fake drift"), raising=False)
+    from core import drift, retrain
+
+    monkeypatch.setattr(drift, "check_model", check_model)  # the cycle calls drift.check_model
+    monkeypatch.setattr(retrain, "should_retrain", lambda r: (r.retrain, "fake drift"))  # where the trigger is judged
     return calls
 
 
@@ -55,7 +54,7 @@ def _last_logged_day(db, symbol: str) -> str:
 
 
 def test_daily_metrics_match_a_hand_computation(registry_copy, demo_registry):
-    from core.monitoring import compute_daily_metrics
+    from core.metrics import compute_daily_metrics
     from core.predict import prediction_log
     from core.training import price_metrics
 
@@ -78,7 +77,7 @@ def test_daily_metrics_match_a_hand_computation(registry_copy, demo_registry):
 
 
 def test_cycle_is_idempotent_per_day_and_recorded_for_home(registry_copy, demo_registry, monkeypatch):
-    from core.monitoring import last_cycle_run, run_daily_cycle
+    from core.cycle import last_cycle_run, run_daily_cycle
 
     calls = install_fake_drift(monkeypatch, lambda m, d: FakeReport(True, "significant", ["fake"],
                                                                     pd.DataFrame({"psi": [0.4, 0.05]}, index=["a", "b"])))
@@ -105,32 +104,32 @@ def test_cycle_is_idempotent_per_day_and_recorded_for_home(registry_copy, demo_r
 
 
 def test_one_failing_model_does_not_stop_the_others(registry_copy, demo_registry, monkeypatch):
-    from core import monitoring
+    from core import cycle
 
     install_fake_drift(monkeypatch)
-    original = monitoring.STEP_FUNCTIONS["metrics"]
+    original = cycle.STEP_FUNCTIONS["metrics"]
 
     def broken_for_aapl(model, day, context, db):
         if model["symbol"] == "AAPL":
             raise RuntimeError("disk full")
         return original(model, day, context, db)
 
-    monkeypatch.setitem(monitoring.STEP_FUNCTIONS, "metrics", broken_for_aapl)
-    summary = monitoring.run_daily_cycle(_last_logged_day(registry_copy, "MSFT"), db=registry_copy)
+    monkeypatch.setitem(cycle.STEP_FUNCTIONS, "metrics", broken_for_aapl)
+    summary = cycle.run_daily_cycle(_last_logged_day(registry_copy, "MSFT"), db=registry_copy)
     by_symbol = {e["symbol"]: e for e in summary["models"]}
     assert by_symbol["AAPL"]["status"] == "failed" and by_symbol["AAPL"]["failed_steps"] == ["metrics"]
     assert "disk full" in by_symbol["AAPL"]["errors"]["metrics"]
-    assert by_symbol["AAPL"]["steps_run"] == len(monitoring.STEPS)  # later steps still ran
+    assert by_symbol["AAPL"]["steps_run"] == len(cycle.STEPS)  # later steps still ran
     assert by_symbol["MSFT"]["status"] == "ok"
-    assert summary["failed"] == 1 and not monitoring.last_cycle_run(registry_copy)["succeeded"]
+    assert summary["failed"] == 1 and not cycle.last_cycle_run(registry_copy)["succeeded"]
     later = pd.Timestamp(summary["as_of"]) + pd.Timedelta(days=1)
-    rates = monitoring.error_rates(later, runs=1, db=registry_copy)  # this run only, not the demo's cycles
-    assert rates[demo_registry["AAPL"]] == pytest.approx(1 / len(monitoring.STEPS))
+    rates = cycle.error_rates(later, runs=1, db=registry_copy)  # this run only, not the demo's cycles
+    assert rates[demo_registry["AAPL"]] == pytest.approx(1 / len(cycle.STEPS))
     assert rates[demo_registry["MSFT"]] == 0.0
 
 
 def test_stop_request_ends_the_cycle_between_steps(registry_copy, monkeypatch):
-    from core.monitoring import run_daily_cycle
+    from core.cycle import run_daily_cycle
 
     install_fake_drift(monkeypatch)
     checks = iter([False, False, False, True])
@@ -142,7 +141,7 @@ def test_stop_request_ends_the_cycle_between_steps(registry_copy, monkeypatch):
 
 def test_cycle_makes_the_days_forecast_once(registry_copy, monkeypatch):
     from core.market import load_prices
-    from core.monitoring import run_daily_cycle
+    from core.cycle import run_daily_cycle
 
     install_fake_drift(monkeypatch)
     db = registry_copy
@@ -160,7 +159,8 @@ def test_cycle_makes_the_days_forecast_once(registry_copy, monkeypatch):
 
 
 def test_psi_history_reads_the_largest_psi_of_each_check(registry_copy, demo_registry, monkeypatch):
-    from core.monitoring import psi_history, run_daily_cycle
+    from core.metrics import psi_history
+    from core.cycle import run_daily_cycle
 
     install_fake_drift(monkeypatch, lambda m, d: FakeReport(features=pd.DataFrame({"psi": [0.31, 0.02]}, index=["a", "b"])))
     registry_copy.execute("DELETE FROM drift_checks")
@@ -171,7 +171,7 @@ def test_psi_history_reads_the_largest_psi_of_each_check(registry_copy, demo_reg
 
 
 def test_cycle_with_the_real_drift_check_is_idempotent(registry_copy):
-    from core.monitoring import run_daily_cycle
+    from core.cycle import run_daily_cycle
 
     db = registry_copy
     day = _last_logged_day(db, "MSFT")
@@ -186,7 +186,7 @@ def test_cycle_with_the_real_drift_check_is_idempotent(registry_copy):
 
 
 def test_psi_history_reads_the_real_drift_reports(registry_copy, demo_registry):
-    from core.monitoring import psi_history
+    from core.metrics import psi_history
 
     history = psi_history(symbol="AAPL", db=registry_copy)
     stored = registry_copy.execute("SELECT COUNT(*) FROM drift_checks c JOIN models m ON m.model_id = c.model_id "

@@ -5,6 +5,7 @@ import json
 from conftest import page_app
 
 from core import registry
+from core.lifecycle import register_with_artifacts
 
 PAGE = "pages/5_Explainability.py"
 
@@ -76,7 +77,7 @@ def test_compare_tab_puts_two_versions_side_by_side(demo_registry):
 def test_naive_model_says_there_is_nothing_to_explain(fresh_db):
     from core.training import train_model
 
-    model_id = registry.register(train_model("AAPL", "naive", train_end="2010-12-31"), reason="test")
+    model_id = register_with_artifacts(train_model("AAPL", "naive", train_end="2010-12-31"), reason="test")
     at = page_app(PAGE).run()
     assert not at.exception
     assert at.selectbox(key="ex_model").value == model_id

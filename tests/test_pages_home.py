@@ -108,7 +108,7 @@ def test_home_with_monitoring_data(monitored_copy):
 def test_the_demo_shows_a_complete_product_from_the_first_start(demo_registry):
     """The demo runs the real daily cycle over its last replayed days: Home shows a scheduler run, and
     Monitoring's sources (cycle history, error rates, daily metrics) are filled, not "never"."""
-    from core.monitoring import cycle_history, error_rates
+    from core.cycle import cycle_history, error_rates
 
     app = page_app().run()
     assert not app.exception

@@ -61,12 +61,12 @@ def test_an_interrupted_approval_shows_as_interrupted_with_a_retry(demo_registry
 
     from test_faults_lifecycle import _stub_training_here
 
-    from core.retrain import _create_job, get_job
+    from core.retrain_jobs import create_job, get_job
     from core.store import transaction
 
     champion = demo_registry["MSFT"]
     day = registry_copy.execute("SELECT MAX(as_of) FROM predictions WHERE symbol = 'MSFT'").fetchone()[0]
-    job_id = _create_job(registry_copy, champion, "drift", "awaiting_approval", "critical drift: waiting for approval",
+    job_id = create_job(registry_copy, champion, "drift", "awaiting_approval", "critical drift: waiting for approval",
                          {"as_of": day, "reason": "critical drift", "severity": "critical"}, finished=False)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with transaction(registry_copy):  # approved by a process that has since ended

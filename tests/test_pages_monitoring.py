@@ -21,7 +21,7 @@ def _run(page: str) -> AppTest:
 
 def test_monitoring_page_shows_metrics_charts_and_acknowledges(registry_copy):
     from core.alerts import raise_alert
-    from core.monitoring import run_daily_cycle
+    from core.cycle import run_daily_cycle
 
     day = registry_copy.execute("SELECT MAX(as_of) FROM predictions WHERE symbol = 'AAPL'").fetchone()[0]
     run_daily_cycle(day, db=registry_copy)

@@ -54,7 +54,7 @@ def _stub_training(monkeypatch, error: float):
 def _confirmed_days(db, champion, monkeypatch, days=(0, 1, 2)):
     """Drift checks on consecutive days, each with a recorded trigger, through the real auto_retrain."""
     from core.drift import check_model
-    from core.retrain import auto_retrain
+    from core.lifecycle import auto_retrain
 
     decisions = []
     for offset in days:
@@ -79,7 +79,7 @@ def test_confirmation_needs_consecutive_checks(champion, fresh_db, monkeypatch):
     assert decisions[0].startswith("blocked: awaiting confirmation: trigger held on 1 of 3")
     assert decisions[1].startswith("blocked: awaiting confirmation: trigger held on 2 of 3")
     assert decisions[2].startswith("validating: passed")
-    from core.retrain import auto_retrain
+    from core.lifecycle import auto_retrain
     from core.drift import check_model
 
     # the same day again: no second job, the earlier decision is returned
@@ -108,7 +108,7 @@ def test_cooldown_blocks_a_second_automatic_retrain(champion, fresh_db, monkeypa
 
 def test_validation_gate_rejects_and_keeps_the_candidate(champion, fresh_db):
     from core.registry import deployed_model, get_model
-    from core.retrain import retrain_now
+    from core.lifecycle import retrain_now
 
     # a naive challenger ties the naive champion and naive baseline: it beats neither by the margin
     result = retrain_now(SYMBOL, _day(30), actor="test")
@@ -138,7 +138,9 @@ def test_gate_numbers_against_a_hand_computation(champion, fresh_db, monkeypatch
 
 def test_critical_drift_waits_for_approval(champion, fresh_db, monkeypatch):
     from core.registry import deployed_model
-    from core.retrain import approval_queue, approve, auto_retrain, decline
+    from core.retrain_jobs import approval_queue
+    from core.lifecycle import approve, auto_retrain
+    from core.retrain import decline
 
     monkeypatch.setenv("MLSA_ENABLE_AUTO_RETRAIN", "1")
     monkeypatch.setenv("MLSA_RETRAIN_CONFIRMATIONS", "1")
@@ -159,11 +161,11 @@ def test_critical_drift_waits_for_approval(champion, fresh_db, monkeypatch):
 
 
 def test_validation_window_rolls_back_a_worse_model(champion, fresh_db, monkeypatch):
-    from core import retrain
+    from core import lifecycle, retrain
     from core.registry import deployed_model, get_model
 
     _stub_training(monkeypatch, error=-0.001)
-    result = retrain.retrain_now(SYMBOL, _day(30), actor="test")
+    result = lifecycle.retrain_now(SYMBOL, _day(30), actor="test")
     challenger = result["challenger_id"]
     assert deployed_model(SYMBOL)["model_id"] == challenger
     assert retrain.check_validation_window(SYMBOL, _day(32)) == "2 of 5 days"
@@ -186,11 +188,11 @@ def test_validation_window_rolls_back_a_worse_model(champion, fresh_db, monkeypa
 
 
 def test_validation_window_keeps_a_model_that_holds_up(champion, fresh_db, monkeypatch):
-    from core import retrain
+    from core import lifecycle, retrain
     from core.registry import deployed_model
 
     _stub_training(monkeypatch, error=-0.001)
-    challenger = retrain.retrain_now(SYMBOL, _day(30), actor="test")["challenger_id"]
+    challenger = lifecycle.retrain_now(SYMBOL, _day(30), actor="test")["challenger_id"]
     # both are naive models: the same live MAE, not worse by the margin
     assert retrain.check_validation_window(SYMBOL, _day(40)).startswith("validated")
     assert deployed_model(SYMBOL)["model_id"] == challenger
@@ -199,7 +201,8 @@ def test_validation_window_keeps_a_model_that_holds_up(champion, fresh_db, monke
 def test_retrain_killed_in_training_leaves_the_registry_consistent(champion, fresh_db, monkeypatch):
     from core import training
     from core.registry import deployed_model
-    from core.retrain import RetrainError, retrain_now
+    from core.retrain_jobs import RetrainError
+    from core.lifecycle import retrain_now
     from core.config import get_settings
 
     def dies(*args, progress=None, **kwargs):
@@ -220,7 +223,7 @@ def test_retrain_killed_in_training_leaves_the_registry_consistent(champion, fre
 
 
 def test_retrain_failing_at_deploy_keeps_the_champion(champion, fresh_db, monkeypatch):
-    from core import registry, retrain
+    from core import lifecycle, registry, retrain
     from core.registry import deployed_model, get_model
 
     _stub_training(monkeypatch, error=-0.001)
@@ -230,7 +233,7 @@ def test_retrain_failing_at_deploy_keeps_the_champion(champion, fresh_db, monkey
 
     monkeypatch.setattr(retrain, "deploy", deploy_dies)
     with pytest.raises(retrain.RetrainError, match="disk gone"):
-        retrain.retrain_now(SYMBOL, _day(30), actor="test")
+        lifecycle.retrain_now(SYMBOL, _day(30), actor="test")
     job = _jobs(fresh_db)[-1]
     assert deployed_model(SYMBOL)["model_id"] == champion
     candidates = registry.list_models(SYMBOL, "candidate")

@@ -21,7 +21,7 @@ def _days(db, symbol="MSFT", n=3) -> list[str]:
 
 def test_once_returns_zero_then_one_when_a_model_fails(registry_copy, monkeypatch, capsys):
     import scheduled_tasks
-    from core import monitoring
+    from core import cycle
 
     install_fake_drift(monkeypatch)
     day = _days(registry_copy)[-1]
@@ -31,7 +31,7 @@ def test_once_returns_zero_then_one_when_a_model_fails(registry_copy, monkeypatc
     def broken(model, day, context, db):
         raise RuntimeError("feature store unreachable")
 
-    monkeypatch.setitem(monitoring.STEP_FUNCTIONS, "backfill", broken)
+    monkeypatch.setitem(cycle.STEP_FUNCTIONS, "backfill", broken)
     assert scheduled_tasks.main(["--once", "--as-of", day]) == 1
     out = capsys.readouterr().out
     assert "0 ok, 2 failed" in out and "feature store unreachable" in out

@@ -1,0 +1,249 @@
+"""The model-level drift report: performance, concept, prediction and streaming checks, severity, reasons (pure, no database).
+
+Each check takes frames already read by the drift-checks service (`core.drift`) and returns a small
+JSON-able dict; `DriftReport` gathers them with the feature table of `compare_frames`, and
+`should_retrain` turns a report into the retraining trigger.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from core.config import Settings
+from core.drift_kernels import MIN_SAMPLES, ks_test
+from core.drift_stats import FrameComparison, compare_frames
+from core.text import to_json
+
+SEVERITIES = ("none", "moderate", "significant", "critical")
+MIN_PERF_SAMPLES = 10  # predictions with actuals needed before the performance check speaks
+VOL_RATIO_LIMIT = 1.5  # realised volatility x1.5 (or /1.5) with a significant Levene test = concept drift
+
+
+@dataclass
+class DriftReport:
+    """Everything one drift check found; `to_dict` / `from_dict` round-trip it through JSON.
+
+    `reference` and `current` (the two feature windows) ride along for the page's overlays but are
+    not serialised.
+    """
+
+    model_id: str
+    as_of: str
+    window_days: int
+    overall_drift: bool
+    severity: str
+    reasons: list[str]
+    features: pd.DataFrame
+    performance: dict
+    concept: dict
+    prediction: dict
+    streaming: dict
+    dataset: dict = field(default_factory=dict)
+    reference: pd.DataFrame | None = field(default=None, repr=False)
+    current: pd.DataFrame | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        features = self.features.astype(object).where(self.features.notna(), None)
+        return {
+            "model_id": self.model_id, "as_of": self.as_of, "window_days": int(self.window_days),
+            "overall_drift": bool(self.overall_drift), "severity": self.severity, "reasons": list(self.reasons),
+            "features": features.to_dict("records"), "performance": self.performance, "concept": self.concept,
+            "prediction": self.prediction, "streaming": self.streaming, "dataset": self.dataset,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DriftReport":
+        features = pd.DataFrame(data.get("features") or [], columns=FEATURE_TABLE_COLUMNS)
+        features["note"] = features["note"].fillna("")  # reports stored before the column existed
+        for column in ("psi", "ks_stat", "p_value", "wasserstein", "psi_p_value", "out_of_range", "missing_ref", "missing_cur"):
+            features[column] = pd.to_numeric(features[column], errors="coerce")
+        return cls(
+            model_id=data["model_id"], as_of=data["as_of"], window_days=int(data["window_days"]),
+            overall_drift=bool(data["overall_drift"]), severity=data["severity"], reasons=list(data["reasons"]),
+            features=features, performance=data.get("performance", {}), concept=data.get("concept", {}),
+            prediction=data.get("prediction", {}), streaming=data.get("streaming", {}), dataset=data.get("dataset", {}),
+        )
+
+    def to_json(self) -> str:
+        return to_json(self.to_dict())
+
+
+FEATURE_TABLE_COLUMNS = ["feature", "psi", "ks_stat", "p_value", "wasserstein", "verdict", "psi_p_value",
+                         "out_of_range", "missing_ref", "missing_cur", "new_categories", "note"]
+
+
+
+def json_safe(value: Any) -> Any:
+    """JSON-safe scalars: NaN / inf become None, numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+
+
+def performance_check(recent: pd.DataFrame, validation: pd.DataFrame, settings: Settings) -> dict:
+    """Recent MAE vs validation MAE. The decision uses the scale-free MAPE ratio, because $ errors grow
+    with the price level: a stock that doubled since validation would show "+100%" in $ with the same skill."""
+    validation_mae = float(np.mean(np.abs(validation["predicted_close"] - validation["actual_close"])))
+    validation_mape = float(np.mean(np.abs(validation["predicted_close"] - validation["actual_close"]) / validation["actual_close"]) * 100)
+    result = {"n": int(len(recent)), "validation_mae": validation_mae, "validation_mape": validation_mape,
+              "recent_mae": None, "recent_mape": None, "recent_naive_mae": None, "recent_skill": None,
+              "change_pct": None, "degraded": False, "threshold_pct": settings.drift_perf_threshold * 100,
+              "note": ""}
+    if len(recent) < MIN_PERF_SAMPLES:
+        result["note"] = f"{len(recent)} prediction(s) with actuals in the window; {MIN_PERF_SAMPLES} needed to judge performance"
+        return result
+    recent_mae, naive_mae = float(recent["abs_error"].mean()), float(recent["naive_abs_error"].mean())
+    recent_mape = float(recent["ape"].mean() * 100)
+    change = (recent_mape / validation_mape - 1) * 100 if validation_mape > 0 else float("nan")
+    result.update(recent_mae=recent_mae, recent_mape=recent_mape, recent_naive_mae=naive_mae,
+                  recent_skill=1 - recent_mae / naive_mae if naive_mae > 0 else None, change_pct=change,
+                  degraded=bool(np.isfinite(change) and change > settings.drift_perf_threshold * 100))
+    return result
+
+
+def concept_check(reference_returns: np.ndarray, current_returns: np.ndarray, recent: pd.DataFrame,
+                  validation: pd.DataFrame, settings: Settings) -> dict:
+    """Did the market or the model's relation to it change? Volatility (Brown-Forsythe / Levene with
+    median centring), the return distribution (KS), and the bias of the errors (Welch t-test)."""
+    alpha = settings.drift_ks_alpha
+    volatility = volatility_check(reference_returns, current_returns, alpha)
+    ret_ks, ret_p = ks_test(reference_returns, current_returns)
+    bias_validation = float((validation["pred_return"] - validation["actual_return"]).mean())
+    bias_recent, bias_p = None, None
+    if len(recent) >= MIN_PERF_SAMPLES:
+        bias_recent = float(recent["error"].mean())
+        bias_p = float(stats.ttest_ind(recent["error"], validation["pred_return"] - validation["actual_return"],
+                                       equal_var=False).pvalue)
+    vol_drift = volatility["volatility_drift"]
+    bias_drift = bool(bias_p is not None and bias_p < alpha)
+    return {**volatility, "returns_ks_stat": ret_ks, "returns_p_value": ret_p,
+            "error_bias_validation": bias_validation, "error_bias_recent": bias_recent, "bias_p_value": bias_p,
+            "volatility_drift": vol_drift, "bias_drift": bias_drift, "drift": vol_drift or bias_drift}
+
+
+def volatility_check(reference_returns: np.ndarray, current_returns: np.ndarray, alpha: float) -> dict:
+    """Realised volatility change: ratio of standard deviations, Brown-Forsythe (Levene, median) p-value;
+    drift when significant at `alpha` and the ratio is beyond x1.5 either way."""
+    vol_ref, vol_cur = float(np.std(reference_returns, ddof=1)), float(np.std(current_returns, ddof=1))
+    vol_ratio = vol_cur / vol_ref if vol_ref > 0 else float("nan")
+    vol_p = float(stats.levene(reference_returns, current_returns, center="median").pvalue)
+    drifted = bool(vol_p < alpha and (vol_ratio >= VOL_RATIO_LIMIT or vol_ratio <= 1 / VOL_RATIO_LIMIT))
+    return {"volatility_reference": vol_ref, "volatility_current": vol_cur, "volatility_ratio": vol_ratio,
+            "volatility_p_value": vol_p, "volatility_drift": drifted}
+
+
+def prediction_check(recent_predictions: np.ndarray, validation: pd.DataFrame, settings: Settings) -> dict:
+    """The model's recent predicted returns vs its validation predictions (PSI and KS)."""
+    if len(recent_predictions) < MIN_SAMPLES:
+        return {"n": int(len(recent_predictions)), "psi": None, "ks_stat": None, "p_value": None, "drift": False,
+                "note": f"{len(recent_predictions)} prediction(s) in the window; {MIN_SAMPLES} needed"}
+    frame = compare_frames(pd.DataFrame({"pred_return": validation["pred_return"].to_numpy()}),
+                           pd.DataFrame({"pred_return": recent_predictions}), settings=settings, serial=True)
+    row = frame.features.iloc[0]
+    return {"n": int(len(recent_predictions)), "psi": row["psi"], "ks_stat": row["ks_stat"], "p_value": row["p_value"],
+            "psi_p_value": row["psi_p_value"],
+            "drift": bool(row["verdict"] == "drift"), "note": ""}
+
+
+def streaming_check(errors: pd.DataFrame, validation: pd.DataFrame, window_start: str) -> dict:
+    """ADWIN and Page-Hinkley (river, default parameters) over the daily absolute log-return errors in units
+    of the validation mean absolute error, so the same defaults mean the same thing for every ticker.
+    Page-Hinkley watches increases only (mode="up"): a model whose error falls is not a problem."""
+    from river.drift import ADWIN, PageHinkley  # third-party, slow to import; only this check needs it
+
+    scale = float(np.mean(np.abs(validation["pred_return"] - validation["actual_return"])))
+    daily = errors.groupby("as_of")["error"].apply(lambda e: float(np.mean(np.abs(e))))
+    stream = daily / scale if scale > 0 else daily
+    adwin, page_hinkley = ADWIN(), PageHinkley(mode="up")
+    adwin_days, ph_days = [], []
+    for day, value in stream.items():  # river detectors consume one observation at a time
+        adwin.update(value)
+        page_hinkley.update(value)
+        if adwin.drift_detected:
+            adwin_days.append(day)
+        if page_hinkley.drift_detected:
+            ph_days.append(day)
+    in_window = [d for d in adwin_days + ph_days if d >= window_start]
+    return {"n": int(len(stream)), "scale": scale, "adwin": adwin_days, "page_hinkley": ph_days,
+            "in_window": bool(in_window), "stream": {"date": list(stream.index), "value": stream.round(6).tolist()}}
+
+
+def overall_severity(dataset_drift: bool, performance: dict, concept: dict, prediction: dict, streaming: dict,
+              features: pd.DataFrame) -> str:
+    """critical: inputs drifted AND the error rose; significant: either; moderate: a weaker signal."""
+    degraded = performance["degraded"]
+    if dataset_drift and degraded:
+        return "critical"
+    if dataset_drift or degraded:
+        return "significant"
+    weaker = (concept["drift"] or prediction["drift"] or streaming["in_window"]
+              or bool((features["verdict"] == "drift").any()))
+    return "moderate" if weaker else "none"
+
+
+def report_reasons(comparison: FrameComparison, performance: dict, concept: dict, prediction: dict,
+             streaming: dict, settings: Settings) -> list[str]:
+    reasons = []
+    drifted = comparison.features[comparison.features["verdict"] == "drift"].sort_values("psi", ascending=False)
+    if comparison.n_drifted:
+        reasons.append(f"{comparison.n_drifted} of {comparison.n_features} features drifted "
+                       f"({comparison.drifted_share:.0%}; dataset drift at >= {settings.drift_share_threshold:.0%})")
+    for row in drifted.head(5).itertuples():
+        if row.note:
+            reasons.append(f"{row.feature}: {row.note}")
+        elif row.out_of_range > 0:
+            reasons.append(f"{row.out_of_range:.0%} of {row.feature} values far outside the training range "
+                           "(beyond min/max widened by the range: a scale or units change?)")
+        elif np.isfinite(row.psi) and np.isfinite(row.p_value):
+            reasons.append(f"PSI {row.psi:.2f} on {row.feature} >= {settings.drift_psi_threshold:g} (KS p={row.p_value:.1e}, PSI p={row.psi_p_value:.3f})")
+        elif row.new_categories:
+            reasons.append(f"new categories in {row.feature}: {', '.join(map(str, row.new_categories[:5]))}")
+        else:
+            reasons.append(f"missing values in {row.feature} rose from {row.missing_ref:.0%} to {row.missing_cur:.0%}")
+    if performance["degraded"]:
+        reasons.append(f"MAE {performance['change_pct']:+.0f}% vs validation (MAPE {performance['recent_mape']:.2f}% vs "
+                       f"{performance['validation_mape']:.2f}%; MAE ${performance['recent_mae']:.2f} vs ${performance['validation_mae']:.2f})")
+    if concept["volatility_drift"]:
+        reasons.append(f"volatility x{concept['volatility_ratio']:.2f} vs training (Levene p={concept['volatility_p_value']:.1e})")
+    if concept["bias_drift"]:
+        reasons.append(f"error bias shifted to {concept['error_bias_recent']:+.4f} from {concept['error_bias_validation']:+.4f} "
+                       f"log return (t-test p={concept['bias_p_value']:.1e})")
+    if prediction["drift"]:
+        reasons.append(f"predictions drifted vs validation (PSI {prediction['psi']:.2f}, KS p={prediction['p_value']:.1e})")
+    if streaming["in_window"]:
+        days = sorted(set(streaming["adwin"] + streaming["page_hinkley"]))
+        reasons.append(f"error stream change detected (ADWIN / Page-Hinkley) on {', '.join(days[-3:])}")
+    return reasons
+
+
+
+
+def should_retrain(report: DriftReport) -> tuple[bool, str]:
+    """Retrain when the error rose past the threshold, or the inputs drifted (the model is extrapolating)
+    unless live error shows it still does at least as well as in validation."""
+    performance = report.performance
+    if performance.get("degraded"):
+        return True, "; ".join(report.reasons)
+    if report.dataset.get("dataset_drift"):
+        change = performance.get("change_pct")
+        if change is not None and change <= 0:
+            return False, (f"inputs drifted but live error is {change:+.0f}% vs validation: "
+                           "monitor, no retraining needed yet")
+        return True, "; ".join(report.reasons)
+    if report.severity == "moderate":
+        return False, "weak signals only (" + "; ".join(report.reasons) + "): monitor"
+    return False, "no drift detected"
+
+

@@ -1,0 +1,102 @@
+"""The model lifecycle (orchestration): train -> register -> explainability artifacts -> certify -> model card, deploy actions.
+
+The registry stores a model and nothing else, and certification stores a verdict and nothing else;
+this module chains them with explainability (a layer above both), so the Forecast and Model
+Management pages, the demo, the daily cycle and retraining all get the same lifecycle:
+- `register_with_artifacts`: register, then write SHAP importance and the model card (a failure
+  there is logged and never undoes the registration);
+- `certify_with_card`: certify, then rewrite the card so it shows the result;
+- `retrain_now`, `approve`, `auto_retrain`: `core.retrain` with challengers registered as above;
+- `pending_action` / `confirm_action`: the confirmation step before a deploy or rollback.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlite_utils
+
+from core import registry, retrain
+from core.certification import Certification, certify
+from core.explain import write_model_artifacts
+from core.retrain import Progress
+from core.training import TrainedModel
+
+log = logging.getLogger(__name__)
+
+
+def register_with_artifacts(trained: TrainedModel, parent_id: str | None = None, reason: str = "trained",
+                            actor: str = "user", db: sqlite_utils.Database | None = None) -> str:
+    """Register `trained` as a candidate and write its explainability artifacts + model card; returns its id."""
+    model_id = registry.register(trained, parent_id=parent_id, reason=reason, actor=actor, db=db)
+    try:  # never undoes the registration: the artifacts can be written again from Model Management
+        write_model_artifacts(model_id, db=db)
+    except Exception as exc:
+        log.warning("%s: explainability artifacts were not written (%s); call write_model_artifacts(%r) to retry",
+                    model_id, exc, model_id, exc_info=True)
+    return model_id
+
+
+def certify_with_card(model_id: str, progress: Progress | None = None, store: bool = True,
+                      db: sqlite_utils.Database | None = None) -> Certification:
+    """Certify `model_id`; when the result is stored, rewrite the model card so it shows it."""
+    result = certify(model_id, progress=progress, store=store, db=db)
+    if store:
+        try:  # milliseconds: the importance files are reused; a stale card must not undo the certification
+            write_model_artifacts(model_id)
+        except Exception as exc:
+            log.warning("could not rewrite the model card of %s after certification: %s", model_id, exc)
+    return result
+
+
+# --- retraining, with challengers registered through the lifecycle --------------------------------------
+
+def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None = None,
+                db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+    """The "Retrain Now" button (`core.retrain.retrain_now`)."""
+    return retrain.retrain_now(symbol, as_of, actor=actor, progress=progress, db=db,
+                               register_challenger=register_with_artifacts)
+
+
+def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
+            db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+    """Run a job from the approval queue, or retry an interrupted one (`core.retrain.approve`)."""
+    return retrain.approve(job_id, actor=actor, progress=progress, db=db, register_challenger=register_with_artifacts)
+
+
+def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None = None) -> str:
+    """The daily cycle's retrain decision (`core.retrain.auto_retrain`)."""
+    return retrain.auto_retrain(model_id, as_of, report, db=db, register_challenger=register_with_artifacts)
+
+
+def decide_job(job_id: int, approved: bool, actor: str = "ui", db: sqlite_utils.Database | None = None) -> str:
+    """Approve (retrain, gate, deploy if it passes) or decline a queued job; returns the decision as text."""
+    if approved:
+        return approve(job_id, actor=actor, db=db)["decision"]
+    retrain.decline(job_id, actor=actor, db=db)
+    return "declined"
+
+
+# --- deploy and rollback, behind a confirmation step ------------------------------------------------------
+
+def pending_action(pending: dict, db: sqlite_utils.Database | None = None) -> tuple[str, str, bool]:
+    """(what will happen, the model deployed now, whether an override is needed) for a pending
+    {"action": "deploy", "model_id"} or {"action": "rollback", "symbol"}: what the confirmation shows."""
+    if pending["action"] == "deploy":
+        model = registry.get_model(pending["model_id"], db=db)
+        what, symbol, needs_override = f"deploy **{pending['model_id']}**", model["symbol"], not model["certified"]
+    else:
+        what, symbol, needs_override = f"roll back **{pending['symbol']}** to its previous version", pending["symbol"], False
+    current = registry.deployed_model(symbol, db=db)
+    return what, current["model_id"] if current else "none", needs_override
+
+
+def confirm_action(pending: dict, override: bool = False, override_reason: str = "", actor: str = "ui",
+                   db: sqlite_utils.Database | None = None) -> str:
+    """Carry out a confirmed deploy or rollback; returns what happened. Registry errors propagate."""
+    if pending["action"] == "deploy":
+        result = registry.deploy(pending["model_id"], actor=actor, override=override, db=db,
+                                 reason=override_reason if override else "deployed from Model Management")
+    else:
+        result = registry.rollback(pending["symbol"], actor=actor, reason="rolled back from Model Management", db=db)
+    return f"Deployed {result['deployed']} (previous: {result['previous'] or 'none'})."

@@ -1,0 +1,153 @@
+"""Daily metrics: owns `daily_metrics`; per-day accuracy, volume and latency of every model, live skill.
+
+`daily_metrics` has one row per (model, day the predictions were made): its volume and latency
+percentiles are known at once, its error columns (MAE / RMSE in $, MAPE and directional accuracy in
+%, and the naive baseline's MAE on the same predictions) fill in once the next close is known. The
+daily cycle (`core.cycle`) therefore recomputes the last `METRICS_LOOKBACK_DAYS` calendar days each
+run (an upsert, so running a day twice changes nothing). Also the read-only views the Monitoring
+page draws: interval widths from the prediction log and the largest PSI of each stored drift check.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from core.store import get_db, transaction, where_clause
+
+METRICS_LOOKBACK_DAYS = 14  # calendar days recomputed each run so late actuals are counted
+METRIC_COLUMNS = ["n_predictions", "mae", "rmse", "mape", "directional_accuracy", "naive_mae",
+                  "latency_p50", "latency_p95", "latency_p99"]
+
+
+def _day(value) -> str:
+    return f"{pd.Timestamp(value):%Y-%m-%d}"
+
+
+# --- daily metrics ------------------------------------------------------------------------------------
+
+def compute_daily_metrics(start, end, model_ids: list[str] | None = None,
+                          db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Metrics per (model, prediction day) in [start, end] from the prediction log, vectorised by group.
+
+    Directional accuracy counts a "no change" prediction as a miss, as `core.training.price_metrics`
+    does; shadow (not served) predictions count for their own model.
+    """
+    db = db or get_db()
+    clauses, params = ["as_of >= ?", "as_of <= ?"], [_day(start), _day(end)]
+    if model_ids is not None:
+        if not model_ids:
+            return pd.DataFrame(columns=["model_id", "date", *METRIC_COLUMNS])
+        clauses.append(f"model_id IN ({', '.join('?' * len(model_ids))})")
+        params.extend(model_ids)
+    frame = pd.read_sql_query(
+        "SELECT model_id, as_of, predicted_close, last_close, actual_close, latency_ms FROM predictions "
+        f"WHERE {' AND '.join(clauses)}", db.conn, params=params,
+    )
+    if frame.empty:
+        return pd.DataFrame(columns=["model_id", "date", *METRIC_COLUMNS])
+    actual = frame["actual_close"].astype(float)
+    error = frame["predicted_close"] - actual
+    known = actual.notna()
+    frame["abs_error"] = error.abs()
+    frame["sq_error"] = error**2
+    frame["ape"] = error.abs() / actual * 100
+    hit = np.sign(frame["predicted_close"] - frame["last_close"]) == np.sign(actual - frame["last_close"])
+    frame["hit"] = hit.astype(float).where(known)
+    frame["naive_abs_error"] = (frame["last_close"] - actual).abs()
+    grouped = frame.groupby(["model_id", "as_of"])
+    out = grouped.agg(
+        n_predictions=("latency_ms", "size"), mae=("abs_error", "mean"), rmse=("sq_error", "mean"),
+        mape=("ape", "mean"), directional_accuracy=("hit", "mean"), naive_mae=("naive_abs_error", "mean"),
+    )
+    out["rmse"] = np.sqrt(out["rmse"])
+    out["directional_accuracy"] = out["directional_accuracy"] * 100
+    latency = grouped["latency_ms"].quantile([0.5, 0.95, 0.99]).unstack()
+    out["latency_p50"], out["latency_p95"], out["latency_p99"] = latency[0.5], latency[0.95], latency[0.99]
+    return out.reset_index().rename(columns={"as_of": "date"})[["model_id", "date", *METRIC_COLUMNS]]
+
+
+def upsert_daily_metrics(start, end, model_ids: list[str] | None = None,
+                         db: sqlite_utils.Database | None = None) -> int:
+    """Recompute and upsert `daily_metrics` for [start, end]; returns the number of rows written."""
+    db = db or get_db()
+    metrics = compute_daily_metrics(start, end, model_ids, db=db)
+    if metrics.empty:
+        return 0
+    records = metrics.astype(object).where(metrics.notna(), None).to_dict("records")
+    with transaction(db):
+        db["daily_metrics"].upsert_all(records, pk=("model_id", "date"))
+    return len(records)
+
+
+def metrics_frame(model_id: str | None = None, symbol: str | None = None, start=None, end=None,
+                  db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """`daily_metrics` joined with each model's ticker and type, oldest first (what the Monitoring page draws)."""
+    db = db or get_db()
+    where, params = where_clause(("d.model_id = ?", model_id), ("m.symbol = ?", symbol),
+                                 ("d.date >= ?", _day(start) if start is not None else None),
+                                 ("d.date <= ?", _day(end) if end is not None else None))
+    frame = pd.read_sql_query(
+        f"SELECT d.*, m.symbol, m.model_type FROM daily_metrics d JOIN models m ON m.model_id = d.model_id "
+        f"{where} ORDER BY d.date, d.model_id", db.conn, params=params,
+    )
+    frame["date"] = pd.to_datetime(frame["date"])
+    return frame
+
+
+def live_skill(metrics: pd.DataFrame) -> float:
+    """1 - MAE_model / MAE_naive over the given metric rows (prediction-weighted), NaN without actuals."""
+    done = metrics.dropna(subset=["mae", "naive_mae"])
+    if done.empty:
+        return float("nan")
+    weights = done["n_predictions"].to_numpy(dtype=float)
+    naive = float(np.sum(done["naive_mae"].to_numpy() * weights))
+    return float(1 - np.sum(done["mae"].to_numpy() * weights) / naive) if naive > 0 else float("nan")
+
+
+def interval_widths(model_id: str | None = None, symbol: str | None = None, start=None, end=None,
+                    db: sqlite_utils.Database | None = None) -> pd.Series:
+    """Prediction-interval widths in % of the last close (two columns of the log, no error columns)."""
+    db = db or get_db()
+    clauses, params = ["served = 1"], []
+    for column, value in (("model_id", model_id), ("symbol", symbol)):
+        if value:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    for op, value in ((">=", start), ("<=", end)):
+        if value is not None:
+            clauses.append(f"as_of {op} ?")
+            params.append(_day(value))
+    frame = pd.read_sql_query(f"SELECT (upper - lower) * 100.0 / last_close AS width FROM predictions "
+                              f"WHERE {' AND '.join(clauses)}", db.conn, params=params)
+    return frame["width"]
+
+
+def _max_psi(report: Any) -> float:
+    """The largest value stored under a "psi" key anywhere in a drift report (its layout is drift.py's)."""
+    if isinstance(report, dict):
+        found = [float(v) for k, v in report.items() if k == "psi" and isinstance(v, (int, float))]
+        found += [_max_psi(v) for k, v in report.items() if isinstance(v, (dict, list))]
+    elif isinstance(report, list):
+        found = [_max_psi(v) for v in report]
+    else:
+        return float("nan")
+    found = [v for v in found if np.isfinite(v)]
+    return max(found) if found else float("nan")
+
+
+def psi_history(model_id: str | None = None, symbol: str | None = None,
+                db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Drift checks oldest first: as_of, model, severity, overall verdict and the largest feature PSI."""
+    db = db or get_db()
+    where, params = where_clause(("c.model_id = ?", model_id), ("m.symbol = ?", symbol))
+    frame = pd.read_sql_query(
+        "SELECT c.as_of, c.model_id, m.symbol, c.severity, c.overall_drift, c.report_json FROM drift_checks c "
+        f"JOIN models m ON m.model_id = c.model_id {where} ORDER BY c.as_of, c.id", db.conn, params=params,
+    )
+    frame["max_psi"] = [_max_psi(json.loads(text or "{}")) for text in frame.pop("report_json")]
+    frame["as_of"] = pd.to_datetime(frame["as_of"])
+    return frame
