@@ -230,6 +230,33 @@ def children(model_id: str, db: sqlite_utils.Database | None = None) -> list[dic
     return [_decode(r) for r in db.query("SELECT * FROM models WHERE parent_id = ? ORDER BY created_at", [model_id])]
 
 
+def family_table(model_id: str, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Ancestors (oldest first), the model itself and its children, one row each with the reason it was
+    made: a table shows reasons literally (they are user text), where markdown would render them."""
+    chain = lineage(model_id, db=db)
+    rows = [{"relation": "ancestor" if m["model_id"] != model_id else "this model", **m} for m in chain]
+    rows += [{"relation": "child", **m} for m in children(model_id, db=db)]
+    return pd.DataFrame(rows, columns=["relation", "model_id", "status", "created_at", "reason"]) if rows else \
+        pd.DataFrame(columns=["relation", "model_id", "status", "created_at", "reason"])
+
+
+def model_facts(model: dict) -> pd.DataFrame:
+    """What a reader asks about one model, as (fact, value) rows: data windows, signature, artifact, features."""
+    metrics = model["metrics"]
+    facts = {
+        "ticker / type / version": f"{model['symbol']} · {model['model_type']} · v{model['version']}",
+        "trained on": f"{model['train_start']} → {model['train_end']} ({metrics.get('data_source', '')})",
+        "validation window": f"{metrics['validation_start']} → {metrics['validation_end']} "
+                             f"({metrics['n']} days, {len(metrics['fold_skill'])} walk-forward folds)",
+        "per-fold skill": ", ".join(f"{s:+.3f}" for s in metrics["fold_skill"]),
+        "feature signature": model["feature_signature"],
+        "artifact": f"{model['artifact_path']} (sha256 {model['artifact_sha256']})",
+        "features": ", ".join(model["features"]),
+        "parameters": json.dumps(model["params"], sort_keys=True),
+    }
+    return pd.DataFrame({"fact": list(facts), "value": list(facts.values())})
+
+
 def validation_predictions(model_id: str) -> pd.DataFrame:
     """The walk-forward out-of-sample predictions saved at registration (drift and certification use them)."""
     path = model_folder(model_id) / "validation.csv"

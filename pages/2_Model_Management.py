@@ -34,15 +34,10 @@ if table.empty:
     st.info("No models match. Train one on the Forecast page.")
     st.stop()
 
-st.dataframe(
-    table, hide_index=True,
-    column_config={
-        "MAE $": st.column_config.NumberColumn(format="$%.3f"), "naive MAE $": st.column_config.NumberColumn(format="$%.3f"),
-        "RMSE $": st.column_config.NumberColumn(format="$%.3f"), "MAPE %": st.column_config.NumberColumn(format="%.2f%%"),
-        "direction %": st.column_config.NumberColumn(format="%.1f%%"),
-        "skill": st.column_config.NumberColumn(format="%+.3f", help="1 - MAE_model / MAE_naive; below 0 loses to naive"),
-    },
-)
+money = {c: st.column_config.NumberColumn(format="$%.3f") for c in ("MAE $", "naive MAE $", "RMSE $")}
+st.dataframe(table, hide_index=True, column_config={
+    **money, "MAPE %": st.column_config.NumberColumn(format="%.2f%%"), "direction %": st.column_config.NumberColumn(format="%.1f%%"),
+    "skill": st.column_config.NumberColumn(format="%+.3f", help="1 - MAE_model / MAE_naive; below 0 loses to naive")})
 
 model_ids = table["model_id"].tolist()
 deployed_ids = table.loc[table["status"] == "deployed", "model_id"].tolist()
@@ -92,10 +87,9 @@ if pending:
             st.session_state.pop("mm_pending", None)
             st.rerun()
 
-if flash := st.session_state.pop("mm_flash", None):
-    st.success(flash)
-if flash_error := st.session_state.pop("mm_flash_error", None):
-    st.error(flash_error)
+for kind in ("success", "error"):
+    if flash := st.session_state.pop("mm_flash" if kind == "success" else "mm_flash_error", None):
+        getattr(st, kind)(escape_markdown(flash))
 
 # --- drift: the verdict inline ----------------------------------------------------------------------------
 if a3.button("Check for Drift", key="mm_drift_check", help="Training window vs the last trading days; stored in the history"):
@@ -112,11 +106,9 @@ if drift_data and drift_data["model_id"] == model_id:
     with st.container(border=True):
         st.markdown(f"**Drift check as of {report.as_of}:** severity **{report.severity}** "
                     f"({report.dataset['n_drifted']} of {report.dataset['n_features']} features drifted)")
-        if needs_retrain:
-            st.error("Drift detected: model needs retraining")
-            st.markdown("\n".join(f"- {reason}" for reason in report.reasons))
-        else:
-            st.success(f"No retraining needed: {retrain_reason}")
+        (st.error if needs_retrain else st.success)("Drift detected: model needs retraining" if needs_retrain
+                                                    else f"No retraining needed: {escape_markdown(retrain_reason)}")
+        st.markdown("\n".join(f"- {escape_markdown(r)}" for r in report.reasons) if needs_retrain else "")
         st.caption("Details, distributions and history on the Drift page.")
 
 # --- one model: details, certification, drift, retraining, artifacts, history ----------------------------
@@ -187,12 +179,10 @@ with tab_retrain:
 
 with tab_artifacts:
     artifacts = artifact_files(model_id)
-    if artifacts:
-        for column, (name, path) in zip(st.columns(len(artifacts)), artifacts.items()):
-            column.download_button(f"⬇ {path.name}", path.read_bytes(), f"{model_id}_{path.name}", key=f"mm_art_{name}")
-    else:
-        st.info("No explainability artifacts for this model yet (it was registered before they existed): write them below.")
-    st.caption("Written at registration; rewrite after a certification so the model card shows it. Details on the Explainability page.")
+    for column, (name, path) in zip(st.columns(max(1, len(artifacts))), artifacts.items()):
+        column.download_button(f"⬇ {path.name}", path.read_bytes(), f"{model_id}_{path.name}", key=f"mm_art_{name}")
+    st.caption("Written at registration; rewrite after a certification so the model card shows it. Details on the Explainability page."
+               if artifacts else "No explainability artifacts for this model yet: write them below.")
     if st.button("Write artifacts again" if artifacts else "Write artifacts", key="mm_art_write"):
         try:
             with st.spinner("Computing SHAP and permutation importance, writing the model card…"):
@@ -202,16 +192,7 @@ with tab_artifacts:
             st.error(f"The artifacts could not be written: {exc}")
 
 with tab_detail:
-    d1, d2 = st.columns(2)
-    d1.markdown(f"**Ticker** {model['symbol']} · **type** {model['model_type']} · **version** {model['version']}")
-    d1.markdown(f"**Trained on** {model['train_start']} → {model['train_end']} ({metrics.get('data_source', '')})")
-    d1.markdown(f"**Validation window** {metrics['validation_start']} → {metrics['validation_end']} "
-                f"({metrics['n']} days, {len(metrics['fold_skill'])} walk-forward folds)")
-    d1.markdown(f"**Feature signature** `{model['feature_signature'][:16]}…`  \n**Artifact** `{model['artifact_path']}` "
-                f"(sha256 `{model['artifact_sha256'][:16]}…`)")
-    d1.json(model["params"], expanded=False)
-    d2.markdown("**Features** " + ", ".join(f"`{f}`" for f in model["features"]))
-    d2.markdown("**Per-fold skill** " + ", ".join(f"{s:+.3f}" for s in metrics["fold_skill"]))
+    st.dataframe(registry.model_facts(model), hide_index=True, key="mm_facts")
     st.download_button("Download metrics (JSON)", json.dumps(metrics, indent=2), f"{model_id}_metrics.json",
                        "application/json", key="mm_metrics_json")
 with tab_validation:
@@ -220,11 +201,6 @@ with tab_validation:
     except ModelIntegrityError as exc:
         st.error(str(exc))
 with tab_lineage:
-    chain = registry.lineage(model_id)
-    st.markdown(" → ".join(f"**{escape_markdown(m['model_id'])}** ({escape_markdown(m['reason'])})" for m in chain))
-    kids = registry.children(model_id)
-    if kids:
-        st.markdown("Children: " + ", ".join(f"{escape_markdown(k['model_id'])} ({escape_markdown(k['reason'])})" for k in kids))
+    st.dataframe(registry.family_table(model_id), hide_index=True, key="mm_family")
 with tab_audit:
-
     st.dataframe(audit_entries(target=model_id), hide_index=True)

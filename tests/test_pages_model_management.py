@@ -2,6 +2,7 @@
 from conftest import page_app
 
 from core import registry
+from core.text import escape_markdown
 
 PAGE = "pages/2_Model_Management.py"
 
@@ -35,7 +36,7 @@ def test_deploy_then_rollback_with_confirmation(demo_registry, registry_copy):
     at.button(key="mm_confirm").click().run()
     assert not at.exception
     assert registry.deployed_model("MSFT")["model_id"] == other
-    assert any(f"Deployed {other}" in s.value for s in at.success)
+    assert any(escape_markdown(f"Deployed {other}") in s.value for s in at.success)  # shown literally
 
     at.button(key="mm_rollback").click().run()
     at.button(key="mm_confirm").click().run()
