@@ -163,10 +163,26 @@ def _quiet_worker(threads: int) -> None:
 
 
 def _collect(work: Callable[[Report], object]) -> tuple[object, list[str]]:
+    """Run one unit and return (result, report lines). A failure comes back as a line, not as an exception:
+    some exceptions (e.g. sqlite3's with extra arguments) cannot be unpickled in the parent, which would
+    break the whole pool instead of naming the one ticker that failed."""
     lines: list[str] = []
-    result = work(lines.append)
-    close_all()
+    try:
+        result = work(lines.append)
+    except Exception as exc:
+        log.exception("demo unit failed")
+        lines.append(f"  FAILED: {type(exc).__name__}: {exc}")
+        result = None
+    finally:
+        close_all()
     return result, lines
+
+
+def _relay(lines: list[str], report: Report) -> int:
+    """Report a unit's lines in order; the number of failures among them."""
+    for line in lines:
+        report(line)
+    return sum(line.startswith("  FAILED") for line in lines)
 
 
 def _train_unit(symbol: str) -> tuple[object, list[str]]:
@@ -186,7 +202,10 @@ def _replay_unit(symbol: str, start: pd.Timestamp, end: pd.Timestamp, with_exper
 
 
 def _cycle_unit(days: list[pd.Timestamp], symbols: list[str]) -> tuple[object, list[str]]:
-    return None, run_cycles(days, symbols)
+    def work(report: Report) -> None:
+        for line in run_cycles(days, symbols):
+            report(line)
+    return _collect(work)
 
 
 def build_demo(
@@ -215,6 +234,7 @@ def build_demo(
         return
     close_all()  # workers open their own connections
     started = time.perf_counter()
+    failed = 0
     symbols = symbols or sorted(bundled_frame()["symbol"].unique())
     report(f"Building the demo registry for {len(symbols)} tickers in {settings.db_path} with {workers} workers ...")
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
@@ -222,8 +242,7 @@ def build_demo(
         deployed: dict[str, str] = {}
         for symbol, (best, lines) in zip(symbols, pool.map(_train_unit, symbols)):
             report(f"trained {symbol}")
-            for line in lines:
-                report(line)
+            failed += _relay(lines, report)
             if best:
                 deployed[symbol] = str(best)
         calendars = replay_calendars(deployed, replay_days)
@@ -237,12 +256,11 @@ def build_demo(
             if cycle_days:
                 cycles.append((cycle_days, group))
         for future in replays:
-            for line in future.result()[1]:
-                report(line)
+            failed += _relay(future.result()[1], report)
         for days, group in cycles:  # one scheduler: the calendars' cycles run one after the other
-            for line in pool.submit(_cycle_unit, days, group).result()[1]:
-                report(line)
-    report(f"Demo registry built in {time.perf_counter() - started:.0f} s.")
+            failed += _relay(pool.submit(_cycle_unit, days, group).result()[1], report)
+    report(f"Demo registry built in {time.perf_counter() - started:.0f} s"
+           + (f"; {failed} step(s) FAILED, see above (the rest of the demo is usable)." if failed else "."))
 
 
 def main(argv: list[str] | None = None) -> int:

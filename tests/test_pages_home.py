@@ -147,3 +147,4 @@ def test_home_on_a_damaged_database_shows_the_words_not_a_traceback(tmp_path, mo
     assert not at.exception
     assert len(at.error) == 1 and "damaged or not an SQLite database" in at.error[0].value
     assert "backup" in at.error[0].value and "move" not in at.error[0].value.lower()
+
