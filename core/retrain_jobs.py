@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 from datetime import datetime, timezone
@@ -29,6 +28,8 @@ QUEUED = ("(j.status = 'awaiting_approval' OR (j.status = 'interrupted' "
           "AND json_extract(j.details_json, '$.approved_by') IS NOT NULL))")
 JOB_STALE_SECONDS = 600      # another host's running job silent this long is taken as dead
 ORPHAN_GRACE_SECONDS = 600   # a model folder without a row must be this old before it counts as left over
+MAX_ORPHANS = 2  # a kill leaves one folder; more means the folder and the database do not belong together
+ORPHANED_DIR = ".orphaned"  # where left-over folders are moved (never deleted: nothing is lost)
 
 
 class RetrainError(ValueError):
@@ -224,12 +225,15 @@ def _last_modified(folder: Path) -> float:
 
 def reconcile_model_folders(db: sqlite_utils.Database | None = None,
                             grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
-    """Delete model folders without a registry row, left by a kill between writing files and committing the row.
+    """Move aside model folders without a registry row, left by a kill between writing files and committing.
 
-    Cleaned, not adopted: the row's metrics, parameters, lineage and reason exist only in the rolled
-    back transaction. Only folders unchanged for `grace_seconds` are candidates, and the row check is
-    repeated under the write lock, which `register` holds from its first file to its commit: a
-    registration in progress is never touched. Stray temporary files (`.tmp-*`) are removed likewise.
+    Not adopted: the row's metrics, parameters, lineage and reason exist only in the rolled back
+    transaction. Not deleted either: they go to `models/.orphaned/`, so a mistake loses nothing. Only
+    folders unchanged for `grace_seconds` are candidates, and the row check is repeated under the write
+    lock, which `register` holds from its first file to its commit: a registration in progress is never
+    touched. More than `MAX_ORPHANS` unknown folders, or unknown folders beside an empty registry, mean
+    MLSA_MODELS_DIR and MLSA_DB_PATH point at different installations: then nothing moves, and the
+    returned line says so. Stray temporary files (`.tmp-*`) are removed.
     """
     db = db or get_db()
     root = Path(get_settings().models_dir)
@@ -242,15 +246,25 @@ def reconcile_model_folders(db: sqlite_utils.Database | None = None,
     temps = [p for p in root.glob("*/**/.tmp-*") if now - _mtime(p) > grace_seconds]
     if not orphans and not temps:
         return []
+    if len(orphans) > MAX_ORPHANS or (orphans and not known):
+        line = (f"{root} holds {len(orphans)} model folder(s) that the database {get_settings().db_path} does not know "
+                f"(e.g. {orphans[0].name}): they look like another database's models, so nothing was moved. Point "
+                "MLSA_MODELS_DIR and MLSA_DB_PATH at the same installation.")
+        log.warning(line)
+        return [line]
     lines = []
     with transaction(db):
         known = {r[0] for r in db.execute("SELECT model_id FROM models").fetchall()}
         for folder in orphans:
             if folder.name not in known:
-                shutil.rmtree(folder, ignore_errors=True)
-                audit(db, "reconcile", "remove_orphan_folder", folder.name,
-                      {"path": str(folder), "why": "no registry row: a registration was killed before its commit"})
-                lines.append(f"Removed {folder}: it has no registry row (a registration was killed before it finished).")
+                target = root / ORPHANED_DIR / f"{folder.name}-{int(now)}"
+                target.parent.mkdir(exist_ok=True)
+                folder.rename(target)
+                audit(db, "reconcile", "move_orphan_folder", folder.name,
+                      {"path": str(folder), "moved_to": str(target),
+                       "why": "no registry row: a registration was killed before its commit"})
+                lines.append(f"Moved {folder} to {target}: it has no registry row (a registration was killed before "
+                             "it finished).")
         for temp in temps:
             temp.unlink(missing_ok=True)
             lines.append(f"Removed the unfinished temporary file {temp}.")

@@ -232,7 +232,7 @@ def test_interrupted_approval_returns_to_the_queue_and_can_be_retried(demo_regis
     assert_consistent(db)
 
 
-def test_registration_killed_before_its_commit_leaves_an_orphan_that_reconcile_removes(demo_registry, registry_copy):
+def test_registration_killed_before_its_commit_leaves_an_orphan_that_reconcile_moves_aside(demo_registry, registry_copy):
     from core.config import get_settings
     from core.retrain_jobs import reconcile, reconcile_model_folders
 
@@ -251,9 +251,26 @@ def test_registration_killed_before_its_commit_leaves_an_orphan_that_reconcile_r
     lines = reconcile(db)  # what the daily cycle and Model Management run
     assert len(lines) == 1 and folder.name in lines[0]
     assert not folder.exists()
-    assert db.execute("SELECT details_json FROM audit_log WHERE action = 'remove_orphan_folder' AND target = ?",
+    kept = list((folder.parent / ".orphaned").glob(f"{folder.name}-*"))
+    assert len(kept) == 1 and any(kept[0].iterdir())  # moved aside, nothing lost
+    assert db.execute("SELECT details_json FROM audit_log WHERE action = 'move_orphan_folder' AND target = ?",
                       [folder.name]).fetchone()
     assert_consistent(db)
+
+
+def test_a_database_pointed_at_another_installations_models_moves_nothing(demo_registry, tmp_path, monkeypatch):
+    """A fresh MLSA_DB_PATH beside an existing models folder: its folders are not orphans, they belong to
+    another database. Reconcile must not touch them (this once deleted a whole registry's models)."""
+    from core.config import get_settings
+    from core.retrain_jobs import reconcile_model_folders
+    from core.store import get_db
+
+    models_dir = Path(get_settings().models_dir)
+    before = sorted(p.name for p in models_dir.iterdir() if p.is_dir())
+    monkeypatch.setenv("MLSA_DB_PATH", str(tmp_path / "other.db"))
+    lines = reconcile_model_folders(get_db(), grace_seconds=0)  # every folder counts as old
+    assert lines and "another database's models" in lines[0] and "nothing was moved" in lines[0]
+    assert sorted(p.name for p in models_dir.iterdir() if p.is_dir()) == before
 
 
 def test_deploy_is_a_compare_and_swap_against_the_gated_champion(demo_registry, registry_copy, tmp_path):
