@@ -186,10 +186,67 @@ def day_inputs(model: Mapping, profile: Mapping, after: str, until: Any, db: sql
 
 # --- one day for many models (pure: no database) -------------------------------------------------------
 
-def _leading(state: Cusum) -> tuple[float, float]:
+_NAT = np.iinfo(np.int64).min  # "no day", as in core.sequential's vectorised state
+
+
+def _days_to_int(values: Any) -> np.ndarray:
+    """Day strings (None: no day), nested lists allowed, as int64 days since 1970 (None -> _NAT), in one pass."""
+    return np.array(values, dtype="datetime64[D]").astype(np.int64)
+
+
+def _ints_to_days(values: np.ndarray) -> np.ndarray:
+    """The inverse: an object array of day strings, None for _NAT."""
+    text = np.datetime_as_string(values.astype("datetime64[D]"), unit="D").astype(object)
+    text[values == _NAT] = None
+    return text
+
+
+def array_from_dicts(states: Sequence[Mapping]) -> CusumArray:
+    """`CusumArray.from_states` for state dicts (`Cusum.to_dict()`), with the days converted in one numpy pass
+    (the per-element conversion dominated a day's update of 1,000 models). Same arrays (tested)."""
+    first = states[0]
+    out = CusumArray(np.array([s["thresholds"] for s in states], dtype=float), first["drifts"], first["two_sided"],
+                     first["streams"], first["name"])
+    out.stat = np.array([s["stat"] for s in states], dtype=float)
+    out.start = np.array([s["start"] for s in states], dtype=np.int64)
+    out.start_day = _days_to_int([s["start_day"] for s in states]).reshape(out.stat.shape)
+    for key in ("n", "alarms", "last_alarm"):
+        setattr(out, key, np.array([s[key] for s in states], dtype=np.int64))
+    out.last_alarm_day = _days_to_int([s["last_alarm_day"] for s in states])
+    out.day = _days_to_int([s["day"] for s in states])
+    sides, streams, drifts = ("up", "down"), list(first["streams"]), [float(k) for k in first["drifts"]]
+    out.alarm_at = np.array([-1 if s["alarm"] is None else int(np.ravel_multi_index(
+        (sides.index(s["alarm"]["direction"]), streams.index(s["alarm"]["stream"]), drifts.index(s["alarm"]["drift"])),
+        out.stat.shape[1:])) for s in states], dtype=np.int64)
+    return out
+
+
+def dicts_from_array(array: CusumArray) -> list[dict]:
+    """`[s.to_dict() for s in array.to_states()]` without the per-object deep copies (tested equal)."""
+    n_models, shape = len(array.n), array.stat.shape[1:]
+    start_day, last_alarm_day, day = (_ints_to_days(a) for a in (array.start_day, array.last_alarm_day, array.day))
+    thresholds, drifts = array.thresholds.tolist(), array.drifts.tolist()
+    stat, start, start_days = array.stat.tolist(), array.start.tolist(), start_day.tolist()
+    out = []
+    for i in range(n_models):
+        alarm = None
+        if array.alarm_at[i] >= 0:
+            side, f, j = np.unravel_index(array.alarm_at[i], shape)
+            alarm = {"direction": ("up", "down")[side], "stream": array.streams[f], "drift": drifts[j],
+                     "statistic": stat[i][side][f][j], "threshold": thresholds[i][j], "onset": start[i][side][f][j],
+                     "onset_day": start_days[i][side][f][j]}
+        out.append({"name": array.name, "thresholds": thresholds[i], "drifts": list(drifts),
+                    "two_sided": bool(array.two_sided), "streams": list(array.streams), "n": int(array.n[i]),
+                    "alarms": int(array.alarms[i]), "last_alarm": int(array.last_alarm[i]),
+                    "last_alarm_day": last_alarm_day[i], "day": day[i], "stat": stat[i], "start": start[i],
+                    "start_day": start_days[i], "alarm": alarm})
+    return out
+
+
+def _leading(state: Mapping) -> tuple[float, float]:
     """(statistic, threshold) of the component nearest its threshold (largest S / h)."""
-    stat = np.asarray(state.stat, dtype=float)
-    thresholds = np.asarray(state.thresholds, dtype=float)
+    stat = np.asarray(state["stat"], dtype=float)
+    thresholds = np.asarray(state["thresholds"], dtype=float)
     ratio = stat / thresholds  # broadcasts over the last axis (drifts)
     flat = int(np.argmax(ratio))
     return float(stat.flat[flat]), float(thresholds[flat % len(thresholds)])
@@ -228,8 +285,9 @@ def advance(profiles: Sequence[Mapping], states: Sequence[Mapping[str, Mapping] 
     for members in groups.values():
         group = [profiles[i] for i in members]
         names = list(group[0]["detectors"])
-        arrays = {name: CusumArray.from_states([(states[i] or {}).get(name) or new_detectors(profiles[i])[name].to_dict()
-                                                for i in members]) for name in names}
+        fresh = {i: new_detectors(profiles[i]) for i in members if not (states[i] and set(names) <= set(states[i]))}
+        arrays = {name: array_from_dicts([(states[i] or {}).get(name) or fresh[i][name].to_dict() for i in members])
+                  for name in names}
         standardisers = stack_standardisers(group)
         width = inputs[members[0]].feat.shape[1]
         where = [{day: t for t, day in enumerate(inputs[i].days)} for i in members]
@@ -247,14 +305,14 @@ def advance(profiles: Sequence[Mapping], states: Sequence[Mapping[str, Mapping] 
             today = {}
             for name, array in arrays.items():
                 array.update(u[name], day=day)
-                today[name] = array.to_states()
+                today[name] = dicts_from_array(array)
             for g in present:
                 i = members[g]
                 for name in names:
                     state = today[name][g]
-                    alarm = state.alarm if state.alarm is not None and state.last_alarm_day == day else None
+                    alarm = state["alarm"] if state["alarm"] is not None and state["last_alarm_day"] == day else None
                     statistic, threshold = ((alarm["statistic"], alarm["threshold"]) if alarm else _leading(state))
-                    out[i].append({"detector": name, "as_of": day, "state_json": _dumps(state.to_dict()),
+                    out[i].append({"detector": name, "as_of": day, "state_json": _dumps(state),
                                    "statistic": float(statistic), "threshold": float(threshold),
                                    "alarm": int(alarm is not None), "onset_day": alarm["onset_day"] if alarm else None})
                 out[i].append(_range_row(profiles[i], inputs[i].values[where[g][day]], day))
@@ -358,7 +416,8 @@ def _alarm_record(detector: str, state_json: str, day: str) -> dict:
 def episodes(model_id: str, db: sqlite_utils.Database | None = None, end: Any = None) -> list[dict]:
     """Every alarm episode of `model_id` up to `end`, oldest first: the latest alarm's record (detector,
     signal, stream, direction, statistic, threshold, drift) with onset_day = the episode's onset, plus
-    first_alarm_day, alarm_day (the latest), n_alarms. Stored days are consecutive trading days, so day
+    first_alarm_day, alarm_day (the latest), n_alarms, delay_days (onset to first alarm, 1 = the same day),
+    days_since_onset (to the latest alarm). Stored days are consecutive trading days, so day
     distances are counted on them."""
     db = db or get_db()
     where, params = ("AND as_of <= ?", [_day(end)]) if end is not None else ("", [])
@@ -383,6 +442,7 @@ def episodes(model_id: str, db: sqlite_utils.Database | None = None, end: Any = 
                                          "signal": _signal(detector)})
     for episode in found:
         episode["days_since_onset"] = rank[episode["alarm_day"]] - rank.get(episode["onset_day"], 0) + 1
+        episode["delay_days"] = rank[episode["first_alarm_day"]] - rank.get(episode["onset_day"], 0) + 1
         episode.pop("onset_index", None)
     return sorted(found, key=lambda e: (e["alarm_day"], e["detector"]))
 
@@ -422,15 +482,16 @@ def reason(record: Mapping) -> str:
 
 
 def in_words(records: Sequence[Mapping]) -> str:
-    """One sentence for the page, e.g. "Changed since Tuesday 5 March 2013 (8 trading days ago): the
-    volatility of daily returns rose." ("" when there is no alarm)."""
+    """One sentence for the page, e.g. "Changed since Tuesday 28 August 2012: the model error / validation MAE
+    rose (first alarm on 2012-08-30, 3 trading days after the onset; latest 2012-09-05)." ("" without alarms)."""
     if not records:
         return ""
     first = min(records, key=lambda r: r["onset_day"])
     onset = pd.Timestamp(first["onset_day"])
     what = "; ".join(_moved(r) for r in records)
-    return (f"Changed since {onset:%A} {onset.day} {onset:%B %Y} (alarm on {first['alarm_day']}, "
-            f"{first['days_since_onset']} trading day(s) after the onset): {what}.")
+    delay = first["delay_days"]
+    return (f"Changed since {onset:%A} {onset.day} {onset:%B %Y}: {what} (first alarm on {first['first_alarm_day']}, "
+            f"{delay} trading day{'s' if delay != 1 else ''} after the onset; latest {first['alarm_day']}).")
 
 
 def combine(severity: str, reasons: list[str], records: Sequence[Mapping]) -> tuple[str, list[str]]:
