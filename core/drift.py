@@ -30,6 +30,7 @@ try:  # scipy's exact two-sample KS p-value, the routine ks_2samp itself calls (
 except ImportError:  # pragma: no cover - a future scipy; the public ks_2samp is used instead
     _scipy_exact_ks = None
 
+from core import drift_watch  # hook (issue 13): sequential alarms (when it changed) join the verdict
 from core.config import Settings, get_settings
 from core.features import build_features
 from core.market import MarketDataError, last_trading_day, load_prices
@@ -519,6 +520,7 @@ class DriftReport:
     prediction: dict
     streaming: dict
     dataset: dict = field(default_factory=dict)
+    sequential: list = field(default_factory=list)  # hook (issue 13): current alarms of core/drift_watch.py
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -529,6 +531,7 @@ class DriftReport:
             "overall_drift": bool(self.overall_drift), "severity": self.severity, "reasons": list(self.reasons),
             "features": features.to_dict("records"), "performance": self.performance, "concept": self.concept,
             "prediction": self.prediction, "streaming": self.streaming, "dataset": self.dataset,
+            "sequential": self.sequential,
         }
 
     @classmethod
@@ -542,6 +545,7 @@ class DriftReport:
             overall_drift=bool(data["overall_drift"]), severity=data["severity"], reasons=list(data["reasons"]),
             features=features, performance=data.get("performance", {}), concept=data.get("concept", {}),
             prediction=data.get("prediction", {}), streaming=data.get("streaming", {}), dataset=data.get("dataset", {}),
+            sequential=data.get("sequential", []),
         )
 
     def to_json(self) -> str:
@@ -820,6 +824,8 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     streaming = streaming_check(errors, validation, window_start)
     severity = _severity(comparison.dataset_drift, performance, concept, prediction, streaming, comparison.features)
     reasons = _reasons(comparison, performance, concept, prediction, streaming, settings)
+    sequential = drift_watch.alarms(model_id, as_of, db=db)  # hook (issue 13): the window says what, alarms when
+    severity, reasons = drift_watch.combine(severity, reasons, sequential)
     features = comparison.features.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
     report = DriftReport(
         model_id=model_id, as_of=_day(as_of), window_days=window_days,
@@ -831,7 +837,7 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
                         "alpha_corrected": comparison.alpha_corrected, "rule": comparison.rule,
                         "reference_start": _day(reference.index[0]), "reference_end": _day(reference.index[-1]),
                         "current_start": window_start, "current_end": _day(current.index[-1])}),
-        reference=reference, current=current,
+        sequential=_clean(sequential), reference=reference, current=current,
     )
     if store:
         store_report(report, db=db)
@@ -845,6 +851,9 @@ def should_retrain(report: DriftReport) -> tuple[bool, str]:
     performance = report.performance
     if performance.get("degraded"):
         return True, "; ".join(report.reasons)
+    trigger = drift_watch.retrain_trigger(report.sequential, performance.get("change_pct"))  # hook (issue 13)
+    if trigger:
+        return True, trigger
     if report.dataset.get("dataset_drift"):
         change = performance.get("change_pct")
         if change is not None and change <= 0:
