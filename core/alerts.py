@@ -56,25 +56,27 @@ class Condition:
     kind: str
     severity: str
     message: str
+    day: str | None = None  # hook (issue 13): the day it is keyed on instead of as_of (a change's onset)
+    detail: str | None = None  # hook (issue 13): part of the dedup key (the detector)
 
 
 def _day(value) -> str:
     return f"{pd.Timestamp(value):%Y-%m-%d}"
 
 
-def dedup_key(model_id: str, kind: str, as_of) -> str:
-    return f"{model_id}|{kind}|{_day(as_of)}"
+def dedup_key(model_id: str, kind: str, as_of, detail: str | None = None) -> str:
+    return f"{model_id}|{kind}|{_day(as_of)}" if detail is None else f"{model_id}|{kind}|{detail}|{_day(as_of)}"
 
 
 # --- raise / read / acknowledge ------------------------------------------------------------------------
 
 def raise_alert(model_id: str, kind: str, severity: str, message: str, as_of,
-                db: sqlite_utils.Database | None = None, deliver: bool = True) -> int | None:
+                db: sqlite_utils.Database | None = None, deliver: bool = True, detail: str | None = None) -> int | None:
     """Store an alert unless the same (model, kind, day) exists; returns its id, or None for a duplicate."""
     if severity not in SEVERITIES:
         raise AlertError(f"severity must be one of {', '.join(SEVERITIES)}, got {severity!r}.")
     db = db or get_db()
-    key = dedup_key(model_id, kind, as_of)
+    key = dedup_key(model_id, kind, as_of, detail)
     with transaction(db):
         if db.execute("SELECT 1 FROM alerts WHERE dedup_key = ?", [key]).fetchone():
             return None
@@ -169,6 +171,9 @@ def conditions(model: dict, as_of, metrics: pd.DataFrame, report, error_rate: fl
                 top = ", ".join(f"{name} {value:.2f}" for name, value in over.head(3).items())
                 found.append(Condition("psi", "critical" if report.severity == "critical" else "warning",
                                        f"{len(over)} feature(s) with PSI > {settings.drift_psi_threshold}: {top}."))
+        for alarm in getattr(report, "sequential", None) or []:  # hook (issue 13): one alert per (detector, onset)
+            found.append(Condition("sequential_drift", "warning", f"Sequential alarm on {alarm['alarm_day']}: "
+                                   f"{alarm['reason']}.", day=alarm["onset_day"], detail=alarm["detector"]))
     return found
 
 
@@ -179,7 +184,8 @@ def evaluate_model(model: dict, as_of, report, error_rate: float, db: sqlite_uti
     metrics = metrics_frame(model_id=model["model_id"], start=start, end=as_of, db=db)
     raised = []
     for condition in conditions(model, as_of, metrics, report, error_rate):
-        if raise_alert(model["model_id"], condition.kind, condition.severity, condition.message, as_of, db=db) is not None:
+        if raise_alert(model["model_id"], condition.kind, condition.severity, condition.message, condition.day or as_of,
+                       db=db, detail=condition.detail) is not None:
             raised.append(condition.kind)
     return raised
 

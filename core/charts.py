@@ -410,3 +410,64 @@ def drift_psi_history_figure(history: pd.DataFrame, threshold: float) -> go.Figu
     fig = _layout(fig, "PSI per feature over past checks", height=max(320, 18 * history.shape[1] + 80))
     fig.update_layout(hovermode="closest")
     return fig
+
+
+# --- sequential drift (issue 13): each detector's evidence against its threshold, onsets on the price ---
+
+SEQUENTIAL_ORDER = ("returns_mean", "returns_variance", "error", "feature_scale", "feature_range")
+
+
+def sequential_statistics_figure(history: pd.DataFrame) -> go.Figure:
+    """Small multiples, one row per detector: its statistic divided by its threshold per day (the leading
+    component of the CUSUM bank; the alarm comes at 1, the dashed line), alarm days marked.
+    `history`: `core.drift_watch.history` (as_of, detector, signal, statistic, threshold, ratio, alarm)."""
+    from plotly.subplots import make_subplots
+
+    detectors = [d for d in SEQUENTIAL_ORDER if d in set(history["detector"])]
+    detectors += sorted(set(history["detector"]) - set(detectors))
+    titles = [f"{d}: {history.loc[history['detector'] == d, 'signal'].iloc[0]}" for d in detectors]
+    fig = make_subplots(rows=max(1, len(detectors)), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=titles or None)
+    for row, detector in enumerate(detectors, start=1):
+        rows = history[history["detector"] == detector]
+        ratio = rows["ratio"].clip(upper=3.0)  # a units change can reach 100x: the picture stops at 3x
+        fig.add_trace(go.Scatter(x=rows["as_of"], y=ratio, mode="lines", name=detector, showlegend=False,
+                                 line=dict(color=PALETTE["model"], width=1.4),
+                                 customdata=np.column_stack([rows["statistic"], rows["threshold"]]),
+                                 hovertemplate="%{x|%Y-%m-%d}: statistic %{customdata[0]:.2f} vs threshold "
+                                               "%{customdata[1]:.2f}<extra></extra>"), row=row, col=1)
+        hit = rows[rows["alarm"]]
+        fig.add_trace(go.Scatter(x=hit["as_of"], y=hit["ratio"].clip(upper=3.0), mode="markers", name="alarm",
+                                 showlegend=row == 1, legendgroup="alarm",
+                                 marker=dict(symbol="x", size=9, color=PALETTE["bad"])), row=row, col=1)
+        fig.add_hline(y=1.0, line_dash="dash", line_color=PALETTE["bad"], line_width=1, row=row, col=1)
+        fig.update_yaxes(range=[0, 3.1], row=row, col=1)
+    fig = _layout(fig, "Sequential detectors: statistic / threshold (alarm at 1)", height=140 + 130 * len(detectors))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def onset_price_figure(close: pd.Series, episodes: list[dict]) -> go.Figure:
+    """The close with each alarm episode shaded from its estimated onset to its first alarm (dotted line at
+    the onset, x at the alarm days). `episodes`: `core.drift_watch.episodes`."""
+    fig = go.Figure(go.Scatter(x=close.index, y=close.to_numpy(), mode="lines", name="close",
+                               line=dict(color=PALETTE["price"], width=1.3)))
+    for episode in episodes:
+        onset, alarm = pd.Timestamp(episode["onset_day"]), pd.Timestamp(episode["first_alarm_day"])
+        fig.add_vrect(x0=onset, x1=max(alarm, onset + pd.Timedelta(hours=12)), fillcolor="rgba(220, 38, 38, 0.12)",
+                      line_width=0)
+        fig.add_shape(type="line", x0=onset, x1=onset, yref="paper", y0=0, y1=1,
+                      line=dict(color=PALETTE["bad"], dash="dot", width=1))
+    if episodes:
+        onsets = pd.to_datetime([e["onset_day"] for e in episodes])
+        fig.add_trace(go.Scatter(x=onsets, y=close.reindex(onsets).to_numpy(), mode="markers", name="estimated onset",
+                                 marker=dict(symbol="triangle-up", size=11, color=PALETTE["warn"]),
+                                 text=[f"{e['detector']}: {e['signal']} ({e['direction']}), alarm {e['first_alarm_day']}"
+                                       for e in episodes], hovertemplate="%{x|%Y-%m-%d} %{text}<extra></extra>"))
+        days = pd.to_datetime(sorted({e["alarm_day"] for e in episodes} | {e["first_alarm_day"] for e in episodes}))
+        fig.add_trace(go.Scatter(x=days, y=close.reindex(days).to_numpy(), mode="markers", name="alarm",
+                                 marker=dict(symbol="x", size=9, color=PALETTE["bad"])))
+    fig = _layout(fig, "Price with the estimated onset of each change (shaded: onset to alarm)", height=360,
+                  yaxis_title="close ($)")
+    fig.update_layout(hovermode="closest")
+    return fig

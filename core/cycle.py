@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import sqlite_utils
 
-from core import drift, lifecycle
+from core import drift, drift_watch, lifecycle
 from core.alerts import deliver_pending, evaluate_model
 from core.config import get_settings
 from core.drift import check_within_data, data_ends
@@ -32,7 +32,7 @@ from core.store import audit, get_db, transaction
 
 log = logging.getLogger(__name__)
 
-STEPS = ("backfill", "metrics", "drift", "alerts", "retrain", "forecast")
+STEPS = ("backfill", "watch", "metrics", "drift", "alerts", "retrain", "forecast")
 ERROR_RATE_RUNS = 20  # cycle runs over which a model's step error rate is measured
 StopCheck = Callable[[], bool]
 
@@ -92,6 +92,12 @@ def _step_backfill(model: dict, day: str, context: dict, db: sqlite_utils.Databa
     return f"{backfill_actuals(day, symbol=model['symbol'], db=db)} actuals filled"
 
 
+def _step_watch(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
+    """Hook (issue 13): advance the model's sequential detectors to the day (fits its profile the first time)."""
+    stored = drift_watch.update([model["model_id"]], day, db=db).get(model["model_id"], 0)
+    return f"{stored} day(s) of sequential detectors stored"
+
+
 def _step_metrics(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
     """Every model that logged predictions for this ticker in the lookback (A/B arms, shadows, a champion
     replaced this week), not only the deployed one: their late actuals must reach their metrics too."""
@@ -138,7 +144,7 @@ def _step_forecast(model: dict, day: str, context: dict, db: sqlite_utils.Databa
 
 
 STEP_FUNCTIONS: dict[str, Callable[[dict, str, dict, sqlite_utils.Database], str]] = {
-    "backfill": _step_backfill, "metrics": _step_metrics, "drift": _step_drift,
+    "backfill": _step_backfill, "watch": _step_watch, "metrics": _step_metrics, "drift": _step_drift,
     "alerts": _step_alerts, "retrain": _step_retrain, "forecast": _step_forecast,
 }
 

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core import drift_watch
 from core.config import get_settings
 from core.drift_kernels import MIN_SAMPLES, DriftInputError
-from core.drift_report import (FEATURE_TABLE_COLUMNS, DriftReport, json_safe, report_reasons, overall_severity, concept_check,
+from core.drift_report import (FEATURE_TABLE_COLUMNS, DriftReport, combine, json_safe, report_reasons, overall_severity, concept_check,
                                performance_check, prediction_check, streaming_check)
 from core.drift_stats import compare_frames
 from core.features import build_features
@@ -149,12 +150,14 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     streaming = streaming_check(errors, validation, window_start)
     severity = overall_severity(comparison.dataset_drift, performance, concept, prediction, streaming, comparison.features)
     reasons = report_reasons(comparison, performance, concept, prediction, streaming, settings)
+    sequential = drift_watch.alarms(model_id, as_of, db=db)  # the window test says what changed, the alarms when
+    severity, reasons = combine(severity, reasons, sequential)
     features = comparison.features.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
     report = DriftReport(
         model_id=model_id, as_of=_day(as_of), window_days=window_days,
         overall_drift=severity in ("significant", "critical"), severity=severity, reasons=reasons,
         features=features[FEATURE_TABLE_COLUMNS], performance=json_safe(performance), concept=json_safe(concept),
-        prediction=json_safe(prediction), streaming=json_safe(streaming),
+        prediction=json_safe(prediction), streaming=json_safe(streaming), sequential=json_safe(sequential),
         dataset=json_safe({"n_features": comparison.n_features, "n_drifted": comparison.n_drifted,
                         "drifted_share": comparison.drifted_share, "dataset_drift": comparison.dataset_drift,
                         "alpha_corrected": comparison.alpha_corrected, "rule": comparison.rule,

@@ -6,6 +6,7 @@ JSON-able dict; `DriftReport` gathers them with the feature table of `compare_fr
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class DriftReport:
     prediction: dict
     streaming: dict
     dataset: dict = field(default_factory=dict)
+    sequential: list = field(default_factory=list)  # current alarms of the sequential detectors (core/drift_watch.py)
     reference: pd.DataFrame | None = field(default=None, repr=False)
     current: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -53,6 +55,7 @@ class DriftReport:
             "overall_drift": bool(self.overall_drift), "severity": self.severity, "reasons": list(self.reasons),
             "features": features.to_dict("records"), "performance": self.performance, "concept": self.concept,
             "prediction": self.prediction, "streaming": self.streaming, "dataset": self.dataset,
+            "sequential": self.sequential,
         }
 
     @classmethod
@@ -66,6 +69,7 @@ class DriftReport:
             overall_drift=bool(data["overall_drift"]), severity=data["severity"], reasons=list(data["reasons"]),
             features=features, performance=data.get("performance", {}), concept=data.get("concept", {}),
             prediction=data.get("prediction", {}), streaming=data.get("streaming", {}), dataset=data.get("dataset", {}),
+            sequential=data.get("sequential", []),
         )
 
     def to_json(self) -> str:
@@ -230,12 +234,73 @@ def report_reasons(comparison: FrameComparison, performance: dict, concept: dict
 
 
 
+# --- the sequential alarms in words (records of core/drift_watch.py; pure rules, no database) -------------
+
+SEVERITY_ORDER = ("none", "moderate", "significant", "critical")
+RANGE = "feature_range"  # the detector of values far outside the training range
+RETRAIN_DETECTORS = ("error", "returns_mean", "returns_variance")  # data-quality alarms call for a fix, not a retrain
+
+
+def _moved(record: Mapping) -> str:
+    word = "rose" if record["direction"] == "up" else "fell"
+    if record["detector"] == RANGE:
+        word = "above" if record["direction"] == "up" else "below"
+        return f"{record['stream']} {word} the training range"
+    if record["detector"] == "feature_scale":
+        return f"the day-to-day change of {record['stream']} {'grew' if record['direction'] == 'up' else 'shrank'}"
+    return f"the {record['signal']} {word}"
+
+
+def reason(record: Mapping) -> str:
+    """The verdict's line: "changed since <onset>: <signal> (<detector>, statistic X vs threshold H)"."""
+    return (f"changed since {record['onset_day']}: {_moved(record)} ({record['detector']}, statistic "
+            f"{record['statistic']:.2f} vs threshold {record['threshold']:.2f}; alarm on {record['alarm_day']})")
+
+
+def in_words(records: Sequence[Mapping]) -> str:
+    """One sentence for the page, e.g. "Changed since Tuesday 28 August 2012: the model error / validation MAE
+    rose (first alarm on 2012-08-30, 3 trading days after the onset; latest 2012-09-05)." ("" without alarms)."""
+    if not records:
+        return ""
+    first = min(records, key=lambda r: r["onset_day"])
+    onset = pd.Timestamp(first["onset_day"])
+    what = "; ".join(_moved(r) for r in records)
+    delay = first["delay_days"]
+    return (f"Changed since {onset:%A} {onset.day} {onset:%B %Y}: {what} (first alarm on {first['first_alarm_day']}, "
+            f"{delay} trading day{'s' if delay != 1 else ''} after the onset; latest {first['alarm_day']}).")
+
+
+def combine(severity: str, reasons: list[str], records: Sequence[Mapping]) -> tuple[str, list[str]]:
+    """The verdict with the sequential alarms: severity at least "significant" when one is current, and one
+    reason line per alarm (the window test says what changed, the alarms say when)."""
+    if not records:
+        return severity, list(reasons)
+    severity = max(severity, "significant", key=SEVERITY_ORDER.index)
+    return severity, list(reasons) + [reason(r) for r in records]
+
+
+def retrain_trigger(records: Sequence[Mapping], live_change_pct: float | None = None) -> str | None:
+    """Why the sequential alarms call for retraining, or None: the model's error rose (always), or the returns
+    changed (mean or volatility) unless live error is at or below validation. A data-quality alarm (feature
+    scale, range) calls for fixing the data, not for a retrain."""
+    error = [r for r in records if r["detector"] == "error" and r["direction"] == "up"]
+    if error:
+        return f"the model's error rose: {reason(error[0])}"
+    returns = [r for r in records if r["detector"] in RETRAIN_DETECTORS[1:]]
+    if returns and not (live_change_pct is not None and live_change_pct <= 0):
+        return f"the market changed: {reason(returns[0])}"
+    return None
+
+
 def should_retrain(report: DriftReport) -> tuple[bool, str]:
     """Retrain when the error rose past the threshold, or the inputs drifted (the model is extrapolating)
     unless live error shows it still does at least as well as in validation."""
     performance = report.performance
     if performance.get("degraded"):
         return True, "; ".join(report.reasons)
+    trigger = retrain_trigger(report.sequential, performance.get("change_pct"))  # the alarms say when it changed
+    if trigger:
+        return True, trigger
     if report.dataset.get("dataset_drift"):
         change = performance.get("change_pct")
         if change is not None and change <= 0:

@@ -651,8 +651,20 @@ def _m003_retrain_job_owner(db: sqlite_utils.Database) -> None:
             db.execute(f"ALTER TABLE retrain_jobs ADD COLUMN {name} {kind}")
 
 
+def _m004_drift_watch(db: sqlite_utils.Database) -> None:
+    """The sequential detectors' tables (owner: core/drift_watch.py): each model's calibrated profile, and one
+    state row per (model, detector, day) so history can be plotted and a restart resumes from the last day."""
+    db["drift_profiles"].create({"model_id": str, "profile_json": str, "arl_days": float, "created_at": str},
+                                pk="model_id", foreign_keys=[("model_id", "models", "model_id")])
+    db["drift_watch_state"].create(
+        {"model_id": str, "detector": str, "as_of": str, "state_json": str, "statistic": float, "threshold": float,
+         "alarm": int, "onset_day": str},
+        pk=("model_id", "detector", "as_of"), foreign_keys=[("model_id", "models", "model_id")])
+    db["drift_watch_state"].create_index(["model_id", "as_of"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner,
+    _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner, _m004_drift_watch,
 ]
 
 

@@ -3,11 +3,12 @@ import html
 
 import streamlit as st
 
-from core import drift, drift_kernels, drift_report, registry
+from core import drift, drift_kernels, drift_report, drift_watch, registry
 from core.charts import SEVERITY_COLORS, drift_error_stream_figure, drift_overlay_figure, drift_psi_history_figure
+from core.charts import onset_price_figure, sequential_statistics_figure
 from core.config import get_settings
 from core.text import escape_markdown
-from core.market import MarketDataError
+from core.market import MarketDataError, load_prices
 from core.registry import ModelIntegrityError, RegistryError
 from core.store import page_guard
 
@@ -69,6 +70,8 @@ if data and data["model_id"] == model_id:
     retrain, why = drift_report.should_retrain(report)
     if retrain:
         st.error("Drift detected: model needs retraining")
+    if report.sequential:  # issue 13: when it changed, in words
+        st.warning(escape_markdown(drift_watch.in_words(report.sequential)))
     for reason in report.reasons:
         st.markdown(f"- {escape_markdown(reason)}")
     if not report.reasons:
@@ -98,6 +101,26 @@ if data and data["model_id"] == model_id:
     st.plotly_chart(drift_error_stream_figure(report.streaming, report.dataset.get("current_start")), key="drift_stream")
     st.download_button("Download report (JSON)", report.to_json(), f"drift_{model_id}_{report.as_of}.json",
                        "application/json", key="drift_download")
+
+st.subheader("When did it change? Sequential detectors")  # issue 13
+with page_guard(st.error, st.stop):
+    watch = drift_watch.history(model_id)
+if watch.empty:
+    st.info("No sequential-detector state for this model yet: the daily cycle computes it for deployed models, one "
+            "trading day at a time (`python scheduled_tasks.py --once`, or `--replay START END` for past days).")
+else:
+    with page_guard(st.error, st.stop):
+        current, episodes = drift_watch.alarms(model_id), drift_watch.episodes(model_id)
+        close = load_prices(symbol, start=watch["as_of"].min(), end=watch["as_of"].max())["close"]
+    last = f"{watch['as_of'].max():%Y-%m-%d}"
+    if current:
+        st.warning(escape_markdown(drift_watch.in_words(current)))
+    else:
+        st.success(f"No sequential alarm in the last {drift_watch.HOLD_DAYS} trading days up to {last}.")
+    st.caption("CUSUM detectors on the daily innovations (return, error, feature changes), calibrated on the training "
+               "window to about one false alarm per model per year; the onset is where the evidence started to build.")
+    st.plotly_chart(sequential_statistics_figure(watch), key="drift_sequential")
+    st.plotly_chart(onset_price_figure(close, episodes), key="drift_onset")
 
 st.subheader("History of checks")
 with page_guard(st.error, st.stop):

@@ -1,0 +1,282 @@
+"""The sequential detectors in the product (core/drift_watch.py): stored profiles, daily state that is idempotent,
+survives a restart and equals a replay, alarms with the right onset, and what the verdict, alerts and the Drift
+page make of them. Real SQLite: a copy of the session's demo registry (its daily cycles already stored state)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _model(db, symbol: str = "AAPL") -> dict:
+    from core.registry import deployed_model
+
+    return deployed_model(symbol, db=db)
+
+
+def _days_after(symbol: str, day: str, db) -> list[str]:
+    from core.market import load_prices
+
+    index = load_prices(symbol, start=day, db=db).index
+    return [f"{d:%Y-%m-%d}" for d in index if f"{d:%Y-%m-%d}" > day]
+
+
+def _rows(db, model_id: str) -> pd.DataFrame:
+    return pd.read_sql_query("SELECT * FROM drift_watch_state WHERE model_id = ? ORDER BY as_of, detector", db.conn,
+                             params=[model_id])
+
+
+def _log_forecasts(db, model: dict, errors: dict[str, float]) -> None:
+    """Log the model's forecast made the trading day before each day, |log(predicted / close)| = multiple x the
+    profile's validation MAE (test setup: written straight into the prediction log)."""
+    from core import drift_watch
+    from core.market import load_prices
+
+    scale = drift_watch.ensure_profile(model["model_id"], db)["error_scale"]
+    close = load_prices(model["symbol"], db=db)["close"]
+    days = [f"{d:%Y-%m-%d}" for d in close.index]
+    with db.conn:
+        for day, multiple in errors.items():
+            before = days[days.index(day) - 1]
+            predicted = float(close[day] * np.exp(multiple * scale))
+            db.conn.execute("INSERT INTO predictions (model_id, symbol, as_of, target_date, predicted_close, lower, upper, "
+                            "last_close, latency_ms, served, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1.0, 1, 'test')",
+                            [model["model_id"], model["symbol"], before, day, predicted, predicted * 0.98,
+                             predicted * 1.02, float(close[before])])
+
+
+@pytest.fixture()
+def error_jump(registry_copy):
+    """AAPL's deployed model: five days with exact forecasts, then its error jumps to 4 validation MAEs on `onset`;
+    the detectors are advanced day by day until the error detector alarms. Returns (db, model, onset, alarm day, days)."""
+    from core import drift_watch
+
+    db = registry_copy
+    model = _model(db)
+    last = drift_watch.history_end(model["model_id"], db)
+    days = _days_after(model["symbol"], last, db)[:30]
+    onset = days[6]
+    _log_forecasts(db, model, {d: (0.0 if d < onset else 4.0) for d in days[1:]})
+    alarm_day = None
+    for day in days[:17]:
+        drift_watch.update([model["model_id"]], day, db=db)
+        rows = _rows(db, model["model_id"])
+        if rows[(rows["as_of"] == day) & (rows["detector"] == "error")]["alarm"].iloc[0]:
+            alarm_day = day
+            break
+    return db, model, onset, alarm_day, days
+
+
+def test_profile_is_fitted_once_and_stored(registry_copy, monkeypatch):
+    from core import drift_watch
+    from core.registry import list_models
+
+    db = registry_copy
+    model = _model(db)
+    stored = drift_watch.get_profile(model["model_id"], db)  # the demo's first cycle fitted it
+    assert stored is not None and set(stored["detectors"]) == {"returns_mean", "returns_variance", "error", "feature_scale"}
+    assert stored["arl_days"] == 250 and stored["error_scale"] > 0
+    assert all(len(d["thresholds"]) == len(d["drifts"]) for d in stored["detectors"].values())
+    challenger = next(m for m in list_models("AAPL", db=db) if m["status"] != "deployed")
+    assert drift_watch.get_profile(challenger["model_id"], db) is None
+    fitted = drift_watch.ensure_profile(challenger["model_id"], db)
+
+    def refit(*_args, **_kwargs):
+        raise AssertionError("a stored profile is never fitted again")
+
+    monkeypatch.setattr(drift_watch, "fit_model_profile", refit)
+    assert drift_watch.ensure_profile(challenger["model_id"], db) == fitted
+    assert drift_watch.ensure_profile(model["model_id"], db) == stored
+    count = db.execute("SELECT COUNT(*) FROM drift_profiles WHERE model_id IN (?, ?)",
+                       [model["model_id"], challenger["model_id"]]).fetchone()[0]
+    assert count == 2
+
+
+def test_demo_cycles_stored_state_that_a_replay_reproduces(registry_copy):
+    from core import drift_watch
+
+    db = registry_copy
+    for symbol in ("AAPL", "MSFT"):
+        model = _model(db, symbol)
+        stored = drift_watch.history(model["model_id"], db, with_state=True)
+        first, last = stored["as_of"].min(), stored["as_of"].max()
+        assert f"{first:%Y-%m-%d}" > model["train_end"] and stored.groupby("as_of").size().eq(5).all()
+        replayed = drift_watch.replay(model["model_id"], end=last, db=db)
+        pd.testing.assert_frame_equal(replayed, stored)
+
+
+def test_update_is_idempotent_and_a_restart_resumes_to_the_same_states(registry_copy):
+    from core import drift_watch
+    from core.store import close_all, get_db
+
+    db = registry_copy
+    model = _model(db)
+    model_id = model["model_id"]
+    days = _days_after(model["symbol"], drift_watch.history_end(model_id, db), db)[:12]
+    _log_forecasts(db, model, {d: 1.0 for d in days[1:]})
+    for day in days[:6]:
+        assert drift_watch.update([model_id], day, db=db) == {model_id: 1}
+    assert drift_watch.update([model_id], days[5], db=db) == {model_id: 0}  # the same day again: nothing applied
+    before = len(_rows(db, model_id))
+    drift_watch.update([model_id], days[3], db=db)  # an older day: nothing either
+    assert len(_rows(db, model_id)) == before
+    close_all()  # "restart": a new connection resumes from the last stored day
+    db = get_db()
+    assert drift_watch.update([model_id], days[-1], db=db) == {model_id: 6}  # the gap is caught up in order
+    daily = _rows(db, model_id)
+    assert daily["as_of"].str.len().eq(10).all() and not daily.duplicated(["detector", "as_of"]).any()
+
+    with db.conn:  # uninterrupted: drop those 12 days and apply them in one call
+        db.conn.execute("DELETE FROM drift_watch_state WHERE model_id = ? AND as_of >= ?", [model_id, days[0]])
+    assert drift_watch.update([model_id], days[-1], db=db) == {model_id: 12}
+    pd.testing.assert_frame_equal(_rows(db, model_id), daily)
+    replayed = drift_watch.replay(model_id, days[0], days[-1], db=db)
+    stored = drift_watch.history(model_id, db, start=days[0], with_state=True)
+    pd.testing.assert_frame_equal(replayed, stored)
+
+
+def test_nothing_is_stored_beyond_the_data_or_inside_the_training_window(registry_copy):
+    from core import drift_watch
+    from core.market import last_trading_day
+
+    db = registry_copy
+    model = _model(db, "MSFT")
+    assert drift_watch.update([model["model_id"]], model["train_end"], db=db) == {}
+    drift_watch.update([model["model_id"]], "2030-01-02", db=db)
+    rows = _rows(db, model["model_id"])
+    assert rows["as_of"].max() == f"{last_trading_day('MSFT', db=db):%Y-%m-%d}"
+    assert rows["as_of"].min() > model["train_end"]
+    assert drift_watch.update([model["model_id"]], "2030-01-02", db=db) == {model["model_id"]: 0}
+
+
+def test_error_jump_raises_an_alarm_within_days_with_the_right_onset(error_jump):
+    from core import drift_watch
+
+    db, model, onset, alarm_day, days = error_jump
+    assert alarm_day is not None and days.index(alarm_day) - days.index(onset) <= 3  # within 4 trading days
+    [record] = [r for r in drift_watch.alarms(model["model_id"], alarm_day, db=db) if r["detector"] == "error"]
+    assert record["onset_day"] == onset and record["direction"] == "up"
+    assert record["statistic"] >= record["threshold"] and record["alarm_day"] == alarm_day
+    assert record["reason"].startswith(f"changed since {onset}: the model error / validation MAE rose (error, statistic")
+    # the change lasts: the detector alarms again after its restart; one episode, the same onset
+    later = days[days.index(alarm_day) + 3]
+    drift_watch.update([model["model_id"]], later, db=db)
+    [again] = [r for r in drift_watch.alarms(model["model_id"], later, db=db) if r["detector"] == "error"]
+    assert again["onset_day"] == onset and again["n_alarms"] >= 2 and again["first_alarm_day"] == alarm_day
+    assert "Changed since" in drift_watch.in_words([again]) and pd.Timestamp(onset).strftime("%B") in drift_watch.in_words([again])
+
+
+def test_a_step_in_returns_alarms_with_the_exact_onset(registry_copy):
+    """The pure path (`advance`) on crafted inputs: calm returns at the reference median, then +3 robust sd a day."""
+    from core import drift_watch
+
+    db = registry_copy
+    model = _model(db)
+    profile = drift_watch.ensure_profile(model["model_id"], db)
+    standardiser = profile["detectors"]["returns_mean"]["standardiser"]
+    days = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2014-01-06", periods=40)]
+    ret = np.where(np.arange(40) < 20, standardiser["centre"], standardiser["centre"] + 3 * standardiser["scale"])
+    width = len(profile["detectors"]["feature_scale"]["streams"])
+    inputs = drift_watch.DayInputs(days=days, ret=ret, err=np.full(40, np.nan), feat=np.zeros((40, width)),
+                                   prev=np.zeros((40, width)), values=np.zeros((40, len(profile["range"]["features"]))))
+    rows = pd.DataFrame(drift_watch.advance([profile], [None], [inputs])[0])
+    mean = rows[(rows["detector"] == "returns_mean") & (rows["alarm"] == 1)]
+    assert len(mean) and mean["as_of"].iloc[0] <= days[23] and mean["onset_day"].iloc[0] == days[20]
+    assert not rows[rows["as_of"] < days[20]]["alarm"].any()  # no alarm on the calm days
+    # vectorised over models = one model at a time
+    twice = drift_watch.advance([profile, profile], [None, None], [inputs, inputs])
+    assert twice[0] == twice[1] == drift_watch.advance([profile], [None], [inputs])[0]
+
+
+def test_the_verdict_alerts_and_retrain_carry_the_alarm(error_jump):
+    from core import alerts, drift, drift_report, drift_watch
+
+    db, model, onset, alarm_day, days = error_jump
+    report = drift.check_model(model["model_id"], alarm_day, db=db, store=False)
+    assert [r["detector"] for r in report.sequential] == ["error"]
+    assert report.severity in ("significant", "critical") and report.overall_drift
+    assert any(r.startswith(f"changed since {onset}: ") and "statistic" in r and "threshold" in r for r in report.reasons)
+    assert drift.DriftReport.from_dict(json.loads(report.to_json())).sequential == report.sequential
+    retrain, why = drift_report.should_retrain(report)
+    assert retrain and ("error rose" in why or "MAE" in why)
+    assert alerts.evaluate_model(model, alarm_day, report, 0.0, db=db).count("sequential_drift") == 1
+    stored = db.execute("SELECT dedup_key, message FROM alerts WHERE kind = 'sequential_drift'").fetchall()
+    assert stored[0][0] == f"{model['model_id']}|sequential_drift|error|{onset}" and f"changed since {onset}" in stored[0][1]
+    next_day = days[days.index(alarm_day) + 1]
+    drift_watch.update([model["model_id"]], next_day, db=db)
+    later = drift.check_model(model["model_id"], next_day, db=db, store=False)
+    assert later.sequential and later.sequential[0]["onset_day"] == onset
+    assert "sequential_drift" not in alerts.evaluate_model(model, next_day, later, 0.0, db=db)  # one per (detector, onset)
+    quiet = drift_watch.retrain_trigger([{**report.sequential[0], "detector": "feature_scale"}])
+    assert quiet is None  # a data-quality alarm asks for a data fix, not a retrain
+
+
+def test_daily_cycle_advances_the_detectors_before_the_drift_check(registry_copy):
+    from core import drift_watch
+    from core.cycle import STEPS, run_daily_cycle
+
+    db = registry_copy
+    assert STEPS.index("backfill") < STEPS.index("watch") < STEPS.index("drift")
+    model = _model(db)
+    day = _days_after(model["symbol"], drift_watch.history_end(model["model_id"], db), db)[0]
+    summary = run_daily_cycle(day, db=db, symbols=["AAPL"])
+    assert summary["failed"] == 0
+    assert drift_watch.history_end(model["model_id"], db) == day
+    check = json.loads(db.execute("SELECT report_json FROM drift_checks WHERE model_id = ? AND as_of = ?",
+                                  [model["model_id"], day]).fetchone()[0])
+    assert check["sequential"] == []
+
+
+def test_drift_page_shows_the_detectors_and_changed_since(error_jump):
+    db, model, onset, alarm_day, days = error_jump
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Drift.py"), default_timeout=120).run()
+    assert not at.exception
+    at.selectbox(key="drift_symbol").set_value("AAPL").run()
+    at.selectbox(key="drift_model").set_value(model["model_id"]).run()
+    assert any(w.value.startswith("Changed since") for w in at.warning)  # the current alarm, in words
+    assert len(at.get("plotly_chart")) >= 2  # detector small multiples, onset on the price
+    at.date_input(key=f"drift_as_of_{model['model_id']}").set_value(pd.Timestamp(alarm_day).date())
+    at.button[0].click().run()
+    assert not at.exception
+    assert any(f"changed since {onset}" in m.value.replace("\\", "") for m in at.markdown)  # the verdict's reason
+    assert sum(w.value.startswith("Changed since") for w in at.warning) == 2
+
+
+def test_drift_page_without_state_says_how_to_get_it(registry_copy):
+    from core.registry import list_models
+
+    challenger = next(m for m in list_models("MSFT", db=registry_copy) if m["status"] != "deployed")
+    at = AppTest.from_file(str(ROOT / "pages" / "3_Drift.py"), default_timeout=120).run()
+    at.selectbox(key="drift_symbol").set_value("MSFT").run()
+    at.selectbox(key="drift_model").set_value(challenger["model_id"]).run()
+    assert not at.exception
+    assert any("No sequential-detector state" in i.value and "daily cycle" in i.value for i in at.info)
+
+
+def test_fast_state_conversions_equal_the_sequential_modules():
+    """`array_from_dicts` / `dicts_from_array` (one numpy pass over the days) give what `CusumArray.from_states` /
+    `to_states` + `Cusum.to_dict` give, alarms and missing days included."""
+    from core import drift_watch
+    from core.sequential import CusumArray
+
+    rng = np.random.default_rng(3)
+    array = CusumArray(np.array([[2.0, 3.0], [1.5, 4.0], [2.5, 2.5]]), (0.25, 1.0), True, ("a", "b"), "demo")
+    for t, day in enumerate(pd.bdate_range("2020-01-01", periods=30)):
+        u = rng.normal(0.6, 1.5, (3, 2))
+        u[t % 3] = np.nan  # one model skips a day now and then
+        array.update(u, day=day)
+        expected = [s.to_dict() for s in array.to_states()]
+        dicts = drift_watch.dicts_from_array(array)
+        assert dicts == expected
+        assert json.dumps(dicts, sort_keys=True) == json.dumps(expected, sort_keys=True)
+        rebuilt, reference = drift_watch.array_from_dicts(dicts), CusumArray.from_states(expected)
+        for key in ("stat", "start", "start_day", "n", "alarms", "last_alarm", "last_alarm_day", "day", "alarm_at",
+                    "thresholds", "drifts"):
+            assert np.array_equal(getattr(rebuilt, key), getattr(reference, key)), key
+    assert array.alarms.sum() > 0
