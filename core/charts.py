@@ -31,8 +31,13 @@ def _layout(fig: go.Figure, title: str = "", height: int = 420, yaxis_title: str
 # --- forecast -----------------------------------------------------------------------------------------
 
 def price_forecast_figure(prices: pd.DataFrame, forecast: dict | None = None, history: pd.DataFrame | None = None,
-                          title: str = "") -> go.Figure:
-    """Candlesticks of the history, the logged forecasts (with actuals) and the next-day forecast + interval."""
+                          title: str = "", zoom_days: int | None = None) -> go.Figure:
+    """Candlesticks of the history, the logged forecasts (with actuals) and the next-day forecast + interval.
+
+    `zoom_days`: open on the last `zoom_days` calendar days up to the forecast's target day (the
+    next-day forecast is one candle wide: on years of history it would be invisible); the whole
+    range stays a double-click away.
+    """
     fig = go.Figure()
     fig.add_trace(go.Candlestick(
         x=prices.index, open=prices["open"], high=prices["high"], low=prices["low"], close=prices["close"],
@@ -55,6 +60,16 @@ def price_forecast_figure(prices: pd.DataFrame, forecast: dict | None = None, hi
             name="Next-day forecast", line=dict(color=PALETTE["model"], width=3),
         ))
     fig.update_xaxes(rangeslider_visible=False, rangebreaks=[dict(bounds=["sat", "mon"])])
+    if zoom_days and len(prices):
+        end = pd.Timestamp(forecast["target_date"]) if forecast else prices.index[-1]
+        start = max(prices.index[0], end - pd.Timedelta(days=zoom_days))
+        shown = prices.loc[start:, ["low", "high"]]
+        low, high = float(shown["low"].min()), float(shown["high"].max())
+        if forecast:
+            low, high = min(low, forecast["lower"]), max(high, forecast["upper"])
+        pad = (high - low) * 0.05 or abs(high) * 0.01
+        fig.update_xaxes(range=[start - pd.Timedelta(hours=12), end + pd.Timedelta(days=1)])
+        fig.update_yaxes(range=[low - pad, high + pad])
     return _layout(fig, title, yaxis_title="Price ($)")
 
 
@@ -93,11 +108,18 @@ def live_error_figure(log: pd.DataFrame, window: int = 20) -> go.Figure:
     return _layout(fig, "Live error, model vs naive", height=320, yaxis_title="MAE ($)")
 
 
-def sparkline(values: pd.Series, color: str = PALETTE["model"]) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=values.index, y=values.to_numpy(), mode="lines", line=dict(color=color, width=2)))
-    fig.update_layout(height=80, margin=dict(l=0, r=0, t=0, b=0), template="plotly_white", showlegend=False)
+def sparkline(values: pd.Series, color: str = PALETTE["model"], tick_prefix: str = "$") -> go.Figure:
+    """A small line with a scale: the low and high of the values ticked on the right, dates on hover."""
+    y = values.to_numpy(dtype=float)
+    fig = go.Figure(go.Scatter(x=values.index, y=y, mode="lines", line=dict(color=color, width=2),
+                               hovertemplate=f"%{{x|%Y-%m-%d}}: {tick_prefix}%{{y:.3f}}<extra></extra>"))
+    fig.update_layout(height=90, margin=dict(l=0, r=0, t=4, b=0), template="plotly_white", showlegend=False)
     fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
+    finite = y[np.isfinite(y)]
+    if finite.size:
+        low, high = float(finite.min()), float(finite.max())
+        fig.update_yaxes(side="right", tickvals=[low, high] if high > low else [low], tickprefix=tick_prefix,
+                         tickformat=".2f", tickfont=dict(size=10), showgrid=True, zeroline=False)
     return fig
 
 
