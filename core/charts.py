@@ -432,3 +432,28 @@ def drift_psi_history_figure(history: pd.DataFrame, threshold: float) -> go.Figu
     fig = _layout(fig, "PSI per feature over past checks", height=max(320, 18 * history.shape[1] + 80))
     fig.update_layout(hovermode="closest")
     return fig
+
+
+def drift_verdict_history_figure(codes: pd.DataFrame, psis: pd.DataFrame) -> go.Figure:
+    """Heatmap of each feature's verdict (rows) per stored check (columns): green none, amber moderate,
+    red drift; the PSI on hover. The verdict, not the raw PSI, so a feature whose PSI is large but usual
+    for its own training window does not paint the chart red every week."""
+    psi_text = psis.reindex(index=codes.index, columns=codes.columns).T.to_numpy()
+    fig = go.Figure(go.Heatmap(
+        z=codes.T.to_numpy(), x=list(codes.index), y=list(codes.columns), zmin=0, zmax=2, customdata=psi_text,
+        colorscale=[[0, "#dcfce7"], [0.33, "#dcfce7"], [0.34, "#fbbf24"], [0.66, "#fbbf24"], [0.67, "#dc2626"], [1, "#dc2626"]],
+        colorbar=dict(title="verdict", tickvals=[0.33, 1, 1.67], ticktext=["none", "moderate", "drift"]),
+        hovertemplate="%{x}, %{y}: PSI %{customdata:.2f}<extra></extra>", xgap=1, ygap=1,
+    ))
+    fig = _layout(fig, "Feature verdicts over past checks", height=max(320, 18 * codes.shape[1] + 80))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def empty_figure_note(n_points: int, what: str = "points") -> str | None:
+    """The sentence a page shows instead of a chart with one point or none (empty axes say nothing)."""
+    if n_points == 0:
+        return f"No {what} yet: the chart appears once there are some."
+    if n_points == 1:
+        return f"Only one {what.rstrip('s')} so far: the chart appears from the second one."
+    return None
