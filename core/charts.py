@@ -269,10 +269,15 @@ def prediction_volume_figure(metrics: pd.DataFrame) -> go.Figure:
 
 def latency_figure(metrics: pd.DataFrame) -> go.Figure:
     """Serving latency percentiles per day (ms, log scale: a spike stands out without hiding the rest)."""
+    # percentiles often overlap (one prediction a day: P50 = P95 = P99): each line has its own dash,
+    # width and marker, drawn widest first, so every one stays visible on top of the others
     fig = go.Figure([
-        go.Scatter(x=metrics["date"], y=metrics[column], name=label, mode="lines", line=dict(color=color))
-        for column, label, color in (("latency_p50", "P50", PALETTE["good"]), ("latency_p95", "P95", PALETTE["warn"]),
-                                     ("latency_p99", "P99", PALETTE["bad"]))
+        go.Scatter(x=metrics["date"], y=metrics[column], name=label, mode="lines+markers",
+                   line=dict(color=color, width=width, dash=dash), marker=dict(symbol=marker, size=6, color=color))
+        for column, label, color, width, dash, marker in (
+            ("latency_p99", "P99", PALETTE["bad"], 5, "solid", "square"),
+            ("latency_p95", "P95", PALETTE["warn"], 3, "dash", "diamond"),
+            ("latency_p50", "P50", PALETTE["good"], 1.5, "dot", "circle"))
     ])
     fig.update_yaxes(type="log")
     return _layout(fig, "Latency percentiles", height=300, yaxis_title="ms")
