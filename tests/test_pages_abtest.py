@@ -150,3 +150,26 @@ def test_a_deep_link_opens_its_test(registry_copy):
     at.query_params["test"] = str(first)
     at.run()
     assert not at.exception and at.selectbox(key="ab_test").value == first
+
+
+def test_switching_tests_resets_the_replay_dates(registry_copy):
+    """The replay form's dates come from the selected test every time the selection changes."""
+    from datetime import date
+
+    from core.abtest import create_experiment, list_experiments, replay_bounds, get_experiment
+    from core.registry import deployed_model, list_models
+
+    champion = deployed_model("MSFT")["model_id"]
+    other = next(m["model_id"] for m in list_models("MSFT") if m["model_id"] != champion)
+    msft = create_experiment("MSFT later", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-09-04", duration_days=60)
+    aapl = int(list_experiments(symbol="AAPL", status="running")["id"].iloc[0])
+    at = page_app(PAGE).run()
+    at.selectbox(key="ab_test").set_value(aapl).run()
+    at.date_input(key=f"ab_replay_start_{aapl}").set_value(date(2012, 7, 2))
+    at.selectbox(key="ab_test").set_value(msft).run()
+    assert not at.exception
+    expected = tuple(date.fromisoformat(d) for d in replay_bounds(get_experiment(msft)))
+    assert (at.date_input(key=f"ab_replay_start_{msft}").value, at.date_input(key=f"ab_replay_end_{msft}").value) == expected
+    at.selectbox(key="ab_test").set_value(aapl).run()
+    expected = tuple(date.fromisoformat(d) for d in replay_bounds(get_experiment(aapl)))
+    assert (at.date_input(key=f"ab_replay_start_{aapl}").value, at.date_input(key=f"ab_replay_end_{aapl}").value) == expected
