@@ -53,12 +53,12 @@ st.dataframe(  # the columns an analyst acts on come first and fit 1400 px; the 
     board.tickers, hide_index=True, width="stretch",
     column_config={
         "ticker": st.column_config.TextColumn(width="small"),
-        "live MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f", width="small"),
-        "naive MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f", width="small"),
+        "live MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
+        "naive MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
         "skill (30 d)": st.column_config.NumberColumn(format="%+.3f", width="small",
                                                       help="1 − MAE_model / MAE_naive over the last 30 days"),
-        "drift checked": st.column_config.TextColumn(width="small"),
-        "open alerts": st.column_config.TextColumn(width="small"),
+        "verdict": st.column_config.TextColumn(width="medium"),
+        "certification": st.column_config.TextColumn(width="medium"),
     },
 )
 st.caption(f"Live error: the deployed model's own served predictions of the last {LIVE_DAYS} trading days with a known "
@@ -86,6 +86,17 @@ if board.sparklines:
 else:
     st.info("No live predictions with known outcomes yet: the rolling error appears once forecasts are scored.")
 
+st.subheader("Open alerts")
+if board.alerts.empty:
+    st.markdown("No open alerts.")
+else:  # full width: the message is what an analyst reads
+    st.dataframe(board.alerts, hide_index=True, width="stretch", column_config={
+        "severity": st.column_config.TextColumn(width="small"), "kind": st.column_config.TextColumn(width="medium"),
+        "symbol": st.column_config.TextColumn("ticker", width="small"),
+        "message": st.column_config.TextColumn(width="large")})
+    st.caption(f"The newest of {counts['open_alerts']} unacknowledged alerts; acknowledge them on Monitoring.")
+link("pages/6_Monitoring.py", "Acknowledge alerts on Monitoring")
+
 left, right = st.columns(2)
 with left:
     st.subheader("A/B tests")
@@ -94,6 +105,7 @@ with left:
     else:
         st.dataframe(board.experiments, hide_index=True)
     link("pages/4_AB_Tests.py", "Open A/B tests")
+with right:
     st.subheader("Scheduler")
     if run is None:
         st.markdown("The daily cycle has not run yet (`python scheduled_tasks.py --once`).")
@@ -103,17 +115,6 @@ with left:
         st.markdown(f"Last daily cycle for **{run['as_of']}**, run {run['at'][:16].replace('T', ' ')} UTC: {status} "
                     f"({run['ok']} model(s) ok{took}).")
     link("pages/6_Monitoring.py", "Open Monitoring")
-with right:
-    st.subheader("Open alerts")
-    if board.alerts.empty:
-        st.markdown("No open alerts.")
-    else:
-        st.dataframe(board.alerts, hide_index=True, width="stretch", column_config={
-            "severity": st.column_config.TextColumn(width="small"), "kind": st.column_config.TextColumn(width="small"),
-            "symbol": st.column_config.TextColumn("ticker", width="small"),
-            "message": st.column_config.TextColumn(width="large")})
-        st.caption(f"The newest of {counts['open_alerts']} unacknowledged alerts; acknowledge them on Monitoring.")
-    link("pages/6_Monitoring.py", "Acknowledge alerts on Monitoring")
 
 st.subheader("Pages")
 cols = st.columns(2)

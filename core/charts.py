@@ -68,7 +68,7 @@ def price_forecast_figure(prices: pd.DataFrame, forecast: dict | None = None, hi
         if forecast:
             low, high = min(low, forecast["lower"]), max(high, forecast["upper"])
         pad = (high - low) * 0.05 or abs(high) * 0.01
-        fig.update_xaxes(range=[start - pd.Timedelta(hours=12), end + pd.Timedelta(days=1)])
+        fig.update_xaxes(range=[start - pd.Timedelta(hours=12), end + pd.Timedelta(days=2)])
         fig.update_yaxes(range=[low - pad, high + pad])
     return _layout(fig, title, yaxis_title="Price ($)")
 
@@ -118,8 +118,10 @@ def sparkline(values: pd.Series, color: str = PALETTE["model"], tick_prefix: str
     finite = y[np.isfinite(y)]
     if finite.size:
         low, high = float(finite.min()), float(finite.max())
+        pad = (high - low) * 0.12 or abs(high) * 0.05 or 1.0
         fig.update_yaxes(side="right", tickvals=[low, high] if high > low else [low], tickprefix=tick_prefix,
-                         tickformat=".2f", tickfont=dict(size=10), showgrid=True, zeroline=False)
+                         tickformat=".2f", tickfont=dict(size=10), showgrid=True, zeroline=False,
+                         range=[low - pad, high + pad])
     return fig
 
 

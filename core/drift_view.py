@@ -39,27 +39,27 @@ def _tests(psi: float, ks_p: float, psi_p: float, n_features: int, settings: Set
 
 
 def feature_reason(row: pd.Series | dict, n_features: int, settings: Settings | None = None) -> str:
-    """One line: what drove this feature's verdict, e.g.
-    "none: PSI 7.20 ≥ 0.25 ✓ · KS p 1.0e-24 < 0.0025 ✓ · PSI p 0.310 ≥ 0.05 ✗ (usual for its own windows)".
+    """One line: what drove this feature's verdict (shown next to it), e.g.
+    "PSI 7.20 ≥ 0.25 ✓ · KS p 1.0e-24 < 0.0025 ✓ · PSI p 0.310 ≥ 0.05 ✗: usual in its training window".
 
     >>> from core.config import get_settings
     >>> feature_reason({"verdict": "none", "psi": 7.2, "p_value": 1e-24, "psi_p_value": 0.31, "note": "",
     ...                 "out_of_range": 0.0}, 20, get_settings())
-    'none: PSI 7.20 ≥ 0.25 ✓ · KS p 1.0e-24 < 0.0025 ✓ · PSI p 0.310 ≥ 0.05 ✗: a shift this large was usual in its own training window'
+    'PSI 7.20 ≥ 0.25 ✓ · KS p 1.0e-24 < 0.0025 ✓ · PSI p 0.310 ≥ 0.05 ✗: usual in its training window'
     """
     settings = settings or get_settings()
     verdict = row["verdict"]
     if row.get("note"):
-        return f"{verdict}: {row['note']}"
+        return str(row["note"])
     if finite(row.get("out_of_range")) and row["out_of_range"] > 0:
-        return f"{verdict}: {row['out_of_range']:.0%} of current values far outside the training range"
+        return f"{row['out_of_range']:.0%} of current values far outside the training range"
     tests = _tests(row["psi"], row["p_value"], row.get("psi_p_value"), n_features, settings)
     text = " · ".join(f"{sentence} {'✓' if ok else '✗'}" if ok is not None else sentence for sentence, ok in tests)
     if verdict == "none" and tests[0][1] and tests[1][1] is not False and tests[2][1] is False:
-        text += ": a shift this large was usual in its own training window"
+        text += ": usual in its training window"
     elif verdict == "none" and tests[0][1] is False:
         text += ": the shift is small"
-    return f"{verdict}: {text}"
+    return text
 
 
 def feature_table(features: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:

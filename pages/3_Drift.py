@@ -76,10 +76,10 @@ if data and data["model_id"] == model_id:
                 unsafe_allow_html=True)
     retrain, why = drift.should_retrain(report)
     if retrain:
-        e1, e2 = st.columns([3, 1])
+        e1, e2 = st.columns([2, 1], vertical_alignment="center")
         e1.error("Drift detected: model needs retraining")
-        e2.page_link("pages/2_Model_Management.py", label=f"Retrain Now: {model_id} on Model Management", icon="🗂️",
-                     query_params={"model": model_id, "action": "retrain"})
+        e2.page_link("pages/2_Model_Management.py", label="Retrain Now on Model Management", icon="🗂️",
+                     query_params={"model": model_id, "action": "retrain"}, help=f"Opens Model Management on {model_id}")
     for reason in report.reasons:
         st.markdown(f"- {escape_markdown(reason)}")
     if not report.reasons:
@@ -96,9 +96,10 @@ if data and data["model_id"] == model_id:
     m3.metric("Volatility vs training", "x" + number(concept.get("volatility_ratio"), ".2f"),
               f"Levene p={number(concept.get('volatility_p_value'), '.1e')}", delta_color="off", delta_arrow="off")
     psi_value, psi_why = prediction_label(report.prediction)
-    m4.metric("Prediction PSI", psi_value, psi_why, delta_color="inverse" if report.prediction.get("drift") else "off",
+    m4.metric("Prediction PSI", psi_value, psi_why.split(":")[0], delta_color="red" if report.prediction.get("drift") else "off",
               delta_arrow="off", help="The model's predicted returns in the window against its validation predictions, "
                                       "judged by the same three tests as a feature.")
+    st.caption(f"Prediction PSI {psi_value}: {escape_markdown(psi_why)} (the same three tests as a feature).")
 
     st.subheader("Per-feature statistics")
     st.caption(f"Why: a feature drifts when all three tests agree: {escape_markdown(report.dataset.get('rule', ''))}. "

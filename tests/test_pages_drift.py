@@ -92,10 +92,12 @@ def test_drift_verdicts_say_what_drives_them_and_link_to_retraining(demo_registr
     table = at.dataframe[0].value
     assert list(table.columns[:3]) == ["feature", "verdict", "why"]
     assert table["why"].str.contains("PSI p").all() or table["why"].str.contains("constant|outside").any()
-    assert all(w.startswith(v) for v, w in zip(table["verdict"], table["why"]))
+    drifted = table[table["verdict"] == "drift"]["why"]
+    assert drifted.str.count("✓").eq(3).all() or drifted.str.contains("outside|constant").all()
     assert any(PSI_P_EXPLAINED in c.value for c in at.caption)
     prediction = next(m for m in at.metric if m.label == "Prediction PSI")
-    assert prediction.delta.startswith(("drift", "no drift", "too few")) and "stable" not in prediction.delta
+    assert prediction.delta in ("drift", "no drift") or prediction.value == "not enough data"
+    assert any(c.value.startswith("Prediction PSI") and "same three tests" in c.value for c in at.caption)
     assert any(e.value == "Drift detected: model needs retraining" for e in at.error)
     link = next(el.proto for el in at.get("page_link") if "Retrain Now" in el.proto.label)
     assert link.page.endswith("Model_Management") and f"model={model_id}" in link.query_string
