@@ -65,8 +65,11 @@ with tab_traffic:
         st.info(note)
     else:
         st.plotly_chart(charts.prediction_volume_figure(metrics), key="mon_volume")
-        st.plotly_chart(charts.latency_figure(metrics.groupby("date", as_index=False)[
-            ["latency_p50", "latency_p95", "latency_p99"]].max()), key="mon_latency")
+        latency = metrics.groupby("date", as_index=False)[["latency_p50", "latency_p95", "latency_p99"]].max()
+        st.plotly_chart(charts.latency_figure(latency), key="mon_latency")
+        if (latency["latency_p50"] == latency["latency_p99"]).mean() > 0.5:
+            st.caption("P50, P95 and P99 coincide on most days: with one prediction a day they are the same number "
+                       "(drawn as a thick red line under a dashed amber and a dotted green one).")
     history = monitoring.cycle_history()
     if note := charts.empty_figure_note(len(history), "daily-cycle runs"):
         st.caption(f"Error rate: {note}")
