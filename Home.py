@@ -49,15 +49,20 @@ m5.metric("Last scheduler run", run["as_of"] or run["at"][:10] if run else "neve
           delta_color="green" if run and run["succeeded"] else "red", delta_arrow="off")
 
 st.subheader("Tickers")
-st.dataframe(
-    board.tickers, hide_index=True,
+st.dataframe(  # the columns an analyst acts on come first and fit 1400 px; the data span is last
+    board.tickers, hide_index=True, width="stretch",
     column_config={
+        "ticker": st.column_config.TextColumn(width="small"),
         "live MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
         "naive MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
-        "skill (30 d)": st.column_config.NumberColumn(format="%+.3f", help="1 − MAE_model / MAE_naive over the last 30 days"),
+        "skill (30 d)": st.column_config.NumberColumn(format="%+.3f", width="small",
+                                                      help="1 − MAE_model / MAE_naive over the last 30 days"),
+        "verdict": st.column_config.TextColumn(width="medium"),
+        "certification": st.column_config.TextColumn(width="medium"),
     },
 )
-st.caption(f"Live error: served predictions of the last {LIVE_DAYS} trading days with a known close. Skill = "
+st.caption(f"Live error: the deployed model's own served predictions of the last {LIVE_DAYS} trading days with a known "
+           "close (\"no live history yet\" until it has some; a predecessor's forecasts never count). Skill = "
            "1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's. Certification: five robustness "
            "checks on Model Management; \"(override)\" means the model went live without passing them.")
 t1, t2, t3 = st.columns(3)
@@ -66,18 +71,31 @@ link("pages/2_Model_Management.py", "Certify, deploy or roll back a model", wher
 link("pages/3_Drift.py", "Drift checks of the deployed models", where=t3)
 
 if board.sparklines:
-    st.subheader(f"Rolling {SPARK_WINDOW}-day MAE per ticker")
+    st.subheader(f"{SPARK_WINDOW}-day MAE of the deployed model, per ticker ($)")
     skills = board.tickers.set_index("ticker")["skill (30 d)"]
     cards = st.columns(min(4, len(board.sparklines)))
     for i, (symbol, series) in enumerate(board.sparklines.items()):
         with cards[i % len(cards)].container(border=True):
-            st.markdown(f"**{escape_markdown(symbol)}** · ${series.iloc[-1]:.3f} on {series.index[-1]:%Y-%m-%d}")
-            st.caption(f"from {series.attrs['source']}")
+            st.markdown(f"**{escape_markdown(symbol)}** · {SPARK_WINDOW}-day MAE \\${series.iloc[-1]:.3f} "
+                        f"on {series.index[-1]:%Y-%m-%d}")
+            st.caption(f"{escape_markdown(series.attrs['model_id'])} · {series.index[0]:%Y-%m-%d} → "
+                       f"{series.index[-1]:%Y-%m-%d} · scale: low and high in $")
             st.plotly_chart(sparkline(series, skill_color(skills.get(symbol))), key=f"home_spark_{symbol}",
                             width="stretch", config={"displayModeBar": False})
     st.caption(f"Green when the ticker beats naive over the last {LIVE_DAYS} days, red when it does not.")
 else:
     st.info("No live predictions with known outcomes yet: the rolling error appears once forecasts are scored.")
+
+st.subheader("Open alerts")
+if board.alerts.empty:
+    st.markdown("No open alerts.")
+else:  # full width: the message is what an analyst reads
+    st.dataframe(board.alerts, hide_index=True, width="stretch", column_config={
+        "severity": st.column_config.TextColumn(width="small"), "kind": st.column_config.TextColumn(width="medium"),
+        "symbol": st.column_config.TextColumn("ticker", width="small"),
+        "message": st.column_config.TextColumn(width="large")})
+    st.caption(f"The newest of {counts['open_alerts']} unacknowledged alerts; acknowledge them on Monitoring.")
+link("pages/6_Monitoring.py", "Acknowledge alerts on Monitoring")
 
 left, right = st.columns(2)
 with left:
@@ -87,6 +105,7 @@ with left:
     else:
         st.dataframe(board.experiments, hide_index=True)
     link("pages/4_AB_Tests.py", "Open A/B tests")
+with right:
     st.subheader("Scheduler")
     if run is None:
         st.markdown("The daily cycle has not run yet (`python scheduled_tasks.py --once`).")
@@ -96,14 +115,6 @@ with left:
         st.markdown(f"Last daily cycle for **{run['as_of']}**, run {run['at'][:16].replace('T', ' ')} UTC: {status} "
                     f"({run['ok']} model(s) ok{took}).")
     link("pages/6_Monitoring.py", "Open Monitoring")
-with right:
-    st.subheader("Open alerts")
-    if board.alerts.empty:
-        st.markdown("No open alerts.")
-    else:
-        st.dataframe(board.alerts, hide_index=True)
-        st.caption(f"The newest of {counts['open_alerts']} unacknowledged alerts; acknowledge them on Monitoring.")
-    link("pages/6_Monitoring.py", "Acknowledge alerts on Monitoring")
 
 st.subheader("Pages")
 cols = st.columns(2)

@@ -18,8 +18,9 @@ import pandas as pd
 import sqlite_utils
 
 from core.ab_analysis import ExperimentAnalysis, analyze_experiment, first_scored_day
-from core.ab_stats import ExperimentError
+from core.ab_stats import ArmComparison, ExperimentError
 from core.config import get_settings
+from core.formatting import NOT_ENOUGH, finite, interval, number, p_value
 from core.market import load_prices, next_trading_day
 from core.predict import backfill_actuals, in_training_window, log_external_prediction, predict, set_experiment_actual
 from core.registry import RegistryError, deploy, deployed_model, get_model, load_model
@@ -73,6 +74,7 @@ def create_experiment(
     name, symbol = str(name or "").strip(), str(symbol or "").strip().upper()
     _validate_new(name, symbol, arms, confidence_level, metric, db)
     start = _start_day(start_date)
+    check_start(symbol, start, db)
     with transaction(db):
         if list(db.query("SELECT id FROM experiments WHERE name = ?", [name])):
             raise ExperimentError(f"An experiment named {name!r} already exists: choose another name.")
@@ -116,6 +118,46 @@ def _bounded_int(label: str, value, low: int, high: int) -> int:
     if number != int(number) or not low <= number <= high:
         raise ExperimentError(f"{label} must be a whole number from {low} to {high:,}, got {value!r}.")
     return int(number)
+
+
+def check_start(symbol: str, start, db: sqlite_utils.Database) -> None:
+    """Refuse a start date from which the test can never collect a scored prediction.
+
+    A forecast made on day d is scored on the next close. A start after the data's last day never
+    sees a close; a start on the last day sees one only if new prices arrive, which bundled
+    (offline) data never does.
+    """
+    prices = load_prices(symbol, db=db)
+    last, source = prices.index[-1], str(prices.attrs.get("source", ""))
+    day = _start_day(start)
+    if day > last or (day == last and "bundled" in source):
+        raise ExperimentError(
+            f"A test starting on {_day(day)} can never collect data: {symbol}'s prices end on {_day(last)}"
+            + (" and bundled data does not grow" if "bundled" in source else "")
+            + ". Start it on a day with a following close (before the last data day), e.g. the arms' last training day.")
+
+
+def default_start(symbol: str, model_ids: Sequence[str], db: sqlite_utils.Database | None = None) -> pd.Timestamp:
+    """A start that can collect data: the first day every arm can be scored on (the latest training
+    end of `model_ids`), kept before the ticker's last data day."""
+    db = db or get_db()
+    days = load_prices(symbol, db=db).index
+    first = max((pd.Timestamp(get_model(m, db=db)["train_end"]) for m in model_ids), default=days[0])
+    return min(first, days[-2] if len(days) > 1 else days[-1])
+
+
+def is_aa_test(model_ids: Sequence[str]) -> bool:
+    """True when some model is in two arms: an A/A test (checks the pipeline; no model can win)."""
+    return len(set(model_ids)) < len(model_ids)
+
+
+def in_sample_days(experiment: Mapping, observations: pd.DataFrame, db: sqlite_utils.Database) -> list[str]:
+    """The analysed days on which some arm was still inside its training window (read from the
+    registry, not from the analysis' own filter): a result built on them cannot deploy."""
+    if observations.empty:
+        return []
+    latest_end = max(get_model(a["model_id"], db=db)["train_end"] for a in experiment["arms"])
+    return sorted({str(d) for d in observations["as_of"] if in_training_window(latest_end, d)})
 
 
 def _start_day(value) -> pd.Timestamp:
@@ -287,6 +329,12 @@ def stop(
                 f"{analysis.comparison.srm_p:.2g}): the traffic split is broken, so its winner cannot be trusted. "
                 "Stop it without deploying, or deploy with an explicit override."
             )
+        if deploy_winner and analysis.winner_model_id and (in_sample := in_sample_days(experiment, analysis.observations, db)):
+            raise ExperimentError(
+                f"Experiment {experiment['name']}'s result cannot deploy: {len(in_sample)} analysed day(s) ({in_sample[0]} to "
+                f"{in_sample[-1]}) are inside an arm's training window, so a model was scored on closes it was trained on. "
+                "Stop it without deploying."
+            )
         db.execute("UPDATE experiments SET status = 'stopped', winner = ?, stopped_at = ? WHERE id = ? AND status = 'running'",
                    [analysis.winner, analysis.as_of, experiment["id"]])
         current = deployed_model(experiment["symbol"], db=db)
@@ -348,3 +396,34 @@ def simulate(experiment_id: int, start, end, db: sqlite_utils.Database | None = 
     backfill_actuals(days[-1], symbol=experiment["symbol"], db=db)
     log.info("experiment %d: replayed %d days %s..%s", experiment["id"], len(days), _day(days[0]), _day(days[-1]))
     return len(days)
+
+
+# --- the comparison in words, for the page ---------------------------------------------------------------
+
+def improvement_text(result: ArmComparison, metric: str = "mae") -> str:
+    """Which arm beats which, in words: "arm B's MAE is 3.2% lower than arm A's" (NOT_ENOUGH without data).
+
+    The arm with the lowest mean loss against the control, or, when the control is lowest, against
+    the best challenger; significance is the recommendation's business, not this sentence's.
+    """
+    losses = {a: result.mean_loss.get(a, float("nan")) for a in result.arms}
+    if not all(finite(v) for v in losses.values()):
+        return NOT_ENOUGH
+    control = result.arms[0]
+    best = min(losses, key=losses.get)
+    other = control if best != control else min(result.arms[1:], key=losses.get)
+    if not losses[other] or losses[best] == losses[other]:
+        return f"arms {best} and {other}: same {metric.upper()}"
+    pct = (losses[other] - losses[best]) / losses[other] * 100
+    return f"arm {best}'s {metric.upper()} is {pct:.1f}% lower than arm {other}'s"
+
+
+def comparisons_frame(result: ArmComparison) -> pd.DataFrame:
+    """The challenger-vs-control comparisons for reading: p-values in scientific notation when tiny,
+    "not enough data" for bounds that are still infinite or values not defined yet."""
+    return pd.DataFrame([{
+        "comparison": f"{c.arm} vs {c.control}", "test": c.test, "n": f"{c.n} vs {c.n_control}",
+        "difference": number(c.difference, "+.4f"), "always-valid p": p_value(c.p_sequential),
+        "always-valid interval": interval(c.cs_low, c.cs_high, "+.4f"), "t-test p (look once)": p_value(c.p_fixed),
+        "t-test interval": interval(c.ci_low, c.ci_high, "+.4f"), "significant": "yes" if c.significant else "no",
+    } for c in result.comparisons])

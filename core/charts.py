@@ -31,8 +31,13 @@ def _layout(fig: go.Figure, title: str = "", height: int = 420, yaxis_title: str
 # --- forecast -----------------------------------------------------------------------------------------
 
 def price_forecast_figure(prices: pd.DataFrame, forecast: dict | None = None, history: pd.DataFrame | None = None,
-                          title: str = "") -> go.Figure:
-    """Candlesticks of the history, the logged forecasts (with actuals) and the next-day forecast + interval."""
+                          title: str = "", zoom_days: int | None = None) -> go.Figure:
+    """Candlesticks of the history, the logged forecasts (with actuals) and the next-day forecast + interval.
+
+    `zoom_days`: open on the last `zoom_days` calendar days up to the forecast's target day (the
+    next-day forecast is one candle wide: on years of history it would be invisible); the whole
+    range stays a double-click away.
+    """
     fig = go.Figure()
     fig.add_trace(go.Candlestick(
         x=prices.index, open=prices["open"], high=prices["high"], low=prices["low"], close=prices["close"],
@@ -55,6 +60,16 @@ def price_forecast_figure(prices: pd.DataFrame, forecast: dict | None = None, hi
             name="Next-day forecast", line=dict(color=PALETTE["model"], width=3),
         ))
     fig.update_xaxes(rangeslider_visible=False, rangebreaks=[dict(bounds=["sat", "mon"])])
+    if zoom_days and len(prices):
+        end = pd.Timestamp(forecast["target_date"]) if forecast else prices.index[-1]
+        start = max(prices.index[0], end - pd.Timedelta(days=zoom_days))
+        shown = prices.loc[start:, ["low", "high"]]
+        low, high = float(shown["low"].min()), float(shown["high"].max())
+        if forecast:
+            low, high = min(low, forecast["lower"]), max(high, forecast["upper"])
+        pad = (high - low) * 0.05 or abs(high) * 0.01
+        fig.update_xaxes(range=[start - pd.Timedelta(hours=12), end + pd.Timedelta(days=2)])
+        fig.update_yaxes(range=[low - pad, high + pad])
     return _layout(fig, title, yaxis_title="Price ($)")
 
 
@@ -93,11 +108,20 @@ def live_error_figure(log: pd.DataFrame, window: int = 20) -> go.Figure:
     return _layout(fig, "Live error, model vs naive", height=320, yaxis_title="MAE ($)")
 
 
-def sparkline(values: pd.Series, color: str = PALETTE["model"]) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=values.index, y=values.to_numpy(), mode="lines", line=dict(color=color, width=2)))
-    fig.update_layout(height=80, margin=dict(l=0, r=0, t=0, b=0), template="plotly_white", showlegend=False)
+def sparkline(values: pd.Series, color: str = PALETTE["model"], tick_prefix: str = "$") -> go.Figure:
+    """A small line with a scale: the low and high of the values ticked on the right, dates on hover."""
+    y = values.to_numpy(dtype=float)
+    fig = go.Figure(go.Scatter(x=values.index, y=y, mode="lines", line=dict(color=color, width=2),
+                               hovertemplate=f"%{{x|%Y-%m-%d}}: {tick_prefix}%{{y:.3f}}<extra></extra>"))
+    fig.update_layout(height=90, margin=dict(l=0, r=0, t=4, b=0), template="plotly_white", showlegend=False)
     fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
+    finite = y[np.isfinite(y)]
+    if finite.size:
+        low, high = float(finite.min()), float(finite.max())
+        pad = (high - low) * 0.12 or abs(high) * 0.05 or 1.0
+        fig.update_yaxes(side="right", tickvals=[low, high] if high > low else [low], tickprefix=tick_prefix,
+                         tickformat=".2f", tickfont=dict(size=10), showgrid=True, zeroline=False,
+                         range=[low - pad, high + pad])
     return fig
 
 
@@ -247,10 +271,15 @@ def prediction_volume_figure(metrics: pd.DataFrame) -> go.Figure:
 
 def latency_figure(metrics: pd.DataFrame) -> go.Figure:
     """Serving latency percentiles per day (ms, log scale: a spike stands out without hiding the rest)."""
+    # percentiles often overlap (one prediction a day: P50 = P95 = P99): each line has its own dash,
+    # width and marker, drawn widest first, so every one stays visible on top of the others
     fig = go.Figure([
-        go.Scatter(x=metrics["date"], y=metrics[column], name=label, mode="lines", line=dict(color=color))
-        for column, label, color in (("latency_p50", "P50", PALETTE["good"]), ("latency_p95", "P95", PALETTE["warn"]),
-                                     ("latency_p99", "P99", PALETTE["bad"]))
+        go.Scatter(x=metrics["date"], y=metrics[column], name=label, mode="lines+markers",
+                   line=dict(color=color, width=width, dash=dash), marker=dict(symbol=marker, size=6, color=color))
+        for column, label, color, width, dash, marker in (
+            ("latency_p99", "P99", PALETTE["bad"], 5, "solid", "square"),
+            ("latency_p95", "P95", PALETTE["warn"], 3, "dash", "diamond"),
+            ("latency_p50", "P50", PALETTE["good"], 1.5, "dot", "circle"))
     ])
     fig.update_yaxes(type="log")
     return _layout(fig, "Latency percentiles", height=300, yaxis_title="ms")
@@ -447,6 +476,22 @@ def sequential_statistics_figure(history: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def drift_verdict_history_figure(codes: pd.DataFrame, psis: pd.DataFrame) -> go.Figure:
+    """Heatmap of each feature's verdict (rows) per stored check (columns): green none, amber moderate,
+    red drift; the PSI on hover. The verdict, not the raw PSI, so a feature whose PSI is large but usual
+    for its own training window does not paint the chart red every week."""
+    psi_text = psis.reindex(index=codes.index, columns=codes.columns).T.to_numpy()
+    fig = go.Figure(go.Heatmap(
+        z=codes.T.to_numpy(), x=list(codes.index), y=list(codes.columns), zmin=0, zmax=2, customdata=psi_text,
+        colorscale=[[0, "#dcfce7"], [0.33, "#dcfce7"], [0.34, "#fbbf24"], [0.66, "#fbbf24"], [0.67, "#dc2626"], [1, "#dc2626"]],
+        colorbar=dict(title="verdict", tickvals=[0.33, 1, 1.67], ticktext=["none", "moderate", "drift"]),
+        hovertemplate="%{x}, %{y}: PSI %{customdata:.2f}<extra></extra>", xgap=1, ygap=1,
+    ))
+    fig = _layout(fig, "Feature verdicts over past checks", height=max(320, 18 * codes.shape[1] + 80))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
 def onset_price_figure(close: pd.Series, episodes: list[dict]) -> go.Figure:
     """The close with each alarm episode shaded from its estimated onset to its first alarm (dotted line at
     the onset, x at the alarm days). `episodes`: `core.drift_watch.episodes`."""
@@ -471,3 +516,12 @@ def onset_price_figure(close: pd.Series, episodes: list[dict]) -> go.Figure:
                   yaxis_title="close ($)")
     fig.update_layout(hovermode="closest")
     return fig
+
+
+def empty_figure_note(n_points: int, what: str = "points") -> str | None:
+    """The sentence a page shows instead of a chart with one point or none (empty axes say nothing)."""
+    if n_points == 0:
+        return f"No {what} yet: the chart appears once there are some."
+    if n_points == 1:
+        return f"Only one {what.rstrip('s')} so far: the chart appears from the second one."
+    return None

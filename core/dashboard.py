@@ -58,15 +58,21 @@ def deployed_models(db: sqlite_utils.Database) -> pd.DataFrame:
 
 
 def live_errors(db: sqlite_utils.Database, as_of=None, days: int = LIVE_DAYS) -> pd.DataFrame:
-    """Per ticker: MAE of served predictions vs naive over its last `days` prediction days with actuals.
+    """Per ticker: MAE of its deployed model's served predictions vs naive over its last `days`
+    prediction days with actuals.
 
-    The same numbers as `core.predict.live_performance`, for every ticker in one indexed query.
+    Scores belong to the model that earned them: only the deployed model's own predictions count,
+    so a ticker whose model was just deployed has no row (no live history yet), never its
+    predecessor's numbers. The same numbers as `core.predict.live_performance(..., model_id=...)`,
+    for every ticker in one indexed query.
     """
     return pd.read_sql_query(
         "WITH done AS ("
-        "  SELECT symbol, as_of, ABS(predicted_close - actual_close) AS err, ABS(last_close - actual_close) AS naive_err,"
-        "         DENSE_RANK() OVER (PARTITION BY symbol ORDER BY as_of DESC) AS day_rank"
-        "  FROM predictions WHERE served = 1 AND actual_close IS NOT NULL AND as_of <= ?) "
+        "  SELECT p.symbol, p.as_of, ABS(p.predicted_close - p.actual_close) AS err,"
+        "         ABS(p.last_close - p.actual_close) AS naive_err,"
+        "         DENSE_RANK() OVER (PARTITION BY p.symbol ORDER BY p.as_of DESC) AS day_rank"
+        "  FROM predictions p JOIN models m ON m.model_id = p.model_id AND m.status = 'deployed'"
+        "  WHERE p.served = 1 AND p.actual_close IS NOT NULL AND p.as_of <= ?) "
         "SELECT symbol, COUNT(*) AS n, AVG(err) AS mae, AVG(naive_err) AS naive_mae, MIN(as_of) AS start, MAX(as_of) AS end "
         "FROM done WHERE day_rank <= ? GROUP BY symbol", db.conn, params=[_until(as_of), days],
     )
@@ -104,6 +110,22 @@ def open_alerts(db: sqlite_utils.Database, limit: int = LATEST_ALERTS) -> pd.Dat
     )
 
 
+def open_alert_counts(db: sqlite_utils.Database) -> pd.DataFrame:
+    """Per ticker: unacknowledged alerts and how many of them are critical."""
+    return pd.read_sql_query(
+        "SELECT m.symbol, COUNT(*) AS n_open, SUM(a.severity = 'critical') AS n_critical "
+        "FROM alerts a JOIN models m ON m.model_id = a.model_id WHERE a.acknowledged_at IS NULL GROUP BY m.symbol",
+        db.conn,
+    )
+
+
+def alerts_label(n_open, n_critical) -> str:
+    """"2 (1 critical)", "1", or "none"."""
+    if not n_open:
+        return "none"
+    return f"{int(n_open)} ({int(n_critical)} critical)" if n_critical else f"{int(n_open)}"
+
+
 def last_scheduler_run(db: sqlite_utils.Database) -> dict | None:
     """The newest daily-cycle run (audit_log, actor 'scheduler' or the demo's 'scheduler (demo replay)'): when,
     for which day, and if it succeeded.
@@ -124,24 +146,26 @@ def last_scheduler_run(db: sqlite_utils.Database) -> dict | None:
 
 
 def daily_errors(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
-    """Per ticker and day: MAE and naive MAE of the ticker's deployed model(s), and where they came from.
+    """Per ticker and day: MAE and naive MAE of the ticker's deployed model, and where they came from.
 
-    From `daily_metrics` (models that were ever deployed, so an A/B shadow arm never counts),
-    weighted by predictions; a ticker without rows there falls back to its served prediction log.
+    Only the deployed model's own days (its predecessor's errors are not its score), from
+    `daily_metrics` weighted by predictions; a ticker without rows there falls back to the model's
+    served prediction log.
     """
     until = _until(as_of)
     metrics = pd.read_sql_query(
-        "SELECT m.symbol, d.date AS day, SUM(d.mae * d.n_predictions) / SUM(d.n_predictions) AS mae, "
+        "SELECT m.symbol, m.model_id, d.date AS day, SUM(d.mae * d.n_predictions) / SUM(d.n_predictions) AS mae, "
         "SUM(d.naive_mae * d.n_predictions) / SUM(d.n_predictions) AS naive_mae, 'daily_metrics' AS source "
-        "FROM daily_metrics d JOIN models m ON m.model_id = d.model_id "
-        "WHERE d.mae IS NOT NULL AND d.n_predictions > 0 AND d.date <= ? AND d.model_id IN "
-        "(SELECT target FROM audit_log WHERE action IN ('deploy', 'rollback')) "
+        "FROM daily_metrics d JOIN models m ON m.model_id = d.model_id AND m.status = 'deployed' "
+        "WHERE d.mae IS NOT NULL AND d.n_predictions > 0 AND d.date <= ? "
         "GROUP BY m.symbol, d.date", db.conn, params=[until],
     )
     logged = pd.read_sql_query(
-        "SELECT symbol, as_of AS day, AVG(ABS(predicted_close - actual_close)) AS mae, "
-        "AVG(ABS(last_close - actual_close)) AS naive_mae, 'prediction log' AS source FROM predictions "
-        "WHERE served = 1 AND actual_close IS NOT NULL AND as_of <= ? GROUP BY symbol, as_of", db.conn, params=[until],
+        "SELECT p.symbol, p.model_id, p.as_of AS day, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
+        "AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, 'prediction log' AS source FROM predictions p "
+        "JOIN models m ON m.model_id = p.model_id AND m.status = 'deployed' "
+        "WHERE p.served = 1 AND p.actual_close IS NOT NULL AND p.as_of <= ? GROUP BY p.symbol, p.as_of",
+        db.conn, params=[until],
     )
     logged = logged[~logged["symbol"].isin(metrics["symbol"].unique())]
     frames = [f for f in (metrics, logged) if not f.empty]
@@ -152,12 +176,13 @@ def daily_errors(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
 
 def rolling_mae(daily: pd.DataFrame, window: int = SPARK_WINDOW, points: int = SPARK_POINTS) -> dict[str, pd.Series]:
     """Per ticker: the rolling `window`-day MAE over its last `points` days, date-indexed;
-    `attrs["source"]` says which table it came from."""
+    `attrs["source"]` says which table it came from, `attrs["model_id"]` whose errors they are."""
     series: dict[str, pd.Series] = {}
     for symbol, group in daily.groupby("symbol", sort=True):
         values = pd.Series(group["mae"].to_numpy(dtype=float), index=pd.to_datetime(group["day"]), name=symbol)
         series[symbol] = values.rolling(window, min_periods=1).mean().iloc[-points:]
         series[symbol].attrs["source"] = group["source"].iloc[0]
+        series[symbol].attrs["model_id"] = group["model_id"].iloc[0]
     return series
 
 
@@ -187,12 +212,22 @@ def drift_label(overall_drift, severity) -> str:
     return f"⚠️ drift ({severity})" if int(overall_drift) else "✅ no drift"
 
 
+def live_verdict(deployed: bool, skill: float | None) -> str:
+    """The deployed model's live standing in words; "no live history yet" when it has not been scored."""
+    if not deployed:
+        return "—"
+    if skill is None or not np.isfinite(skill):
+        return "no live history yet"
+    return "beats naive" if skill > 0 else "loses to naive"
+
+
 def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
     symbols = available_symbols()
     spans = data_spans(db).set_index("symbol")
     deployed = deployed_models(db).set_index("symbol")
     live = live_errors(db, as_of).set_index("symbol")
     drift = latest_drift(db, as_of).set_index("symbol")
+    alert_counts = open_alert_counts(db).set_index("symbol")
     rows = []
     for symbol in symbols:
         if symbol in spans.index:
@@ -205,18 +240,21 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
         perf = live.loc[symbol] if symbol in live.index else None
         check = drift.loc[symbol] if symbol in drift.index else None
         skill = (1 - perf["mae"] / perf["naive_mae"]) if perf is not None and perf["naive_mae"] > 0 else None
-        rows.append({
-            "ticker": symbol, "data": data,
+        counts = alert_counts.loc[symbol] if symbol in alert_counts.index else None
+        rows.append({  # the columns an analyst acts on first; the data span last
+            "ticker": symbol,
             "deployed model": model["model_id"] if model is not None else "none",
+            "verdict": live_verdict(model is not None, skill),
+            "skill (30 d)": skill,
+            "last drift": drift_label(check["overall_drift"], check["severity"]) if check is not None
+            else ("no drift check yet" if model is not None else "—"),
+            "drift checked": check["as_of"] if check is not None else None,
+            "open alerts": alerts_label(*(counts[["n_open", "n_critical"]] if counts is not None else (0, 0))),
             "certification": certification_label(model["certified"], model["certified_at"], model["override"])
             if model is not None else "—",
             "live MAE $ (30 d)": perf["mae"] if perf is not None else None,
             "naive MAE $ (30 d)": perf["naive_mae"] if perf is not None else None,
-            "skill (30 d)": skill,
-            "verdict": "—" if skill is None else "beats naive" if skill > 0 else "loses to naive",
-            "last drift": drift_label(check["overall_drift"], check["severity"]) if check is not None
-            else ("no drift check yet" if model is not None else "—"),
-            "drift checked": check["as_of"] if check is not None else None,
+            "data": data,
         })
     return pd.DataFrame(rows)
 
@@ -238,5 +276,6 @@ def load_dashboard(as_of=None, db: sqlite_utils.Database | None = None) -> Dashb
         "running_experiments": len(experiments),
     }
     return Dashboard(tickers=tickers, sparklines=rolling_mae(daily),
-                     experiments=experiments, alerts=alerts.drop(columns=["n_open", "n_critical", "n_warning"]),
+                     experiments=experiments,
+                     alerts=alerts[["severity", "kind", "symbol", "message", "created_at", "model_id"]],
                      last_run=last_scheduler_run(db), counts=counts)

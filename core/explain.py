@@ -42,6 +42,7 @@ HISTORY_BUFFER_DAYS = 450  # calendar days loaded before a window so every featu
 MEMORY_CACHE_SIZE = 32
 DISK_CACHE_FILES = 20  # per model; the oldest files beyond this are removed
 PERMUTATION_REPEATS = 5
+SUMMARY_MAX_ROWS = 750  # days drawn in the summary plots and shuffled for permutation importance (page stays < 3 s)
 CARD_FILE, IMPORTANCE_JSON, IMPORTANCE_CSV = "model_card.md", "importance.json", "importance.csv"
 SUMMARY_PNG, SUMMARY_HTML = "shap_summary.png", "shap_summary.html"
 
@@ -242,6 +243,26 @@ def explain_window(model_id: str, start=None, end=None, days: int | None = None,
         frame = window_features(row["symbol"], start=start, end=end, days=days, db=db)
     return Explanation(model_id=model_id, model_type=row["model_type"], shap=shap_values(model_id, frame, db=db),
                        frame=frame)
+
+
+def summary_rows(explanation: Explanation, max_rows: int = SUMMARY_MAX_ROWS) -> tuple[np.ndarray, str | None]:
+    """Row positions for the summary plots: all of them, or `max_rows` evenly spaced days over the whole
+    window (deterministic, every season kept), and the sentence that says so (None when all are shown).
+
+    The SHAP values of the rows shown are the exact ones of those days; only the number of points
+    drawn (and shuffled for permutation importance) is capped, which keeps a 13-year window as quick
+    as a 1-year one.
+
+    >>> import numpy as np
+    >>> np.linspace(0, 9, 4).round().astype(int).tolist()  # how the days are picked: ends included
+    [0, 3, 6, 9]
+    """
+    n = len(explanation.frame)
+    if n <= max_rows:
+        return np.arange(n), None
+    rows = np.unique(np.linspace(0, n - 1, max_rows).round().astype(int))
+    return rows, (f"{len(rows):,} of the window's {n:,} trading days are drawn (evenly spaced over the whole range) and "
+                  "used for permutation importance; each day shown has its exact SHAP values. Mean |SHAP| uses every day.")
 
 
 # --- importance ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sqlite_utils
 
 from core.config import get_settings
 from core.store import get_db
+from core.trading_calendar import next_session
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +214,15 @@ def last_trading_day(symbol: str, db: sqlite_utils.Database | None = None) -> pd
 
 
 def next_trading_day(symbol: str, as_of: pd.Timestamp, db: sqlite_utils.Database | None = None) -> pd.Timestamp:
-    """The trading day after `as_of` in the data, or the next business day when the data ends there."""
+    """The trading day after `as_of` in the data, or the next exchange session (weekends and US market
+    holidays skipped, core.trading_calendar) when the data ends there."""
     db = db or get_db()
     row = db.execute(
         "SELECT MIN(date) FROM prices WHERE symbol = ? AND date > ?", [symbol, _day(as_of)]
     ).fetchone()
     if row and row[0]:
         return pd.Timestamp(row[0])
-    return pd.Timestamp(as_of) + pd.offsets.BDay(1)
+    return next_session(as_of)
 
 
 def source_label(source: str) -> str:

@@ -372,12 +372,18 @@ def prediction_log(
     return frame
 
 
-def live_performance(symbol: str, as_of=None, days: int = 30, db: sqlite_utils.Database | None = None) -> dict | None:
+def live_performance(symbol: str, as_of=None, days: int = 30, db: sqlite_utils.Database | None = None,
+                     model_id: str | None = None) -> dict | None:
     """Served predictions vs naive over the last `days` prediction days with a known actual, or None.
+
+    Scores belong to the model that earned them: with `model_id`, only that model's served
+    predictions count, so a model deployed today has no live history (None) until it has served
+    and its forecasts were scored, instead of inheriting its predecessor's. Without `model_id`,
+    every model that served the ticker counts (the ticker's history).
 
     Returns `mae`, `naive_mae`, `skill` and the full `model` / `naive` metric dicts ($, %, direction).
     """
-    frame = prediction_log(symbol, end=as_of, db=db).dropna(subset=["actual_close"])
+    frame = prediction_log(symbol, model_id=model_id, end=as_of, db=db).dropna(subset=["actual_close"])
     if as_of is not None:  # an actual after as_of was not known on as_of
         frame = frame[frame["target_date"] <= f"{pd.Timestamp(as_of):%Y-%m-%d}"]
     if frame.empty:

@@ -31,9 +31,12 @@ def prices_for(symbol: str):
 
 with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
     symbols = available_symbols()
+linked = (st.query_params.get("ticker") or "").strip().upper()  # a deep link (?ticker=MSFT) opens on its ticker
 symbol = st.selectbox("Ticker (pick one, or type any symbol: yfinance is tried when the network answers)", symbols,
-                      index=symbols.index("AAPL") if "AAPL" in symbols else 0, accept_new_options=True, key="fc_symbol")
+                      index=symbols.index(linked) if linked in symbols else symbols.index("AAPL") if "AAPL" in symbols else 0,
+                      accept_new_options=True, key="fc_symbol")
 symbol = (symbol or "").strip().upper()
+st.query_params["ticker"] = symbol  # the URL follows the selection, so it can be shared
 try:
     with page_guard(st.error, st.stop):
         prices, source = prices_for(symbol)
@@ -133,51 +136,61 @@ if forecast:
 history = prediction_log(symbol, start=start, end=as_of)
 chart_forecast = forecast and {**forecast, "lower": forecast["lower"] if forecast["lower"] is not None else forecast["predicted_close"],
                                "upper": forecast["upper"] if forecast["upper"] is not None else forecast["predicted_close"]}
-st.plotly_chart(price_forecast_figure(window, chart_forecast, history, title=f"{symbol} daily prices"), key="fc_chart")
+st.plotly_chart(price_forecast_figure(window, chart_forecast, history, title=f"{symbol} daily prices", zoom_days=45),
+                key="fc_chart")
+st.caption("The chart opens on the last 45 days, next-day forecast included; double-click it to see the whole range.")
 
 if model is not None:
-    live = live_performance(symbol, as_of=as_of, days=30)
+    live = live_performance(symbol, as_of=as_of, days=30, model_id=model["model_id"])  # its own predictions only
     st.subheader("Model vs naive (tomorrow = today)")
     st.dataframe(comparison_table(model, live), hide_index=True, column_config={
         "MAE $": st.column_config.NumberColumn(format="$%.3f"), "RMSE $": st.column_config.NumberColumn(format="$%.3f"),
         "MAPE %": st.column_config.NumberColumn(format="%.2f%%"), "direction %": st.column_config.NumberColumn(format="%.1f%%"),
     })
     skill_now = live["skill"] if live else model["metrics"]["skill"]
-    where = "over the last 30 days live" if live else "on validation"
+    where = "over the last 30 days live" if live else "on validation (no live history yet: it has not served a scored forecast)"
+    certified = "" if model["certified"] else " It is not certified (Model Management runs the five checks)."
     if skill_now <= 0:
         st.warning(f"{escape_markdown(model['model_id'])} loses to the naive forecast {where} (skill {skill_now:+.3f}). "
-                   "For daily stock returns this is common: treat its forecast with that in mind.")
+                   f"For daily stock returns this is common: treat its forecast with that in mind.{certified}")
+    elif certified:  # green only for a certified model that beats naive
+        st.warning(f"{escape_markdown(model['model_id'])} beats the naive forecast {where} (skill {skill_now:+.3f}).{certified}")
     else:
         st.success(f"{escape_markdown(model['model_id'])} beats the naive forecast {where} (skill {skill_now:+.3f}).")
     st.caption("Direction % for naive is the share of up days (the \"always up\" baseline): naive itself predicts no move.")
 
 # --- train a new model ---------------------------------------------------------------------------------
 st.subheader("Train a new model")
+# the type is chosen outside the form, so the form shows only that type's settings
+model_type = st.selectbox("Model type", MODEL_TYPES, index=1, format_func=MODEL_LABELS.get, key="fc_type")
 with st.form("fc_train"):
-    f1, f2 = st.columns(2)
-    model_type = f1.selectbox("Model type", MODEL_TYPES, index=1, format_func=MODEL_LABELS.get, key="fc_type")
-    window_days = f2.number_input("Training window (trading days)", 250, 4000, 1000, step=50, key="fc_window")
+    window_days = st.number_input("Training window (trading days)", 250, 4000, 1000, step=50, key="fc_window")
     st.caption(f"Trained on history up to {as_of} (the end of the chart range); validated walk-forward.")
-    p1, p2 = st.columns(2)
+    p1, p2, p3 = st.columns(3)
     rf, xgb = DEFAULT_PARAMS["rf"], DEFAULT_PARAMS["xgb"]
-    p1.markdown("**Random forest**")
-    rf_trees = p1.slider("Trees", 50, 500, rf["n_estimators"], 50, key="fc_rf_trees")
-    rf_depth = p1.slider("Max depth", 2, 12, rf["max_depth"], key="fc_rf_depth")
-    rf_leaf = p1.slider("Min samples per leaf", 1, 100, rf["min_samples_leaf"], key="fc_rf_leaf")
-    p2.markdown("**XGBoost**")
-    xgb_trees = p2.slider("Boosting rounds", 50, 1000, xgb["n_estimators"], 50, key="fc_xgb_trees")
-    xgb_depth = p2.slider("Max depth ", 2, 10, xgb["max_depth"], key="fc_xgb_depth")
-    xgb_lr = p2.select_slider("Learning rate", [0.01, 0.02, 0.03, 0.05, 0.1, 0.2], xgb["learning_rate"], key="fc_xgb_lr")
+    if model_type == "rf":
+        params = {"n_estimators": p1.slider("Trees", 50, 500, rf["n_estimators"], 50, key="fc_rf_trees"),
+                  "max_depth": p2.slider("Max depth", 2, 12, rf["max_depth"], key="fc_rf_depth"),
+                  "min_samples_leaf": p3.slider("Min samples per leaf", 1, 100, rf["min_samples_leaf"], key="fc_rf_leaf")}
+    elif model_type == "xgb":
+        params = {"n_estimators": p1.slider("Boosting rounds", 50, 1000, xgb["n_estimators"], 50, key="fc_xgb_trees"),
+                  "max_depth": p2.slider("Max depth", 2, 10, xgb["max_depth"], key="fc_xgb_depth"),
+                  "learning_rate": p3.select_slider("Learning rate", [0.01, 0.02, 0.03, 0.05, 0.1, 0.2],
+                                                    xgb["learning_rate"], key="fc_xgb_lr")}
+    else:
+        params = {}
+        st.caption("The naive baseline has no settings: tomorrow's close = today's.")
     submitted = st.form_submit_button("Train and register", type="primary")
 
 if submitted:
-    params = {"rf": {"n_estimators": rf_trees, "max_depth": rf_depth, "min_samples_leaf": rf_leaf},
-              "xgb": {"n_estimators": xgb_trees, "max_depth": xgb_depth, "learning_rate": xgb_lr}}.get(model_type, {})
-    bar = st.progress(0.0, text="Starting")
+    bar = st.progress(0.0, text="Starting")  # training is 0-75 %, registering (artifacts, SHAP, card) the rest
     try:
         trained = train_model(symbol, model_type, train_end=as_of, window_days=int(window_days), params=params,
-                              progress=lambda fraction, text: bar.progress(min(fraction, 1.0), text=text))
+                              progress=lambda fraction, text: bar.progress(0.75 * min(fraction, 1.0),
+                                                                           text=text if fraction < 1 else "Trained"))
+        bar.progress(0.8, text="Registering: saving the model, its SHAP artifacts and model card")
         new_id = register_with_artifacts(trained, reason=f"trained from the Forecast page on {as_of}", actor="ui")
+        bar.progress(1.0, text=f"Done: {new_id} registered")
     except (MarketDataError, ValueError) as exc:
         bar.empty()
         st.error(escape_markdown(str(exc)))
@@ -192,4 +205,5 @@ if trained_info := st.session_state.get("fc_trained"):
     # \$: two dollar signs in one markdown string would render the text between them as LaTeX
     st.success(f"Registered **{escape_markdown(new_id)}** as a candidate: validation MAE \\${mae:.3f} vs naive \\${naive_mae:.3f} "
                f"(skill {skill_value:+.3f}, {verdict} naive). Review and deploy it on Model Management.")
-    st.page_link("pages/2_Model_Management.py", label="Open Model Management", icon="🗂️")
+    st.page_link("pages/2_Model_Management.py", label=f"Open Model Management on {new_id}", icon="🗂️",
+                 query_params={"model": new_id})

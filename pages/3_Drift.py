@@ -4,8 +4,10 @@ import html
 import streamlit as st
 
 from core import drift, drift_kernels, drift_report, drift_watch, registry
-from core.charts import SEVERITY_COLORS, drift_error_stream_figure, drift_overlay_figure, drift_psi_history_figure
-from core.charts import onset_price_figure, sequential_statistics_figure
+from core.charts import (SEVERITY_COLORS, drift_error_stream_figure, drift_overlay_figure, drift_verdict_history_figure,
+                         empty_figure_note, onset_price_figure, sequential_statistics_figure)
+from core.drift_view import PSI_P_EXPLAINED, feature_table, prediction_label, verdict_history
+from core.formatting import number
 from core.config import get_settings
 from core.text import escape_markdown
 from core.market import MarketDataError, load_prices
@@ -35,14 +37,19 @@ def feature_windows(model_id: str, as_of: str, window_days: int):
 settings = get_settings()
 symbols = sorted({m["symbol"] for m in models})
 col_symbol, col_model = st.columns(2)
-symbol = col_symbol.selectbox("Ticker", symbols, key="drift_symbol")
+link = {"model": st.query_params.get("model", ""), "ticker": (st.query_params.get("ticker") or "").upper()}
+linked_model = next((m for m in models if m["model_id"] == link["model"]), None)  # ?model= beats ?ticker=
+linked_symbol = linked_model["symbol"] if linked_model else link["ticker"]
+symbol = col_symbol.selectbox("Ticker", symbols, key="drift_symbol",
+                              index=symbols.index(linked_symbol) if linked_symbol in symbols else 0)
 choices = [m["model_id"] for m in models if m["symbol"] == symbol]
 with page_guard(st.error, st.stop):
     deployed = registry.deployed_model(symbol)
-    model_id = col_model.selectbox("Model", choices, key="drift_model",
-                                   index=choices.index(deployed["model_id"]) if deployed else 0)
+    preferred = link["model"] if link["model"] in choices else deployed["model_id"] if deployed else choices[0]
+    model_id = col_model.selectbox("Model", choices, key="drift_model", index=choices.index(preferred))
     # the ticker's data bounds the date: from a full window after training to the last trading day (the default)
     first_day, last_day = drift.as_of_bounds(model_id, settings.drift_window_days)
+st.query_params.update({"ticker": symbol, "model": model_id})  # the URL follows the selection, so it can be shared
 
 with st.form("drift_form"):
     c1, c2 = st.columns(2)
@@ -69,8 +76,11 @@ if data and data["model_id"] == model_id:
                 unsafe_allow_html=True)
     retrain, why = drift_report.should_retrain(report)
     if retrain:
-        st.error("Drift detected: model needs retraining")
-    if report.sequential:  # issue 13: when it changed, in words
+        e1, e2 = st.columns([2, 1], vertical_alignment="center")
+        e1.error("Drift detected: model needs retraining")
+        e2.page_link("pages/2_Model_Management.py", label="Retrain Now on Model Management", icon="🗂️",
+                     query_params={"model": model_id, "action": "retrain"}, help=f"Opens Model Management on {model_id}")
+    if report.sequential:  # when it changed, in words (the sequential detectors)
         st.warning(escape_markdown(drift_watch.in_words(report.sequential)))
     for reason in report.reasons:
         st.markdown(f"- {escape_markdown(reason)}")
@@ -85,15 +95,23 @@ if data and data["model_id"] == model_id:
     m2.metric("Recent MAE", f"${perf['recent_mae']:.3f}" if perf["recent_mae"] is not None else "n/a",
               f"{perf['change_pct']:+.0f}% (MAPE) vs validation" if perf["change_pct"] is not None else perf["note"],
               delta_color="inverse" if perf["change_pct"] is not None else "off")
-    m3.metric("Volatility vs training", f"x{concept['volatility_ratio']:.2f}",
-              f"Levene p={concept['volatility_p_value']:.1e}", delta_color="off", delta_arrow="off")
-    m4.metric("Prediction PSI", f"{report.prediction['psi']:.2f}" if report.prediction["psi"] is not None else "n/a",
-              "drift" if report.prediction["drift"] else "stable", delta_color="off", delta_arrow="off")
+    m3.metric("Volatility vs training", "x" + number(concept.get("volatility_ratio"), ".2f"),
+              f"Levene p={number(concept.get('volatility_p_value'), '.1e')}", delta_color="off", delta_arrow="off")
+    psi_value, psi_why = prediction_label(report.prediction)
+    m4.metric("Prediction PSI", psi_value, psi_why.split(":")[0], delta_color="red" if report.prediction.get("drift") else "off",
+              delta_arrow="off", help="The model's predicted returns in the window against its validation predictions, "
+                                      "judged by the same three tests as a feature.")
+    st.caption(f"Prediction PSI {psi_value}: {escape_markdown(psi_why)} (the same three tests as a feature).")
 
     st.subheader("Per-feature statistics")
-    st.dataframe(report.features, hide_index=True, key="drift_features_table", column_config={
-        "psi": st.column_config.NumberColumn(format="%.3f"), "ks_stat": st.column_config.NumberColumn(format="%.3f"),
-        "p_value": st.column_config.NumberColumn(format="%.2e"), "wasserstein": st.column_config.NumberColumn(format="%.2f"),
+    st.caption(f"Why: a feature drifts when all three tests agree: {escape_markdown(report.dataset.get('rule', ''))}. "
+               f"{PSI_P_EXPLAINED}")
+    st.dataframe(feature_table(report.features), hide_index=True, key="drift_features_table", column_config={
+        "why": st.column_config.TextColumn(width="large"),
+        "psi": st.column_config.NumberColumn("PSI", format="%.3f"),
+        "psi_p_value": st.column_config.NumberColumn("PSI p (own windows)", format="%.3f"),
+        "p_value": st.column_config.NumberColumn("KS p", format="%.2e"), "ks_stat": st.column_config.NumberColumn(format="%.3f"),
+        "wasserstein": st.column_config.NumberColumn(format="%.2f"),
     })
     feature = st.selectbox("Feature to overlay", report.features["feature"].tolist(), key="drift_feature")
     reference, current = feature_windows(model_id, report.as_of, report.window_days)
@@ -129,4 +147,8 @@ if history.empty:
     st.info("No stored checks for this model yet: run one above.")
 else:
     st.dataframe(history.drop(columns=["id"]), hide_index=True, key="drift_history_table")
-    st.plotly_chart(drift_psi_history_figure(drift.psi_history(model_id), settings.drift_psi_threshold), key="drift_psi_history")
+    codes, psis = verdict_history(model_id)
+    if note := empty_figure_note(len(codes), "stored checks"):
+        st.caption(note)
+    else:
+        st.plotly_chart(drift_verdict_history_figure(codes, psis), key="drift_psi_history")

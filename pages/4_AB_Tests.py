@@ -12,6 +12,7 @@ from core.charts import ab_cumulative_mae_figure, ab_error_distribution_figure, 
 from core.config import get_settings
 from core.market import MarketDataError, available_symbols, last_trading_day
 from core.registry import CertificationRequired, RegistryError
+from core.formatting import NOT_ENOUGH, finite, signed_pct
 from core.store import page_guard
 from core.text import escape_markdown
 
@@ -41,18 +42,28 @@ with st.expander("New A/B test", expanded=experiments.empty):
     if not model_ids:
         st.info(f"No model for {symbol} yet: train one on the Forecast page.")
     else:
+        # arms outside the form: the A/A label and the default start follow the models as they are picked
+        picked = [col.selectbox(f"Arm {'ABCD'[i]} model" + (" (control)" if i == 0 else ""), model_ids,
+                                index=min(i, len(model_ids) - 1), key=f"ab_model_{i}")
+                  for i, col in enumerate(st.columns(n_arms))]
+        if abtest.is_aa_test(picked):
+            st.info("**A/A test**: the same model is in more than one arm. It checks the pipeline (routing, logging, "
+                    "the sample ratio); no arm can truly win, and a 'winner' would be a false alarm.")
+        with page_guard(st.error, st.stop):
+            first_start = abtest.default_start(symbol, picked).date()
         with st.form("ab_create"):
             name = st.text_input("Name", key="ab_name", placeholder=f"{symbol}: champion vs challenger")
             arms = []
             for i, col in enumerate(st.columns(n_arms)):
-                letter = "ABCD"[i]
-                model = col.selectbox(f"Arm {letter} model" + (" (control)" if i == 0 else ""), model_ids,
-                                      index=min(i, len(model_ids) - 1), key=f"ab_model_{i}")
-                share = col.slider(f"Arm {letter} traffic %", 0, 100, 100 // n_arms + (100 % n_arms if i == 0 else 0),
+                share = col.slider(f"Arm {'ABCD'[i]} traffic %", 0, 100, 100 // n_arms + (100 % n_arms if i == 0 else 0),
                                    key=f"ab_share_{i}")
-                arms.append((model, share))
+                arms.append((picked[i], share))
             f1, f2, f3, f4 = st.columns(4)
-            start = f1.date_input("Start date", last_trading_day(symbol).date(), key="ab_start")
+            data_end = last_trading_day(symbol).date()
+            start = f1.date_input("Start date", first_start, max_value=data_end,
+                                  key=f"ab_start_{symbol}_{'_'.join(picked)}",  # re-derived when the arms change
+                                  help=f"Default: the first day every arm can be scored on ({first_start}). {symbol}'s "
+                                       f"prices end on {data_end}: a test must start before that to collect data.")
             duration = f2.number_input("Duration (days)", 1, 365, 60, key="ab_duration")
             min_samples = f3.number_input("Min samples per arm", 2, 10_000, get_settings().ab_min_samples, key="ab_min")
             confidence = f4.select_slider("Confidence", [0.90, 0.95, 0.99], get_settings().ab_confidence_level,
@@ -80,7 +91,10 @@ if experiments.empty:
 # --- one test --------------------------------------------------------------------------------------------
 labels = {int(r.id): f"#{r.id} {r.name} · {r.symbol} · {r.status}" for r in experiments.itertuples()}
 ids = list(labels)
+if "ab_test" not in st.session_state and (linked := st.query_params.get("test", "")).isdigit() and int(linked) in ids:
+    st.session_state["ab_test"] = int(linked)  # a deep link (?test=3) opens on its test
 selected = st.selectbox("Test", ids, format_func=labels.get, key="ab_test")
+st.query_params["test"] = str(selected)  # the URL follows the selection, so it can be shared
 analysis = abtest.analyze(selected)
 exp, result = analysis.experiment, analysis.comparison
 st.subheader(escape_markdown(f"#{exp['id']} {exp['name']}"))
@@ -88,20 +102,27 @@ m1, m2, m3, m4 = st.columns(4)
 m1.metric("Status", exp["status"], f"{exp['start_date']} → {exp['end_date']}", delta_color="off", delta_arrow="off")
 m2.metric("Winner", f"arm {analysis.winner}" if analysis.winner else "none yet",
           analysis.winner_model_id or ("significant" if analysis.significant else "not significant"), delta_color="off", delta_arrow="off")
-m3.metric("Improvement", f"{analysis.improvement_pct:+.1f}%", f"{exp['metric'].upper()} of the better arm", delta_color="off", delta_arrow="off")
+m3.metric("Improvement", signed_pct(abs(analysis.improvement_pct)) if finite(analysis.improvement_pct) else NOT_ENOUGH,
+          abtest.improvement_text(result, exp["metric"]), delta_color="off", delta_arrow="off")
 m4.metric("Sample ratio", "MISMATCH" if result.srm_flag else "OK",
           f"chi-square p = {result.srm_p:.3g}" if result.srm_p is not None else "no traffic yet",
           delta_color="red" if result.srm_flag else "off", delta_arrow="off")
-(st.warning if result.srm_flag else st.success if analysis.significant else st.info)(escape_markdown(analysis.recommendation))
+winner_row = registry.get_model(analysis.winner_model_id) if analysis.winner_model_id else None
+green = analysis.significant and not result.srm_flag and winner_row is not None and bool(winner_row["certified"])
+(st.warning if result.srm_flag else st.success if green else st.info)(escape_markdown(analysis.recommendation))
+if winner_row is not None and not winner_row["certified"]:
+    st.caption(escape_markdown(f"{analysis.winner_model_id} is not certified: deploying it needs an override "
+                               "(Model Management runs the five checks)."))
 
 st.dataframe(analysis.arms, hide_index=True, column_config={
     "MAE $": st.column_config.NumberColumn(format="$%.3f"), "RMSE $": st.column_config.NumberColumn(format="$%.3f"),
     "MAPE %": st.column_config.NumberColumn(format="%.2f%%"), "direction %": st.column_config.NumberColumn(format="%.1f%%"),
     "share %": st.column_config.NumberColumn(format="%.0f%%")})
-st.dataframe(pd.DataFrame([c.__dict__ for c in result.comparisons]), hide_index=True)
+st.dataframe(abtest.comparisons_frame(result), hide_index=True)
 st.caption(f"Test: {'paired t-test on shared requests (shadow mode)' if exp['shadow'] else 'Welch t-test (independent arms)'} "
            f"· alpha per comparison {result.alpha_per_comparison:.3g} (Bonferroni over {len(result.comparisons)}) "
-           f"· cs = always-valid confidence sequence of the difference (challenger − control)")
+           f"· difference = challenger − control in {exp['metric'].upper()} (negative: the challenger errs less) "
+           "· always-valid interval = the confidence sequence of that difference, safe to read at every look")
 
 if analysis.observations.empty:
     st.info("No predictions with known outcomes yet: they appear as the serving path answers requests (or replay below).")

@@ -27,7 +27,9 @@ def cached_explanation(model_id: str, artifact_sha256: str, start: str, end: str
 
 @st.cache_data(show_spinner=False)
 def cached_permutation(model_id: str, artifact_sha256: str, start: str, end: str) -> pd.DataFrame:
-    return explain.permutation_importance_frame(model_id, cached_explanation(model_id, artifact_sha256, start, end).frame)
+    explanation = cached_explanation(model_id, artifact_sha256, start, end)
+    rows, _ = explain.summary_rows(explanation)  # capped: a long range costs what a short one does
+    return explain.permutation_importance_frame(model_id, explanation.frame.iloc[rows])
 
 
 @st.cache_data(show_spinner=False)
@@ -41,17 +43,22 @@ if not models:
     st.info("No models yet. Train one on the Forecast page.")
     st.stop()
 c_symbol, c_model, c_range = st.columns([1, 2, 2])
-symbol = c_symbol.selectbox("Ticker", sorted({m["symbol"] for m in models}), key="ex_symbol")
+link = {"ticker": (st.query_params.get("ticker") or "").upper(), "model": st.query_params.get("model", "")}
+symbols = sorted({m["symbol"] for m in models})
+linked_symbol = next((m["symbol"] for m in models if m["model_id"] == link["model"]), link["ticker"])
+symbol = c_symbol.selectbox("Ticker", symbols, key="ex_symbol",
+                            index=symbols.index(linked_symbol) if linked_symbol in symbols else 0)
 with page_guard(st.error, st.stop):
     candidates = {m["model_id"]: m for m in registry.list_models(symbol)}
     days = trading_days(symbol)
 ids = list(candidates)
 deployed = next((i for i, m in candidates.items() if m["status"] == "deployed"), ids[0])
-model_id = c_model.selectbox("Model", ids, index=ids.index(deployed), key="ex_model",
+model_id = c_model.selectbox("Model", ids, index=ids.index(link["model"] if link["model"] in ids else deployed), key="ex_model",
                              format_func=lambda i: f"{i} ({candidates[i]['status']})")
+st.query_params.update({"ticker": symbol, "model": model_id})  # the URL follows the selection, so it can be shared
 default_start = days[max(60, len(days) - get_settings().explain_window_days)]
 picked = c_range.date_input("Date range", value=(default_start.date(), days[-1].date()), min_value=days[min(60, len(days) - 1)].date(),
-                            max_value=days[-1].date(), key="ex_range")
+                            max_value=days[-1].date(), key=f"ex_range_{model_id}")  # re-derived for each model and ticker
 if not isinstance(picked, tuple) or len(picked) != 2:
     st.info("Pick the end of the date range.")
     st.stop()
@@ -67,30 +74,39 @@ if candidates[model_id]["model_type"] == "naive":
     st.info("This is the naive baseline (tomorrow's close = today's): it uses no features, so there is nothing to explain.")
     st.stop()
 
+progress = st.progress(0.05, text=f"Computing SHAP values for {model_id}, {start} to {end}…")
 try:
-    with page_guard(st.error, st.stop), st.status(f"Computing SHAP values for {model_id}, {start} to {end}…",
-                                                  expanded=False) as status:
+    with page_guard(st.error, st.stop):
         explanation = cached_explanation(model_id, sha[model_id], start, end)
-        status.update(label=f"SHAP values of {model_id}: {len(explanation.frame)} trading days, {start} to {end}",
-                      state="complete")
 except ERRORS as exc:
+    progress.empty()
     st.error(escape_markdown(exc))
     st.stop()
 values, X = explanation.shap, explanation.X
+rows, sampled_note = explain.summary_rows(explanation)
+progress.progress(0.6, text=f"Permutation importance: each feature shuffled {explain.PERMUTATION_REPEATS} times on "
+                            f"{len(rows):,} days…")
+try:
+    permutation, permutation_error = cached_permutation(model_id, sha[model_id], start, end).set_index("feature"), None
+except ERRORS as exc:
+    permutation, permutation_error = None, exc
+progress.empty()
+st.caption(f"SHAP values of {escape_markdown(model_id)}: {len(explanation.frame):,} trading days, {start} to {end}.")
 
 tab_global, tab_local, tab_dependence, tab_compare = st.tabs(["Global", "Local", "Dependence", "Compare"])
 with tab_global:
     g1, g2 = st.columns([3, 2])
-    g1.plotly_chart(shap_beeswarm_figure(values.values, X, values.feature_names, title="SHAP summary"), key="ex_beeswarm")
+    if sampled_note:
+        st.caption(sampled_note)
+    g1.plotly_chart(shap_beeswarm_figure(values.values[rows], X.iloc[rows], values.feature_names, title="SHAP summary"),
+                    key="ex_beeswarm")
     g2.plotly_chart(importance_bar_figure(explain.global_importance(values), "Mean |SHAP|"), key="ex_bar")
-    try:
-        with st.spinner("Permutation importance: each feature shuffled 5 times…"):
-            permutation = cached_permutation(model_id, sha[model_id], start, end).set_index("feature")
+    if permutation_error is not None:
+        st.warning(escape_markdown(f"Permutation importance: {permutation_error}"))
+    else:
         st.plotly_chart(importance_bar_figure(permutation["permutation_mean"], "Permutation importance on this window",
                                               "rise in MAE (log return) when the feature is shuffled",
                                               error=permutation["permutation_std"]), key="ex_permutation")
-    except ERRORS as exc:
-        st.warning(f"Permutation importance: {exc}")
 
 with tab_local:
     l1, l2 = st.columns([2, 1])
@@ -111,15 +127,19 @@ with tab_local:
     if in_price:
         st.caption("In $, each step is last close × (e^cumulative − e^previous), applied in order of |SHAP|: the steps add "
                    "up to the predicted close exactly, but a step's size depends on that order.")
+    lime_key = (model_id, f"{day:%Y-%m-%d}")  # the result stays while other widgets change, until model or day does
     if st.button("Explain this day with LIME", key="ex_lime"):
         try:
             with st.spinner("LIME: fitting a local linear surrogate on 2,000 perturbed samples…"):
-                lime = explain.lime_explanation(model_id, explanation, day)
-            st.plotly_chart(lime_weights_figure(lime["weights"]), key="ex_lime_chart")
-            st.caption(f"LIME's local model predicts {lime['local_prediction']:+.3e} vs the model's {lime['model_prediction']:+.3e} "
-                       f"(R² of the surrogate {lime['score']:.2f}). LIME samples, so its weights are approximate; SHAP is exact.")
+                st.session_state["ex_lime_result"] = (lime_key, explain.lime_explanation(model_id, explanation, day))
         except ERRORS as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
+    stored = st.session_state.get("ex_lime_result")
+    if stored and stored[0] == lime_key:
+        lime = stored[1]
+        st.plotly_chart(lime_weights_figure(lime["weights"]), key="ex_lime_chart")
+        st.caption(f"LIME's local model predicts {lime['local_prediction']:+.3e} vs the model's {lime['model_prediction']:+.3e} "
+                   f"(R² of the surrogate {lime['score']:.2f}). LIME samples, so its weights are approximate; SHAP is exact.")
 
 with tab_dependence:
     ranked = list(explain.global_importance(values).index)
@@ -129,8 +149,11 @@ with tab_dependence:
     colour = d2.selectbox("Colour by", [f"auto: {partner}", *[f for f in ranked if f != feature]], key="ex_colour")
     colour = partner if colour.startswith("auto: ") else colour
     j = values.feature_names.index(feature)
-    st.plotly_chart(shap_dependence_figure(X[feature].to_numpy(), values.values[:, j], X[colour].to_numpy(), feature, colour),
-                    key="ex_dependence")
+    shown = X.iloc[rows]
+    st.plotly_chart(shap_dependence_figure(shown[feature].to_numpy(), values.values[rows, j], shown[colour].to_numpy(),
+                                           feature, colour), key="ex_dependence")
+    if sampled_note:
+        st.caption(sampled_note)
 
 with tab_compare:
     others = [i for i in ids if i != model_id and candidates[i]["model_type"] != "naive"]

@@ -34,9 +34,16 @@ if metrics_all.empty:
 c1, c2 = st.columns(2)
 tickers = sorted(metrics_all["symbol"].unique())
 # one ticker first: the bundled tickers' histories end years apart, so "All" spreads over an empty axis
-symbol = c1.selectbox("Ticker", ["All", *tickers], index=1, key="mon_symbol")
+link = {"ticker": (st.query_params.get("ticker") or "").upper(), "model": st.query_params.get("model", "")}
+linked_symbol = next(iter(metrics_all.loc[metrics_all["model_id"] == link["model"], "symbol"]), link["ticker"])
+symbol_options = ["All", *tickers]
+symbol = c1.selectbox("Ticker", symbol_options, key="mon_symbol",
+                      index=symbol_options.index(linked_symbol) if linked_symbol in symbol_options else 1)
 in_scope = metrics_all if symbol == "All" else metrics_all[metrics_all["symbol"] == symbol]
-model_id = c2.selectbox("Model", ["All", *sorted(in_scope["model_id"].unique())], key="mon_model")
+model_options = ["All", *sorted(in_scope["model_id"].unique())]
+model_id = c2.selectbox("Model", model_options, key="mon_model",
+                        index=model_options.index(link["model"]) if link["model"] in model_options else 0)
+st.query_params.update({"ticker": symbol, "model": model_id})  # the URL follows the selection, so it can be shared
 metrics = in_scope if model_id == "All" else in_scope[in_scope["model_id"] == model_id]
 symbol_arg = None if symbol == "All" else symbol
 model_arg = None if model_id == "All" else model_id
@@ -55,12 +62,19 @@ m4.metric("Open alerts", len(open_alerts))
 tab_traffic, tab_accuracy, tab_drift, tab_alerts, tab_retrain = st.tabs(
     ["Traffic & latency", "Accuracy", "Drift", "Alerts", "Retrain jobs"])
 with tab_traffic:
-    st.plotly_chart(charts.prediction_volume_figure(metrics), key="mon_volume")
-    st.plotly_chart(charts.latency_figure(metrics.groupby("date", as_index=False)[
-        ["latency_p50", "latency_p95", "latency_p99"]].max()), key="mon_latency")
+    n_days = metrics["date"].nunique()
+    if note := charts.empty_figure_note(n_days, "days with predictions"):
+        st.info(note)
+    else:
+        st.plotly_chart(charts.prediction_volume_figure(metrics), key="mon_volume")
+        latency = metrics.groupby("date", as_index=False)[["latency_p50", "latency_p95", "latency_p99"]].max()
+        st.plotly_chart(charts.latency_figure(latency), key="mon_latency")
+        if (latency["latency_p50"] == latency["latency_p99"]).mean() > 0.5:
+            st.caption("P50, P95 and P99 coincide on most days: with one prediction a day they are the same number "
+                       "(drawn as a thick red line under a dashed amber and a dotted green one).")
     history = cycle_history()
-    if history.empty:
-        st.caption("Error rate: no daily-cycle runs recorded yet.")
+    if note := charts.empty_figure_note(len(history), "daily-cycle runs"):
+        st.caption(f"Error rate: {note}")
     else:
         st.plotly_chart(charts.error_rate_figure(history), key="mon_error_rate")
     widths = interval_widths(model_id=model_arg, symbol=symbol_arg)
@@ -72,6 +86,9 @@ with tab_accuracy:
     else:
         window = st.slider("Rolling window (trading days)", 5, 60, 20, key="mon_window")
         for name, group in done.groupby("model_id"):
+            if note := charts.empty_figure_note(group["date"].nunique(), "scored days"):
+                st.caption(f"{escape_markdown(name)}: {note}")
+                continue
             st.plotly_chart(charts.rolling_accuracy_figure(group, window).update_layout(title=f"{name}: rolling accuracy vs naive"),
                             key=f"mon_acc_{name}")
 with tab_drift:
@@ -81,6 +98,9 @@ with tab_drift:
     else:
         settings = get_settings()
         for name, group in psi.groupby("model_id"):
+            if note := charts.empty_figure_note(len(group), "drift checks"):
+                st.caption(f"{escape_markdown(name)}: {note}")
+                continue
             st.plotly_chart(charts.psi_history_figure(group, settings.drift_psi_threshold, settings.drift_psi_moderate)
                             .update_layout(title=f"{name}: PSI over time"), key=f"mon_psi_{name}")
 with tab_alerts:
@@ -89,7 +109,9 @@ with tab_alerts:
         st.info("No alerts.")
     else:
         st.plotly_chart(charts.alerts_timeline_figure(shown), key="mon_alerts_timeline")
-        st.dataframe(shown, hide_index=True, key="mon_alerts_table")
+        first = ["severity", "kind", "message", "day", "symbol", "model_id"]  # what happened first, bookkeeping after
+        st.dataframe(shown[first + [c for c in shown.columns if c not in first]], hide_index=True, key="mon_alerts_table",
+                     column_config={"message": st.column_config.TextColumn(width="large")})
         if not open_alerts.empty:
             with st.form("mon_ack"):
                 picked = st.multiselect("Acknowledge", open_alerts["id"].tolist(), key="mon_ack_ids",

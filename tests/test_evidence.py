@@ -380,3 +380,31 @@ def test_an_experiment_name_with_markup_is_shown_literally(registry_copy):
     at.button(key="ab_stop").click().run()  # the confirmation quotes the name
     confirm = next(m.value for m in at.markdown if m.value.startswith("Confirm: stop"))
     assert f"**{escape_markdown(EVIL)}**" in confirm
+
+
+def test_an_a_b_result_built_on_in_sample_days_cannot_deploy(registry_copy, monkeypatch):
+    """Served rows logged inside the arms' training window (before such rows were refused) never count;
+    and if an analysis ever did count them, stop refuses to deploy its winner."""
+    import core.abtest as abtest
+    from core.market import load_prices
+    from core.registry import deployed_model
+
+    champion, other = _models("MSFT")
+    experiment_id = abtest.create_experiment("legacy in-sample", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-01-03",
+                                             duration_days=90, min_samples=5)
+    days = load_prices("MSFT", start="2012-01-03", end="2012-02-27").index
+    rows = [{"model_id": model, "symbol": "MSFT", "as_of": f"{day:%Y-%m-%d}", "target_date": f"{day:%Y-%m-%d}",
+             "predicted_close": 30.0 + error, "lower": 29.0, "upper": 31.0, "last_close": 30.0, "latency_ms": 1.0,
+             "experiment_id": experiment_id, "arm": arm, "request_key": f"legacy:{day:%Y-%m-%d}:{arm}",
+             "actual_close": 30.0, "served": 1, "created_at": "2012-01-01T00:00:00Z"}
+            for i, day in enumerate(days)
+            for arm, model, error in (("A", champion, 1.0 + 0.1 * (i % 3)), ("B", other, 0.1 * (i % 2)))]
+    registry_copy["predictions"].insert_all(rows)
+    assert abtest.analyze(experiment_id).winner is None  # the in-sample rows are not evidence
+
+    monkeypatch.setattr("core.ab_analysis.first_scored_day", lambda experiment, db: "2000-01-01")  # an analysis that counts them
+    assert abtest.analyze(experiment_id).winner == "B"
+    with pytest.raises(abtest.ExperimentError, match="cannot deploy.*inside an arm's training window"):
+        abtest.stop(experiment_id, deploy_winner=True, actor="test", override=True)
+    assert deployed_model("MSFT")["model_id"] == champion
+    assert abtest.get_experiment(experiment_id)["status"] == "running"

@@ -23,7 +23,13 @@ def test_page_shows_demo_tests_and_decision(registry_copy):
     assert any("Decision rule in force" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 4
     assert at.button(key="ab_stop")  # the running test offers stop
-    assert {"p_sequential", "p_fixed", "cs_low", "cs_high"} <= set(at.dataframe[2].value.columns)
+    table = at.dataframe[2].value
+    assert {"always-valid p", "t-test p (look once)", "always-valid interval"} <= set(table.columns)
+    rendered = " ".join(table.astype(str).to_numpy().ravel())
+    assert "inf" not in rendered.lower() and "nan" not in rendered.lower()  # "not enough data" instead
+    improvement = next(m for m in at.metric if m.label == "Improvement")
+    assert "nan" not in improvement.value and " lower than arm " in improvement.delta or "not enough data" in improvement.value
+    assert at.query_params["test"] == str(at.selectbox(key="ab_test").value)  # the URL names the test shown
 
 
 def test_create_through_form_then_stop(registry_copy):
@@ -105,3 +111,65 @@ def test_a_name_with_markup_created_through_the_form_is_shown_literally(registry
     assert escape_markdown(evil) in message and evil not in message
     assert any(s.value.endswith(escape_markdown(evil)) for s in at.subheader)
     assert evil in _listed_names(at)
+
+
+def test_the_form_defaults_to_a_start_that_can_collect_and_labels_an_aa_test(registry_copy):
+    """The start date defaults to the first day every arm can be scored on, not the data's last day; a
+    start on the last day of bundled data is refused; the same model in two arms is called an A/A test."""
+    from datetime import date
+
+    from core.market import last_trading_day
+    from core.registry import deployed_model
+
+    at = page_app(PAGE).run()
+    at.selectbox(key="ab_symbol").set_value("MSFT").run()
+    champion = deployed_model("MSFT")["model_id"]
+    models = [at.selectbox(key="ab_model_0").value, at.selectbox(key="ab_model_1").value]
+    start = next(d for d in at.date_input if d.key.startswith("ab_start_"))
+    assert start.value < last_trading_day("MSFT").date() and start.value >= date(2012, 2, 28)
+    assert not any("A/A test" in i.value for i in at.info)
+    at.selectbox(key="ab_model_1").set_value(champion).run()
+    at.selectbox(key="ab_model_0").set_value(champion).run()
+    assert any("A/A test" in i.value for i in at.info)
+    assert models[0] != models[1]
+
+    start = next(d for d in at.date_input if d.key.startswith("ab_start_"))
+    start.set_value(last_trading_day("MSFT").date())
+    at.text_input(key="ab_name").input("too late")
+    next(b for b in at.button if b.label == "Create test").click().run()
+    assert not at.exception
+    assert any("can never collect data" in e.value for e in at.error)
+    assert not list(registry_copy.query("SELECT 1 FROM experiments WHERE name = 'too late'"))
+
+
+def test_a_deep_link_opens_its_test(registry_copy):
+    from core.abtest import list_experiments
+
+    first = int(list_experiments()["id"].min())
+    at = page_app(PAGE)
+    at.query_params["test"] = str(first)
+    at.run()
+    assert not at.exception and at.selectbox(key="ab_test").value == first
+
+
+def test_switching_tests_resets_the_replay_dates(registry_copy):
+    """The replay form's dates come from the selected test every time the selection changes."""
+    from datetime import date
+
+    from core.abtest import create_experiment, list_experiments, replay_bounds, get_experiment
+    from core.registry import deployed_model, list_models
+
+    champion = deployed_model("MSFT")["model_id"]
+    other = next(m["model_id"] for m in list_models("MSFT") if m["model_id"] != champion)
+    msft = create_experiment("MSFT later", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-09-04", duration_days=60)
+    aapl = int(list_experiments(symbol="AAPL", status="running")["id"].iloc[0])
+    at = page_app(PAGE).run()
+    at.selectbox(key="ab_test").set_value(aapl).run()
+    at.date_input(key=f"ab_replay_start_{aapl}").set_value(date(2012, 7, 2))
+    at.selectbox(key="ab_test").set_value(msft).run()
+    assert not at.exception
+    expected = tuple(date.fromisoformat(d) for d in replay_bounds(get_experiment(msft)))
+    assert (at.date_input(key=f"ab_replay_start_{msft}").value, at.date_input(key=f"ab_replay_end_{msft}").value) == expected
+    at.selectbox(key="ab_test").set_value(aapl).run()
+    expected = tuple(date.fromisoformat(d) for d in replay_bounds(get_experiment(aapl)))
+    assert (at.date_input(key=f"ab_replay_start_{aapl}").value, at.date_input(key=f"ab_replay_end_{aapl}").value) == expected

@@ -48,6 +48,36 @@ def test_local_tab_waterfall_units_and_lime(demo_registry):
     assert not at.exception and not at.error
     assert "LIME local surrogate" in _chart_titles(at)
     assert any("LIME's local model predicts" in c.value for c in at.caption)
+    at.radio(key="ex_units").set_value("log return (exact)").run()  # another widget changes: LIME's result stays
+    assert not at.exception and "LIME local surrogate" in _chart_titles(at)
+    at.selectbox(key="ex_day").select_index(6).run()  # another day: the old day's result is not shown for it
+    assert "LIME local surrogate" not in _chart_titles(at)
+
+
+def test_long_range_is_capped_for_the_summary_plots_and_the_range_follows_the_model(demo_registry):
+    """A 13-year range draws at most SUMMARY_MAX_ROWS evenly spaced days (the page says so); the date range
+    is re-derived when the model changes; ?model= opens on its ticker and model."""
+    from datetime import date
+
+    from core.explain import SUMMARY_MAX_ROWS
+
+    at = page_app(PAGE)
+    at.query_params["model"] = demo_registry["MSFT"]
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="ex_symbol").value == "MSFT" and at.selectbox(key="ex_model").value == demo_registry["MSFT"]
+    picker = at.date_input(key=f"ex_range_{demo_registry['MSFT']}")
+    default = picker.value
+    picker.set_value((date(2000, 6, 1), date(2013, 3, 1))).run()
+    assert not at.exception and not at.error
+    assert any(f"{SUMMARY_MAX_ROWS:,} of the window's" in c.value for c in at.caption)
+    beeswarm = next(c for c in at.get("plotly_chart") if "SHAP summary" in c.proto.spec)
+    points = sum(len(trace.get("x", [])) for trace in json.loads(beeswarm.proto.spec)["data"])
+    assert points <= SUMMARY_MAX_ROWS * 15
+    other = next(m["model_id"] for m in registry.list_models("MSFT")
+                 if m["model_id"] != demo_registry["MSFT"] and m["model_type"] != "naive")
+    at.selectbox(key="ex_model").set_value(other).run()
+    assert at.date_input(key=f"ex_range_{other}").value == default  # not the long range picked for the other model
 
 
 def test_dependence_tab_picks_feature_and_colour(demo_registry):

@@ -45,7 +45,9 @@ def test_training_run_registers_a_candidate(app):
     from core.registry import get_model
 
     at = app.run()
-    at.selectbox(key="fc_type").set_value("xgb")
+    at.selectbox(key="fc_type").set_value("xgb").run()
+    keys = {s.key for s in at.slider}
+    assert "fc_xgb_trees" in keys and not keys & {"fc_rf_trees", "fc_rf_depth"}  # only the chosen type's settings
     at.slider(key="fc_xgb_trees").set_value(50)
     at.number_input(key="fc_window").set_value(400)
     _train_button(at).click().run()
@@ -56,6 +58,8 @@ def test_training_run_registers_a_candidate(app):
     model_id = message.split("**")[1].replace("\\", "")
     model = get_model(model_id)
     assert model["status"] == "candidate" and model["params"]["n_estimators"] == 50
+    link = at.get("page_link")[-1].proto  # the link to Model Management carries the new model
+    assert link.page.endswith("Model_Management") and model_id in link.label and f"model={model_id}" in link.query_string
     from core.registry import archive
 
     archive(model_id, actor="test")

@@ -93,15 +93,20 @@ def test_home_with_monitoring_data(monitored_copy):
     assert aapl["last drift"] == "⚠️ drift (significant)" and aapl["drift checked"] == "2012-07-02"
     assert msft["last drift"] == "no drift check yet"
     assert aapl["certification"] in {"✅ certified", "❌ failed (override)"}  # the demo certifies before deploying
-    live = live_performance("MSFT", days=30)
+    live = live_performance("MSFT", days=30, model_id=monitored_copy["MSFT"])
     assert msft["live MAE $ (30 d)"] == pytest.approx(live["mae"]) and msft["skill (30 d)"] == pytest.approx(live["skill"])
     frames = [df.value for df in at.dataframe]
     assert any("home test" in set(f.get("name", [])) for f in frames)
     alerts = next(f for f in frames if "severity" in f.columns)
     assert list(alerts["message"]) == ["PSI 0.4 on rsi_14", "P95 up"]  # newest first, acknowledged ones hidden
     assert len(at.get("plotly_chart")) == 2  # AAPL from daily_metrics, MSFT from the prediction log
-    sources = [c.value for c in at.caption if c.value.startswith("from ")]
-    assert sources == ["from daily_metrics", "from prediction log"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "daily_metrics" not in captions and "prediction log" not in captions  # no internal table names
+    assert any("20-day MAE" in md.value for md in at.markdown)  # each card says what it plots
+    assert {"severity", "kind", "message"} <= set(alerts.columns)
+    assert list(tickers.columns[:7]) == ["deployed model", "verdict", "skill (30 d)", "last drift", "drift checked",
+                                         "open alerts", "certification"]  # what an analyst acts on comes first
+    assert aapl["open alerts"] == "1 (1 critical)" and msft["open alerts"] == "1"
     assert any("failed for 1 model(s)" in md.value for md in at.markdown)
 
 
@@ -148,3 +153,28 @@ def test_home_on_a_damaged_database_shows_the_words_not_a_traceback(tmp_path, mo
     assert len(at.error) == 1 and "damaged or not an SQLite database" in at.error[0].value
     assert "backup" in at.error[0].value and "move" not in at.error[0].value.lower()
 
+
+def test_a_deploy_does_not_move_live_history(registry_copy, demo_registry):
+    """Scores belong to the model that earned them: after a deploy, the new model has no live history
+    (Home and Forecast say so) and the old model keeps its own."""
+    from core.registry import deploy, list_models
+
+    old = demo_registry["MSFT"]  # its candidate never served (AAPL's did, in the demo's A/B test)
+    before = live_performance("MSFT", days=30, model_id=old)
+    assert before is not None and before["n"] > 0
+    new = next(m["model_id"] for m in list_models("MSFT") if m["model_id"] != old and m["model_type"] != "naive")
+    deploy(new, actor="test", reason="test: a deploy must not move live history", override=True)
+    assert live_performance("MSFT", days=30, model_id=new) is None
+    after = live_performance("MSFT", days=30, model_id=old)
+    assert (after["n"], after["mae"], after["skill"]) == (before["n"], before["mae"], before["skill"])
+    home = page_app().run()
+    assert not home.exception
+    row = home.dataframe[0].value.set_index("ticker").loc["MSFT"]
+    assert row["deployed model"] == new and row["verdict"] == "no live history yet" and pd.isna(row["skill (30 d)"])
+    forecast = page_app("pages/1_Forecast.py")
+    forecast.query_params["ticker"] = "MSFT"  # a deep link
+    forecast = forecast.run()
+    assert not forecast.exception
+    boxes = [e.value for kind in ("success", "warning") for e in forecast.get(kind)]
+    assert any("no live history yet" in text and new in text.replace("\\", "") for text in boxes)
+    assert not any("over the last 30 days live" in e.value for e in forecast.success)

@@ -109,3 +109,27 @@ def test_alert_hover_text_is_escaped():
                            "message": ['<a href="http://evil.example">click</a> <b>x</b>']})
     text = alerts_timeline_figure(alerts).data[0].text[0]
     assert "<a" not in text and "&lt;a href=" in text
+
+
+def test_monitoring_deep_link_one_point_charts_and_alert_columns(registry_copy):
+    """?model= selects its ticker and model (and the URL follows); a chart with one point is a sentence;
+    the alerts table leads with severity, kind and message."""
+    from conftest import page_app
+
+    from core.alerts import raise_alert
+
+    model_id = registry_copy.execute("SELECT model_id FROM models WHERE symbol = 'MSFT' AND status = 'deployed'").fetchone()[0]
+    registry_copy.execute("DELETE FROM drift_checks")
+    registry_copy["drift_checks"].insert({"model_id": model_id, "as_of": "2012-06-01", "window_days": 30, "overall_drift": 0,
+                                          "severity": "none", "reasons_json": "[]", "report_json": "{}",
+                                          "created_at": "2026-01-01T00:00:00Z"})
+    raise_alert(model_id, "latency_spike", "warning", "P95 tripled", "2012-06-01", db=registry_copy)
+    at = page_app("pages/6_Monitoring.py")
+    at.query_params["model"] = model_id
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="mon_symbol").value == "MSFT" and at.selectbox(key="mon_model").value == model_id
+    assert at.query_params["model"] == model_id
+    assert any("Only one drift check so far" in c.value for c in at.caption)
+    table = next(df.value for df in at.dataframe if "severity" in df.value.columns)
+    assert list(table.columns[:3]) == ["severity", "kind", "message"]
