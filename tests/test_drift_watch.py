@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
+from conftest import page_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -235,7 +235,7 @@ def test_daily_cycle_advances_the_detectors_before_the_drift_check(registry_copy
 
 def test_drift_page_shows_the_detectors_and_changed_since(error_jump):
     db, model, onset, alarm_day, days = error_jump
-    at = AppTest.from_file(str(ROOT / "pages" / "3_Drift.py"), default_timeout=120).run()
+    at = page_app("pages/3_Drift.py").run()  # as the multipage app: the page links to Model Management
     assert not at.exception
     at.selectbox(key="drift_symbol").set_value("AAPL").run()
     at.selectbox(key="drift_model").set_value(model["model_id"]).run()
@@ -252,7 +252,7 @@ def test_drift_page_without_state_says_how_to_get_it(registry_copy):
     from core.registry import list_models
 
     challenger = next(m for m in list_models("MSFT", db=registry_copy) if m["status"] != "deployed")
-    at = AppTest.from_file(str(ROOT / "pages" / "3_Drift.py"), default_timeout=120).run()
+    at = page_app("pages/3_Drift.py").run()
     at.selectbox(key="drift_symbol").set_value("MSFT").run()
     at.selectbox(key="drift_model").set_value(challenger["model_id"]).run()
     assert not at.exception
