@@ -4,14 +4,12 @@ page make of them. Real SQLite: a copy of the session's demo registry (its daily
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import page_app
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _model(db, symbol: str = "AAPL") -> dict:
