@@ -22,6 +22,7 @@ import sqlite3
 import stat
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,7 +85,11 @@ def _command_line(pid: int) -> str:
     except OSError:
         return "?"
     words = [w for w in raw.decode(errors="replace").split("\0") if w]
-    return redact(" ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words))[:120] or "?")
+    line = " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words))
+    # one line: an argument may hold newlines (python -c "...") or other control characters; redacted before
+    # it is cut, so a secret on the command line is never cut in half and let through
+    line = " ".join("".join(" " if unicodedata.category(c).startswith("C") else c for c in line).split())
+    return redact(line)[:120] or "?"
 
 
 def _proc_locks() -> list[tuple[str, str, int, tuple[int, int, int]]]:
@@ -184,15 +189,21 @@ def _read_only_reason(path: Path) -> str | None:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             mount = _mount_point(folder)
             return f"the file system mounted at {mount} is read-only; remount it read-write (mount -o remount,rw {mount})"
-    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if name.exists() and not os.access(name, os.W_OK):
-            mode = stat.filemode(name.stat().st_mode)
-            return (f"the file {name} is read-only ({mode}) for the user running the app; "
-                    f"give it write permission (chmod u+w {name}, or chown it to that user)")
+    family = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+    refused = [name for name in family if name.exists() and not os.access(name, os.W_OK)]
+    if refused:
+        (first, first_mode), *others = ((name, stat.filemode(name.stat().st_mode)) for name in refused)
+        also = (f", and so {'are' if len(others) > 1 else 'is'} " + " and ".join(f"{n} ({m})" for n, m in others)
+                if others else "")
+        to_fix = " ".join(str(name) for name in family if name.exists())
+        return (f"the file {first} is read-only ({first_mode}) for the user running the app{also}; SQLite "
+                f"creates {path.name}-wal and {path.name}-shm with the database's permissions, so give every one "
+                f"of them write permission (chmod u+w {to_fix}, or chown them to that user)")
     if not os.access(folder, os.W_OK):
         mode = stat.filemode(folder.stat().st_mode)
         return (f"the folder {folder} is read-only ({mode}); SQLite must create {path.name}-wal and "
-                f"{path.name}-shm beside the database: give the folder write permission (chmod u+w {folder})")
+                f"{path.name}-shm beside the database before it can read or write it, so no page can show what is "
+                f"stored: give the folder write permission (chmod u+w {folder})")
     return None
 
 
@@ -221,7 +232,7 @@ def _locked(path: Path, waited_s: float | None) -> DatabaseLocked:
 
 def _read_only(path: Path, reason: str) -> DatabaseReadOnly:
     return DatabaseReadOnly(f"The database {path} is read-only: {reason}. It is not damaged and nothing was "
-                            "changed; pages can still show what is stored.")
+                            "changed, but nothing can be saved until this is fixed.")
 
 
 def _disk_full(path: Path) -> DiskFull:
