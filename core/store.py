@@ -9,7 +9,8 @@ Faults are translated in one place, the connection class (`_Connection` / `_Curs
 error that says something about the database file becomes a `StoreError` subclass whose message
 says what is happening and what to do. A locked, read-only or full database is healthy and its
 message never suggests moving it away; only a damaged file (`DatabaseCorrupt`) mentions a backup.
-Pages wrap their data access in `page_guard` (short busy timeout, `st.error` instead of a trace).
+Pages wrap their data access in `page_guard` (short busy timeout, `st.error` instead of a trace) and
+the writes behind their buttons in `action_guard` (the same message, and the page goes on).
 """
 from __future__ import annotations
 
@@ -490,6 +491,17 @@ def page_guard(show: Callable[[str], Any], stop: Callable[[], Any]) -> Iterator[
         log.warning("page stopped on a database fault: %s", message)
         show(message)
         stop()
+
+
+def action_guard(show: Callable[[str], Any]) -> contextlib.AbstractContextManager[None]:
+    """What a page wraps a button's write in (Serve and log, Deploy, Create test...): a database fault
+    (busy past `MLSA_PAGE_BUSY_TIMEOUT`, read-only, disk full, damaged) becomes `show(message)` and the
+    page goes on, instead of a traceback; nothing else is caught.
+
+        with action_guard(st.error):
+            predict(symbol, day)
+    """
+    return page_guard(show, lambda: None)
 
 
 def check_writable(db: sqlite_utils.Database | None = None) -> None:
