@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import string
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ METRICS = {"mae": "mean absolute error ($)", "mape": "mean absolute percentage e
 
 MAX_ARMS = 6
 MAX_NAME_LENGTH = 120
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f" + "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])))
 DURATION_DAYS = (1, 365)
 MIN_SAMPLES = (2, 100_000)
 CONFIDENCE_LEVEL = (0.5, 0.999)  # (exclusive, inclusive]
@@ -176,6 +178,13 @@ def _validate_new(name, symbol, arms, confidence_level, metric, db) -> None:
         raise ExperimentError("Give the experiment a name.")
     if len(name) > MAX_NAME_LENGTH:
         raise ExperimentError(f"The name is {len(name)} characters long: keep it to {MAX_NAME_LENGTH}.")
+    # control characters (NUL, newline, escape...) and bidi overrides/isolates make a name that prints
+    # differently from what it is (reversed, hidden, cut in logs): refused, naming the character
+    hidden = next((c for c in name if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS), None)
+    if hidden is not None:
+        what = unicodedata.name(hidden, "a control character")
+        raise ExperimentError(f"The name contains an invisible character (U+{ord(hidden):04X}, {what}) at position "
+                              f"{name.index(hidden) + 1}: use visible text only, and retype it if it was pasted.")
     if not 2 <= len(arms) <= MAX_ARMS:
         raise ExperimentError(f"An experiment needs 2 to {MAX_ARMS} arms, got {len(arms)}.")
     shares = np.array([_number(f"The traffic share of arm {string.ascii_uppercase[i]}", share)

@@ -6,9 +6,10 @@ scheduler can change a variable and see it at once without cache invalidation.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET_FIELDS = ("slack_webhook_url", "smtp_password")  # never stored, logged or shown; see `redact`
@@ -140,23 +141,76 @@ def settings_table() -> list[dict[str, str]]:
     return rows
 
 
-def _secret_fragments(settings: Settings) -> list[str]:
-    """Every string that would give a secret away, longest first.
+_URL_PARTS = re.compile(r"^(?:([^:/?#]+):)?(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?$", re.DOTALL)  # RFC 3986 app. B
+_DELIMITERS = re.compile(r"[:/?#\[\]@&=\s\x00-\x1f\x7f'\"\\<>]+")  # URL delimiters, blanks, controls, quotes
+_MIN_PIECE = 4  # a piece of a secret shorter than this ("80", "x") is not replaced on its own: it would mangle any text
 
-    The raw value and its stripped and percent-encoded forms; for a URL also its path, query, password
-    and each long path segment, because error messages often quote only part of a URL (http.client
-    quotes the path, urllib the whole malformed string) and a webhook's token lives in its path.
+
+def _url_pieces(value: str) -> set[str]:
+    """Every piece of `value` read as a URL that an error message might quote on its own: netloc, userinfo,
+    user, password, host (with and without IPv6 brackets), port, path and its long segments, query and
+    its values, fragment. Never raises: the RFC 3986 regular expression matches any string, so a value
+    urlsplit refuses ("http://[x", a port that is not a number) is still taken apart."""
+    text = value if "//" in value else "//" + value  # a URL without a scheme too
+    match = _URL_PARTS.match(text)
+    if match is None:  # pragma: no cover - the expression matches every string
+        return set()
+    _scheme, netloc, path, query, fragment = (part or "" for part in match.groups())
+    pieces = {netloc, path, query, fragment}
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    pieces.update({userinfo, hostport, password})
+    if hostport.startswith("[") and "]" in hostport:  # [ipv6]:port
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+        pieces.update({host, f"[{host}]"})
+    else:
+        host, _, port = hostport.partition(":") if not hostport.startswith("[") else (hostport, "", "")
+        pieces.update({host, host.lstrip("[")})
+    pieces.add(port)
+    # a user name, a path segment or a query value is replaced on its own when it is long enough to be a
+    # token (a short one like "user" or "id" would mangle ordinary words); query keys are not secrets
+    tokens = [user, *path.split("/"), *(pair.partition("=")[2] for pair in query.split("&"))]
+    pieces.update(token for token in tokens if len(token) >= _MIN_TOKEN)
+    # and any long run between URL delimiters, wherever the value was cut (a fragment "[]@token", a typo)
+    pieces.update(token for token in _DELIMITERS.split(value) if len(token) >= _MIN_TOKEN)
+    return {piece for piece in pieces if len(piece) >= _MIN_PIECE}
+
+
+def _secret_values(settings: Settings | None) -> list[str]:
+    """The secrets' raw values: from `settings`, else the current settings, else straight from the
+    environment (a settings value that does not parse, e.g. MLSA_SMTP_PORT=abc, must not stop redaction)."""
+    if settings is None:
+        try:
+            settings = get_settings()
+        except Exception:  # noqa: BLE001 - redaction must never fail; fall back to the raw variables
+            return [os.environ.get(f"MLSA_{name.upper()}", "") for name in SECRET_FIELDS]
+    return [str(getattr(settings, name, "") or "") for name in SECRET_FIELDS]
+
+
+def _secret_fragments(settings: Settings | None) -> list[str]:
+    """Every string that would give a secret away, longest first. Never raises.
+
+    The raw value and its stripped and percent-encoded forms; for a URL also every piece of it (netloc,
+    userinfo, host, port, path, query, fragment, long path segments; see `_url_pieces`), because error
+    messages often quote only part of a URL (http.client quotes the path or a non-numeric port, urllib the
+    whole malformed string) and a webhook's token lives in its path. Each also as `repr` would escape it
+    (messages quote with !r) and percent-decoded.
     """
     found: set[str] = set()
-    for name in SECRET_FIELDS:
-        raw = getattr(settings, name) or ""
+    for raw in _secret_values(settings):
         for value in {raw, raw.strip()} - {""}:
-            found.update({value, quote(value, safe=":/?&=@")})
-            parts = urlsplit(value if "//" in value else "//" + value)  # a URL without a scheme too
-            if len(parts.path) > 1:
-                found.add(parts.path)
-                found.update(s for s in parts.path.split("/") if len(s) >= _MIN_TOKEN)
-            found.update(v for v in (parts.query, parts.password) if v)
+            found.add(value)
+            try:
+                found.add(quote(value, safe=":/?&=@"))
+                found.update(_url_pieces(value))
+            except Exception:  # noqa: BLE001 - the raw value is still replaced
+                pass
+    for fragment in list(found):
+        for form in (repr(fragment)[1:-1], unquote(fragment)):
+            if len(form) >= _MIN_PIECE:
+                found.add(form)
+    found.discard(MASK)
     return sorted(found, key=len, reverse=True)
 
 
@@ -165,9 +219,17 @@ def redact(text: object, settings: Settings | None = None) -> str:
 
     The one filter for anything that could echo a settings value: delivery errors before they are
     logged or stored, messages shown on pages. Works on malformed values too (a webhook without a
-    scheme is quoted whole by urllib's error, and is replaced whole).
+    scheme is quoted whole by urllib's error, and is replaced whole; one urlsplit refuses is still taken
+    apart). Never raises: it runs inside error handlers, where an exception would hide the first one.
     """
-    out = str(text)
-    for fragment in _secret_fragments(settings or get_settings()):
+    try:
+        out = str(text)
+    except Exception:  # noqa: BLE001 - an object whose __str__ fails
+        out = f"<{type(text).__name__}>"
+    try:
+        fragments = _secret_fragments(settings)
+    except Exception:  # noqa: BLE001 - should not happen; the raw values are still masked
+        fragments = sorted((v for v in _secret_values(None) if v), key=len, reverse=True)
+    for fragment in fragments:
         out = out.replace(fragment, MASK)
     return out

@@ -41,11 +41,21 @@ class DriftInputError(ValueError):
 
 # --- validation (the one place) --------------------------------------------------------------------
 
+DATES_ADVICE = "convert to a number (e.g. days since start) or drop it"
+_DATE_KINDS = {"datetime64", "datetime", "date", "timedelta64", "timedelta", "time", "period"}
+
+
 def _kind(column: pd.Series) -> str:
-    """"numeric", "categorical" (pandas `category` dtype: declared on purpose) or "text" (anything else)."""
+    """"numeric", "categorical" (pandas `category` dtype: declared on purpose), "dates" (datetimes, dates,
+    time spans, whether typed or in an object column) or "text" (anything else)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
         return "categorical"
-    return "numeric" if pd.api.types.is_numeric_dtype(column.dtype) else "text"
+    if pd.api.types.is_datetime64_any_dtype(column.dtype) or pd.api.types.is_timedelta64_dtype(column.dtype) or \
+            isinstance(column.dtype, pd.PeriodDtype):
+        return "dates"
+    if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype):
+        return "numeric"
+    return "dates" if pd.api.types.infer_dtype(column, skipna=True) in _DATE_KINDS else "text"
 
 
 def check_frames(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -75,6 +85,10 @@ def check_frames(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[s
     numeric, categorical = [], []
     for column in reference.columns:
         kinds = _kind(reference[column]), _kind(current[column])
+        if "dates" in kinds:
+            raise DriftInputError(
+                f"column {column!r} holds dates/times ({reference[column].dtype} in reference, {current[column].dtype} in "
+                f"current): {DATES_ADVICE}.")
         if "text" in kinds:
             raise DriftInputError(
                 f"column {column!r} holds text ({reference[column].dtype} in reference, {current[column].dtype} in current): "
@@ -86,8 +100,8 @@ def check_frames(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[s
         values = reference[column]
         present = np.isfinite(values.astype(float).to_numpy()) if kinds[0] == "numeric" else values.notna().to_numpy()
         if not present.any():
-            raise DriftInputError(f"column {column!r} has no value in the reference (all missing): there is nothing to "
-                                  "compare against; drop the column or fix the reference data.")
+            raise DriftInputError(f"column {column!r} has no finite value in the reference (all missing or infinite): "
+                                  "there is nothing to compare against; drop the column or fix the reference data.")
         (numeric if kinds[0] == "numeric" else categorical).append(column)
     return numeric, categorical
 
@@ -302,10 +316,28 @@ def column_stats(ref: np.ndarray, cur: np.ndarray, bins: int = 10, serial: bool 
 
 
 def _vector(values: Any, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=float).ravel()
+    """`values` as a flat float array, or a DriftInputError naming the argument (`name`) and what to do."""
+    raw = np.asarray(values) if not isinstance(values, (pd.Series, pd.Index)) else values.to_numpy()
+    if raw.dtype.kind in "mM" or (raw.dtype == object and pd.api.types.infer_dtype(raw.ravel(), skipna=True) in _DATE_KINDS):
+        raise DriftInputError(f"{name} holds dates/times: {DATES_ADVICE}.")
+    try:
+        array = np.asarray(raw, dtype=float).ravel()
+    except (TypeError, ValueError):
+        example = next((v for v in raw.ravel() if not _is_number(v)), None)
+        example = example.item() if isinstance(example, np.generic) else example  # 'a', not np.str_('a')
+        raise DriftInputError(f"{name} holds values that are not numbers (e.g. {example!r}): convert them with "
+                              "pd.to_numeric, or compare categories with compare_frames.") from None
     if np.isfinite(array).sum() < MIN_SAMPLES:
         raise DriftInputError(f"{name} has {int(np.isfinite(array).sum())} finite value(s); at least {MIN_SAMPLES} are needed.")
     return array
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def psi(reference: Any, current: Any, bins: int = 10) -> float:

@@ -9,7 +9,8 @@ Faults are translated in one place, the connection class (`_Connection` / `_Curs
 error that says something about the database file becomes a `StoreError` subclass whose message
 says what is happening and what to do. A locked, read-only or full database is healthy and its
 message never suggests moving it away; only a damaged file (`DatabaseCorrupt`) mentions a backup.
-Pages wrap their data access in `page_guard` (short busy timeout, `st.error` instead of a trace).
+Pages wrap their data access in `page_guard` (short busy timeout, `st.error` instead of a trace) and
+the writes behind their buttons in `action_guard` (the same message, and the page goes on).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import sqlite3
 import stat
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,7 +86,11 @@ def _command_line(pid: int) -> str:
     except OSError:
         return "?"
     words = [w for w in raw.decode(errors="replace").split("\0") if w]
-    return redact(" ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words))[:120] or "?")
+    line = " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words))
+    # one line: an argument may hold newlines (python -c "...") or other control characters; redacted before
+    # it is cut, so a secret on the command line is never cut in half and let through
+    line = " ".join("".join(" " if unicodedata.category(c).startswith("C") else c for c in line).split())
+    return redact(line)[:120] or "?"
 
 
 def _proc_locks() -> list[tuple[str, str, int, tuple[int, int, int]]]:
@@ -184,15 +190,21 @@ def _read_only_reason(path: Path) -> str | None:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             mount = _mount_point(folder)
             return f"the file system mounted at {mount} is read-only; remount it read-write (mount -o remount,rw {mount})"
-    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if name.exists() and not os.access(name, os.W_OK):
-            mode = stat.filemode(name.stat().st_mode)
-            return (f"the file {name} is read-only ({mode}) for the user running the app; "
-                    f"give it write permission (chmod u+w {name}, or chown it to that user)")
+    family = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+    refused = [name for name in family if name.exists() and not os.access(name, os.W_OK)]
+    if refused:
+        (first, first_mode), *others = ((name, stat.filemode(name.stat().st_mode)) for name in refused)
+        also = (f", and so {'are' if len(others) > 1 else 'is'} " + " and ".join(f"{n} ({m})" for n, m in others)
+                if others else "")
+        to_fix = " ".join(str(name) for name in family if name.exists())
+        return (f"the file {first} is read-only ({first_mode}) for the user running the app{also}; SQLite "
+                f"creates {path.name}-wal and {path.name}-shm with the database's permissions, so give every one "
+                f"of them write permission (chmod u+w {to_fix}, or chown them to that user)")
     if not os.access(folder, os.W_OK):
         mode = stat.filemode(folder.stat().st_mode)
         return (f"the folder {folder} is read-only ({mode}); SQLite must create {path.name}-wal and "
-                f"{path.name}-shm beside the database: give the folder write permission (chmod u+w {folder})")
+                f"{path.name}-shm beside the database before it can read or write it, so no page can show what is "
+                f"stored: give the folder write permission (chmod u+w {folder})")
     return None
 
 
@@ -221,7 +233,7 @@ def _locked(path: Path, waited_s: float | None) -> DatabaseLocked:
 
 def _read_only(path: Path, reason: str) -> DatabaseReadOnly:
     return DatabaseReadOnly(f"The database {path} is read-only: {reason}. It is not damaged and nothing was "
-                            "changed; pages can still show what is stored.")
+                            "changed, but nothing can be saved until this is fixed.")
 
 
 def _disk_full(path: Path) -> DiskFull:
@@ -479,6 +491,17 @@ def page_guard(show: Callable[[str], Any], stop: Callable[[], Any]) -> Iterator[
         log.warning("page stopped on a database fault: %s", message)
         show(message)
         stop()
+
+
+def action_guard(show: Callable[[str], Any]) -> contextlib.AbstractContextManager[None]:
+    """What a page wraps a button's write in (Serve and log, Deploy, Create test...): a database fault
+    (busy past `MLSA_PAGE_BUSY_TIMEOUT`, read-only, disk full, damaged) becomes `show(message)` and the
+    page goes on, instead of a traceback; nothing else is caught.
+
+        with action_guard(st.error):
+            predict(symbol, day)
+    """
+    return page_guard(show, lambda: None)
 
 
 def check_writable(db: sqlite_utils.Database | None = None) -> None:

@@ -15,7 +15,7 @@ from core.predict import (InSampleForecastError, comparison_table, in_training_w
                           predict, prediction_log)
 from core.lifecycle import register_with_artifacts
 from core.registry import ModelIntegrityError, RegistryError, deployed_model, get_model
-from core.store import page_guard
+from core.store import action_guard, page_guard
 from core.text import escape_markdown
 from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, train_model
 
@@ -124,11 +124,12 @@ if forecast:
         if st.button(f"Serve and log the forecast for {day:%Y-%m-%d}", type="primary", key="fc_serve",
                      help="Serve the forecast for the latest data day through the serving path and log it once; "
                           "A/B tests, live metrics and alerts count it."):
-            try:
-                predict(symbol, day)
-                st.rerun()
-            except (MarketDataError, RegistryError, ModelIntegrityError, InSampleForecastError) as exc:
-                st.error(escape_markdown(f"Cannot serve {symbol} on {day:%Y-%m-%d}: {exc}"))
+            with action_guard(st.error):  # a busy, read-only or full database: its message, nothing logged
+                try:
+                    predict(symbol, day)
+                    st.rerun()
+                except (MarketDataError, RegistryError, ModelIntegrityError, InSampleForecastError) as exc:
+                    st.error(escape_markdown(f"Cannot serve {symbol} on {day:%Y-%m-%d}: {exc}"))
     elif not is_logged and day != today:
         st.caption(f"Only the latest data day ({today:%Y-%m-%d}) can be served. A past day shows the forecast logged for it, "
                    "or this what-if when none was served.")
@@ -184,20 +185,21 @@ with st.form("fc_train"):
 
 if submitted:
     bar = st.progress(0.0, text="Starting")  # training is 0-75 %, registering (artifacts, SHAP, card) the rest
-    try:
-        trained = train_model(symbol, model_type, train_end=as_of, window_days=int(window_days), params=params,
-                              progress=lambda fraction, text: bar.progress(0.75 * min(fraction, 1.0),
-                                                                           text=text if fraction < 1 else "Trained"))
-        bar.progress(0.8, text="Registering: saving the model, its SHAP artifacts and model card")
-        new_id = register_with_artifacts(trained, reason=f"trained from the Forecast page on {as_of}", actor="ui")
-        bar.progress(1.0, text=f"Done: {new_id} registered")
-    except (MarketDataError, ValueError) as exc:
-        bar.empty()
-        st.error(escape_markdown(str(exc)))
-    else:
-        m = trained.metrics
-        st.session_state["fc_trained"] = (new_id, m["mae"], m["naive"]["mae"], m["skill"])
-        st.rerun()
+    with action_guard(lambda message: (bar.empty(), st.error(message))):  # database or disk fault: its message
+        try:
+            trained = train_model(symbol, model_type, train_end=as_of, window_days=int(window_days), params=params,
+                                  progress=lambda fraction, text: bar.progress(0.75 * min(fraction, 1.0),
+                                                                               text=text if fraction < 1 else "Trained"))
+            bar.progress(0.8, text="Registering: saving the model, its SHAP artifacts and model card")
+            new_id = register_with_artifacts(trained, reason=f"trained from the Forecast page on {as_of}", actor="ui")
+            bar.progress(1.0, text=f"Done: {new_id} registered")
+        except (MarketDataError, ValueError) as exc:
+            bar.empty()
+            st.error(escape_markdown(str(exc)))
+        else:
+            m = trained.metrics
+            st.session_state["fc_trained"] = (new_id, m["mae"], m["naive"]["mae"], m["skill"])
+            st.rerun()
 
 if trained_info := st.session_state.get("fc_trained"):
     new_id, mae, naive_mae, skill_value = trained_info

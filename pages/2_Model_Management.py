@@ -11,7 +11,7 @@ from core.explain import ExplainError, artifact_files, write_model_artifacts
 from core.market import available_symbols, last_trading_day
 from core.registry import ModelIntegrityError, RegistryError
 from core.retrain_jobs import RetrainError
-from core.store import audit_entries, page_guard
+from core.store import action_guard, audit_entries, describe_error, page_guard
 from core.text import escape_markdown
 
 st.set_page_config(page_title="Model Management · ML Stock Agent", page_icon="🗂️", layout="wide")
@@ -77,11 +77,13 @@ if pending:
             override_reason = st.text_input("Reason for the override", key="mm_override_reason")
         b1, b2 = st.columns([1, 5])
         if b1.button("Confirm", type="primary", key="mm_confirm"):
-            try:
-                st.session_state["mm_flash"] = lifecycle.confirm_action(pending, override, override_reason, actor="ui")
-                st.session_state.pop("mm_pending", None)  # done; on an error the panel stays open with it
-            except (RegistryError, ModelIntegrityError) as exc:
-                st.session_state["mm_flash_error"] = str(exc)
+            # a busy, read-only or full database: its message, and the panel stays open to retry
+            with action_guard(lambda message: st.session_state.update(mm_flash_error=message)):
+                try:
+                    st.session_state["mm_flash"] = lifecycle.confirm_action(pending, override, override_reason, actor="ui")
+                    st.session_state.pop("mm_pending", None)  # done; on an error the panel stays open with it
+                except (RegistryError, ModelIntegrityError) as exc:
+                    st.session_state["mm_flash_error"] = str(exc)
             st.rerun()
         if b2.button("Cancel", key="mm_cancel"):
             st.session_state.pop("mm_pending", None)
@@ -93,12 +95,13 @@ for kind in ("success", "error"):
 
 # --- drift: the verdict inline ----------------------------------------------------------------------------
 if a3.button("Check for Drift", key="mm_drift_check", help="Training window vs the last trading days; stored in the history"):
-    try:
-        with st.spinner(f"Checking {model_id} for drift..."):
-            st.session_state["mm_drift_report"] = drift.check_model(model_id).to_dict()
-    except (drift_kernels.DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
-        st.session_state.pop("mm_drift_report", None)
-        st.error(f"{exc} This button checks the last trading day; the Drift page lets you pick the date.")
+    with action_guard(st.error):
+        try:
+            with st.spinner(f"Checking {model_id} for drift..."):
+                st.session_state["mm_drift_report"] = drift.check_model(model_id).to_dict()
+        except (drift_kernels.DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
+            st.session_state.pop("mm_drift_report", None)
+            st.error(f"{exc} This button checks the last trading day; the Drift page lets you pick the date.")
 drift_data = st.session_state.get("mm_drift_report")
 if drift_data and drift_data["model_id"] == model_id:
     report = drift_report.DriftReport.from_dict(drift_data)
@@ -127,13 +130,14 @@ with tab_cert:
         run_certification = st.form_submit_button("Recompute certification" if certification else "Run certification")
     if run_certification:
         cert_bar = st.progress(0.0, text="Starting the certification")
-        try:
-            result = lifecycle.certify_with_card(model_id, progress=lambda fraction, message: cert_bar.progress(min(fraction, 1.0), text=message))
-        except (ValueError, RegistryError) as exc:
-            st.error(f"Certification failed to run: {exc}")
-        else:
-            st.session_state["mm_flash"] = f"{model_id}: {'certified' if result.certified else 'not certified'} ({result.seconds:.1f} s)."
-            st.rerun()
+        with action_guard(lambda message: (cert_bar.empty(), st.error(message))):
+            try:
+                result = lifecycle.certify_with_card(model_id, progress=lambda fraction, message: cert_bar.progress(min(fraction, 1.0), text=message))
+            except (ValueError, RegistryError) as exc:
+                st.error(f"Certification failed to run: {exc}")
+            else:
+                st.session_state["mm_flash"] = f"{model_id}: {'certified' if result.certified else 'not certified'} ({result.seconds:.1f} s)."
+                st.rerun()
 
 with tab_retrain:
     st.caption(f"Retrain the deployed {model['symbol']} model now; the challenger must pass the validation gate to replace it.")
@@ -142,7 +146,10 @@ with tab_retrain:
                                       key=f"mm_retrain_as_of_{model['symbol']}")  # per ticker: its own last day
         retrain_clicked = st.form_submit_button("Retrain Now", type="primary")
     if retrain_clicked:
-        with st.status(f"Retraining the deployed {model['symbol']} model…", expanded=True) as retrain_box:
+        with st.status(f"Retraining the deployed {model['symbol']} model…", expanded=True) as retrain_box, \
+                action_guard(lambda message: (retrain_box.update(label="Retraining stopped on a database fault; the "
+                                                                 "deployed model is unchanged", state="error"),
+                                              st.error(message))):
             try:
                 outcome = lifecycle.retrain_now(model["symbol"], retrain_as_of, actor="ui",
                                                  progress=lambda _f, text: retrain_box.write(text))
@@ -169,11 +176,12 @@ with tab_retrain:
             if st.button(f"Retry job {retry_id}", key=f"mm_retry_{retry_id}", help="Its retrain was interrupted; run it again"):
                 approve_clicked, job_id = True, retry_id
         if approve_clicked or decline_clicked:
-            try:
-                with st.spinner(f"Retraining for job {job_id}…" if approve_clicked else f"Declining job {job_id}…"):
-                    st.success(f"Job {job_id}: {lifecycle.decide_job(int(job_id), approved=approve_clicked, actor='ui')}")
-            except (RetrainError, RegistryError, ModelIntegrityError) as exc:
-                st.error(str(exc))
+            with action_guard(st.error):
+                try:
+                    with st.spinner(f"Retraining for job {job_id}…" if approve_clicked else f"Declining job {job_id}…"):
+                        st.success(f"Job {job_id}: {lifecycle.decide_job(int(job_id), approved=approve_clicked, actor='ui')}")
+                except (RetrainError, RegistryError, ModelIntegrityError) as exc:
+                    st.error(str(exc))
     st.caption(f"Recent retrain jobs for {model['symbol']}")
     st.dataframe(retrain_jobs.jobs_frame(symbol=model["symbol"], limit=10), hide_index=True, key="mm_jobs")
 
@@ -184,12 +192,13 @@ with tab_artifacts:
     st.caption("Written at registration; rewrite after a certification so the model card shows it. Details on the Explainability page."
                if artifacts else "No explainability artifacts for this model yet: write them below.")
     if st.button("Write artifacts again" if artifacts else "Write artifacts", key="mm_art_write"):
-        try:
-            with st.spinner("Computing SHAP and permutation importance, writing the model card…"):
-                write_model_artifacts(model_id, refresh=True)
-            st.rerun()
-        except (ExplainError, RegistryError, ModelIntegrityError, OSError) as exc:
-            st.error(f"The artifacts could not be written: {exc}")
+        with action_guard(st.error):
+            try:
+                with st.spinner("Computing SHAP and permutation importance, writing the model card…"):
+                    write_model_artifacts(model_id, refresh=True)
+                st.rerun()
+            except (ExplainError, RegistryError, ModelIntegrityError, OSError) as exc:
+                st.error(f"The artifacts could not be written: {describe_error(exc) or exc}")
 
 with tab_detail:
     st.dataframe(registry.model_facts(model), hide_index=True, key="mm_facts")

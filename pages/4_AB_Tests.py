@@ -13,7 +13,7 @@ from core.config import get_settings
 from core.market import MarketDataError, available_symbols, last_trading_day
 from core.registry import CertificationRequired, RegistryError
 from core.formatting import NOT_ENOUGH, finite, signed_pct
-from core.store import page_guard
+from core.store import action_guard, page_guard
 from core.text import escape_markdown
 
 st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="🧪", layout="wide")
@@ -75,15 +75,16 @@ with st.expander("New A/B test", expanded=experiments.empty):
                 if total != 100:
                     st.error(f"The traffic split must sum to 100 %, it sums to {total} %.")
                 else:
-                    try:
-                        new_id = abtest.create_experiment(name, symbol, [(m, s / 100) for m, s in arms], start,
-                                                          int(duration), int(min_samples), float(confidence),
-                                                          shadow=shadow, actor="ui")
-                        st.session_state["ab_flash_success"] = escape_markdown(f"Test #{new_id} '{name}' started on {symbol}.")
-                        st.session_state["ab_test"] = new_id  # show the new test below
-                        st.rerun()
-                    except ExperimentError as exc:
-                        st.error(escape_markdown(str(exc)))
+                    with action_guard(st.error):  # a busy, read-only or full database: its message, no test created
+                        try:
+                            new_id = abtest.create_experiment(name, symbol, [(m, s / 100) for m, s in arms], start,
+                                                              int(duration), int(min_samples), float(confidence),
+                                                              shadow=shadow, actor="ui")
+                            st.session_state["ab_flash_success"] = escape_markdown(f"Test #{new_id} '{name}' started on {symbol}.")
+                            st.session_state["ab_test"] = new_id  # show the new test below
+                            st.rerun()
+                        except ExperimentError as exc:
+                            st.error(escape_markdown(str(exc)))
 
 if experiments.empty:
     st.stop()
@@ -156,7 +157,9 @@ with st.expander("Replay historical days through the serving path"):
             replay_start = r1.date_input("From", first_day, key=f"ab_replay_start_{exp['id']}")
             replay_end = r2.date_input("To", last_day, key=f"ab_replay_end_{exp['id']}")
             if st.form_submit_button("Replay"):
-                with st.status("Replaying...", expanded=False) as status:
+                with st.status("Replaying...", expanded=False) as status, \
+                        action_guard(lambda message: (status.update(label="Replay stopped on a database fault", state="error"),
+                                                      st.error(message))):
                     try:
                         days = abtest.simulate(exp["id"], replay_start, replay_end)
                         status.update(label=f"Replayed {days} trading days", state="complete")
@@ -180,18 +183,20 @@ if st.session_state.get("ab_pending_stop") == exp["id"]:
             override = st.checkbox("Deploy the uncertified winner anyway (override, recorded in the audit log)", key="ab_override")
         b1, b2 = st.columns([1, 5])
         if b1.button("Confirm", type="primary", key="ab_confirm"):
-            try:
-                done = abtest.stop(exp["id"], deploy_winner=True, actor="ui", override=override)
-                st.session_state["ab_flash_success"] = escape_markdown(
-                    f"Stopped. Deployed {done['deployed']}." if done["deployed"]
-                    else f"Stopped. Nothing deployed. {done['recommendation']}")
-                st.session_state.pop("ab_pending_stop", None)
-            except CertificationRequired as exc:
-                st.session_state["ab_needs_override"] = exp["id"]
-                st.session_state["ab_flash_error"] = escape_markdown(f"{exc} Tick the override box to deploy it anyway.")
-            except (ExperimentError, RegistryError) as exc:
-                st.session_state["ab_flash_error"] = escape_markdown(str(exc))
-                st.session_state.pop("ab_pending_stop", None)
+            # a busy, read-only or full database: its message, the test keeps running and the panel stays open
+            with action_guard(lambda message: st.session_state.update(ab_flash_error=escape_markdown(message))):
+                try:
+                    done = abtest.stop(exp["id"], deploy_winner=True, actor="ui", override=override)
+                    st.session_state["ab_flash_success"] = escape_markdown(
+                        f"Stopped. Deployed {done['deployed']}." if done["deployed"]
+                        else f"Stopped. Nothing deployed. {done['recommendation']}")
+                    st.session_state.pop("ab_pending_stop", None)
+                except CertificationRequired as exc:
+                    st.session_state["ab_needs_override"] = exp["id"]
+                    st.session_state["ab_flash_error"] = escape_markdown(f"{exc} Tick the override box to deploy it anyway.")
+                except (ExperimentError, RegistryError) as exc:
+                    st.session_state["ab_flash_error"] = escape_markdown(str(exc))
+                    st.session_state.pop("ab_pending_stop", None)
             st.rerun()
         if b2.button("Cancel", key="ab_cancel"):
             st.session_state.pop("ab_pending_stop", None)

@@ -149,8 +149,8 @@ def test_a_constant_reference_that_changes_is_drift_with_its_reason():
     (pd.DataFrame({"a": pd.Categorical(["x"] * 10)}), pd.DataFrame({"a": np.arange(10.0)}),
      r"column 'a' is categorical in reference but numeric in current"),
     (pd.DataFrame({"a": [np.nan] * 10, "b": np.arange(10.0)}), pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0)}),
-     r"column 'a' has no value in the reference \(all missing\)"),
-    (pd.DataFrame({"a": [np.nan] * 10}), pd.DataFrame({"a": [np.nan] * 10}), r"column 'a' has no value"),
+     r"column 'a' has no finite value in the reference \(all missing or infinite\)"),
+    (pd.DataFrame({"a": [np.nan] * 10}), pd.DataFrame({"a": [np.nan] * 10}), r"column 'a' has no finite value"),
     (pd.DataFrame(), pd.DataFrame({"a": range(10)}), "reference has no columns"),
     (pd.DataFrame({"a": []}), pd.DataFrame({"a": range(10)}), r"reference has 0 row\(s\)"),
 ])
