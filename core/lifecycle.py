@@ -58,6 +58,19 @@ def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None
                                register_challenger=register_with_artifacts)
 
 
+def retrain_summary(symbol: str, outcome: dict) -> dict:
+    """What Retrain Now did, for the page: the challenger named, its fate in words, the gate's numbers ($)."""
+    gate, challenger = outcome["gate"], outcome.get("challenger_id")
+    fate = {"validating": f"deployed {challenger}; it is watched for the validation window",
+            "rejected": f"rejected {challenger}: the validation gate {gate.reason}; the champion stays deployed",
+            "superseded": outcome["decision"]}.get(outcome["status"], outcome["decision"])
+    return {"symbol": symbol, "challenger_id": challenger, "deployed": outcome["status"] == "validating",
+            "message": f"Retrain Now {fate}.",
+            "gate": {"challenger MAE $": gate.challenger_mae, "champion MAE $": gate.champion_mae,
+                     "naive MAE $": gate.naive_mae, "margin": gate.margin, "holdout days": gate.holdout_days,
+                     "passed": gate.passed}}
+
+
 def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
             db: sqlite_utils.Database | None = None) -> dict[str, Any]:
     """Run a job from the approval queue, or retry an interrupted one (`core.retrain.approve`)."""

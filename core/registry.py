@@ -424,6 +424,18 @@ def _rollback_target(symbol: str, current_id: str, to: str | None, db: sqlite_ut
     return eligible[0]
 
 
+def rollback_candidate(symbol: str, db: sqlite_utils.Database | None = None) -> str | None:
+    """The model a rollback of `symbol` would go back to, or None (then "Roll back" has nothing to do)."""
+    db = db or get_db()
+    current = deployed_model(symbol, db=db)
+    if current is None:
+        return None
+    try:
+        return _rollback_target(symbol, current["model_id"], None, db)
+    except RegistryError:
+        return None
+
+
 def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
              to: str | None = None, expected_current: str | None = None) -> dict:
     """Redeploy the version that was deployed before the current one; the current one is marked rolled_back.

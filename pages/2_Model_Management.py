@@ -22,6 +22,10 @@ with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: on
 for repaired in repaired_items:
     st.warning(escape_markdown(repaired))
 
+linked = registry.get_model(st.query_params.get("model", ""), missing_ok=True)  # a deep link: ?model=<id>
+if linked and "mm_linked" not in st.session_state:  # select it once; the user's own choices win afterwards
+    st.session_state.update(mm_linked=linked["model_id"], mm_symbol=linked["symbol"], mm_status="All",
+                            mm_model=linked["model_id"])
 col_symbol, col_status = st.columns(2)
 symbol = col_symbol.selectbox("Ticker", symbols, key="mm_symbol")
 status = col_status.selectbox("Status", ["All", *registry.STATUSES], key="mm_status")
@@ -44,6 +48,7 @@ deployed_ids = table.loc[table["status"] == "deployed", "model_id"].tolist()
 model_id = st.selectbox("Model", model_ids, index=model_ids.index(deployed_ids[0]) if deployed_ids else 0, key="mm_model")
 model = registry.get_model(model_id)
 metrics = model["metrics"]
+st.query_params["model"] = model_id  # the URL names what is shown, so it can be shared
 
 st.subheader(f"{model_id}")
 c1, c2, c3, c4 = st.columns(4)
@@ -63,7 +68,9 @@ pending = st.session_state.get("mm_pending")
 a1, a2, a3, _ = st.columns([1, 1, 1, 2])
 if a1.button("Deploy", disabled=model["status"] == "deployed", key="mm_deploy"):
     st.session_state["mm_pending"] = pending = {"action": "deploy", "model_id": model_id}
-if a2.button(f"Roll back {model['symbol']}", key="mm_rollback"):
+back_to = registry.rollback_candidate(model["symbol"])
+if a2.button(f"Roll back {model['symbol']}", key="mm_rollback", disabled=back_to is None,
+             help=f"Redeploy {back_to}" if back_to else f"{model['symbol']} has no earlier deployed version to go back to"):
     st.session_state["mm_pending"] = pending = {"action": "rollback", "symbol": model["symbol"]}
 
 if pending:
@@ -153,15 +160,14 @@ with tab_retrain:
             try:
                 outcome = lifecycle.retrain_now(model["symbol"], retrain_as_of, actor="ui",
                                                  progress=lambda _f, text: retrain_box.write(text))
-                gate = outcome["gate"]
-                st.dataframe([{"challenger MAE $": gate.challenger_mae, "champion MAE $": gate.champion_mae,
-                               "naive MAE $": gate.naive_mae, "margin": gate.margin, "holdout days": gate.holdout_days,
-                               "passed": gate.passed}], hide_index=True, key="mm_gate_table")
-                retrain_box.update(label=outcome["decision"] if outcome["status"] == "superseded"
-                                   else f"Validation gate {gate.reason}", state="complete")
+                st.session_state["mm_retrain_result"] = lifecycle.retrain_summary(model["symbol"], outcome)
+                st.rerun()  # the models table above must show the challenger
             except (RetrainError, RegistryError, ModelIntegrityError) as exc:
                 retrain_box.update(label="Retraining failed; the deployed model is unchanged", state="error")
-                st.error(str(exc))
+                st.error(escape_markdown(exc))
+    if (result := st.session_state.get("mm_retrain_result")) and result["symbol"] == model["symbol"]:
+        (st.success if result["deployed"] else st.warning)(escape_markdown(result["message"]))
+        st.dataframe([result["gate"]], hide_index=True, key="mm_gate_table")
     queue = retrain_jobs.approval_queue()
     if queue.empty:
         st.caption("Approval queue: empty (automatic retrains on critical drift wait here for a person).")

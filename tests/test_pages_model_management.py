@@ -46,12 +46,30 @@ def test_deploy_then_rollback_with_confirmation(demo_registry, registry_copy):
 
 
 def test_cancel_leaves_everything_as_it_was(demo_registry, registry_copy):
+    champion = demo_registry["AAPL"]
+    other = next(m["model_id"] for m in registry.list_models("AAPL") if m["model_id"] != champion and m["model_type"] != "naive")
+    registry.deploy(other, actor="test", reason="test: give AAPL something to roll back to", override=True)
     at = page_app(PAGE).run()
     at.selectbox(key="mm_symbol").set_value("AAPL").run()
-    at.button(key="mm_rollback").click().run()
-    at.button(key="mm_cancel").click().run()
+    at.button(key="mm_rollback").click().run()  # the confirmation panel opens ...
+    at.button(key="mm_cancel").click().run()  # ... and Cancel closes it with nothing done
     assert not at.exception
-    assert registry.deployed_model("AAPL")["model_id"] == demo_registry["AAPL"]
+    assert registry.deployed_model("AAPL")["model_id"] == other
+
+
+def test_roll_back_is_disabled_with_nothing_to_go_back_to_and_deep_links_select_the_model(demo_registry, registry_copy):
+    """A ticker deployed once has no earlier version: the button says so instead of failing on click.
+    ?model=<id> (Forecast's "Open Model Management", Drift's "Retrain Now") opens on that model."""
+    champion = demo_registry["MSFT"]
+    other = next(m["model_id"] for m in registry.list_models("MSFT") if m["model_id"] != champion)
+    assert registry.rollback_candidate("MSFT") is None
+    at = page_app(PAGE)
+    at.query_params["model"] = other
+    at = at.run()
+    assert not at.exception
+    assert at.selectbox(key="mm_symbol").value == "MSFT" and at.selectbox(key="mm_model").value == other
+    assert at.button(key="mm_rollback").disabled
+    assert "no earlier deployed version" in at.button(key="mm_rollback").help
 
 
 def test_an_interrupted_approval_shows_as_interrupted_with_a_retry(demo_registry, registry_copy, monkeypatch):

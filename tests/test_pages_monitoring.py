@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store import close_all, get_db
+from core.text import escape_markdown
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,10 @@ def test_retrain_now_shows_the_gate_result_and_approval_queue(registry_copy, mon
     job = registry_copy.execute("SELECT status, trigger FROM retrain_jobs ORDER BY id DESC LIMIT 1").fetchone()
     assert job[1] == "manual" and job[0] in ("rejected", "validating")
     assert bool(gate["passed"].iloc[0]) == (job[0] == "validating")
-    assert any(s.label.startswith("Validation gate ") for s in at.status)
+    challenger = registry_copy.execute("SELECT challenger_id FROM retrain_jobs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    boxes = at.success if job[0] == "validating" else at.warning  # a rejected challenger is never in a green box
+    assert any(escape_markdown(challenger) in b.value for b in boxes)  # the result names the new model
+    assert challenger in set(at.dataframe[0].value["model_id"])  # and the models table already lists it
 
 
 def test_monitoring_shows_alert_messages_literally(registry_copy):
