@@ -123,7 +123,8 @@ if drift_data and drift_data["model_id"] == model_id:
 
 # --- one model: details, certification, drift, retraining, artifacts, history ----------------------------
 tab_detail, tab_cert, tab_retrain, tab_validation, tab_lineage, tab_artifacts, tab_audit = st.tabs(
-    ["Details", "Certification", "Retraining", "Validation", "Lineage", "Artifacts", "Audit log"])
+    ["Details", "Certification", "Retraining", "Validation", "Lineage", "Artifacts", "Audit log"],
+    default="Retraining" if st.query_params.get("action") == "retrain" else None)  # Drift's "Retrain Now" link
 with tab_cert:
     st.subheader("Certification: " + ("✅ certified" if model["certified"] else "❌ not certified"))
     certification = stored_certification(model)
