@@ -262,7 +262,10 @@ def validation_predictions(model_id: str) -> pd.DataFrame:
     path = model_folder(model_id) / "validation.csv"
     if not path.exists():
         raise ModelIntegrityError(f"{model_id}: validation predictions are missing from {path.parent}.")
-    return pd.read_csv(path, index_col="date", parse_dates=["date"])
+    try:
+        return pd.read_csv(path, index_col="date", parse_dates=["date"])
+    except OSError as exc:  # unreadable (permissions, I/O): in words, like the model file
+        raise _unreadable(model_id, path, exc) from exc
 
 
 # --- load (verified) ----------------------------------------------------------------------------------
@@ -291,13 +294,30 @@ _cache: dict[tuple[str, str, int, int], LoadedModel] = {}
 _cache_lock = threading.Lock()
 
 
+def _unreadable(model_id: str, path: Path, exc: OSError) -> ModelIntegrityError:
+    """A model file that cannot be read, in words: which file, why, and what to check (never a raw OSError)."""
+    advice = "Retrain the model or restore its file from a backup; the database itself is fine."
+    if isinstance(exc, FileNotFoundError):
+        return ModelIntegrityError(f"{model_id}: the artifact {path} is missing. {advice}")
+    if isinstance(exc, PermissionError):
+        return ModelIntegrityError(
+            f"{model_id}: the artifact {path} cannot be read: permission denied for the user running the app "
+            f"(uid {os.geteuid()}). Check the file's owner and mode (e.g. `ls -l {path}`; it needs read permission, "
+            "its folders execute permission). It was not loaded; the database itself is fine.")
+    return ModelIntegrityError(
+        f"{model_id}: the artifact {path} cannot be read ({exc.strerror or type(exc).__name__}"
+        f"{f', errno {exc.errno}' if exc.errno else ''}). Check the disk and the file system that holds "
+        f"{path.parent}; if the file is damaged, retrain the model or restore it from a backup. The database itself is fine.")
+
+
 def _read_verified(model_id: str, path: Path, expected_sha256: str) -> bytes:
-    """The artifact's bytes, read once, if their sha256 is the one registered (ModelIntegrityError if not)."""
+    """The artifact's bytes, read once, if their sha256 is the one registered (ModelIntegrityError if not,
+    also when the file cannot be read at all: missing, permission denied, an I/O error)."""
     advice = "Retrain the model or restore its file from a backup; the database itself is fine."
     try:
         data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. {advice}") from exc
+    except OSError as exc:
+        raise _unreadable(model_id, path, exc) from exc
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
         raise ModelIntegrityError(
@@ -325,9 +345,8 @@ def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> Loaded
     path = Path(get_settings().models_dir) / row["artifact_path"]
     try:
         stat = path.stat()
-    except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. Retrain the model or restore "
-                                  "its file from a backup; the database itself is fine.") from exc
+    except OSError as exc:  # missing, a folder without execute permission, an I/O error: all in words
+        raise _unreadable(model_id, path, exc) from exc
     key = (str(path), row["artifact_sha256"], stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         hit = _cache.get(key)
