@@ -95,3 +95,48 @@ def test_a_missing_model_folder_permission_is_an_integrity_error_too(registry_co
         folder.chmod(0o755)
     assert child.stdout.startswith("INTEGRITY") and "permission denied" in child.stdout, child.stderr[-3000:]
     load_model(champion)  # readable again: loads
+
+
+# --- 2. a broken arm's fallback row is the day's one served row in the test ----------------------------
+
+def _key_routed_to(experiment_id: int, arm_index: int) -> str:
+    from core.ab_stats import route_key
+
+    return next(k for k in (f"other-client-{i}" for i in range(1000))
+                if route_key(experiment_id, k, [0.5, 0.5]) == arm_index)
+
+
+@pytest.mark.parametrize("first_arm", [1, 0], ids=["broken arm first", "working arm first"])
+def test_one_served_row_per_day_in_a_test_whatever_the_route_with_a_broken_arm(registry_copy, first_arm):
+    from core.abtest import create_experiment
+    from core.metrics import compute_daily_metrics
+    from core.predict import predict
+
+    champion, other = _models("MSFT")
+    experiment_id = create_experiment("fallback once", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-09-04",
+                                      duration_days=30)
+    _break_artifact(other)
+    day = SEPTEMBER[3]
+    first = predict("MSFT", day, request_key=_key_routed_to(experiment_id, first_arm))
+    second = predict("MSFT", day, request_key=_key_routed_to(experiment_id, 1 - first_arm))
+    third = predict("MSFT", day)  # the default key, whichever arm it hashes to
+    assert first.prediction_id == second.prediction_id == third.prediction_id
+    served = registry_copy.execute("SELECT COUNT(*) FROM predictions WHERE symbol = 'MSFT' AND as_of = ? AND served = 1",
+                                   [day]).fetchone()[0]
+    assert served == 1
+    metrics = compute_daily_metrics(day, SEPTEMBER[-1], [champion, other], db=registry_copy)
+    assert metrics["n_predictions"].sum() == 1  # daily_metrics counts the day once
+
+
+def test_rows_served_before_a_test_existed_do_not_stop_its_replay(registry_copy):
+    """The fallback look-up counts only rows logged after the test was created: days the deployed model
+    served before (the demo's replay) still get the test's own row."""
+    from core.abtest import create_experiment, simulate
+
+    champion, other = _models("MSFT")
+    day = registry_copy.execute("SELECT MIN(as_of) FROM predictions WHERE symbol = 'MSFT' AND served = 1 "
+                                "AND experiment_id IS NULL AND as_of >= '2012-03-01'").fetchone()[0]
+    experiment_id = create_experiment("after the replay", "MSFT", [(champion, 0.5), (other, 0.5)], day, duration_days=10)
+    assert simulate(experiment_id, day, day) == 1
+    assert registry_copy.execute("SELECT COUNT(*) FROM predictions WHERE experiment_id = ? AND served = 1",
+                                 [experiment_id]).fetchone()[0] == 1
