@@ -374,12 +374,29 @@ def _set_status(db: sqlite_utils.Database, model_id: str, status: str) -> None:
     db.execute("UPDATE models SET status = ? WHERE model_id = ?", [status, model_id])
 
 
-def _check_current(symbol: str, current: dict | None, expected: str | None, refused: str) -> None:
-    """Compare-and-swap: refuse when the deployed model is not `expected` (None: no expectation)."""
+NO_CHAMPION = ""  # as `expected_champion` / `expected_current`: "no model was deployed" (None: no expectation)
+
+
+def _who_deployed(db: sqlite_utils.Database, model_id: str) -> str:
+    """ " (deployed by ui at 2024-05-01 09:30:12 UTC)": the audit record that made `model_id` the deployed one."""
+    row = db.execute("SELECT actor, at, action FROM audit_log WHERE action IN ('deploy', 'rollback') AND target = ? "
+                     "ORDER BY id DESC LIMIT 1", [model_id]).fetchone()
+    if row is None:
+        return ""
+    how = "deployed" if row[2] == "deploy" else "restored by a rollback"
+    return f" ({how} by {row[0]} at {str(row[1])[:19].replace('T', ' ')} UTC)"
+
+
+def _check_current(symbol: str, current: dict | None, expected: str | None, refused: str,
+                   db: sqlite_utils.Database) -> None:
+    """Compare-and-swap: refuse when the deployed model is not `expected` (None: no expectation;
+    `NO_CHAMPION`: none was deployed). The refusal says who deployed the model found instead, and when."""
     actual = current["model_id"] if current else None
-    if expected is not None and actual != expected:
-        raise ChampionChanged(symbol, expected, actual, f"The deployed {symbol} model changed from {expected} to "
-                                                        f"{actual or 'none'}; {refused}.")
+    if expected is not None and (actual or NO_CHAMPION) != expected:
+        who = _who_deployed(db, actual) if actual else ""
+        raise ChampionChanged(symbol, expected or None, actual,
+                              f"The deployed {symbol} model changed from {expected or 'none'} to {actual or 'none'}"
+                              f"{who} since it was checked; {refused}.")
 
 
 def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
@@ -396,7 +413,7 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
     with transaction(db):
         model = get_model(model_id, db=db)
         _check_current(model["symbol"], deployed_model(model["symbol"], db=db), expected_champion,
-                       f"{model_id} was not deployed")
+                       f"{model_id} was not deployed", db)
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
         load_model(model_id, db=db)  # never deploy a file that would fail to load (checked before certification)
@@ -456,7 +473,7 @@ def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_util
         current = deployed_model(symbol, db=db)
         if current is None:
             raise RegistryError(f"No model is deployed for {symbol}: nothing to roll back.")
-        _check_current(symbol, current, expected_current, "nothing was rolled back")
+        _check_current(symbol, current, expected_current, "nothing was rolled back", db)
         target = _rollback_target(symbol, current["model_id"], to, db)
         load_model(target, db=db)
         _set_status(db, current["model_id"], "rolled_back")

@@ -140,3 +140,61 @@ def test_rows_served_before_a_test_existed_do_not_stop_its_replay(registry_copy)
     assert simulate(experiment_id, day, day) == 1
     assert registry_copy.execute("SELECT COUNT(*) FROM predictions WHERE experiment_id = ? AND served = 1",
                                  [experiment_id]).fetchone()[0] == 1
+
+
+# --- 3. Model Management's deploy / rollback compare-and-swap against what the person saw -------------
+
+DEPLOY_AS = r'''
+import sys
+from core.registry import deploy
+deploy(sys.argv[1], actor="other-session", reason="deployed in another browser tab", override=True)
+'''
+
+
+def _third_model(db) -> str:
+    from core.registry import register
+    from core.training import train_model
+
+    return register(train_model("MSFT", "naive", train_end="2012-02-28", db=db), reason="a third model", db=db)
+
+
+def test_confirm_deploy_refuses_when_another_session_deployed_meanwhile(registry_copy):
+    from core import lifecycle
+    from core.registry import ChampionChanged, deployed_model
+
+    champion, other = _models("MSFT")
+    third = _third_model(registry_copy)
+    pending = {"action": "deploy", "model_id": other}
+    assert lifecycle.pending_action(pending, db=registry_copy)[1] == champion
+    child = _spawn(DEPLOY_AS, third)
+    assert child.wait(timeout=TIMEOUT) == 0, child.stderr.read()
+    assert lifecycle.pending_action(pending, db=registry_copy)[1] == champion  # the Confirm rerun shows the same
+    with pytest.raises(ChampionChanged) as refused:
+        lifecycle.confirm_action(pending, override=True, override_reason="test", db=registry_copy)
+    message = str(refused.value)
+    assert f"changed from {champion} to {third}" in message and "by other-session" in message, message
+    assert deployed_model("MSFT", db=registry_copy)["model_id"] == third  # their choice stands
+    # the panel now shows the new champion; a second Confirm acts on what the person sees
+    assert lifecycle.pending_action(pending, db=registry_copy)[1] == third
+    assert lifecycle.confirm_action(pending, override=True, override_reason="test", db=registry_copy) == \
+        f"Deployed {other} (previous: {third})."
+
+
+def test_confirm_rollback_refuses_when_another_session_deployed_meanwhile(registry_copy):
+    from core import lifecycle
+    from core.registry import ChampionChanged, deploy, deployed_model
+
+    champion, other = _models("MSFT")
+    deploy(other, override=True, reason="so that there is something to roll back to", db=registry_copy)
+    third = _third_model(registry_copy)
+    pending = {"action": "rollback", "symbol": "MSFT"}
+    assert lifecycle.pending_action(pending, db=registry_copy)[1] == other
+    child = _spawn(DEPLOY_AS, third)
+    assert child.wait(timeout=TIMEOUT) == 0, child.stderr.read()
+    with pytest.raises(ChampionChanged, match=f"changed from {other} to {third} \\(deployed by other-session"):
+        lifecycle.confirm_action(pending, db=registry_copy)
+    assert deployed_model("MSFT", db=registry_copy)["model_id"] == third
+    assert registry_copy.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'rollback'").fetchone()[0] == 0
+    assert lifecycle.pending_action(pending, db=registry_copy)[1] == third
+    assert lifecycle.confirm_action(pending, db=registry_copy) == f"Deployed {other} (previous: {third})."
+    assert champion != other
