@@ -12,6 +12,7 @@ Management pages, the demo, the daily cycle and retraining all get the same life
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import sqlite_utils
@@ -26,15 +27,29 @@ log = logging.getLogger(__name__)
 
 
 def register_with_artifacts(trained: TrainedModel, parent_id: str | None = None, reason: str = "trained",
-                            actor: str = "user", db: sqlite_utils.Database | None = None) -> str:
-    """Register `trained` as a candidate and write its explainability artifacts + model card; returns its id."""
+                            actor: str = "user", db: sqlite_utils.Database | None = None,
+                            on_registered: Callable[[str], None] | None = None) -> str:
+    """Register `trained` as a candidate and write its explainability artifacts + model card; returns its id.
+
+    `on_registered(model_id)` runs between the two (a retrain records its challenger there), so a
+    process killed while the artifacts are written leaves a record of the model it registered;
+    `core.retrain_jobs.reconcile` then names the model and, given `write_artifacts`, finishes them.
+    """
     model_id = registry.register(trained, parent_id=parent_id, reason=reason, actor=actor, db=db)
+    if on_registered is not None:
+        on_registered(model_id)
     try:  # never undoes the registration: the artifacts can be written again from Model Management
         write_model_artifacts(model_id, db=db)
     except Exception as exc:
         log.warning("%s: explainability artifacts were not written (%s); call write_model_artifacts(%r) to retry",
                     model_id, exc, model_id, exc_info=True)
     return model_id
+
+
+def write_artifacts(model_id: str, db: sqlite_utils.Database | None = None) -> None:
+    """Write a model's explainability artifacts and card again: `reconcile`'s callback for a model whose
+    registration was interrupted before they were finished."""
+    write_model_artifacts(model_id, db=db)
 
 
 def certify_with_card(model_id: str, progress: Progress | None = None, store: bool = True,

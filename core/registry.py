@@ -34,6 +34,9 @@ from core.training import NaiveModel, TrainedModel
 log = logging.getLogger(__name__)
 
 STATUSES = ("candidate", "deployed", "archived", "rolled_back")
+# The model card, beside the artifact: `core.explain.write_model_artifacts` writes it last, so a registered
+# model whose folder has no card had its explainability artifacts interrupted (`core.retrain_jobs.reconcile`).
+MODEL_CARD = "model_card.md"
 
 
 class RegistryError(RuntimeError):

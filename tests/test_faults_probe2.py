@@ -198,3 +198,44 @@ def test_confirm_rollback_refuses_when_another_session_deployed_meanwhile(regist
     assert lifecycle.pending_action(pending, db=registry_copy)[1] == third
     assert lifecycle.confirm_action(pending, db=registry_copy) == f"Deployed {other} (previous: {third})."
     assert champion != other
+
+
+# --- 4. a retrain killed between registering its challenger and writing its artifacts --------------------
+
+RETRAIN_KILLED_IN_ARTIFACTS = NEAR_PERFECT + r'''
+import sys, time
+from core import lifecycle
+def hang(model_id, db=None, **_kwargs):
+    print("ARTIFACTS", model_id, flush=True)
+    time.sleep(3600)  # registered, artifacts not written: killed here
+lifecycle.write_model_artifacts = hang
+lifecycle.retrain_now(sys.argv[1], sys.argv[2], actor="kill-test")
+'''
+
+
+def test_a_retrain_killed_while_writing_artifacts_names_its_challenger_and_reconcile_finishes_them(registry_copy):
+    from core import lifecycle
+    from core.config import get_settings
+    from core.registry import MODEL_CARD, get_model
+    from core.retrain_jobs import reconcile
+
+    db = registry_copy
+    child = _spawn(RETRAIN_KILLED_IN_ARTIFACTS, "MSFT", _last_day(db))
+    challenger = _wait_for_line(child, "ARTIFACTS").split()[1]
+    _kill(child)
+    job = dict(next(db.query("SELECT * FROM retrain_jobs ORDER BY id DESC LIMIT 1")))
+    assert job["status"] == "running" and job["challenger_id"] == challenger  # recorded before the artifacts
+    folder = Path(get_settings().models_dir) / challenger
+    assert not (folder / MODEL_CARD).exists()
+
+    lines = reconcile(db)  # as Model Management calls it: no callback, so it names what is incomplete
+    assert any(f"Retrain job {job['id']}" in line and f"challenger {challenger} was registered" in line for line in lines)
+    assert any(line.startswith(f"{challenger} is registered but its explainability artifacts") for line in lines), lines
+    assert get_model(challenger, db=db)["status"] == "candidate"
+
+    lines = reconcile(db, rewrite_artifacts=lifecycle.write_artifacts)  # as the daily cycle calls it
+    assert lines == [f"{challenger}: its explainability artifacts were incomplete (their writing was interrupted); "
+                     "written again."]
+    assert (folder / MODEL_CARD).exists()
+    assert reconcile(db, rewrite_artifacts=lifecycle.write_artifacts) == []
+    assert_consistent(db)
