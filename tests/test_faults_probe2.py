@@ -239,3 +239,43 @@ def test_a_retrain_killed_while_writing_artifacts_names_its_challenger_and_recon
     assert (folder / MODEL_CARD).exists()
     assert reconcile(db, rewrite_artifacts=lifecycle.write_artifacts) == []
     assert_consistent(db)
+
+
+# --- 5-6. the daily cycle: too early for drift is a skip; models inside their training window are named ---
+
+def _trading_days_after(symbol: str, day: str, count: int) -> list[str]:
+    from core.market import load_prices
+
+    days = load_prices(symbol, start=day).index
+    return [f"{d:%Y-%m-%d}" for d in days[days > day][:count]]
+
+
+def test_drift_in_the_first_days_after_training_is_skipped_not_failed(registry_copy):
+    from core.cycle import error_rates, run_daily_cycle
+    from core.registry import deployed_model
+
+    model = deployed_model("MSFT", db=registry_copy)
+    days = _trading_days_after("MSFT", model["train_end"], 6)
+    for n, day in enumerate(days[:2], start=1):
+        summary = run_daily_cycle(day, symbols=["MSFT"], db=registry_copy)
+        entry = summary["models"][0]
+        assert summary["failed"] == 0 and entry["status"] == "ok" and "drift" not in entry["failed_steps"], entry
+        assert entry["skipped_steps"] == {"drift": f"{n} of 5 days after training"}
+    assert error_rates(days[5], db=registry_copy)[model["model_id"]] == 0.0
+    summary = run_daily_cycle(days[4], symbols=["MSFT"], db=registry_copy)  # 5 days: the check runs
+    assert summary["models"][0]["skipped_steps"] == {} and summary["models"][0]["drift"] is not None
+
+
+def test_models_inside_their_training_window_are_listed_as_skipped_by_the_scheduler(registry_copy):
+    from core.market import load_prices
+    from core.registry import deployed_model
+
+    models = [deployed_model(s, db=registry_copy) for s in ("AAPL", "MSFT")]
+    day = f"{load_prices('MSFT', end='2012-02-01').index[-1]:%Y-%m-%d}"  # before both train_ends
+    run = subprocess.run([sys.executable, "scheduled_tasks.py", "--once", "--as-of", day], cwd=ROOT,
+                         env=os.environ.copy(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"{day}: 0 ok, 0 failed, 2 skipped" in run.stdout, run.stdout
+    for model in models:
+        assert (f"{model['model_id']}: skipped, {day} is inside its training window (trained on the closes up to "
+                f"{model['train_end']}); it runs from {model['train_end']}") in run.stdout
