@@ -279,3 +279,55 @@ def test_models_inside_their_training_window_are_listed_as_skipped_by_the_schedu
     for model in models:
         assert (f"{model['model_id']}: skipped, {day} is inside its training window (trained on the closes up to "
                 f"{model['train_end']}); it runs from {model['train_end']}") in run.stdout
+
+
+# --- 7. a render timeout kills the browser's process tree -------------------------------------------------
+
+RENDER_CHILD = r'''
+import time
+import plotly.graph_objects as go
+from core import figure_export
+started = time.perf_counter()
+try:
+    figure_export.render_png(go.Figure(), timeout=4)
+except figure_export.RenderUnavailable as exc:
+    print("FELL BACK", round(time.perf_counter() - started, 1), exc, flush=True)
+'''
+
+
+def _live_processes_mentioning(mark: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if mark in cmdline and state not in ("Z", "X"):
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def test_a_render_timeout_kills_a_browser_that_ignores_sigterm(tmp_path):
+    mark = f"600.{uuid.uuid4().int % 10**9:09d}"  # a unique sleep, so only this test's processes are counted
+    browser = tmp_path / "fake-chromium"
+    browser.write_text(f"#!/bin/bash\ntrap '' TERM\nsleep {mark}\n")  # ignores SIGTERM, never answers
+    browser.chmod(0o755)
+    env = {**os.environ, "BROWSER_PATH": str(browser), "MLSA_RENDER_TIMEOUT_S": "4"}
+    started = time.perf_counter()
+    try:
+        child = subprocess.run([sys.executable, "-c", RENDER_CHILD], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert child.returncode == 0, child.stderr[-3000:]
+        assert "FELL BACK" in child.stdout and "did not answer within 4 s" in child.stdout, child.stdout + child.stderr
+        assert time.perf_counter() - started < 60
+        assert "Task exception was never retrieved" not in child.stderr  # the abandoned render ends quietly
+        deadline = time.monotonic() + 5
+        while (left := _live_processes_mentioning(mark) + _live_processes_mentioning(str(browser))) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == [], f"still running after Python exited: {left}"
+    finally:  # whatever a failing run left behind (the sleep first, so its parents can reap it)
+        for line in _live_processes_mentioning(mark) + _live_processes_mentioning(str(browser)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split(":")[0]), signal.SIGKILL)
