@@ -149,11 +149,19 @@ def run_once(as_of, stop: threading.Event, refresh_prices: bool = False) -> int:
     if summary["as_of"] is None:
         print("No deployed model: nothing to run (deploy one on Model Management).", flush=True)
         return EXIT_OK
-    print(f"{summary['as_of']}: {summary['ok']} ok, {summary['failed']} failed in {summary['seconds']:.1f} s"
+    skipped = summary.get("skipped", [])
+    print(f"{summary['as_of']}: {summary['ok']} ok, {summary['failed']} failed"
+          + (f", {len(skipped)} skipped" if skipped else "") + f" in {summary['seconds']:.1f} s"
           + (" (stopped)" if summary["stopped"] else ""), flush=True)
+    for line in summary.get("reconciled", []):
+        print(f"  reconcile: {line}", flush=True)
+    for entry in skipped:
+        print(f"  {entry['model_id']}: skipped, {entry['reason']}", flush=True)
     for entry in summary["models"]:
         if entry.get("as_of") and entry["as_of"] != summary["as_of"]:
             print(f"  {entry['model_id']}: its data ends {entry['as_of']}, cycle run for that day", flush=True)
+        for step, why in entry.get("skipped_steps", {}).items():
+            print(f"  {entry['model_id']}: {step} skipped, {why}", flush=True)
         if entry["status"] == "failed":
             print(f"  {entry['model_id']}: " + "; ".join(f"{k}: {v}" for k, v in entry["errors"].items()), flush=True)
     return EXIT_FAILED if summary["failed"] else EXIT_OK
@@ -172,7 +180,8 @@ def replay(start, end, stop: threading.Event) -> int:
             break
         summary = run_daily_cycle(day, should_stop=stop.is_set)
         failed_days += bool(summary["failed"])
-        _progress_bar(done, len(days), f"{day:%Y-%m-%d} ok={summary['ok']} failed={summary['failed']}")
+        _progress_bar(done, len(days), f"{day:%Y-%m-%d} ok={summary['ok']} failed={summary['failed']}"
+                      f" skipped={len(summary.get('skipped', []))}")
     sys.stderr.write("\n")
     print(f"Replayed {done} of {len(days)} trading days in {time.perf_counter() - started:.0f} s; "
           f"{failed_days} day(s) with a failed model." + (" Stopped early." if stop.is_set() else ""), flush=True)

@@ -108,7 +108,21 @@ def _step_metrics(model: dict, day: str, context: dict, db: sqlite_utils.Databas
     return f"{upsert_daily_metrics(start, day, model_ids, db=db)} metric rows"
 
 
+class StepSkipped(Exception):
+    """A step that cannot run yet on this day, which is not a failure (e.g. a drift check with fewer
+    days after the model's training window than it needs): recorded as skipped, with the reason."""
+
+
+def _days_after_training(model: dict, day: str, db: sqlite_utils.Database) -> int:
+    """Trading days after the model's train_end up to `day` (the drift check's current window)."""
+    days = load_prices(model["symbol"], start=model["train_end"], end=day, db=db).index
+    return int((days > pd.Timestamp(model["train_end"])).sum())
+
+
 def _step_drift(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
+    after = _days_after_training(model, day, db)
+    if after < drift.MIN_SAMPLES:  # the first days after training, and after every automatic deploy
+        raise StepSkipped(f"{after} of {drift.MIN_SAMPLES} days after training")
     stored = db.execute("SELECT 1 FROM drift_checks WHERE model_id = ? AND as_of = ? LIMIT 1",
                         [model["model_id"], day]).fetchone()
     report = drift.check_model(model["model_id"], day, window_days=get_settings().drift_window_days, db=db,
@@ -154,7 +168,7 @@ def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, s
     started = time.perf_counter()
     context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices}
     entry: dict[str, Any] = {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok",
-                             "steps_run": 0, "failed_steps": [], "errors": {}}
+                             "steps_run": 0, "failed_steps": [], "errors": {}, "skipped_steps": {}}
     for step in STEPS:
         if should_stop is not None and should_stop():
             entry["status"] = "stopped"
@@ -162,6 +176,10 @@ def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, s
         try:
             outcome = STEP_FUNCTIONS[step](model, day, context, db)
             log.info("%s %s %s: %s", day, model["model_id"], step, outcome)
+        except StepSkipped as skipped:  # not run, not failed: neither a failure nor in the error rate
+            entry["skipped_steps"][step] = str(skipped)
+            log.info("%s %s %s: skipped, %s", day, model["model_id"], step, skipped)
+            continue
         except Exception as exc:  # isolate: one failing step or model never stops the rest
             entry["failed_steps"].append(step)
             entry["errors"][step] = f"{type(exc).__name__}: {exc}"
@@ -202,6 +220,10 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
                     symbols: list[str] | None = None) -> dict[str, Any]:
     """Backfill, metrics, drift, alerts, retrain decision and the day's forecast for every deployed model.
 
+    The summary counts models `ok` / `failed` and lists under `skipped` the deployed models not run
+    (the day is inside their training window), each with the reason; a step that cannot run yet (a
+    drift check in the first days after training) is in the model's `skipped_steps`, not a failure.
+
     `as_of` defaults to the last trading day of the data; each model runs on min(as_of, its ticker's last
     day) and a day beyond all data is refused (`_cycle_days`). Idempotent per `as_of`: metrics are
     upserted, a stored drift check is not stored again, alerts are de-duplicated per (model, kind, day),
@@ -209,7 +231,9 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
     `should_stop` is checked between steps (SIGTERM).
     """
     db = db or get_db()
-    reconcile(db)  # close retrain jobs whose process died and model folders a kill left, before any decision
+    # close retrain jobs whose process died, move aside model folders a kill left, and finish the artifacts
+    # of models a kill left half-written, before any decision
+    reconciled = reconcile(db, rewrite_artifacts=lifecycle.write_artifacts)
     models = [m for m in list_models(status="deployed", db=db) if symbols is None or m["symbol"] in symbols]
     day, model_days = _cycle_days(as_of, models, refresh_prices, db)
     started = time.perf_counter()
@@ -218,12 +242,15 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
     except Exception as exc:
         log.warning("alert delivery retry failed: %s", exc)
     rates = error_rates(day, db=db) if day else {}
-    entries = []
+    entries, skipped = [], []
     for model in models:
         if should_stop is not None and should_stop():
             break
         model_day = model_days[model["model_id"]]
         if model_day < model["train_end"]:  # never monitored or scored inside its own training window
+            skipped.append({"model_id": model["model_id"], "symbol": model["symbol"], "as_of": model_day,
+                            "reason": f"{model_day} is inside its training window (trained on the closes up to "
+                                      f"{model['train_end']}); it runs from {model['train_end']}"})
             continue
         entry = _run_model(model, model_day, rates.get(model["model_id"], 0.0),
                            False, should_stop, db)  # prices were refreshed above, once per ticker
@@ -233,10 +260,13 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
         "failed": sum(e["status"] == "failed" for e in entries),
         "stopped": bool(should_stop is not None and should_stop()),
         "seconds": round(time.perf_counter() - started, 3), "models": entries,
+        "skipped": skipped,  # deployed models not run on this day, each with why
+        "reconciled": reconciled,  # what reconcile repaired or found before the cycle
     }
     with transaction(db):
         audit(db, actor, "daily_cycle", "scheduler", summary)
-    log.info("%s daily cycle: %d ok, %d failed in %.1f s", day, summary["ok"], summary["failed"], summary["seconds"])
+    log.info("%s daily cycle: %d ok, %d failed, %d skipped in %.1f s", day, summary["ok"], summary["failed"],
+             len(skipped), summary["seconds"])
     return summary
 
 

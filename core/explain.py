@@ -32,7 +32,7 @@ from core.config import get_settings
 from core.figure_export import RenderUnavailable, render_png
 from core.features import TARGET, build_features, check_feature_frame
 from core.market import MarketDataError, load_prices
-from core.registry import atomic_write, get_model, load_model, model_folder
+from core.registry import MODEL_CARD, atomic_write, get_model, load_model, model_folder
 from core.store import get_db, utc_now
 from core.training import MODEL_LABELS
 
@@ -43,7 +43,7 @@ MEMORY_CACHE_SIZE = 32
 DISK_CACHE_FILES = 20  # per model; the oldest files beyond this are removed
 PERMUTATION_REPEATS = 5
 SUMMARY_MAX_ROWS = 750  # days drawn in the summary plots and shuffled for permutation importance (page stays < 3 s)
-CARD_FILE, IMPORTANCE_JSON, IMPORTANCE_CSV = "model_card.md", "importance.json", "importance.csv"
+CARD_FILE, IMPORTANCE_JSON, IMPORTANCE_CSV = MODEL_CARD, "importance.json", "importance.csv"  # the card last
 SUMMARY_PNG, SUMMARY_HTML = "shap_summary.png", "shap_summary.html"
 
 

@@ -12,6 +12,7 @@ Management pages, the demo, the daily cycle and retraining all get the same life
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import sqlite_utils
@@ -26,15 +27,29 @@ log = logging.getLogger(__name__)
 
 
 def register_with_artifacts(trained: TrainedModel, parent_id: str | None = None, reason: str = "trained",
-                            actor: str = "user", db: sqlite_utils.Database | None = None) -> str:
-    """Register `trained` as a candidate and write its explainability artifacts + model card; returns its id."""
+                            actor: str = "user", db: sqlite_utils.Database | None = None,
+                            on_registered: Callable[[str], None] | None = None) -> str:
+    """Register `trained` as a candidate and write its explainability artifacts + model card; returns its id.
+
+    `on_registered(model_id)` runs between the two (a retrain records its challenger there), so a
+    process killed while the artifacts are written leaves a record of the model it registered;
+    `core.retrain_jobs.reconcile` then names the model and, given `write_artifacts`, finishes them.
+    """
     model_id = registry.register(trained, parent_id=parent_id, reason=reason, actor=actor, db=db)
+    if on_registered is not None:
+        on_registered(model_id)
     try:  # never undoes the registration: the artifacts can be written again from Model Management
         write_model_artifacts(model_id, db=db)
     except Exception as exc:
         log.warning("%s: explainability artifacts were not written (%s); call write_model_artifacts(%r) to retry",
                     model_id, exc, model_id, exc_info=True)
     return model_id
+
+
+def write_artifacts(model_id: str, db: sqlite_utils.Database | None = None) -> None:
+    """Write a model's explainability artifacts and card again: `reconcile`'s callback for a model whose
+    registration was interrupted before they were finished."""
+    write_model_artifacts(model_id, db=db)
 
 
 def certify_with_card(model_id: str, progress: Progress | None = None, store: bool = True,
@@ -94,22 +109,46 @@ def decide_job(job_id: int, approved: bool, actor: str = "ui", db: sqlite_utils.
 
 def pending_action(pending: dict, db: sqlite_utils.Database | None = None) -> tuple[str, str, bool]:
     """(what will happen, the model deployed now, whether an override is needed) for a pending
-    {"action": "deploy", "model_id"} or {"action": "rollback", "symbol"}: what the confirmation shows."""
+    {"action": "deploy", "model_id"} or {"action": "rollback", "symbol"}: what the confirmation shows.
+
+    The deployed model shown is kept in `pending["expected_champion"]` (the dict the page keeps in its
+    session): the first time it is shown, it is looked up; afterwards the same one is returned, so the
+    rerun that carries the Confirm click shows, and `confirm_action` checks, the model the person saw.
+    """
     if pending["action"] == "deploy":
         model = registry.get_model(pending["model_id"], db=db)
         what, symbol, needs_override = f"deploy **{pending['model_id']}**", model["symbol"], not model["certified"]
     else:
         what, symbol, needs_override = f"roll back **{pending['symbol']}** to its previous version", pending["symbol"], False
-    current = registry.deployed_model(symbol, db=db)
-    return what, current["model_id"] if current else "none", needs_override
+    if "expected_champion" not in pending:
+        current = registry.deployed_model(symbol, db=db)
+        pending["expected_champion"] = current["model_id"] if current else registry.NO_CHAMPION
+    return what, pending["expected_champion"] or "none", needs_override
 
 
 def confirm_action(pending: dict, override: bool = False, override_reason: str = "", actor: str = "ui",
                    db: sqlite_utils.Database | None = None) -> str:
-    """Carry out a confirmed deploy or rollback; returns what happened. Registry errors propagate."""
-    if pending["action"] == "deploy":
-        result = registry.deploy(pending["model_id"], actor=actor, override=override, db=db,
-                                 reason=override_reason if override else "deployed from Model Management")
-    else:
-        result = registry.rollback(pending["symbol"], actor=actor, reason="rolled back from Model Management", db=db)
+    """Carry out a confirmed deploy or rollback; returns what happened. Registry errors propagate.
+
+    A compare-and-swap against the deployed model the confirmation showed (`pending_action`): if
+    another session deployed or rolled back meanwhile, nothing happens and `registry.ChampionChanged`
+    says who changed it; `pending` then holds the new champion, so the panel shows it and a second
+    Confirm acts on what the person now sees. A pending dict never shown (no "expected_champion")
+    is checked against the model deployed now.
+    """
+    expected = pending.get("expected_champion")
+    try:
+        if pending["action"] == "deploy":
+            result = registry.deploy(pending["model_id"], actor=actor, override=override, db=db,
+                                     reason=override_reason if override else "deployed from Model Management",
+                                     expected_champion=expected)
+        else:
+            result = registry.rollback(pending["symbol"], actor=actor, reason="rolled back from Model Management", db=db,
+                                       expected_current=expected)
+    except registry.ChampionChanged as changed:
+        pending["expected_champion"] = changed.actual or registry.NO_CHAMPION
+        raise registry.ChampionChanged(
+            changed.symbol, changed.expected, changed.actual,
+            f"{changed} Check the models below, then confirm again to act on {changed.actual or 'no deployed model'}.",
+        ) from changed
     return f"Deployed {result['deployed']} (previous: {result['previous'] or 'none'})."

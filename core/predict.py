@@ -9,7 +9,8 @@ A served prediction is evidence (A/B samples, live metrics and alerts count it),
 - no served row for a day inside the serving model's training window (`in_training_window`):
   `predict` refuses to log it (`InSampleForecastError`), a what-if (`log_prediction=False`) is fine;
 - a broken A/B arm never takes serving down: its requests fall back to the deployed model, with an
-  alert (`experiment_arm_broken`).
+  alert (`experiment_arm_broken`); that fallback row is the day's one served row in the test too, so a
+  request of the same day routed to a working arm returns it instead of adding a second.
 """
 from __future__ import annotations
 
@@ -225,7 +226,12 @@ def predict(
         return prediction
     rows = [_row(prediction, request_key, served=True), *_shadow_rows(db, prediction, route, features, request_key)]
     with transaction(db):  # BEGIN IMMEDIATE: a deferred BEGIN fails at once with "database is locked" under concurrent writers
-        prediction_id = _insert_ignoring_logged(db, rows)
+        # looked up again under the write lock: a concurrent request of the same day in the same test, routed
+        # to another arm or answered by the fallback, was logged first (the unique index cannot see across arms)
+        logged = _logged_request(db, symbol, prediction.as_of, routed) if routed.experiment_id is not None else None
+        prediction_id = None if logged is not None else _insert_ignoring_logged(db, rows)
+    if logged is not None:
+        return logged
     if prediction_id is None:  # another process logged the same request between our look-up and insert
         return _logged_request(db, symbol, prediction.as_of, route)
     return replace(prediction, prediction_id=prediction_id, logged_at=rows[0]["created_at"])
@@ -269,15 +275,21 @@ def _logged_request(db: sqlite_utils.Database, symbol: str, as_of: str, route: R
 
     Outside a test: the row of (symbol, day, model). In a test: the test's served row of that day,
     whichever arm answered it: (symbol, day) is the request, so asking again with another request key
-    (which may hash to another arm) must not add a second arm's row for the same day.
+    (which may hash to another arm) must not add a second arm's row for the same day. That includes
+    the row of a request whose arm was broken and that the deployed model answered outside the test
+    (`_serving_model`): a row without experiment, for a day of the test, logged after the test was
+    created. Rows logged before the test existed (a replay of past days by the deployed model) are not
+    the test's and do not count.
     """
     if route.experiment_id is None:
         cursor = db.execute(  # the expressions of store migration 002's unique index, so the look-up uses it
             "SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND model_id = ? AND ifnull(experiment_id, -1) = -1 "
             "AND ifnull(arm, '') = '' AND served = 1", [symbol, as_of, route.model_id])
     else:
-        cursor = db.execute("SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND experiment_id = ? AND served = 1 "
-                            "ORDER BY id LIMIT 1", [symbol, as_of, route.experiment_id])
+        cursor = db.execute(
+            "SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 AND (experiment_id = ? OR "
+            "(experiment_id IS NULL AND created_at >= (SELECT created_at FROM experiments WHERE id = ?))) "
+            "ORDER BY experiment_id IS NULL, id LIMIT 1", [symbol, as_of, route.experiment_id, route.experiment_id])
     row = cursor.fetchone()
     return _from_row(dict(zip([c[0] for c in cursor.description], row, strict=True))) if row else None
 

@@ -34,6 +34,9 @@ from core.training import NaiveModel, TrainedModel
 log = logging.getLogger(__name__)
 
 STATUSES = ("candidate", "deployed", "archived", "rolled_back")
+# The model card, beside the artifact: `core.explain.write_model_artifacts` writes it last, so a registered
+# model whose folder has no card had its explainability artifacts interrupted (`core.retrain_jobs.reconcile`).
+MODEL_CARD = "model_card.md"
 
 
 class RegistryError(RuntimeError):
@@ -262,7 +265,10 @@ def validation_predictions(model_id: str) -> pd.DataFrame:
     path = model_folder(model_id) / "validation.csv"
     if not path.exists():
         raise ModelIntegrityError(f"{model_id}: validation predictions are missing from {path.parent}.")
-    return pd.read_csv(path, index_col="date", parse_dates=["date"])
+    try:
+        return pd.read_csv(path, index_col="date", parse_dates=["date"])
+    except OSError as exc:  # unreadable (permissions, I/O): in words, like the model file
+        raise _unreadable(model_id, path, exc) from exc
 
 
 # --- load (verified) ----------------------------------------------------------------------------------
@@ -291,13 +297,30 @@ _cache: dict[tuple[str, str, int, int], LoadedModel] = {}
 _cache_lock = threading.Lock()
 
 
+def _unreadable(model_id: str, path: Path, exc: OSError) -> ModelIntegrityError:
+    """A model file that cannot be read, in words: which file, why, and what to check (never a raw OSError)."""
+    advice = "Retrain the model or restore its file from a backup; the database itself is fine."
+    if isinstance(exc, FileNotFoundError):
+        return ModelIntegrityError(f"{model_id}: the artifact {path} is missing. {advice}")
+    if isinstance(exc, PermissionError):
+        return ModelIntegrityError(
+            f"{model_id}: the artifact {path} cannot be read: permission denied for the user running the app "
+            f"(uid {os.geteuid()}). Check the file's owner and mode (e.g. `ls -l {path}`; it needs read permission, "
+            "its folders execute permission). It was not loaded; the database itself is fine.")
+    return ModelIntegrityError(
+        f"{model_id}: the artifact {path} cannot be read ({exc.strerror or type(exc).__name__}"
+        f"{f', errno {exc.errno}' if exc.errno else ''}). Check the disk and the file system that holds "
+        f"{path.parent}; if the file is damaged, retrain the model or restore it from a backup. The database itself is fine.")
+
+
 def _read_verified(model_id: str, path: Path, expected_sha256: str) -> bytes:
-    """The artifact's bytes, read once, if their sha256 is the one registered (ModelIntegrityError if not)."""
+    """The artifact's bytes, read once, if their sha256 is the one registered (ModelIntegrityError if not,
+    also when the file cannot be read at all: missing, permission denied, an I/O error)."""
     advice = "Retrain the model or restore its file from a backup; the database itself is fine."
     try:
         data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. {advice}") from exc
+    except OSError as exc:
+        raise _unreadable(model_id, path, exc) from exc
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
         raise ModelIntegrityError(
@@ -325,9 +348,8 @@ def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> Loaded
     path = Path(get_settings().models_dir) / row["artifact_path"]
     try:
         stat = path.stat()
-    except FileNotFoundError as exc:
-        raise ModelIntegrityError(f"{model_id}: the artifact {path} is missing. Retrain the model or restore "
-                                  "its file from a backup; the database itself is fine.") from exc
+    except OSError as exc:  # missing, a folder without execute permission, an I/O error: all in words
+        raise _unreadable(model_id, path, exc) from exc
     key = (str(path), row["artifact_sha256"], stat.st_mtime_ns, stat.st_size)
     with _cache_lock:
         hit = _cache.get(key)
@@ -355,12 +377,29 @@ def _set_status(db: sqlite_utils.Database, model_id: str, status: str) -> None:
     db.execute("UPDATE models SET status = ? WHERE model_id = ?", [status, model_id])
 
 
-def _check_current(symbol: str, current: dict | None, expected: str | None, refused: str) -> None:
-    """Compare-and-swap: refuse when the deployed model is not `expected` (None: no expectation)."""
+NO_CHAMPION = ""  # as `expected_champion` / `expected_current`: "no model was deployed" (None: no expectation)
+
+
+def _who_deployed(db: sqlite_utils.Database, model_id: str) -> str:
+    """ " (deployed by ui at 2024-05-01 09:30:12 UTC)": the audit record that made `model_id` the deployed one."""
+    row = db.execute("SELECT actor, at, action FROM audit_log WHERE action IN ('deploy', 'rollback') AND target = ? "
+                     "ORDER BY id DESC LIMIT 1", [model_id]).fetchone()
+    if row is None:
+        return ""
+    how = "deployed" if row[2] == "deploy" else "restored by a rollback"
+    return f" ({how} by {row[0]} at {str(row[1])[:19].replace('T', ' ')} UTC)"
+
+
+def _check_current(symbol: str, current: dict | None, expected: str | None, refused: str,
+                   db: sqlite_utils.Database) -> None:
+    """Compare-and-swap: refuse when the deployed model is not `expected` (None: no expectation;
+    `NO_CHAMPION`: none was deployed). The refusal says who deployed the model found instead, and when."""
     actual = current["model_id"] if current else None
-    if expected is not None and actual != expected:
-        raise ChampionChanged(symbol, expected, actual, f"The deployed {symbol} model changed from {expected} to "
-                                                        f"{actual or 'none'}; {refused}.")
+    if expected is not None and (actual or NO_CHAMPION) != expected:
+        who = _who_deployed(db, actual) if actual else ""
+        raise ChampionChanged(symbol, expected or None, actual,
+                              f"The deployed {symbol} model changed from {expected or 'none'} to {actual or 'none'}"
+                              f"{who} since it was checked; {refused}.")
 
 
 def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
@@ -377,7 +416,7 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
     with transaction(db):
         model = get_model(model_id, db=db)
         _check_current(model["symbol"], deployed_model(model["symbol"], db=db), expected_champion,
-                       f"{model_id} was not deployed")
+                       f"{model_id} was not deployed", db)
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
         load_model(model_id, db=db)  # never deploy a file that would fail to load (checked before certification)
@@ -449,7 +488,7 @@ def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_util
         current = deployed_model(symbol, db=db)
         if current is None:
             raise RegistryError(f"No model is deployed for {symbol}: nothing to roll back.")
-        _check_current(symbol, current, expected_current, "nothing was rolled back")
+        _check_current(symbol, current, expected_current, "nothing was rolled back", db)
         target = _rollback_target(symbol, current["model_id"], to, db)
         load_model(target, db=db)
         _set_status(db, current["model_id"], "rolled_back")

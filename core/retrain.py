@@ -15,8 +15,10 @@ compares the new model's MAE with what the previous champion would have scored o
 by the margin.
 
 Faults: a running job records its owner (pid, host, process start) and a heartbeat at each progress
-step; `reconcile` marks "interrupted" every running job whose process is gone and removes model
-folders a kill left without a registry row. A retrain deploys only if the champion it was gated
+step, and its challenger's id as soon as the challenger is registered (before its artifacts are
+written); `reconcile` marks "interrupted" every running job whose process is gone, moves aside model
+folders a kill left without a registry row and names (or, given a callback, rewrites) the artifacts
+a kill left incomplete. A retrain deploys only if the champion it was gated
 against is still deployed (compare-and-swap in `registry.deploy`).
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from core.market import load_prices
 from core.drift_report import should_retrain
 from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, rollback
 from core.retrain_jobs import (QUEUED, RetrainError, create_job, get_job, heartbeat, interrupt, is_queued, owned_here,
-                                reconcile_jobs, update_job)
+                                reconcile_jobs, record_challenger, update_job)
 from core.store import get_db, transaction
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,9 @@ AUTO_TRIGGERS = ("drift", "performance")
 TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed", "superseded")
 Progress = Callable[[float, str], None]
 # registers a trained challenger and returns its model_id: `core.lifecycle.register_with_artifacts`,
-# passed in by the orchestration layer (registering also writes explainability artifacts, a layer above)
+# passed in by the orchestration layer (registering also writes explainability artifacts, a layer above).
+# Called with `on_registered=`, a function it must call with the model_id as soon as the model is registered,
+# before the artifacts: the job records its challenger then, so a kill while writing them loses nothing.
 RegisterChallenger = Callable[..., str]
 
 
@@ -160,6 +164,12 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         notify(fraction, text)
 
     challenger_id = None
+    registered: list[str] = []  # the challenger's id as soon as it is registered, before its artifacts
+
+    def on_registered(model_id: str) -> None:
+        registered.append(model_id)
+        record_challenger(db, job_id, model_id, actor=actor)  # a kill from here on leaves a job that names it
+
     try:
         step(0.05, f"Training a {champion['model_type']} challenger for {champion['symbol']} on data up to {day}")
         trained = training.train_model(champion["symbol"], champion["model_type"], train_end=day,
@@ -168,7 +178,8 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         step(0.8, "Validation gate: challenger vs champion vs naive on the recent holdout")
         gate = validation_gate(trained, champion_id, settings.retrain_margin, db=db)
         challenger_id = register_challenger(trained, parent_id=champion_id, actor=actor, db=db,
-                                 reason=f"retrain ({trigger}) on {day}: {reason or 'requested'}")
+                                            reason=f"retrain ({trigger}) on {day}: {reason or 'requested'}",
+                                            on_registered=on_registered)
         outcome = {"gate": gate.to_dict(), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
         result = {"job_id": job_id, "challenger_id": challenger_id, "gate": gate}
         if not gate.passed:
@@ -200,7 +211,8 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         job = get_job(job_id, db=db)
         if owned_here(job):  # not if reconcile or a Retry took the job meanwhile
             if isinstance(exc, Exception):
-                update_job(db, job_id, "failed", f"failed: {type(exc).__name__}: {exc}", challenger_id=challenger_id, actor=actor)
+                update_job(db, job_id, "failed", f"failed: {type(exc).__name__}: {exc}",
+                           challenger_id=challenger_id or (registered[0] if registered else None), actor=actor)
             else:
                 interrupt(db, job, f"stopped before finishing ({type(exc).__name__}: the page was closed or the "
                                     "process stopped)", actor=actor)

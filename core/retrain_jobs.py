@@ -1,8 +1,9 @@
 """Retrain jobs: owns `retrain_jobs`; creates and updates jobs, records their owner and heartbeat, reconciles dead ones.
 
-A running job records its owner (pid, host, process start) and a heartbeat at each progress step;
-`reconcile` marks "interrupted" every running job whose process is gone and removes model folders a
-kill left without a registry row. The decisions that create jobs are `core.retrain`'s.
+A running job records its owner (pid, host, process start) and a heartbeat at each progress step,
+and its challenger the moment it is registered; `reconcile` marks "interrupted" every running job
+whose process is gone, moves aside model folders a kill left without a registry row, and names
+registered models whose artifacts a kill left incomplete (rewriting them through a callback). The decisions that create jobs are `core.retrain`'s.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import get_settings
+from core.registry import MODEL_CARD, model_folder
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,16 @@ def update_job(db: sqlite_utils.Database, job_id: int, status: str, decision: st
               {"job_id": job_id, "decision": decision, "challenger_id": challenger_id or job["challenger_id"]})
 
 
+def record_challenger(db: sqlite_utils.Database, job_id: int, challenger_id: str, actor: str = "scheduler") -> None:
+    """Put the challenger on its job the moment it is registered, before its artifacts are written: a
+    process killed after that leaves a job that names the model it made (never "challenger: none")."""
+    with transaction(db):
+        job = get_job(job_id, db=db)
+        db.execute("UPDATE retrain_jobs SET challenger_id = ? WHERE id = ?", [challenger_id, job_id])
+        audit(db, actor, "retrain_challenger_registered", job["model_id"],
+              {"job_id": job_id, "challenger_id": challenger_id})
+
+
 def heartbeat(db: sqlite_utils.Database, job_id: int) -> None:
     """Record that this job's process is alive; RetrainError if the job is no longer this process's to run.
 
@@ -132,7 +145,9 @@ def heartbeat(db: sqlite_utils.Database, job_id: int) -> None:
 def interrupt(db: sqlite_utils.Database, job: dict, why: str, actor: str) -> str:
     """Mark a running job "interrupted" with what happened and what to do next; returns the decision."""
     approved = job["details"].get("approved_by") is not None
-    decision = (f"interrupted: {why}; nothing was deployed. "
+    made = (f" Its challenger {job['challenger_id']} was registered and stays a candidate (check its artifacts "
+            "on Model Management)." if job.get("challenger_id") else "")
+    decision = (f"interrupted: {why}; nothing was deployed.{made} "
                 + ("The approval is back in the queue: Retry it on Model Management."
                    if approved else "Retrain again when needed (an interrupted job does not start a cooldown)."))
     update_job(db, job["id"], "interrupted", decision, actor=actor)
@@ -273,14 +288,72 @@ def reconcile_model_folders(db: sqlite_utils.Database | None = None,
     return lines
 
 
-def reconcile(db: sqlite_utils.Database | None = None) -> list[str]:
-    """Close what killed processes left: running jobs without a process, orphan model folders.
+def incomplete_artifacts(db: sqlite_utils.Database | None = None,
+                         grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
+    """Registered models whose explainability artifacts were not finished (no model card, the file
+    `core.explain` writes last), e.g. a retrain killed between registering its challenger and writing
+    them. A model whose folder changed within `grace_seconds` may still be being written and is left
+    out, unless it is the challenger of a job that is no longer running (its writer is gone)."""
+    db = db or get_db()
+    done_with = {r[0] for r in db.execute(
+        "SELECT challenger_id FROM retrain_jobs WHERE challenger_id IS NOT NULL AND status != 'running'").fetchall()}
+    running = {r[0] for r in db.execute(
+        "SELECT challenger_id FROM retrain_jobs WHERE challenger_id IS NOT NULL AND status = 'running'").fetchall()}
+    now = time.time()
+    found = []
+    for (model_id,) in db.execute("SELECT model_id FROM models ORDER BY created_at, model_id").fetchall():
+        folder = model_folder(model_id)
+        if (folder / MODEL_CARD).exists() or model_id in running:
+            continue
+        if model_id in done_with or not folder.is_dir() or now - _last_modified(folder) > grace_seconds:
+            found.append(model_id)
+    return found
 
-    Runs at the start of the daily cycle and when Model Management loads; `reconcile_jobs` also runs
-    before cooldowns and approvals are evaluated. Returns one line per repair (empty: nothing to do).
+
+def reconcile_artifacts(db: sqlite_utils.Database | None = None, rewrite: Callable[[str], Any] | None = None,
+                        grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
+    """One line per registered model with incomplete artifacts (`incomplete_artifacts`), naming it.
+
+    With `rewrite` (a callback from a higher layer: `core.lifecycle.write_artifacts`), each is written
+    again and the line says so, or says why it failed; without it the line says how to do it.
     """
     db = db or get_db()
-    return reconcile_jobs(db) + reconcile_model_folders(db)
+    lines = []
+    for model_id in incomplete_artifacts(db, grace_seconds):
+        if rewrite is None:
+            lines.append(f"{model_id} is registered but its explainability artifacts (importance, SHAP figure, model "
+                         "card) are incomplete: their writing was interrupted. Open it on Model Management and "
+                         "rewrite them (Explainability), or run the daily cycle, which rewrites them.")
+            continue
+        try:
+            rewrite(model_id)
+        except Exception as exc:  # reported, never raised: reconcile must not stop the cycle or a page
+            lines.append(f"{model_id}: its explainability artifacts are incomplete and could not be written again "
+                         f"({type(exc).__name__}: {exc}).")
+            continue
+        with transaction(db):
+            audit(db, "reconcile", "rewrite_artifacts", model_id,
+                  {"why": "registered, but the writing of its artifacts was interrupted"})
+        lines.append(f"{model_id}: its explainability artifacts were incomplete (their writing was interrupted); "
+                     "written again.")
+    for line in lines:
+        log.warning(line)
+    return lines
+
+
+def reconcile(db: sqlite_utils.Database | None = None, rewrite_artifacts: Callable[[str], Any] | None = None,
+              grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
+    """Close what killed processes left: running jobs without a process, orphan model folders, and
+    registered models whose artifacts were left incomplete (named; rewritten through `rewrite_artifacts`
+    when the caller passes it: writing them belongs to a layer above this one).
+
+    Runs at the start of the daily cycle and when Model Management loads; `reconcile_jobs` also runs
+    before cooldowns and approvals are evaluated. Returns one line per repair or finding (empty:
+    nothing to do).
+    """
+    db = db or get_db()
+    return (reconcile_jobs(db) + reconcile_model_folders(db, grace_seconds=grace_seconds)
+            + reconcile_artifacts(db, rewrite_artifacts, grace_seconds=grace_seconds))
 
 
 # --- counterfactual predictions and the gate ----------------------------------------------------------
