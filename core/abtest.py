@@ -378,7 +378,7 @@ def simulate(experiment_id: int, start, end, db: sqlite_utils.Database | None = 
 
     Each day is one request (`predict` routes it to an arm and logs it once: a day already replayed
     returns its logged row, so replaying again changes nothing); actuals are back-filled at the end.
-    Returns the number of days replayed. Refused, before anything is written: days outside the
+    Returns the number of days newly logged (0 when every day had been served already). Refused, before anything is written: days outside the
     test's dates or inside an arm's training window (they would score a model on the data it was
     trained on), and arms whose artifacts do not verify.
     """
@@ -400,11 +400,12 @@ def simulate(experiment_id: int, start, end, db: sqlite_utils.Database | None = 
         raise ExperimentError(f"Replay {lo} to {hi} is refused: {why}. The first allowed day is {first}, the last {last}.")
     _verify_arms([(a["arm"], a["model_id"]) for a in experiment["arms"]], db)
     days = load_prices(experiment["symbol"], start=lo, end=hi, db=db).index
-    for day in days:
-        predict(experiment["symbol"], day, db=db)
+    before = db.execute("SELECT COALESCE(MAX(id), 0) FROM predictions").fetchone()[0]
+    logged = sum(predict(experiment["symbol"], day, db=db).prediction_id > before for day in days)  # new rows only
     backfill_actuals(days[-1], symbol=experiment["symbol"], db=db)
-    log.info("experiment %d: replayed %d days %s..%s", experiment["id"], len(days), _day(days[0]), _day(days[-1]))
-    return len(days)
+    log.info("experiment %d: replayed %s..%s, %d of %d days newly logged", experiment["id"], _day(days[0]),
+             _day(days[-1]), logged, len(days))
+    return logged
 
 
 # --- the comparison in words, for the page ---------------------------------------------------------------

@@ -162,10 +162,10 @@ with st.expander("Replay historical days through the serving path"):
                                                       st.error(message))):
                     try:
                         days = abtest.simulate(exp["id"], replay_start, replay_end)
-                        status.update(label=f"Replayed {days} trading days", state="complete")
+                        status.update(label=f"Logged {days} new trading days", state="complete")
                         st.session_state["ab_flash_success"] = escape_markdown(
-                            f"Replayed {days} trading days, {replay_start} to {replay_end}; days already served were "
-                            "not logged again.")
+                            f"Replayed {replay_start} to {replay_end}: {days} new trading days logged; days already "
+                            "served were not logged again.")
                         st.rerun()
                     except (ExperimentError, MarketDataError, RegistryError) as exc:
                         status.update(label="Replay refused", state="error")

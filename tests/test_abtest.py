@@ -176,6 +176,7 @@ def test_serving_path_routes_running_experiment_with_shadows(registry_copy):
                                       duration_days=60, shadow=True, min_samples=5)
     days = load_prices("MSFT", start="2012-09-04", end="2012-10-15").index
     assert simulate(experiment_id, days[0], days[-1]) == len(days)
+    assert simulate(experiment_id, days[0], days[-1]) == 0  # a second replay logs nothing new, and says so
     rows = list(registry_copy.query("SELECT * FROM predictions WHERE experiment_id = ? ORDER BY id", [experiment_id]))
     assert len(rows) == 2 * len(days)
     served = [r for r in rows if r["served"] == 1]

@@ -94,7 +94,7 @@ def test_replay_form_offers_the_allowed_days_and_refuses_others(registry_copy):
     for _ in range(2):  # the second replay of the same days finds them logged
         next(b for b in at.button if b.label == "Replay").click().run()
         assert not at.exception and not at.error
-        assert any("Replayed 5 trading days" in s.value for s in at.success)
+        assert any("5 new trading days logged" in s.value for s in at.success)
         assert _count(registry_copy) == before + 5
 
 
