@@ -151,4 +151,19 @@ def confirm_action(pending: dict, override: bool = False, override_reason: str =
             changed.symbol, changed.expected, changed.actual,
             f"{changed} Check the models below, then confirm again to act on {changed.actual or 'no deployed model'}.",
         ) from changed
+    refresh_cards([result["deployed"], result["previous"]], db=db)
     return f"Deployed {result['deployed']} (previous: {result['previous'] or 'none'})."
+
+
+def refresh_cards(model_ids: list[str | None], db: sqlite_utils.Database | None = None) -> list[str]:
+    """Rewrite the model cards of `model_ids` so their status and reason match the registry after a deploy or
+    rollback (a card-only rewrite, milliseconds; importance and figure are reused). A card that cannot be
+    written is logged, never undoes the deploy. Returns the ids whose card was rewritten."""
+    done = []
+    for model_id in [m for m in model_ids if m]:
+        try:
+            write_model_artifacts(model_id, db=db)
+            done.append(model_id)
+        except Exception as exc:  # the deploy stands; the Artifacts tab offers "Write artifacts again"
+            log.warning("%s: model card not refreshed after the deploy: %s", model_id, exc)
+    return done

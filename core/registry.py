@@ -33,7 +33,7 @@ from core.training import NaiveModel, TrainedModel
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("candidate", "deployed", "archived", "rolled_back")
+STATUSES = ("candidate", "deployed", "archived", "rolled_back", "rejected")  # rejected: failed a retrain's gate
 # The model card, beside the artifact: `core.explain.write_model_artifacts` writes it last, so a registered
 # model whose folder has no card had its explainability artifacts interrupted (`core.retrain_jobs.reconcile`).
 MODEL_CARD = "model_card.md"
@@ -511,6 +511,20 @@ def archive(model_id: str, actor: str = "user", db: sqlite_utils.Database | None
             raise RegistryError(f"{model_id} is deployed: deploy another version or roll back first.")
         _set_status(db, model_id, "archived")
         audit(db, actor, "archive", model_id, {"symbol": model["symbol"]})
+
+
+def reject(model_id: str, reason: str, actor: str = "retrain", db: sqlite_utils.Database | None = None) -> None:
+    """Mark a challenger that failed its validation gate as `rejected`, with the gate's words as its reason,
+    so the registry shows what happened to it (a plain "candidate" reads as still waiting for a decision).
+    It stays on disk and can still be deployed on purpose (with an override, like any uncertified model)."""
+    db = db or get_db()
+    with transaction(db):
+        model = get_model(model_id, db=db)
+        if model["status"] != "candidate":
+            raise RegistryError(f"{model_id} is {model['status']}: only a candidate can be rejected.")
+        db.execute("UPDATE models SET status = 'rejected', reason = ? WHERE model_id = ?",
+                   [f"{model['reason']}; rejected: {reason}", model_id])
+        audit(db, actor, "reject", model_id, {"symbol": model["symbol"], "why": reason})
 
 
 def set_certification(model_id: str, certified: bool, details: dict[str, Any], db: sqlite_utils.Database | None = None) -> None:

@@ -38,7 +38,7 @@ from core.config import get_settings
 from core.features import build_features, check_feature_frame
 from core.market import load_prices
 from core.drift_report import should_retrain
-from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, rollback
+from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, reject, rollback
 from core.retrain_jobs import (QUEUED, RetrainError, create_job, get_job, heartbeat, interrupt, is_queued, owned_here,
                                 reconcile_jobs, record_challenger, update_job)
 from core.store import get_db, transaction
@@ -183,9 +183,11 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         outcome = {"gate": gate.to_dict(), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
         result = {"job_id": job_id, "challenger_id": challenger_id, "gate": gate}
         if not gate.passed:
-            _close_job(db, job_id, "rejected", gate.reason, outcome, challenger_id, actor)
+            with transaction(db):  # the job's verdict and the model's status change together
+                _close_job(db, job_id, "rejected", gate.reason, outcome, challenger_id, actor)
+                reject(challenger_id, f"the validation gate {gate.reason}", actor=actor, db=db)
             raise_alert(champion_id, "retrain_rejected", "info", f"Challenger {challenger_id} {gate.reason}.", day, db=db)
-            notify(1.0, f"Challenger {challenger_id} kept as a candidate: {gate.reason}")
+            notify(1.0, f"Challenger {challenger_id} rejected: {gate.reason}")
             return {**result, "status": "rejected", "decision": gate.reason}
         step(0.9, f"Deploying {challenger_id}")
         try:

@@ -103,3 +103,22 @@ def test_an_interrupted_approval_shows_as_interrupted_with_a_retry(demo_registry
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(f"Job {job_id}: deployed" in s.value for s in at.success)
     assert get_job(job_id)["status"] == "validating"
+
+
+def test_the_model_card_follows_a_deploy_and_a_rollback(demo_registry, registry_copy):
+    """The card states the model's status: after a deploy from Model Management both cards are rewritten."""
+    from core import lifecycle
+    from core.explain import artifact_files
+
+    champion = demo_registry["MSFT"]
+    other = next(m["model_id"] for m in registry.list_models("MSFT") if m["model_id"] != champion and m["model_type"] != "naive")
+    pending = {"action": "deploy", "model_id": other}
+    lifecycle.pending_action(pending)
+    lifecycle.confirm_action(pending, override=True, override_reason="test: card follows", actor="test")
+    assert "status **deployed**" in artifact_files(other)["model_card"].read_text()
+    assert "status **archived**" in artifact_files(champion)["model_card"].read_text()
+    pending = {"action": "rollback", "symbol": "MSFT"}
+    lifecycle.pending_action(pending)
+    lifecycle.confirm_action(pending, actor="test")
+    assert "status **deployed**" in artifact_files(champion)["model_card"].read_text()
+    assert "status **rolled_back**" in artifact_files(other)["model_card"].read_text()

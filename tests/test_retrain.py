@@ -106,7 +106,7 @@ def test_cooldown_blocks_a_second_automatic_retrain(champion, fresh_db, monkeypa
     assert decisions[1].startswith("blocked: cooldown: last automatic retrain on " + _day(0))
 
 
-def test_validation_gate_rejects_and_keeps_the_candidate(champion, fresh_db):
+def test_validation_gate_rejects_and_keeps_the_challenger_as_rejected(champion, fresh_db):
     from core.registry import deployed_model, get_model
     from core.lifecycle import retrain_now
 
@@ -115,7 +115,8 @@ def test_validation_gate_rejects_and_keeps_the_candidate(champion, fresh_db):
     assert result["status"] == "rejected" and not result["gate"].passed
     assert result["gate"].challenger_mae == pytest.approx(result["gate"].naive_mae)
     challenger = get_model(result["challenger_id"])
-    assert challenger["status"] == "candidate" and challenger["parent_id"] == champion
+    assert challenger["status"] == "rejected" and challenger["parent_id"] == champion  # shown as what happened
+    assert "rejected: the validation gate" in challenger["reason"]
     assert deployed_model(SYMBOL)["model_id"] == champion
     job = _jobs(fresh_db)[-1]
     assert job["status"] == "rejected" and job["challenger_id"] == result["challenger_id"]
