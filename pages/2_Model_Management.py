@@ -22,10 +22,11 @@ with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: on
 for repaired in repaired_items:
     st.warning(escape_markdown(repaired))
 
-linked = registry.get_model(st.query_params.get("model", ""), missing_ok=True)  # a deep link: ?model=<id>
-if linked and "mm_linked" not in st.session_state:  # select it once; the user's own choices win afterwards
-    st.session_state.update(mm_linked=linked["model_id"], mm_symbol=linked["symbol"], mm_status="All",
-                            mm_model=linked["model_id"])
+if "mm_linked" not in st.session_state:  # first run: a deep link ?model=<id> selects its model, once
+    linked = registry.get_model(st.query_params.get("model", ""), missing_ok=True)
+    st.session_state["mm_linked"] = linked["model_id"] if linked else ""  # later runs: the user's choices win
+    if linked:
+        st.session_state.update(mm_symbol=linked["symbol"], mm_status="All", mm_model=linked["model_id"])
 col_symbol, col_status = st.columns(2)
 symbol = col_symbol.selectbox("Ticker", symbols, key="mm_symbol")
 status = col_status.selectbox("Status", ["All", *registry.STATUSES], key="mm_status")
