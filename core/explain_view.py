@@ -20,8 +20,8 @@ SHAP_CAPTION = ("SHAP values say how far each feature moved a prediction from th
 NAIVE_NOTE = ("This is the naive baseline (tomorrow's close = today's): it uses no features, so there is nothing "
               "to explain.")
 UNITS = ["log return (exact)", "$ (order-dependent)"]
-PRICE_STEPS_NOTE = ("In $, each step is last close × (e^cumulative − e^previous), applied in order of |SHAP|: the steps add "
-                    "up to the predicted close exactly, but a step's size depends on that order.")
+PRICE_STEPS_NOTE = ("In $, each step is last close × (e^cumulative − e^previous), applied in order of |SHAP|: "
+                    "the steps add up to the predicted close exactly, but a step's size depends on that order.")
 LIME_SPINNER = "LIME: fitting a local linear surrogate on 2,000 perturbed samples…"
 AUTO_COLOUR = "auto: "
 
