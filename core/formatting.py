@@ -17,6 +17,9 @@ import math
 
 NOT_ENOUGH = "not enough data"
 
+# how error metrics read in a table: column name -> printf-style format, for the pages' column configs
+ERROR_METRIC_FORMATS = {"MAE $": "$%.3f", "RMSE $": "$%.3f", "MAPE %": "%.2f%%", "direction %": "%.1f%%"}
+
 
 def finite(value) -> bool:
     """True for a real, finite number (None, NaN, ±inf and non-numbers are not)."""

@@ -1,0 +1,173 @@
+"""What the Forecast page shows, as plain values: its defaults, its messages and its metric cards.
+
+No streamlit here: the page reads widgets, calls these and draws. Texts that quote user input (a
+typed ticker, a model id built from one) are escaped with `escape_markdown` where the page renders
+them as markdown.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date, timedelta
+
+import pandas as pd
+
+from core.market import MarketDataError, load_prices, source_label
+from core.text import escape_markdown
+from core.training import DEFAULT_PARAMS
+
+CHART_DAYS = 180  # the chart range opens on the last 180 days
+LIVE_DAYS = 30  # live performance is measured over the last 30 days
+
+XGB_LEARNING_RATES = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2]
+SERVE_HELP = ("Serve the forecast for the latest data day through the serving path and log it once; "
+              "A/B tests, live metrics and alerts count it.")
+
+
+def param_widgets(model_type: str) -> list[tuple[str, str, dict]]:
+    """The training settings of `model_type` as (parameter, widget name, widget keyword arguments).
+
+    Each opens on `DEFAULT_PARAMS`; the naive baseline has none.
+    """
+    rf, xgb = DEFAULT_PARAMS["rf"], DEFAULT_PARAMS["xgb"]
+    widgets = {
+        "rf": [("n_estimators", "slider", dict(label="Trees", min_value=50, max_value=500, value=rf["n_estimators"],
+                                                step=50, key="fc_rf_trees")),
+               ("max_depth", "slider", dict(label="Max depth", min_value=2, max_value=12, value=rf["max_depth"],
+                                             key="fc_rf_depth")),
+               ("min_samples_leaf", "slider", dict(label="Min samples per leaf", min_value=1, max_value=100,
+                                                    value=rf["min_samples_leaf"], key="fc_rf_leaf"))],
+        "xgb": [("n_estimators", "slider", dict(label="Boosting rounds", min_value=50, max_value=1000,
+                                                 value=xgb["n_estimators"], step=50, key="fc_xgb_trees")),
+                ("max_depth", "slider", dict(label="Max depth", min_value=2, max_value=10, value=xgb["max_depth"],
+                                              key="fc_xgb_depth")),
+                ("learning_rate", "select_slider", dict(label="Learning rate", options=XGB_LEARNING_RATES,
+                                                        value=xgb["learning_rate"], key="fc_xgb_lr"))],
+    }
+    return widgets.get(model_type, [])
+
+
+def symbol_index(symbols: Sequence[str], linked: str) -> int:
+    """The ticker the selectbox opens on: a deep link's, else AAPL, else the first."""
+    if linked in symbols:
+        return symbols.index(linked)
+    return symbols.index("AAPL") if "AAPL" in symbols else 0
+
+
+def source_caption(source: str, prices: pd.DataFrame) -> str:
+    return (f"Data source: **{source_label(source)}** · {len(prices):,} trading days, "
+            f"{prices.index[0]:%Y-%m-%d} → {prices.index[-1]:%Y-%m-%d}")
+
+
+def refresh_prices(symbol: str) -> str:
+    """Ask the data source again for `symbol`; say what answered (or why the refresh failed)."""
+    try:
+        fresh = load_prices(symbol, refresh=True)
+    except MarketDataError as exc:
+        return f"Refresh failed: {exc}"
+    return f"{symbol} reloaded from {source_label(fresh.attrs['source'])}."
+
+
+def default_range(first: date, last: date) -> tuple[date, date]:
+    return max(first, last - timedelta(days=CHART_DAYS)), last
+
+
+def forecast_banner(forecast: Mapping) -> str:
+    """Whether the forecast shown was served and logged, or is a what-if computed for this view."""
+    if forecast.get("prediction_id") is not None:
+        logged_at = forecast["logged_at"][:16].replace("T", " ")
+        return (f"**Logged forecast**: served for {forecast['as_of']} and logged on {logged_at} UTC. "
+                "Viewing it again does not log it again.")
+    return (f"**What-if for {forecast['as_of']}: not served, not logged.** No forecast was served for this day; "
+            "this one is computed now by the model that would serve it.")
+
+
+def forecast_cards(forecast: Mapping, served: Mapping) -> list[dict]:
+    """The four metric cards (st.metric keyword arguments): last close, forecast, interval, latency.
+
+    `served` is the serving model's metrics: the interval is the one of the model that served it.
+    """
+    change = forecast["predicted_close"] / forecast["last_close"] - 1
+    money = "${:,.0f}" if forecast["predicted_close"] >= 1000 else "${:,.2f}"
+    cards = [dict(label=f"Close on {forecast['as_of']}", value=f"${forecast['last_close']:,.2f}"),
+             dict(label=f"Forecast for {forecast['target_date']}", value=f"${forecast['predicted_close']:,.2f}",
+                  delta=f"{change:+.2%}")]
+    if forecast["lower"] is not None and forecast["upper"] is not None:
+        cards.append(dict(label=f"{served['interval_coverage_nominal']:.0%} interval",
+                          value=f"{money.format(forecast['lower'])}–{money.format(forecast['upper'])}",
+                          delta=f"{served['interval_coverage_empirical']:.0%} covered on validation",
+                          delta_color="off", delta_arrow="off"))
+    else:  # a prediction recorded from outside the app carries no interval
+        cards.append(dict(label="Interval", value="not logged"))
+    latency = f"{forecast['latency_ms']:.1f} ms" if forecast["latency_ms"] is not None else "n/a"
+    cards.append(dict(label="Serving latency", value=latency))
+    return cards
+
+
+def served_caption(forecast: Mapping, deployed: Mapping | None) -> str:
+    """Which model served (or computed) the forecast, its A/B arm if any, and the deployed model."""
+    is_logged = forecast.get("prediction_id") is not None
+    arm = f" (arm {forecast['arm']} of A/B test #{forecast['experiment_id']})" if forecast.get("experiment_id") else ""
+    deployed_text = f"; deployed model: {escape_markdown(deployed['model_id'])}" if deployed else ""
+    return f"{'Served' if is_logged else 'Computed'} by **{escape_markdown(forecast['model_id'])}**{arm}{deployed_text}."
+
+
+def in_sample_warning(forecast: Mapping, train_end: str) -> str:
+    is_logged = forecast.get("prediction_id") is not None
+    return (f"{forecast['as_of']} is inside the training window of {escape_markdown(forecast['model_id'])} (trained "
+            f"up to {train_end}): this forecast is in-sample, says nothing about live accuracy, and "
+            + ("was logged before such forecasts were refused." if is_logged else "was not logged."))
+
+
+def past_day_caption(today: pd.Timestamp) -> str:
+    return (f"Only the latest data day ({today:%Y-%m-%d}) can be served. A past day shows the forecast logged for it, "
+            "or this what-if when none was served.")
+
+
+def chart_forecast(forecast: Mapping | None) -> dict | None:
+    """The forecast as the chart draws it: a missing interval collapses onto the predicted close."""
+    if not forecast:
+        return forecast
+    point = forecast["predicted_close"]
+    return {**forecast, "lower": forecast["lower"] if forecast["lower"] is not None else point,
+            "upper": forecast["upper"] if forecast["upper"] is not None else point}
+
+
+def skill_verdict(model: Mapping, live: Mapping | None) -> tuple[str, str]:
+    """("warning" | "success", text): how the deployed model fares against naive, live or on validation.
+
+    Green only for a certified model that beats naive.
+    """
+    skill_now = live["skill"] if live else model["metrics"]["skill"]
+    where = (f"over the last {LIVE_DAYS} days live" if live
+             else "on validation (no live history yet: it has not served a scored forecast)")
+    certified = "" if model["certified"] else " It is not certified (Model Management runs the five checks)."
+    name = escape_markdown(model["model_id"])
+    if skill_now <= 0:
+        return "warning", (f"{name} loses to the naive forecast {where} (skill {skill_now:+.3f}). "
+                           f"For daily stock returns this is common: treat its forecast with that in mind.{certified}")
+    if certified:
+        return "warning", f"{name} beats the naive forecast {where} (skill {skill_now:+.3f}).{certified}"
+    return "success", f"{name} beats the naive forecast {where} (skill {skill_now:+.3f})."
+
+
+def trained_summary(new_id: str, metrics: Mapping) -> tuple:
+    """What the page keeps about a model it just trained (the session state holds plain values)."""
+    return new_id, metrics["mae"], metrics["naive"]["mae"], metrics["skill"]
+
+
+def trained_message(new_id: str, mae: float, naive_mae: float, skill_value: float) -> str:
+    verdict = "beats" if skill_value > 0 else "does not beat"
+    # \$: two dollar signs in one markdown string would render the text between them as LaTeX
+    return (f"Registered **{escape_markdown(new_id)}** as a candidate: validation MAE \\${mae:.3f} vs naive "
+            f"\\${naive_mae:.3f} (skill {skill_value:+.3f}, {verdict} naive). Review and deploy it on Model Management.")
+
+
+def prices_with_source(symbol: str) -> tuple[pd.DataFrame, str]:
+    """The ticker's prices and where they came from (the page caches this pair)."""
+    frame = load_prices(symbol)
+    return frame, frame.attrs.get("source", "")
+
+
+def training_progress(report: Callable[..., object]) -> Callable[[float, str], object]:
+    """A training progress callback for `report(fraction, text=...)`: training fills 0-75 %, registering the rest."""
+    return lambda fraction, text: report(0.75 * min(fraction, 1.0), text=text if fraction < 1 else "Trained")
