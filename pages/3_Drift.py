@@ -27,7 +27,6 @@ if not models:
     st.stop()
 
 
-
 @st.cache_data(show_spinner=False)
 def feature_windows(model_id: str, as_of: str, window_days: int):
     """The reference and current feature frames of a check (for the overlays)."""
@@ -106,13 +105,11 @@ if data and data["model_id"] == model_id:
     st.subheader("Per-feature statistics")
     st.caption(f"Why: a feature drifts when all three tests agree: {escape_markdown(report.dataset.get('rule', ''))}. "
                f"{PSI_P_EXPLAINED}")
+    col = st.column_config.NumberColumn
     st.dataframe(feature_table(report.features), hide_index=True, key="drift_features_table", column_config={
-        "why": st.column_config.TextColumn(width="large"),
-        "psi": st.column_config.NumberColumn("PSI", format="%.3f"),
-        "psi_p_value": st.column_config.NumberColumn("PSI p (own windows)", format="%.3f"),
-        "p_value": st.column_config.NumberColumn("KS p", format="%.2e"), "ks_stat": st.column_config.NumberColumn(format="%.3f"),
-        "wasserstein": st.column_config.NumberColumn(format="%.2f"),
-    })
+        "why": st.column_config.TextColumn(width="large"), "psi": col("PSI", format="%.3f"),
+        "psi_p_value": col("PSI p (own windows)", format="%.3f"), "p_value": col("KS p", format="%.2e"),
+        "ks_stat": col(format="%.3f"), "wasserstein": col(format="%.2f")})
     feature = st.selectbox("Feature to overlay", report.features["feature"].tolist(), key="drift_feature")
     reference, current = feature_windows(model_id, report.as_of, report.window_days)
     st.plotly_chart(drift_overlay_figure(reference[feature], current[feature], feature), key="drift_overlay")
@@ -123,13 +120,12 @@ if data and data["model_id"] == model_id:
 st.subheader("When did it change? Sequential detectors")  # issue 13
 with page_guard(st.error, st.stop):
     watch = drift_watch.history(model_id)
+    current, episodes = drift_watch.alarms(model_id), drift_watch.episodes(model_id)
 if watch.empty:
     st.info("No sequential-detector state for this model yet: the daily cycle computes it for deployed models, one "
             "trading day at a time (`python scheduled_tasks.py --once`, or `--replay START END` for past days).")
 else:
-    with page_guard(st.error, st.stop):
-        current, episodes = drift_watch.alarms(model_id), drift_watch.episodes(model_id)
-        close = load_prices(symbol, start=watch["as_of"].min(), end=watch["as_of"].max())["close"]
+    close = load_prices(symbol, start=watch["as_of"].min(), end=watch["as_of"].max())["close"]
     last = f"{watch['as_of'].max():%Y-%m-%d}"
     if current:
         st.warning(escape_markdown(drift_watch.in_words(current)))
