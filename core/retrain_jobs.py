@@ -21,7 +21,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import get_settings
-from core.registry import MODEL_CARD, model_folder
+from core.model_files import MODEL_CARD, model_folder
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
