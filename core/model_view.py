@@ -74,7 +74,8 @@ def headline(model: dict) -> list[dict[str, Any]]:
         {"label": "Status", "value": model["status"]},
         {"label": "Validation MAE", "value": f"${metrics['mae']:.3f}", "delta": f"naive ${metrics['naive']['mae']:.3f}",
          "delta_color": "off", "delta_arrow": "off"},
-        {"label": "Skill vs naive", "value": f"{metrics['skill']:+.3f}", "delta": "beats naive" if beats else "loses to naive",
+        {"label": "Skill vs naive", "value": f"{metrics['skill']:+.3f}",
+         "delta": "beats naive" if beats else "loses to naive",
          "delta_color": "green" if beats else "red", "delta_arrow": "off"},
         {"label": "Interval coverage", "value": f"{metrics['interval_coverage_empirical']:.0%}",
          "delta": f"nominal {metrics['interval_coverage_nominal']:.0%}", "delta_color": "off", "delta_arrow": "off"},
@@ -108,3 +109,33 @@ def drift_verdict(report_data: dict) -> dict[str, Any]:
                    else f"No retraining needed: {escape_markdown(retrain_reason)}",
         "reasons": "\n".join(f"- {escape_markdown(r)}" for r in report.reasons) if needs_retrain else "",
     }
+
+
+def deep_link_state(model_id: str, db: sqlite_utils.Database | None = None) -> dict[str, str]:
+    """Session state for a deep link ?model=<id> on the page's first run: the linked model selected (with its
+    ticker, any status), and `mm_linked` set so later runs leave the user's choices alone."""
+    linked = registry.get_model(model_id, db=db, missing_ok=True)
+    if linked is None:
+        return {"mm_linked": ""}
+    return {"mm_linked": linked["model_id"], "mm_symbol": linked["symbol"], "mm_status": "All",
+            "mm_model": linked["model_id"]}
+
+
+def rollback_help(symbol: str, back_to: str | None) -> str:
+    """The Roll back button's help: the model it would redeploy, or why there is none."""
+    return f"Redeploy {back_to}" if back_to else f"{symbol} has no earlier deployed version to go back to"
+
+
+def artifacts_caption(has_artifacts: bool) -> str:
+    """The caption under a model's artifact downloads."""
+    if has_artifacts:
+        return ("Written at registration; rewrite after a certification so the model card shows it. "
+                "Details on the Explainability page.")
+    return "No explainability artifacts for this model yet: write them below."
+
+
+OVERRIDE_WARNING = "This model is not certified: deploying it needs an override, written to the audit log with your reason."
+NO_CERTIFICATION = ("Certification not computed for this model yet: run it below (a few seconds; the permutation test "
+                    "refits the model).")
+RETRAIN_STOPPED = "Retraining stopped on a database fault; the deployed model is unchanged"
+RETRAIN_FAILED = "Retraining failed; the deployed model is unchanged"
