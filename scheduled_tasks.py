@@ -34,7 +34,8 @@ from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
 from core.cycle import run_daily_cycle
 from core.registry import list_models
-from core.store import StoreError, check_writable, describe_error, get_db, scheduler_lock_path
+from core.store import check_writable, get_db
+from core.store_faults import StoreError, describe_error, scheduler_lock_path
 
 log = logging.getLogger("scheduler")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_DB_UNAVAILABLE, EXIT_BEYOND_DATA = 0, 1, 2, 3, 4, 5
@@ -53,7 +54,7 @@ class SchedulerLocked(RuntimeError):
 
 
 def lock_path() -> Path:
-    """The lock beside the database's real path (see `core.store.scheduler_lock_path`)."""
+    """The lock beside the database's real path (see `core.store_faults.scheduler_lock_path`)."""
     return scheduler_lock_path(get_settings().db_path)
 
 

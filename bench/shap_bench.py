@@ -21,7 +21,7 @@ os.environ.update({"MLSA_OFFLINE": "1", "MLSA_DB_PATH": f"{_TMP}/app.db", "MLSA_
 
 import numpy as np  # noqa: E402
 
-from core import explain  # noqa: E402
+from core import explain, model_card  # noqa: E402
 from core.features import FEATURE_COLUMNS  # noqa: E402
 from core.lifecycle import register_with_artifacts  # noqa: E402
 from core.registry import load_model  # noqa: E402
@@ -86,8 +86,8 @@ def main() -> None:
 
     os.environ["MLSA_EXPLAIN_IMAGE_FORMAT"] = "png"
     # refresh=True: registration already wrote HTML artifacts above, which a plain call would reuse
-    first, _ = timed(lambda: explain.write_model_artifacts(model_id, refresh=True))
-    again, files = timed(lambda: explain.write_model_artifacts(model_id, refresh=True))
+    first, _ = timed(lambda: model_card.write_model_artifacts(model_id, refresh=True))
+    again, files = timed(lambda: model_card.write_model_artifacts(model_id, refresh=True))
     print(f"artifacts of one model with a PNG summary: {first:.2f} s the first time in a process (starts Chromium), "
           f"{again:.2f} s after; files: {', '.join(sorted(p.name for p in files.values()))}")
 

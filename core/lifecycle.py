@@ -19,7 +19,7 @@ import sqlite_utils
 
 from core import registry, retrain
 from core.certification import Certification, certify
-from core.explain import write_model_artifacts
+from core.model_card import write_model_artifacts
 from core.retrain import Progress
 from core.training import TrainedModel
 

@@ -28,7 +28,8 @@ from core.alerts import raise_alert
 from core.features import build_features, check_feature_frame
 from core.training import naive_metrics, price_metrics, skill
 from core.market import MarketDataError, load_prices, next_trading_day
-from core.registry import LoadedModel, RegistryError, deployed_model, load_model
+from core.model_files import LoadedModel
+from core.registry import RegistryError, deployed_model, load_model
 from core.store import get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)

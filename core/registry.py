@@ -1,42 +1,34 @@
-"""The model registry: versions, artifacts under models/, deploy / rollback / archive, lineage, hashes.
+"""The model registry: the `models` table (versions, lineage, deploy / rollback / archive) and the verified load.
 
-Only this module writes the `models` table. Artifacts are written to a temporary name and renamed
-(atomic on POSIX), their sha256 is stored, and `load_model` refuses a file whose hash or feature
-signature does not match what was registered. It reads the file once and deserialises the bytes it
-verified, so a file swapped between the check and the load can never be served.
+Only this module writes the `models` table. The files beside each row (atomic writes, sha256, the
+estimator's format) are `core.model_files`; the registry stores each artifact's sha256, and
+`load_model` refuses a file whose hash or feature signature does not match what was registered. It
+reads the file once and deserialises the bytes it verified, so a file swapped between the check and
+the load can never be served.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
-import numpy as np
 import pandas as pd
 import sqlite_utils
-from sklearn.ensemble import RandomForestRegressor
-from xgboost import XGBRegressor
 
+from core import model_files
 from core.config import get_settings
 from core.features import CURRENT_SIGNATURE, feature_signature
+from core.model_files import LoadedModel, atomic_write, file_sha256, model_folder, unreadable_message
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
-from core.training import NaiveModel, TrainedModel
+from core.training import TrainedModel
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("candidate", "deployed", "archived", "rolled_back", "rejected")  # rejected: failed a retrain's gate
-# The model card, beside the artifact: `core.explain.write_model_artifacts` writes it last, so a registered
-# model whose folder has no card had its explainability artifacts interrupted (`core.retrain_jobs.reconcile`).
-MODEL_CARD = "model_card.md"
 
 
 class RegistryError(RuntimeError):
@@ -57,59 +49,6 @@ class ChampionChanged(RegistryError):
     def __init__(self, symbol: str, expected: str | None, actual: str | None, message: str) -> None:
         super().__init__(message)
         self.symbol, self.expected, self.actual = symbol, expected, actual
-
-
-# --- artifacts ----------------------------------------------------------------------------------------
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, writer) -> None:
-    """Call `writer(tmp_path)` then rename onto `path`; a crash leaves the old file or none, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_estimator(model_type: str, estimator: Any, folder: Path) -> Path:
-    if model_type == "xgb":
-        path = folder / "model.json"  # XGBoost's native, version-stable format
-        atomic_write(path, lambda tmp: estimator.save_model(str(tmp)))
-    elif model_type == "naive":
-        path = folder / "model.json"
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps({"model": "naive", "predicts": "zero log return"})))
-    else:
-        path = folder / "model.joblib"
-        atomic_write(path, lambda tmp: joblib.dump(estimator, tmp))
-    return path
-
-
-def _estimator_from_bytes(model_type: str, data: bytes) -> Any:
-    """Deserialise an artifact from memory: the bytes whose hash was just checked, never the path again."""
-    if model_type == "xgb":
-        estimator = XGBRegressor()
-        estimator.load_model(bytearray(data))  # XGBoost reads JSON / UBJ from a raw buffer
-        return estimator
-    if model_type == "naive":
-        return NaiveModel()
-    return joblib.load(io.BytesIO(data))
-
-
-def model_folder(model_id: str) -> Path:
-    return Path(get_settings().models_dir) / model_id
 
 
 # --- register -----------------------------------------------------------------------------------------
@@ -145,7 +84,7 @@ def register(
             folder = model_folder(model_id)
             if folder.exists():  # left by a crash before its row was committed: not a registered model
                 shutil.rmtree(folder)
-            artifact = _save_estimator(trained.model_type, trained.estimator, folder)
+            artifact = model_files.save_estimator(trained.model_type, trained.estimator, folder)
             atomic_write(folder / "validation.csv", lambda tmp: trained.validation.to_csv(tmp, index_label="date"))
             db["models"].insert({
                 "model_id": model_id, "symbol": trained.symbol, "model_type": trained.model_type,
@@ -199,21 +138,6 @@ def deployed_model(symbol: str, db: sqlite_utils.Database | None = None) -> dict
     return found[0] if found else None
 
 
-def models_table(symbol: str | None = None, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """The registry as a display table: one row per model with its headline validation metrics."""
-    rows = []
-    for m in list_models(symbol, db=db):
-        metrics = m["metrics"]
-        rows.append({
-            "model_id": m["model_id"], "symbol": m["symbol"], "type": m["model_type"], "version": m["version"],
-            "status": m["status"], "certified": bool(m["certified"]), "created": m["created_at"][:16].replace("T", " "),
-            "train_end": m["train_end"], "MAE $": metrics.get("mae"), "naive MAE $": metrics.get("naive", {}).get("mae"),
-            "skill": metrics.get("skill"), "RMSE $": metrics.get("rmse"), "MAPE %": metrics.get("mape"),
-            "direction %": metrics.get("directional_accuracy"), "parent": m["parent_id"] or "",
-        })
-    return pd.DataFrame(rows)
-
-
 def lineage(model_id: str, db: sqlite_utils.Database | None = None) -> list[dict]:
     """The chain of ancestors, oldest first, ending with `model_id` itself."""
     chain, seen = [], set()
@@ -233,33 +157,6 @@ def children(model_id: str, db: sqlite_utils.Database | None = None) -> list[dic
     return [_decode(r) for r in db.query("SELECT * FROM models WHERE parent_id = ? ORDER BY created_at", [model_id])]
 
 
-def family_table(model_id: str, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """Ancestors (oldest first), the model itself and its children, one row each with the reason it was
-    made: a table shows reasons literally (they are user text), where markdown would render them."""
-    chain = lineage(model_id, db=db)
-    rows = [{"relation": "ancestor" if m["model_id"] != model_id else "this model", **m} for m in chain]
-    rows += [{"relation": "child", **m} for m in children(model_id, db=db)]
-    return pd.DataFrame(rows, columns=["relation", "model_id", "status", "created_at", "reason"]) if rows else \
-        pd.DataFrame(columns=["relation", "model_id", "status", "created_at", "reason"])
-
-
-def model_facts(model: dict) -> pd.DataFrame:
-    """What a reader asks about one model, as (fact, value) rows: data windows, signature, artifact, features."""
-    metrics = model["metrics"]
-    facts = {
-        "ticker / type / version": f"{model['symbol']} · {model['model_type']} · v{model['version']}",
-        "trained on": f"{model['train_start']} → {model['train_end']} ({metrics.get('data_source', '')})",
-        "validation window": f"{metrics['validation_start']} → {metrics['validation_end']} "
-                             f"({metrics['n']} days, {len(metrics['fold_skill'])} walk-forward folds)",
-        "per-fold skill": ", ".join(f"{s:+.3f}" for s in metrics["fold_skill"]),
-        "feature signature": model["feature_signature"],
-        "artifact": f"{model['artifact_path']} (sha256 {model['artifact_sha256']})",
-        "features": ", ".join(model["features"]),
-        "parameters": json.dumps(model["params"], sort_keys=True),
-    }
-    return pd.DataFrame({"fact": list(facts), "value": list(facts.values())})
-
-
 def validation_predictions(model_id: str) -> pd.DataFrame:
     """The walk-forward out-of-sample predictions saved at registration (drift and certification use them)."""
     path = model_folder(model_id) / "validation.csv"
@@ -273,44 +170,13 @@ def validation_predictions(model_id: str) -> pd.DataFrame:
 
 # --- load (verified) ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class LoadedModel:
-    model_id: str
-    symbol: str
-    model_type: str
-    estimator: Any
-    feature_columns: list[str]
-    interval_halfwidth: float
-    row: dict
-
-    def predict_returns(self, X: np.ndarray) -> np.ndarray:
-        """Predicted log returns. A forest averages its trees directly: the same numbers as
-        `RandomForestRegressor.predict` (tested), without its per-call joblib dispatch, which costs
-        ~17 ms for one row of a 200-tree forest on the serving path."""
-        if isinstance(self.estimator, RandomForestRegressor):
-            X32 = np.asarray(X, dtype=np.float32)
-            return np.mean([tree.tree_.predict(X32)[:, 0] for tree in self.estimator.estimators_], axis=0)
-        return np.asarray(self.estimator.predict(X), dtype=float)
-
-
 _cache: dict[tuple[str, str, int, int], LoadedModel] = {}
 _cache_lock = threading.Lock()
 
 
 def _unreadable(model_id: str, path: Path, exc: OSError) -> ModelIntegrityError:
-    """A model file that cannot be read, in words: which file, why, and what to check (never a raw OSError)."""
-    advice = "Retrain the model or restore its file from a backup; the database itself is fine."
-    if isinstance(exc, FileNotFoundError):
-        return ModelIntegrityError(f"{model_id}: the artifact {path} is missing. {advice}")
-    if isinstance(exc, PermissionError):
-        return ModelIntegrityError(
-            f"{model_id}: the artifact {path} cannot be read: permission denied for the user running the app "
-            f"(uid {os.geteuid()}). Check the file's owner and mode (e.g. `ls -l {path}`; it needs read permission, "
-            "its folders execute permission). It was not loaded; the database itself is fine.")
-    return ModelIntegrityError(
-        f"{model_id}: the artifact {path} cannot be read ({exc.strerror or type(exc).__name__}"
-        f"{f', errno {exc.errno}' if exc.errno else ''}). Check the disk and the file system that holds "
-        f"{path.parent}; if the file is damaged, retrain the model or restore it from a backup. The database itself is fine.")
+    """A model file that cannot be read, in words (`model_files.unreadable_message`), never a raw OSError."""
+    return ModelIntegrityError(unreadable_message(model_id, path, exc))
 
 
 def _read_verified(model_id: str, path: Path, expected_sha256: str) -> bytes:
@@ -357,7 +223,7 @@ def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> Loaded
         return hit
     data = _read_verified(model_id, path, row["artifact_sha256"])
     try:
-        estimator = _estimator_from_bytes(row["model_type"], data)
+        estimator = model_files.estimator_from_bytes(row["model_type"], data)
     except Exception as exc:
         raise ModelIntegrityError(f"{model_id}: the artifact could not be read ({exc}). Retrain the model or "
                                   "restore its file from a backup.") from exc

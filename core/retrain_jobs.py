@@ -21,7 +21,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import get_settings
-from core.registry import MODEL_CARD, model_folder
+from core.model_files import MODEL_CARD, model_folder
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def reconcile_model_folders(db: sqlite_utils.Database | None = None,
 def incomplete_artifacts(db: sqlite_utils.Database | None = None,
                          grace_seconds: float = ORPHAN_GRACE_SECONDS) -> list[str]:
     """Registered models whose explainability artifacts were not finished (no model card, the file
-    `core.explain` writes last), e.g. a retrain killed between registering its challenger and writing
+    `core.model_card` writes last), e.g. a retrain killed between registering its challenger and writing
     them. A model whose folder changed within `grace_seconds` may still be being written and is left
     out, unless it is the challenger of a job that is no longer running (its writer is gone)."""
     db = db or get_db()

@@ -49,11 +49,11 @@ def _fingerprint(analysis) -> str:
 def test_migration_removes_duplicates_then_the_database_refuses_them(tmp_path, monkeypatch, caplog):
     """A database written before migration 002, holding duplicated served rows, is cleaned on open
     (the earliest row of each request kept, the count logged), then new duplicates are refused."""
-    from core import store
+    from core import schema, store
 
     path = tmp_path / "old.db"
     old = sqlite_utils.Database(str(path))
-    store._m001_initial(old)
+    schema._m001_initial(old)
     old.execute("PRAGMA user_version = 1")
     old["models"].insert_all([{"model_id": "rf_v1_X", "symbol": "X"}, {"model_id": "xgb_v1_X", "symbol": "X"}])
     base = {"model_id": "rf_v1_X", "symbol": "X", "as_of": "2012-05-01", "target_date": "2012-05-02",
@@ -68,11 +68,11 @@ def test_migration_removes_duplicates_then_the_database_refuses_them(tmp_path, m
     old.close()
 
     monkeypatch.setenv("MLSA_DB_PATH", str(path))
-    with caplog.at_level(logging.INFO, logger="core.store"):
+    with caplog.at_level(logging.INFO, logger="core.schema"):
         db = store.get_db()
     assert "removed 3 duplicate prediction row(s)" in caplog.text
     assert [r[0] for r in db.execute("SELECT id FROM predictions ORDER BY id")] == [1, 4, 6, 7]
-    assert store.schema_version(db) == len(store.MIGRATIONS)
+    assert store.schema_version(db) == len(schema.MIGRATIONS)
     for duplicate in ({**base}, {**base, "experiment_id": 7, "arm": "A"}, {**base, "experiment_id": 7, "arm": "B", "served": 0}):
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
             db["predictions"].insert(duplicate)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import explain
+from core import explain, model_card
 from core.features import FEATURE_COLUMNS, TARGET
 
 DOMINANT = "rsi_14"
@@ -167,11 +167,11 @@ def test_dominant_feature_ranks_first_and_artifacts_are_written_on_registration(
 
     set_certification(model_id, False, {"certified": False, "computed_at": "2024-01-02T03:04:05Z", "checks": [
         {"key": "skill", "label": "Mean CV skill", "value": -0.01, "comparison": ">=", "target": 0.0, "passed": False}]})
-    card = explain.write_model_artifacts(model_id)["model_card"].read_text()
+    card = model_card.write_model_artifacts(model_id)["model_card"].read_text()
     assert "**Not certified** (computed 2024-01-02 03:04 UTC)" in card and "FAIL: Mean CV skill = -0.01" in card
     assert "Not computed" not in card and f"| 1 | `{DOMINANT}` |" in card
     assert json.loads(files["importance_json"].read_text())["written_at"] == document["written_at"]  # reused
-    explain.write_model_artifacts(model_id, refresh=True)
+    model_card.write_model_artifacts(model_id, refresh=True)
     assert json.loads(files["importance_json"].read_text())["written_at"] != document["written_at"]
 
 
@@ -264,7 +264,7 @@ def test_html_fallback_when_kaleido_fails(fresh_db, monkeypatch):
     def crashed(*_args, **_kwargs):
         raise figure_export.RenderUnavailable("kaleido failed (RuntimeError: browser crashed)")
 
-    monkeypatch.setattr(explain, "render_png", crashed)
+    monkeypatch.setattr(model_card, "render_png", crashed)
     model_id = register(_synthetic_trained("rf", n_estimators=20), reason="synthetic test")
     files = explain.artifact_files(model_id)
     assert "summary_html" in files and "summary_png" not in files

@@ -58,14 +58,14 @@ approve(int(sys.argv[1]), actor="reviewer", progress=progress)
 
 REGISTER_AND_HANG = r'''
 import sys, time
-from core import registry, training
-_real_save = registry._save_estimator
+from core import model_files, registry, training
+_real_save = model_files.save_estimator
 def save_then_hang(model_type, estimator, folder):
     path = _real_save(model_type, estimator, folder)
     print("WRITTEN", folder, flush=True)
     time.sleep(3600)  # files on disk, row not committed: killed here
     return path
-registry._save_estimator = save_then_hang
+model_files.save_estimator = save_then_hang
 registry.register(training.train_model(sys.argv[1], "naive", train_end=sys.argv[2]))
 '''
 
@@ -129,7 +129,7 @@ def assert_consistent(db) -> None:
     """At most one deployed model per ticker, every row's artifact present with its hash, no orphan
     folder or temporary file, no job left running, and a sound database file."""
     from core.config import get_settings
-    from core.registry import file_sha256
+    from core.model_files import file_sha256
 
     models_dir = Path(get_settings().models_dir)
     assert db.execute("SELECT symbol FROM models WHERE status = 'deployed' GROUP BY symbol HAVING COUNT(*) > 1").fetchall() == []

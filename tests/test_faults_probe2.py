@@ -216,7 +216,8 @@ lifecycle.retrain_now(sys.argv[1], sys.argv[2], actor="kill-test")
 def test_a_retrain_killed_while_writing_artifacts_names_its_challenger_and_reconcile_finishes_them(registry_copy):
     from core import lifecycle
     from core.config import get_settings
-    from core.registry import MODEL_CARD, get_model
+    from core.model_files import MODEL_CARD
+    from core.registry import get_model
     from core.retrain_jobs import reconcile
 
     db = registry_copy

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import page_app
-from core import alerts, store
+from core import alerts, store, store_faults
 from core.config import MASK, redact
 from test_faults_storage import (PY, ROOT, _advice_is_safe, _closed_port, _env, _new_db, _one_line, _page_text,
                                  _scheduler, _without_dac_override, _write_as_user, holding)
@@ -152,7 +152,7 @@ def test_the_busy_message_is_one_line_and_hides_a_secret_on_the_holders_command_
     try:
         assert holder.stdout.readline().strip() == "held", holder.stderr.read()
         db = store.get_db(path)
-        with pytest.raises(store.DatabaseLocked) as caught:
+        with pytest.raises(store_faults.DatabaseLocked) as caught:
             with store.transaction(db):
                 store.audit(db, "test", "write", "x")
     finally:

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import page_app
-from core import store
+from core import store, store_faults
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -126,13 +126,13 @@ def _new_db(path: Path) -> Path:
 
 WRITE_PROBE = """
 import sys
-from core import store
+from core import store, store_faults
 try:
     db = store.get_db(sys.argv[1])
     with store.transaction(db):
         store.audit(db, "probe", "write", "x")
     print("WROTE")
-except store.StoreError as exc:
+except store_faults.StoreError as exc:
     print(type(exc).__name__)
     print(exc)
 """
@@ -156,7 +156,7 @@ def test_a_busy_database_names_the_holder_within_the_timeout_and_never_says_move
         db = store.get_db(path)
         assert db["audit_log"].count == 0  # WAL: reading goes on while another process writes
         started = time.monotonic()
-        with pytest.raises(store.DatabaseLocked) as caught:
+        with pytest.raises(store_faults.DatabaseLocked) as caught:
             with store.transaction(db):
                 store.audit(db, "test", "write", "x")
         assert time.monotonic() - started < 10
@@ -175,7 +175,7 @@ def test_a_database_held_exclusively_stops_even_opening_with_the_busy_message(tm
     path = tmp_path / "app.db"
     monkeypatch.setenv("MLSA_DB_BUSY_TIMEOUT", "1")
     with holding(path, journal="delete") as holder:  # rollback journal: readers wait too
-        with pytest.raises(store.DatabaseLocked, match=f"held by pid {holder.pid}"):
+        with pytest.raises(store_faults.DatabaseLocked, match=f"held by pid {holder.pid}"):
             store.get_db(path)
 
 
@@ -198,7 +198,7 @@ def test_the_scheduler_is_named_when_it_holds_the_database(tmp_path, monkeypatch
         assert scheduler.stdout.readline().strip() == "held", scheduler.stderr.read()
         monkeypatch.setenv("MLSA_DB_BUSY_TIMEOUT", "1")
         db = store.get_db(path)
-        with pytest.raises(store.DatabaseLocked, match=rf"held by the scheduler \(pid {scheduler.pid}: python -c"):
+        with pytest.raises(store_faults.DatabaseLocked, match=rf"held by the scheduler \(pid {scheduler.pid}: python -c"):
             with store.transaction(db):
                 store.audit(db, "test", "write", "x")
     finally:
@@ -240,7 +240,7 @@ def test_a_read_only_file_system_is_named_with_its_mount_point(tmp_path):
     source = tmp_path / "source"
     _new_db(source / "app.db")
     with read_only_mount(source, tmp_path / "ro") as mount:
-        with pytest.raises(store.DatabaseReadOnly) as caught:
+        with pytest.raises(store_faults.DatabaseReadOnly) as caught:
             store.get_db(mount / "app.db")
     message = str(caught.value)
     assert f"the file system mounted at {mount} is read-only" in message and "remount" in message
@@ -258,7 +258,7 @@ def _fill(db) -> None:
 def test_a_full_disk_says_how_much_is_free_and_keeps_what_was_written(tmp_path):
     with tiny_disk(tmp_path / "disk") as disk:
         db = store.get_db(disk / "app.db")
-        with pytest.raises(store.DiskFull) as caught:
+        with pytest.raises(store_faults.DiskFull) as caught:
             _fill(db)
         message = str(caught.value)
         assert "the disk holding it is full" in message and " free of 256.0 KB" in message
@@ -271,7 +271,7 @@ def test_a_full_disk_says_how_much_is_free_and_keeps_what_was_written(tmp_path):
 def test_a_size_limit_is_told_apart_from_a_full_disk(tmp_path):
     db = store.get_db(_new_db(tmp_path / "app.db"))
     db.conn.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0] + 2}")
-    with pytest.raises(store.DiskFull, match="a size limit .PRAGMA max_page_count. or a disk quota was reached") as caught:
+    with pytest.raises(store_faults.DiskFull, match="a size limit .PRAGMA max_page_count. or a disk quota was reached") as caught:
         _fill(db)
     _advice_is_safe(str(caught.value))
     store.close_all()
@@ -292,7 +292,7 @@ def test_a_truncated_database_is_called_damaged_and_kept_as_it_is(tmp_path):
     with open(path, "r+b") as handle:
         handle.truncate(path.stat().st_size // 2)
     before = _digest(path)
-    with pytest.raises(store.DatabaseCorrupt) as caught:
+    with pytest.raises(store_faults.DatabaseCorrupt) as caught:
         store.get_db(path)["audit_log"].count  # opens fine (page 1 is intact), fails on the missing pages
     message = str(caught.value)
     assert "damaged or not an SQLite database (database disk image is malformed)" in message
@@ -306,7 +306,7 @@ def test_a_garbage_file_is_called_damaged_not_deleted(tmp_path):
     path = tmp_path / "app.db"
     path.write_bytes(os.urandom(8192))
     before = _digest(path)
-    with pytest.raises(store.DatabaseCorrupt, match="file is not a database") as caught:
+    with pytest.raises(store_faults.DatabaseCorrupt, match="file is not a database") as caught:
         store.get_db(path)
     _advice_is_safe(str(caught.value))
     assert _digest(path) == before
@@ -342,7 +342,7 @@ def test_one_scheduler_per_database_file_through_a_symlink_and_another_spelling(
     first = subprocess.Popen([PY, "scheduled_tasks.py"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=_env(MLSA_DB_PATH=str(real)))
     identity = Path(f"/tmp/mlsa-scheduler-{real.stat().st_dev}-{real.stat().st_ino}.lock")
-    lock = store.scheduler_lock_path(real)
+    lock = store_faults.scheduler_lock_path(real)
     try:
         _wait_for(lambda: all(p.exists() and p.read_text() == str(first.pid) for p in (lock, identity)))
         for alias in (link, dotted):

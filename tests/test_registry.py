@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import registry
+from core import model_files, registry
 from core.features import FEATURE_COLUMNS
 from core.registry import ModelIntegrityError, RegistryError
 from core.training import train_model
@@ -41,12 +41,12 @@ def test_versions_count_per_symbol_and_type(two_models):
 
 def test_tampered_artifact_is_refused(two_models):
     rf_id, xgb_id = two_models
-    path = registry.model_folder(xgb_id) / "model.json"
+    path = model_files.model_folder(xgb_id) / "model.json"
     text = path.read_text()
     path.write_text(text.replace('"base_score"', '"base_score" ', 1))  # one byte more
     with pytest.raises(ModelIntegrityError, match="sha256.*changed after registration"):
         registry.load_model(xgb_id)
-    registry.model_folder(rf_id).joinpath("model.joblib").unlink()
+    model_files.model_folder(rf_id).joinpath("model.joblib").unlink()
     with pytest.raises(ModelIntegrityError, match="missing"):
         registry.load_model(rf_id)
 
@@ -68,9 +68,9 @@ def test_loader_opens_the_file_once_and_loads_the_bytes_it_verified(two_models, 
     """The file is swapped after it was read and hashed, before it is deserialised: the verified bytes are
     what gets loaded, and the swapped file is refused on the next load."""
     X = np.random.default_rng(1).normal(0, 0.02, (5, len(FEATURE_COLUMNS)))
-    real = registry._estimator_from_bytes
+    real = model_files.estimator_from_bytes
     for model_id in two_models:
-        path = registry.model_folder(model_id) / Path(registry.get_model(model_id)["artifact_path"]).name
+        path = model_files.model_folder(model_id) / Path(registry.get_model(model_id)["artifact_path"]).name
         expected = registry.load_model(model_id).predict_returns(X)
         registry._cache.clear()
 
@@ -81,14 +81,14 @@ def test_loader_opens_the_file_once_and_loads_the_bytes_it_verified(two_models, 
             os.replace(other, path)  # another file renamed in after the read and the check
             return real(model_type, data)
 
-        monkeypatch.setattr(registry, "_estimator_from_bytes", swap_then_load)
+        monkeypatch.setattr(model_files, "estimator_from_bytes", swap_then_load)
         _OPENED.clear()
         _WATCHING.append(True)
         try:
             loaded = registry.load_model(model_id)
         finally:
             _WATCHING.clear()
-        monkeypatch.setattr(registry, "_estimator_from_bytes", real)
+        monkeypatch.setattr(model_files, "estimator_from_bytes", real)
         assert _OPENED.count(str(path)) == 1, _OPENED  # opened once, for reading (the swap writes after it)
         np.testing.assert_allclose(loaded.predict_returns(X), expected)  # the verified bytes, not the swapped file
         with pytest.raises(ModelIntegrityError) as refused:
@@ -138,7 +138,7 @@ def test_deploy_keeps_one_deployed_and_rollback_restores(two_models, fresh_db):
 def test_deploy_refuses_a_tampered_model_and_changes_nothing(two_models):
     rf_id, xgb_id = two_models
     registry.deploy(rf_id, reason="test", override=True)
-    (registry.model_folder(xgb_id) / "model.json").write_text("{}")
+    (model_files.model_folder(xgb_id) / "model.json").write_text("{}")
     with pytest.raises(ModelIntegrityError):
         registry.deploy(xgb_id, reason="test", override=True)
     assert registry.deployed_model("IBM")["model_id"] == rf_id
@@ -156,7 +156,7 @@ def test_failed_registration_leaves_no_row_and_no_files(fresh_db, monkeypatch):
         registry.register(trained)
     monkeypatch.setattr(registry, "audit", original_audit)
     assert registry.list_models() == []
-    assert not registry.model_folder("xgb_v1_IBM_20081231").exists()
+    assert not model_files.model_folder("xgb_v1_IBM_20081231").exists()
     assert registry.register(trained) == "xgb_v1_IBM_20081231"  # the version number was not burnt
 
 

@@ -4,11 +4,11 @@ import threading
 
 import pytest
 
-from core import store
+from core import schema, store, store_faults
 
 
 def test_migrations_set_user_version(fresh_db):
-    assert store.schema_version(fresh_db) == len(store.MIGRATIONS)
+    assert store.schema_version(fresh_db) == len(schema.MIGRATIONS)
     tables = set(fresh_db.table_names())
     assert {"prices", "models", "predictions", "drift_checks", "experiments", "experiment_arms", "daily_metrics",
             "alerts", "retrain_jobs", "audit_log"} <= tables
@@ -21,7 +21,7 @@ def test_database_from_a_newer_app_is_refused(tmp_path):
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA user_version = 999")
     conn.close()
-    with pytest.raises(store.StoreError, match="schema version 999"):
+    with pytest.raises(store_faults.StoreError, match="schema version 999"):
         store.get_db(path)
 
 
@@ -40,7 +40,7 @@ def test_transaction_is_all_or_nothing(fresh_db):
 def test_corrupt_database_file_is_a_clear_error(tmp_path):
     path = tmp_path / "corrupt.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(store.DatabaseCorrupt, match="not an SQLite database") as caught:
+    with pytest.raises(store_faults.DatabaseCorrupt, match="not an SQLite database") as caught:
         store.get_db(path)
     message = str(caught.value)
     assert "backup" in message and "Do not delete it" in message and "move the file" not in message.lower()
@@ -49,17 +49,18 @@ def test_corrupt_database_file_is_a_clear_error(tmp_path):
 
 def test_faults_are_store_errors_and_still_sqlite_errors():
     """Callers that caught sqlite3's classes keep working; new code catches StoreError."""
-    for fault in (store.DatabaseLocked, store.DatabaseReadOnly, store.DiskFull):
-        assert issubclass(fault, store.DatabaseUnavailable) and issubclass(fault, sqlite3.OperationalError)
-    assert issubclass(store.DatabaseCorrupt, store.StoreError) and issubclass(store.DatabaseCorrupt, sqlite3.DatabaseError)
-    assert not issubclass(store.DatabaseCorrupt, store.DatabaseUnavailable)
+    for fault in (store_faults.DatabaseLocked, store_faults.DatabaseReadOnly, store_faults.DiskFull):
+        assert issubclass(fault, store_faults.DatabaseUnavailable) and issubclass(fault, sqlite3.OperationalError)
+    corrupt = store_faults.DatabaseCorrupt
+    assert issubclass(corrupt, store_faults.StoreError) and issubclass(corrupt, sqlite3.DatabaseError)
+    assert not issubclass(corrupt, store_faults.DatabaseUnavailable)
 
 
 def test_programming_errors_are_not_dressed_up_as_faults(fresh_db):
     with pytest.raises(sqlite3.OperationalError, match="no such table") as caught:
         fresh_db.execute("SELECT * FROM no_such_table")
-    assert not isinstance(caught.value, store.StoreError)
-    assert store.describe_error(caught.value) is None
+    assert not isinstance(caught.value, store_faults.StoreError)
+    assert store_faults.describe_error(caught.value) is None
 
 
 def test_describe_error_finds_a_fault_raised_inside_pandas(tmp_path):
@@ -73,7 +74,7 @@ def test_describe_error_finds_a_fault_raised_inside_pandas(tmp_path):
             pd.read_sql_query("INSERT INTO audit_log (actor) VALUES ('x') RETURNING id", db.conn)
     finally:
         db.conn.execute("PRAGMA query_only = 0")
-    message = store.describe_error(caught.value)
+    message = store_faults.describe_error(caught.value)
     assert message is not None and "is read-only" in message and "opened read-only" in message
 
 

@@ -1,0 +1,141 @@
+"""What Model Management shows: the registry as a table, one model's headline numbers and facts, its family, a drift verdict.
+
+Read-only shaping for `pages/2_Model_Management.py` (like `drift_view` for the Drift page): rows
+and words, no Streamlit. The registry owns the rows; this module only arranges them.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import sqlite_utils
+
+from core import registry
+from core.drift_report import DriftReport, should_retrain
+from core.text import escape_markdown
+
+# number formats (and help) of the models table's columns, for st.column_config.NumberColumn
+TABLE_FORMATS: dict[str, tuple[str, str | None]] = {
+    "MAE $": ("$%.3f", None), "naive MAE $": ("$%.3f", None), "RMSE $": ("$%.3f", None),
+    "MAPE %": ("%.2f%%", None), "direction %": ("%.1f%%", None),
+    "skill": ("%+.3f", "1 - MAE_model / MAE_naive; below 0 loses to naive"),
+}
+
+
+def models_table(symbol: str | None = None, status: str | None = None,
+                 db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """The registry as a display table: one row per model with its headline validation metrics."""
+    rows = []
+    for m in registry.list_models(symbol, status, db=db):
+        metrics = m["metrics"]
+        rows.append({
+            "model_id": m["model_id"], "symbol": m["symbol"], "type": m["model_type"], "version": m["version"],
+            "status": m["status"], "certified": bool(m["certified"]), "created": m["created_at"][:16].replace("T", " "),
+            "train_end": m["train_end"], "MAE $": metrics.get("mae"), "naive MAE $": metrics.get("naive", {}).get("mae"),
+            "skill": metrics.get("skill"), "RMSE $": metrics.get("rmse"), "MAPE %": metrics.get("mape"),
+            "direction %": metrics.get("directional_accuracy"), "parent": m["parent_id"] or "",
+        })
+    return pd.DataFrame(rows)
+
+
+def family_table(model_id: str, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Ancestors (oldest first), the model itself and its children, one row each with the reason it was
+    made: a table shows reasons literally (they are user text), where markdown would render them."""
+    chain = registry.lineage(model_id, db=db)
+    rows = [{"relation": "ancestor" if m["model_id"] != model_id else "this model", **m} for m in chain]
+    rows += [{"relation": "child", **m} for m in registry.children(model_id, db=db)]
+    return pd.DataFrame(rows, columns=["relation", "model_id", "status", "created_at", "reason"]) if rows else \
+        pd.DataFrame(columns=["relation", "model_id", "status", "created_at", "reason"])
+
+
+def model_facts(model: dict) -> pd.DataFrame:
+    """What a reader asks about one model, as (fact, value) rows: data windows, signature, artifact, features."""
+    metrics = model["metrics"]
+    facts = {
+        "ticker / type / version": f"{model['symbol']} · {model['model_type']} · v{model['version']}",
+        "trained on": f"{model['train_start']} → {model['train_end']} ({metrics.get('data_source', '')})",
+        "validation window": f"{metrics['validation_start']} → {metrics['validation_end']} "
+                             f"({metrics['n']} days, {len(metrics['fold_skill'])} walk-forward folds)",
+        "per-fold skill": ", ".join(f"{s:+.3f}" for s in metrics["fold_skill"]),
+        "feature signature": model["feature_signature"],
+        "artifact": f"{model['artifact_path']} (sha256 {model['artifact_sha256']})",
+        "features": ", ".join(model["features"]),
+        "parameters": json.dumps(model["params"], sort_keys=True),
+    }
+    return pd.DataFrame({"fact": list(facts), "value": list(facts.values())})
+
+
+def headline(model: dict) -> list[dict[str, Any]]:
+    """The four numbers above a model's tabs, each the keyword arguments of one `st.metric`."""
+    metrics = model["metrics"]
+    beats = metrics["skill"] > 0
+    return [
+        {"label": "Status", "value": model["status"]},
+        {"label": "Validation MAE", "value": f"${metrics['mae']:.3f}", "delta": f"naive ${metrics['naive']['mae']:.3f}",
+         "delta_color": "off", "delta_arrow": "off"},
+        {"label": "Skill vs naive", "value": f"{metrics['skill']:+.3f}",
+         "delta": "beats naive" if beats else "loses to naive",
+         "delta_color": "green" if beats else "red", "delta_arrow": "off"},
+        {"label": "Interval coverage", "value": f"{metrics['interval_coverage_empirical']:.0%}",
+         "delta": f"nominal {metrics['interval_coverage_nominal']:.0%}", "delta_color": "off", "delta_arrow": "off"},
+    ]
+
+
+def skill_warning(model: dict) -> str | None:
+    """The warning for a model that does not beat the naive baseline on validation, else None."""
+    metrics = model["metrics"]
+    if metrics["skill"] > 0:
+        return None
+    return (f"This model does not beat the naive baseline (tomorrow = today) on validation: "
+            f"MAE ${metrics['mae']:.3f} vs ${metrics['naive']['mae']:.3f}.")
+
+
+def certification_caption(certification: dict) -> str:
+    """When and how a stored certification was computed, for the caption above its checklist."""
+    return (f"Computed {certification['computed_at'][:16].replace('T', ' ')} UTC in {certification['seconds']:.1f} s "
+            "on the walk-forward validation of the training window; all five checks must pass to deploy without override.")
+
+
+def drift_verdict(report_data: dict) -> dict[str, Any]:
+    """A stored drift check (`DriftReport.to_dict()`) in words: heading, whether to retrain, verdict, reasons (markdown)."""
+    report = DriftReport.from_dict(report_data)
+    needs_retrain, retrain_reason = should_retrain(report)
+    return {
+        "heading": f"**Drift check as of {report.as_of}:** severity **{report.severity}** "
+                   f"({report.dataset['n_drifted']} of {report.dataset['n_features']} features drifted)",
+        "retrain": needs_retrain,
+        "verdict": "Drift detected: model needs retraining" if needs_retrain
+                   else f"No retraining needed: {escape_markdown(retrain_reason)}",
+        "reasons": "\n".join(f"- {escape_markdown(r)}" for r in report.reasons) if needs_retrain else "",
+    }
+
+
+def deep_link_state(model_id: str, db: sqlite_utils.Database | None = None) -> dict[str, str]:
+    """Session state for a deep link ?model=<id> on the page's first run: the linked model selected (with its
+    ticker, any status), and `mm_linked` set so later runs leave the user's choices alone."""
+    linked = registry.get_model(model_id, db=db, missing_ok=True)
+    if linked is None:
+        return {"mm_linked": ""}
+    return {"mm_linked": linked["model_id"], "mm_symbol": linked["symbol"], "mm_status": "All",
+            "mm_model": linked["model_id"]}
+
+
+def rollback_help(symbol: str, back_to: str | None) -> str:
+    """The Roll back button's help: the model it would redeploy, or why there is none."""
+    return f"Redeploy {back_to}" if back_to else f"{symbol} has no earlier deployed version to go back to"
+
+
+def artifacts_caption(has_artifacts: bool) -> str:
+    """The caption under a model's artifact downloads."""
+    if has_artifacts:
+        return ("Written at registration; rewrite after a certification so the model card shows it. "
+                "Details on the Explainability page.")
+    return "No explainability artifacts for this model yet: write them below."
+
+
+OVERRIDE_WARNING = "This model is not certified: deploying it needs an override, written to the audit log with your reason."
+NO_CERTIFICATION = ("Certification not computed for this model yet: run it below (a few seconds; the permutation test "
+                    "refits the model).")
+RETRAIN_STOPPED = "Retraining stopped on a database fault; the deployed model is unchanged"
+RETRAIN_FAILED = "Retraining failed; the deployed model is unchanged"

@@ -1,0 +1,136 @@
+"""The database schema: its migrations, in order (`MIGRATIONS`); `core.store.migrate` applies the pending ones.
+
+PRAGMA user_version records how many have been applied. Append, never edit.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import sqlite_utils
+
+log = logging.getLogger(__name__)
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db["prices"].create(
+        {"symbol": str, "date": str, "open": float, "high": float, "low": float, "close": float,
+         "adj_close": float, "volume": float, "source": str},
+        pk=("symbol", "date"),
+    )
+    db["models"].create(
+        {"model_id": str, "symbol": str, "model_type": str, "version": int, "status": str,
+         "created_at": str, "train_start": str, "train_end": str, "params_json": str,
+         "features_json": str, "feature_signature": str, "metrics_json": str, "artifact_path": str,
+         "artifact_sha256": str, "parent_id": str, "reason": str, "certified": int},
+        pk="model_id",
+        foreign_keys=[("parent_id", "models", "model_id")],
+        defaults={"certified": 0},
+    )
+    db["models"].create_index(["symbol", "status"])
+    db["models"].create_index(["symbol", "model_type", "version"], unique=True)
+    db["predictions"].create(
+        {"id": int, "model_id": str, "symbol": str, "as_of": str, "target_date": str,
+         "predicted_close": float, "lower": float, "upper": float, "last_close": float,
+         "latency_ms": float, "experiment_id": int, "arm": str, "request_key": str,
+         "actual_close": float, "served": int, "created_at": str},
+        pk="id",
+        foreign_keys=[("model_id", "models", "model_id")],
+        defaults={"served": 1},
+    )
+    db["predictions"].create_index(["symbol", "as_of"])
+    db["predictions"].create_index(["model_id", "target_date"])
+    db["predictions"].create_index(["experiment_id"])
+    db["drift_checks"].create(
+        {"id": int, "model_id": str, "as_of": str, "window_days": int, "overall_drift": int,
+         "severity": str, "reasons_json": str, "report_json": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("model_id", "models", "model_id")],
+    )
+    db["drift_checks"].create_index(["model_id", "as_of"])
+    db["experiments"].create(
+        {"id": int, "name": str, "symbol": str, "status": str, "created_at": str, "start_date": str,
+         "end_date": str, "min_samples": int, "confidence_level": float, "metric": str,
+         "shadow": int, "winner": str, "stopped_at": str},
+        pk="id",
+        defaults={"shadow": 0},
+    )
+    db["experiments"].create_index(["name"], unique=True)
+    db["experiment_arms"].create(
+        {"experiment_id": int, "arm": str, "model_id": str, "traffic_share": float},
+        pk=("experiment_id", "arm"),
+        foreign_keys=[("experiment_id", "experiments", "id"), ("model_id", "models", "model_id")],
+    )
+    db["daily_metrics"].create(
+        {"model_id": str, "date": str, "n_predictions": int, "mae": float, "rmse": float,
+         "mape": float, "directional_accuracy": float, "naive_mae": float, "latency_p50": float,
+         "latency_p95": float, "latency_p99": float},
+        pk=("model_id", "date"),
+    )
+    db["alerts"].create(
+        {"id": int, "dedup_key": str, "model_id": str, "kind": str, "severity": str, "message": str,
+         "created_at": str, "acknowledged_at": str},
+        pk="id",
+    )
+    db["alerts"].create_index(["dedup_key"], unique=True)
+    db["retrain_jobs"].create(
+        {"id": int, "model_id": str, "trigger": str, "status": str, "challenger_id": str,
+         "decision": str, "details_json": str, "created_at": str, "finished_at": str},
+        pk="id",
+    )
+    db["audit_log"].create(
+        {"id": int, "at": str, "actor": str, "action": str, "target": str, "details_json": str},
+        pk="id",
+    )
+    db["audit_log"].create_index(["target"])
+
+
+def _m002_served_predictions_unique(db: sqlite_utils.Database) -> None:
+    """A served prediction is evidence: one row per (symbol, as_of, model, experiment, arm), served or shadow.
+
+    Re-viewing a page or replaying a day used to log another served row for the same request, which
+    inflated A/B sample counts and live metrics. Duplicates already stored are removed first (the
+    earliest row, the one first answered, is kept), then a unique index makes the database refuse
+    new ones. NULL experiment/arm (requests outside a test) are mapped to -1 / '' so they compare
+    equal (NULLs never do in a unique index); `served` is part of the key so an arm's served row and
+    its shadow row on another request of the same day can both exist, each at most once.
+    """
+    removed = db.execute(
+        "DELETE FROM predictions WHERE id NOT IN (SELECT MIN(id) FROM predictions "
+        "GROUP BY symbol, as_of, model_id, ifnull(experiment_id, -1), ifnull(arm, ''), served)"
+    ).rowcount
+    db.execute(
+        "CREATE UNIQUE INDEX predictions_one_row_per_request ON predictions "
+        "(symbol, as_of, model_id, ifnull(experiment_id, -1), ifnull(arm, ''), served)"
+    )
+    log.log(logging.WARNING if removed else logging.INFO,
+            "migration 002: removed %d duplicate prediction row(s) (kept the earliest of each request)", removed)
+
+
+def _m003_retrain_job_owner(db: sqlite_utils.Database) -> None:
+    """Who runs a retrain job and when it last reported, so a job whose process died is told from a live one.
+
+    owner_start is the owner's process start time (Linux /proc), so a reused pid is not taken for the
+    owner. Columns already present are skipped: the migration may run on a database that has them.
+    """
+    present = set(db["retrain_jobs"].columns_dict)
+    for name, kind in (("owner_pid", "INTEGER"), ("owner_host", "TEXT"), ("owner_start", "TEXT"), ("heartbeat_at", "TEXT")):
+        if name not in present:
+            db.execute(f"ALTER TABLE retrain_jobs ADD COLUMN {name} {kind}")
+
+
+def _m004_drift_watch(db: sqlite_utils.Database) -> None:
+    """The sequential detectors' tables (owner: core/drift_watch.py): each model's calibrated profile, and one
+    state row per (model, detector, day) so history can be plotted and a restart resumes from the last day."""
+    db["drift_profiles"].create({"model_id": str, "profile_json": str, "arl_days": float, "created_at": str},
+                                pk="model_id", foreign_keys=[("model_id", "models", "model_id")])
+    db["drift_watch_state"].create(
+        {"model_id": str, "detector": str, "as_of": str, "state_json": str, "statistic": float, "threshold": float,
+         "alarm": int, "onset_day": str},
+        pk=("model_id", "detector", "as_of"), foreign_keys=[("model_id", "models", "model_id")])
+    db["drift_watch_state"].create_index(["model_id", "as_of"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner, _m004_drift_watch,
+]
