@@ -121,8 +121,10 @@ def replay_with_experiments(symbol: str, start: pd.Timestamp, end: pd.Timestamp 
     count += simulate(finished, first, days[-running_days - 1])
     stop(finished, deploy_winner=False, actor="demo")
     last = pd.Timestamp(running_until if running_until is not None else days[-1])
+    # its ~50 days to the data's end (30 replayed, then the cycle's) leave each arm ~24 scored predictions:
+    # a minimum of 20 lets the test reach its decision on the bundled data (the default 30 never would)
     running = create_experiment(f"{symbol}: champion vs challenger (50/50)", symbol, arms, start_date=second,
-                                duration_days=(last - second).days + 1, actor="demo")
+                                duration_days=(last - second).days + 1, min_samples=20, actor="demo")
     return count + simulate(running, second, days[-1])
 
 
