@@ -92,7 +92,7 @@ def replay(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) ->
 
 
 AB_DEMO_DAYS = (50, 30)  # trading days of the finished (shadow) and the running (50/50) demo A/B test
-CYCLE_DAYS = 20  # the last replayed trading days run through the real daily cycle (scheduler runs, alerts)
+CYCLE_DAYS = 12  # the last replayed trading days run through the real daily cycle (scheduler runs, alerts)
 
 
 def ab_demo_symbol(deployed: dict[str, str]) -> str | None:

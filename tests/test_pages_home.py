@@ -113,6 +113,7 @@ def test_home_with_monitoring_data(monitored_copy):
 def test_the_demo_shows_a_complete_product_from_the_first_start(demo_registry):
     """The demo runs the real daily cycle over its last replayed days: Home shows a scheduler run, and
     Monitoring's sources (cycle history, error rates, daily metrics) are filled, not "never"."""
+    from core import demo
     from core.cycle import cycle_history, error_rates
 
     app = page_app().run()
@@ -120,7 +121,7 @@ def test_the_demo_shows_a_complete_product_from_the_first_start(demo_registry):
     metrics = {m.label: (m.value, m.delta) for m in app.metric}
     assert metrics["Last scheduler run"][0] != "never"
     history = cycle_history()
-    assert len(history) >= 20 and history["failed"].sum() == 0
+    assert len(history) >= demo.CYCLE_DAYS and history["failed"].sum() == 0
     last_day = history["as_of"].iloc[-1]
     assert set(error_rates(pd.Timestamp(last_day) + pd.Timedelta(days=1), runs=5)) == set(demo_registry.values())
 
