@@ -72,6 +72,21 @@ def fresh_db(tmp_path, monkeypatch):
     yield get_db()
 
 
+def make_challenger_worse(monkeypatch, challenger: str) -> None:
+    """The validation window sees `challenger` $10 off on every day it serves, so it must roll back."""
+    from core import retrain
+
+    real = retrain.counterfactual_predictions
+
+    def worse(model_id, days, db=None):
+        frame = real(model_id, days, db=db)
+        if model_id == challenger:
+            frame["predicted_close"] = frame["actual_close"] + 10.0
+        return frame
+
+    monkeypatch.setattr(retrain, "counterfactual_predictions", worse)
+
+
 def page_app(page: str | None = None, timeout: int = 120):
     """An AppTest of the multipage app, switched to `page` (e.g. "pages/1_Forecast.py") before its
     first run, so `st.page_link` and `st.switch_page` resolve against the entrypoint as in the browser."""

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_challenger_worse
 
 ROOT = Path(__file__).resolve().parent.parent
 SYMBOL = "MSFT"
@@ -316,15 +317,7 @@ def test_validation_window_rollback_names_the_champion_it_went_back_to(demo_regi
     with pytest.raises(ChampionChanged):  # a rollback is a compare-and-swap too
         rollback(SYMBOL, expected_current=other, db=db)
 
-    real = retrain.counterfactual_predictions
-
-    def worse_challenger(model_id, days, db=None):
-        frame = real(model_id, days, db=db)
-        if model_id == challenger:
-            frame["predicted_close"] = frame["actual_close"] + 10.0
-        return frame
-
-    monkeypatch.setattr(retrain, "counterfactual_predictions", worse_challenger)
+    make_challenger_worse(monkeypatch, challenger)
     decision = retrain.check_validation_window(SYMBOL, _later_day(day, 8), db=db)
     assert decision.startswith("rolled back") and champion in decision
     assert deployed_model(SYMBOL, db=db)["model_id"] == champion  # the champion it replaced, not `other`

@@ -23,8 +23,8 @@ import pytest
 from conftest import page_app
 from core import alerts, store, store_faults
 from core.config import MASK, redact
-from test_faults_storage import (PY, ROOT, _advice_is_safe, _closed_port, _env, _new_db, _one_line, _page_text,
-                                 _scheduler, _without_dac_override, _write_as_user, holding)
+from test_faults_storage import (PY, ROOT, _advice_is_safe, _closed_smtp, _env, _new_db, _one_line, _page_text, _scheduler,
+                                 _without_dac_override, _write_as_user, holding)
 
 MALFORMED = [
     "http://[SECRET123/services",  # urlsplit: Invalid IPv6 URL
@@ -86,12 +86,7 @@ def _assert_nowhere(secrets, db_path: Path, *texts: str) -> None:
 
 def test_failed_deliveries_with_malformed_urls_are_recorded_redacted_and_never_stop_delivery(fresh_db, monkeypatch,
                                                                                             caplog):
-    port = _closed_port()
-    monkeypatch.setenv("MLSA_OFFLINE", "0")
-    monkeypatch.setenv("MLSA_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("MLSA_SMTP_PORT", str(port))
-    monkeypatch.setenv("MLSA_SMTP_TO", "ops@example.test")
-    monkeypatch.setenv("MLSA_SMTP_PASSWORD", "SMTPSECRET123")
+    port = _closed_smtp(monkeypatch, "SMTPSECRET123")
     caplog.set_level(logging.DEBUG)
     webhooks = _webhooks(port)
     for day, url in enumerate(webhooks.values(), start=1):

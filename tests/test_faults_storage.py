@@ -489,17 +489,22 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
+def _closed_smtp(monkeypatch, password: str, user: str | None = None) -> int:
+    """Deliveries allowed (MLSA_OFFLINE=0) to an SMTP server on a closed loopback port: every send fails
+    at once, on this machine only. Returns the port (webhooks in a test point at it too)."""
+    port = _closed_port()
+    for name, value in {"MLSA_OFFLINE": "0", "MLSA_SMTP_HOST": "127.0.0.1", "MLSA_SMTP_PORT": str(port),
+                        "MLSA_SMTP_TO": "ops@example.test", "MLSA_SMTP_PASSWORD": password,
+                        **({"MLSA_SMTP_USER": user} if user else {})}.items():
+        monkeypatch.setenv(name, value)
+    return port
+
+
 def test_secrets_never_reach_the_database_the_logs_or_the_pages(fresh_db, monkeypatch, caplog):
     from core import alerts
 
     secret, password = "T0KEN-s3cr3t-9f8e7d", "pw-Sup3rSecret-42"
-    port = _closed_port()
-    monkeypatch.setenv("MLSA_OFFLINE", "0")
-    monkeypatch.setenv("MLSA_SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("MLSA_SMTP_PORT", str(port))
-    monkeypatch.setenv("MLSA_SMTP_TO", "ops@example.test")
-    monkeypatch.setenv("MLSA_SMTP_USER", "bot")
-    monkeypatch.setenv("MLSA_SMTP_PASSWORD", password)
+    port = _closed_smtp(monkeypatch, password, user="bot")
     caplog.set_level(logging.INFO)
     webhooks = [
         f"hooks.example.invalid/services/T000/B000/{secret}",  # no scheme: urllib quotes the whole value

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_challenger_worse
 from test_monitoring import FakeReport, install_fake_drift
 
 SYMBOL = "MSFT"
@@ -170,15 +171,7 @@ def test_validation_window_rolls_back_a_worse_model(champion, fresh_db, monkeypa
     challenger = result["challenger_id"]
     assert deployed_model(SYMBOL)["model_id"] == challenger
     assert retrain.check_validation_window(SYMBOL, _day(32)) == "2 of 5 days"
-    real = retrain.counterfactual_predictions
-
-    def worse_challenger(model_id, days, db=None):
-        frame = real(model_id, days, db=db)
-        if model_id == challenger:
-            frame["predicted_close"] = frame["actual_close"] + 10.0
-        return frame
-
-    monkeypatch.setattr(retrain, "counterfactual_predictions", worse_challenger)
+    make_challenger_worse(monkeypatch, challenger)
     decision = retrain.check_validation_window(SYMBOL, _day(40))
     assert decision.startswith("rolled back")
     assert deployed_model(SYMBOL)["model_id"] == champion
