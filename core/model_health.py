@@ -34,27 +34,25 @@ def _require(frame: pd.DataFrame, columns: list[str], what: str) -> None:
         raise HealthError(f"{what} lacks {', '.join(missing)}.")
 
 
-def _errors(scored: pd.DataFrame) -> pd.DataFrame:
-    """Absolute $ error of the model and of the naive forecast, per scored day."""
+def grouped_errors(scored: pd.DataFrame, codes: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """Days, share of days, MAE $, naive MAE $ and skill per group; `codes[i]` is row i's index into `labels`.
+
+    Every label gets a row, an empty group with 0 days and NaN errors (not 0: "no days" is not "no error").
+    Sums by `np.bincount`, one pass whatever the number of groups (the page recomputes on each rerun).
+    """
     _require(scored, ["predicted_close", "last_close", "actual_close"], "the scored predictions")
-    actual = scored["actual_close"].astype(float)
-    return pd.DataFrame({"abs_error": (scored["predicted_close"].astype(float) - actual).abs(),
-                         "naive_abs_error": (scored["last_close"].astype(float) - actual).abs()}, index=scored.index)
-
-
-def grouped_errors(scored: pd.DataFrame, groups: pd.Series, order: list[str]) -> pd.DataFrame:
-    """Days, share of days, MAE $, naive MAE $ and skill per group, in `order` (every group listed, empty ones with 0 days)."""
-    errors = _errors(scored)
-    errors["group"] = groups.to_numpy()
-    sums = errors.groupby("group")[["abs_error", "naive_abs_error"]].agg(["sum", "size"])
-    rows = []
-    for group in order:
-        n = int(sums.loc[group, ("abs_error", "size")]) if group in sums.index else 0
-        mae = float(sums.loc[group, ("abs_error", "sum")]) / n if n else float("nan")
-        naive = float(sums.loc[group, ("naive_abs_error", "sum")]) / n if n else float("nan")
-        rows.append({"group": group, "days": n, "share": n / len(errors) if len(errors) else float("nan"),
-                     "mae": mae, "naive_mae": naive, "skill": 1 - mae / naive if n and naive > 0 else float("nan")})
-    return pd.DataFrame(rows, columns=["group", *ERROR_COLUMNS])
+    actual = scored["actual_close"].to_numpy(dtype=float)
+    abs_error = np.abs(scored["predicted_close"].to_numpy(dtype=float) - actual)
+    naive_abs_error = np.abs(scored["last_close"].to_numpy(dtype=float) - actual)
+    codes = np.asarray(codes, dtype=int)
+    days = np.bincount(codes, minlength=len(labels))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mae = np.bincount(codes, weights=abs_error, minlength=len(labels)) / days
+        naive = np.bincount(codes, weights=naive_abs_error, minlength=len(labels)) / days
+        skill = np.where(naive > 0, 1 - mae / naive, np.nan)
+        share = days / len(codes) if len(codes) else np.full(len(labels), np.nan)
+    return pd.DataFrame({"group": labels, "days": days, "share": share, "mae": mae, "naive_mae": naive, "skill": skill},
+                        columns=["group", *ERROR_COLUMNS])
 
 
 def tercile_edges(reference: np.ndarray | pd.Series) -> np.ndarray:
@@ -96,12 +94,11 @@ def regime_errors(scored: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
     _require(reference, [VOLATILITY_FEATURE], "the reference window")
     edges = tercile_edges(reference[VOLATILITY_FEATURE])
     bins = bin_index(scored[VOLATILITY_FEATURE], edges)
-    volatility = grouped_errors(scored, pd.Series(np.array(VOLATILITY_REGIMES)[bins]), list(VOLATILITY_REGIMES))
+    volatility = grouped_errors(scored, bins, list(VOLATILITY_REGIMES))
     volatility.insert(0, "kind", "volatility")
     volatility.insert(2, "range", [f"{r} % a day" for r in _ranges(edges * 100, ".2f")])
     move = np.sign(scored["actual_close"].astype(float).to_numpy() - scored["last_close"].astype(float).to_numpy())
-    labels = np.where(move > 0, DIRECTIONS[0], np.where(move < 0, DIRECTIONS[1], DIRECTIONS[2]))
-    direction = grouped_errors(scored, pd.Series(labels), list(DIRECTIONS))
+    direction = grouped_errors(scored, np.where(move > 0, 0, np.where(move < 0, 1, 2)), list(DIRECTIONS))
     direction = direction[(direction["group"] != DIRECTIONS[2]) | (direction["days"] > 0)]  # flat days only when there are some
     direction.insert(0, "kind", "direction")
     direction.insert(2, "range", ["close rose", "close fell", "close unchanged"][: len(direction)])
@@ -120,9 +117,7 @@ def feature_decile_errors(scored: pd.DataFrame, reference: pd.DataFrame, feature
     tables = []
     for feature in features:
         edges = decile_edges(reference[feature])
-        labels = [str(i) for i in range(1, 11)]
-        bins = bin_index(scored[feature], edges)
-        table = grouped_errors(scored, pd.Series(np.array(labels)[bins]), labels)
+        table = grouped_errors(scored, bin_index(scored[feature], edges), [str(i) for i in range(1, 11)])
         table.insert(0, "feature", feature)
         table.insert(2, "range", _ranges(edges, ".4g"))
         tables.append(table.rename(columns={"group": "decile"}))

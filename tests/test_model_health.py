@@ -17,7 +17,7 @@ def test_grouped_errors_by_hand():
     # group a: model errors |101-100|=1, |99-102|=3 -> MAE 2; naive |100-100|=0, |100-102|=2 -> 1; skill 1 - 2/1 = -1
     # group b: model |100-104|=4 -> 4; naive |100-104|=4 -> 4; skill 0
     scored = _scored([101, 99, 100], [100, 100, 100], [100, 102, 104])
-    table = model_health.grouped_errors(scored, pd.Series(["a", "a", "b"]), ["a", "b", "c"])
+    table = model_health.grouped_errors(scored, np.array([0, 0, 1]), ["a", "b", "c"])
     assert table["group"].tolist() == ["a", "b", "c"]
     assert table["days"].tolist() == [2, 1, 0]
     assert table["mae"].iloc[:2].tolist() == [2.0, 4.0]
