@@ -51,7 +51,7 @@ def create_experiment(
 
     Arms are named A, B, C... in the order given; A is the control. The same model may appear in
     two arms (an A/A test checks the pipeline). Shares are fractions summing to 1. Every parameter is
-    bounded (MAX_NAME_LENGTH, MAX_ARMS, DURATION_DAYS, MIN_SAMPLES, CONFIDENCE_LEVEL) and every arm's
+    bounded (`core.ab_validation`: MAX_NAME_LENGTH, MAX_ARMS, DURATION_DAYS, MIN_SAMPLES, CONFIDENCE_LEVEL) and every arm's
     artifact must pass the registry's integrity check.
     """
     db = db or get_db()
