@@ -1,6 +1,6 @@
 """Plotly figures of the model-health view (`core.model_health`'s tables in, figure out; no streamlit).
 
-Kept apart from `core.charts` (already the largest module) and built on its palette and house style.
+One domain per figure module (as `ab_charts`, `drift_charts`, `explain_charts`), on `core.charts` palette and house style.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.charts import PALETTE, _layout
+from core.charts import PALETTE, apply_layout
 
 
 def _skill_colors(skill: pd.Series) -> list[str]:
@@ -33,7 +33,7 @@ def regime_figure(regimes: pd.DataFrame, title: str = "Error by market regime") 
                    textposition="top center", hoverinfo="skip"),
     ])
     fig.update_layout(barmode="group", yaxis2=dict(overlaying="y", side="right", title="skill", zeroline=True))
-    _layout(fig, title, height=360, yaxis_title="MAE ($)")
+    apply_layout(fig, title, height=360, yaxis_title="MAE ($)")
     return fig.update_layout(hovermode="closest")
 
 
@@ -51,5 +51,5 @@ def feature_decile_figure(deciles: pd.DataFrame, title: str = "Skill by decile o
                            "vs naive $%{customdata[3]:.2f}, %{customdata[1]} days<extra></extra>"),
         ), row=1, col=col)
         fig.update_xaxes(title_text="reference decile", type="category", row=1, col=col)
-    _layout(fig, title, height=340, yaxis_title="skill vs naive")
+    apply_layout(fig, title, height=340, yaxis_title="skill vs naive")
     return fig.update_layout(hovermode="closest")
