@@ -91,3 +91,33 @@ def test_every_section_the_pages_name_exists_and_the_pages_name_them(sources):
     with pytest.raises(KeyError):
         runbook.runbook_caption("no such section", "x")
     assert runbook.headings("# Title\ntext\n## `drift`\nmore\n") == ["Title", "drift"]
+
+
+def _runbook_captions(at, section: str) -> list[str]:
+    heading = runbook.SECTIONS[section]
+    return [c.value for c in at.caption if "docs/RUNBOOK.md" in c.value and f"**{heading}**" in c.value]
+
+
+def test_the_pages_point_to_the_runbook_where_the_states_appear(registry_copy):
+    """Drift (after a check), A/B Tests, Model Management (certification, retrain jobs) and Forecast (offline
+    data source) each name the runbook section for what they show; Monitoring's are in test_health_view."""
+    from conftest import page_app
+
+    drift = page_app("pages/3_Drift.py").run()
+    drift.button[0].click().run()  # Check for Drift
+    assert not drift.exception and _runbook_captions(drift, "drift")
+    ab = page_app("pages/4_AB_Tests.py").run()
+    assert not ab.exception and _runbook_captions(ab, "ab")
+    management = page_app("pages/2_Model_Management.py").run()
+    assert not management.exception and _runbook_captions(management, "retrain") and _runbook_captions(management, "certification")
+    forecast = page_app("pages/1_Forecast.py").run()  # offline: the bundled data or its cache, never yfinance
+    assert not forecast.exception and _runbook_captions(forecast, "troubleshooting")
+
+
+def test_the_ab_form_opens_on_the_default_duration_setting(registry_copy, monkeypatch):
+    from conftest import page_app
+
+    monkeypatch.delenv("MLSA_AB_DEFAULT_DURATION_DAYS", raising=False)
+    monkeypatch.setenv("AB_DEFAULT_DURATION_DAYS", "45")
+    at = page_app("pages/4_AB_Tests.py").run()
+    assert not at.exception and at.number_input(key="ab_duration").value == 45
