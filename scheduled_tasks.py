@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 import schedule
 
-from core.config import get_settings
+from core.config import get_settings, log_setting_names
 from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
 from core.cycle import run_daily_cycle
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.replay and not args.verbose
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_setting_names(log)  # which name (MLSA_* or the conventional one) set each aliased setting; names only
     stop = threading.Event()
     install_stop_handlers(stop)
     try:

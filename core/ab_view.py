@@ -19,12 +19,14 @@ from core.ab_stats import DECISION_RULE, ExperimentError
 from core.formatting import ERROR_METRIC_FORMATS, NOT_ENOUGH, finite, signed_pct
 from core.market import MarketDataError
 from core.registry import CertificationRequired, RegistryError, get_model, list_models
+from core.runbook import runbook_caption
 from core.text import escape_markdown
 
 ARM_NAMES = "ABCD"
 ARM_FORMATS = {**ERROR_METRIC_FORMATS, "share %": "%.0f%%"}  # the per-arm table's column formats
 DECISION_CAPTION = (f"Decision rule in force: **{DECISION_RULE}**. Welch's / the paired t-test are shown for reference: "
-                    "they are only valid if you look once, at the planned end.")
+                    "they are only valid if you look once, at the planned end.  \n"
+                    + runbook_caption("ab", "What each verdict means and what to do about it"))
 AA_TEST_NOTE = ("**A/A test**: the same model is in more than one arm. It checks the pipeline (routing, logging, "
                 "the sample ratio); no arm can truly win, and a 'winner' would be a false alarm.")
 NO_OBSERVATIONS = ("No predictions with known outcomes yet: they appear as the serving path answers requests "

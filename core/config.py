@@ -1,10 +1,15 @@
 """Settings: every tunable of the app, read from `MLSA_*` environment variables with documented defaults.
 
+Eight settings also accept the conventional names analysts already use (`CONVENTIONAL_NAMES`, e.g.
+`AB_MIN_SAMPLES`, `ALERT_SLACK_WEBHOOK`); the `MLSA_*` name wins when both are set, and
+`log_setting_names` says at startup which name each came from (names only, never values).
+
 `get_settings()` reads the environment on each call (a dozen look-ups, microseconds), so tests and the
 scheduler can change a variable and see it at once without cache invalidation.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, fields
@@ -17,8 +22,50 @@ MASK = "***"
 _MIN_TOKEN = 6  # URL path segments at least this long are treated as tokens on their own
 
 
+# The names analysts already use (issue 14), beside the MLSA_* ones: MLSA_<key> -> conventional name.
+# MLSA_* wins when both are set; `setting_names_line` says at startup which name each value came from.
+CONVENTIONAL_NAMES = {
+    "DRIFT_CHECK_TIME": "DRIFT_CHECK_FREQUENCY",
+    "DRIFT_PSI_THRESHOLD": "DRIFT_PSI_THRESHOLD",
+    "DRIFT_PERF_THRESHOLD": "DRIFT_PERF_THRESHOLD",
+    "AB_MIN_SAMPLES": "AB_MIN_SAMPLES",
+    "AB_CONFIDENCE_LEVEL": "AB_CONFIDENCE_LEVEL",
+    "AB_DEFAULT_DURATION_DAYS": "AB_DEFAULT_DURATION_DAYS",
+    "SMTP_TO": "ALERT_EMAIL",
+    "SLACK_WEBHOOK_URL": "ALERT_SLACK_WEBHOOK",
+}
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):[0-5]\d$")
+
+
+def _daily_at(raw: str, default: str) -> str:
+    """DRIFT_CHECK_FREQUENCY as a time of day: the cycle judges daily closes, so it runs once per day,
+    "daily" at the default time or at "HH:MM". Any other frequency is refused in words, not ignored."""
+    value = raw.strip().lower()
+    if value == "daily":
+        return default
+    if _CLOCK.match(value):
+        return value
+    raise ValueError(f"DRIFT_CHECK_FREQUENCY={raw!r}: the daily cycle runs once per trading day (the data are daily "
+                     "closes); use 'daily' (at MLSA_DRIFT_CHECK_TIME's default) or a time of day 'HH:MM'.")
+
+
+_CONVENTIONAL_PARSERS = {"DRIFT_CHECK_FREQUENCY": _daily_at}
+
+
+def setting_name_used(key: str) -> str | None:
+    """The environment variable that sets MLSA_<key>'s setting: MLSA_<key>, else its conventional name, else None."""
+    if f"MLSA_{key}" in os.environ:
+        return f"MLSA_{key}"
+    conventional = CONVENTIONAL_NAMES.get(key)
+    return conventional if conventional is not None and conventional in os.environ else None
+
+
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"MLSA_{name}", default)
+    used = setting_name_used(name)
+    if used is None:
+        return default
+    parse = _CONVENTIONAL_PARSERS.get(used)
+    return parse(os.environ[used], default) if parse else os.environ[used]
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -56,6 +103,7 @@ class Settings:
     # A/B tests
     ab_min_samples: int
     ab_confidence_level: float
+    ab_default_duration_days: int
     # retraining
     enable_auto_retrain: bool
     retrain_confirmations: int
@@ -107,6 +155,7 @@ def get_settings() -> Settings:
         drift_arl_days=int(_env("DRIFT_ARL_DAYS", "250")),
         ab_min_samples=int(_env("AB_MIN_SAMPLES", "30")),
         ab_confidence_level=float(_env("AB_CONFIDENCE_LEVEL", "0.95")),
+        ab_default_duration_days=int(_env("AB_DEFAULT_DURATION_DAYS", "30")),
         enable_auto_retrain=_env_bool("ENABLE_AUTO_RETRAIN", False),
         retrain_confirmations=int(_env("RETRAIN_CONFIRMATIONS", "3")),
         retrain_cooldown_days=int(_env("RETRAIN_COOLDOWN_DAYS", "7")),
@@ -127,6 +176,26 @@ def get_settings() -> Settings:
         explain_window_days=int(_env("EXPLAIN_WINDOW_DAYS", "250")),
         explain_image_format=_env("EXPLAIN_IMAGE_FORMAT", "png").strip().lower(),
     )
+
+
+def setting_names_line() -> str:
+    """One line for the startup log: for each setting with a conventional name, which name set it (or the
+    default), and which one was ignored when both are set. Names only: never a value, so never a secret."""
+    parts = []
+    for key, conventional in CONVENTIONAL_NAMES.items():
+        used = setting_name_used(key)
+        part = f"{key.lower()} from {used or 'default'}"
+        if used == f"MLSA_{key}" and conventional in os.environ and conventional != used:
+            part += f" ({conventional} also set, ignored)"
+        parts.append(part)
+    return "settings: " + "; ".join(parts)
+
+
+def log_setting_names(logger: logging.Logger | None = None) -> str:
+    """Log `setting_names_line` at INFO (the scheduler calls this once at startup); returns the line."""
+    line = setting_names_line()
+    (logger or logging.getLogger(__name__)).info(line)
+    return line
 
 
 def settings_table() -> list[dict[str, str]]:
@@ -184,8 +253,14 @@ def _secret_values(settings: Settings | None) -> list[str]:
         try:
             settings = get_settings()
         except Exception:  # noqa: BLE001 - redaction must never fail; fall back to the raw variables
-            return [os.environ.get(f"MLSA_{name.upper()}", "") for name in SECRET_FIELDS]
-    return [str(getattr(settings, name, "") or "") for name in SECRET_FIELDS]
+            values = [os.environ.get(f"MLSA_{name.upper()}", "") for name in SECRET_FIELDS]
+            return values + _conventional_secrets()
+    return [str(getattr(settings, name, "") or "") for name in SECRET_FIELDS] + _conventional_secrets()
+
+
+def _conventional_secrets() -> list[str]:
+    """The secrets set under their conventional names (ALERT_SLACK_WEBHOOK), also when an MLSA_* name won."""
+    return [os.environ.get(CONVENTIONAL_NAMES[name.upper()], "") for name in SECRET_FIELDS if name.upper() in CONVENTIONAL_NAMES]
 
 
 def _secret_fragments(settings: Settings | None) -> list[str]:

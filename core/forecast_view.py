@@ -12,6 +12,7 @@ from datetime import date, timedelta
 import pandas as pd
 
 from core.market import MarketDataError, load_prices, source_label
+from core.runbook import runbook_caption
 from core.text import escape_markdown
 from core.training import DEFAULT_PARAMS
 
@@ -54,8 +55,12 @@ def symbol_index(symbols: Sequence[str], linked: str) -> int:
 
 
 def source_caption(source: str, prices: pd.DataFrame) -> str:
-    return (f"Data source: **{source_label(source)}** · {len(prices):,} trading days, "
-            f"{prices.index[0]:%Y-%m-%d} → {prices.index[-1]:%Y-%m-%d}")
+    """Where the prices came from; when it was not yfinance, where the runbook says why (offline, unreachable)."""
+    caption = (f"Data source: **{source_label(source)}** · {len(prices):,} trading days, "
+               f"{prices.index[0]:%Y-%m-%d} → {prices.index[-1]:%Y-%m-%d}")
+    if "yfinance" in source:
+        return caption
+    return caption + "  \n" + runbook_caption("troubleshooting", "Expected yfinance? Why it was not used and what to check")
 
 
 def refresh_prices(symbol: str) -> str:

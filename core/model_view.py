@@ -17,6 +17,7 @@ from core import registry
 from core.charts import validation_figure
 from core.drift_report import DriftReport, should_retrain
 from core.registry import ModelIntegrityError
+from core.runbook import runbook_caption
 from core.text import escape_markdown
 
 # number formats (and help) of the models table's columns, for st.column_config.NumberColumn
@@ -112,7 +113,8 @@ def skill_warning(model: dict) -> str | None:
 def certification_caption(certification: dict) -> str:
     """When and how a stored certification was computed, for the caption above its checklist."""
     return (f"Computed {certification['computed_at'][:16].replace('T', ' ')} UTC in {certification['seconds']:.1f} s "
-            "on the walk-forward validation of the training window; all five checks must pass to deploy without override.")
+            "on the walk-forward validation of the training window; all five checks must pass to deploy without override.  \n"
+            + runbook_caption("certification", "What a failed check means and what to do"))
 
 
 def drift_verdict(report_data: dict) -> list[tuple[str, str]]:

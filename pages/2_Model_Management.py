@@ -1,7 +1,7 @@
 """Model Management: the registry; one model's details, certification, drift, retraining, artifacts, deploy, rollback."""
 import streamlit as st
 
-from core import lifecycle, model_view, registry, retrain_jobs
+from core import lifecycle, model_view, registry, retrain_jobs, runbook
 from core.certification import checklist, stored_certification
 from core.explain import artifact_files
 from core.market import available_symbols, last_trading_day
@@ -122,7 +122,7 @@ with tab_retrain:
             with action_guard(st.error), st.spinner(model_view.job_spinner(job_id, approve_clicked)):
                 decision, job_error = lifecycle.decide_job_for_page(job_id, approved=approve_clicked)
                 (st.success if decision else st.error)(decision or job_error)
-    st.caption(f"Recent retrain jobs for {ticker}")
+    st.caption(f"Recent retrain jobs for {ticker}. " + runbook.runbook_caption("retrain", "What each job state means and what to do"))
     st.dataframe(retrain_jobs.jobs_frame(symbol=ticker, limit=10), hide_index=True, key="mm_jobs")
 with tab_artifacts:
     artifacts = artifact_files(model_id)

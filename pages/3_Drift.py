@@ -3,7 +3,7 @@ import html
 
 import streamlit as st
 
-from core import drift, drift_kernels, drift_report, drift_watch, registry
+from core import drift, drift_kernels, drift_report, drift_watch, registry, runbook
 from core.charts import SEVERITY_COLORS, empty_figure_note
 from core.drift_charts import (drift_error_stream_figure, drift_overlay_figure, drift_verdict_history_figure, onset_price_figure,
                                sequential_statistics_figure)
@@ -17,9 +17,8 @@ from core.store import page_guard
 
 st.set_page_config(page_title="Drift · ML Stock Agent", page_icon="🌊", layout="wide")
 st.title("🌊 Drift detection")
-st.caption("Compares the features of the last trading days with the model's training window (PSI, KS, Wasserstein), "
-           "its live error with validation, the market's volatility, its predictions, and streams its daily errors "
-           "through ADWIN and Page-Hinkley.")
+st.caption("Compares the features of the last trading days with the model's training window (PSI, KS, Wasserstein), its live error "
+           "with validation, the market's volatility, its predictions, and streams its daily errors through ADWIN and Page-Hinkley.")
 
 with page_guard(st.error, st.stop):
     models = registry.list_models()
@@ -85,7 +84,8 @@ if data and data["model_id"] == model_id:
         st.markdown(f"- {escape_markdown(reason)}")
     if not report.reasons:
         st.success("No drift detected.")
-    st.caption(f"Retrain? {'yes' if retrain else 'no'}: {escape_markdown(why)}  \nRule: {escape_markdown(report.dataset.get('rule', ''))}")
+    st.caption(f"Retrain? {'yes' if retrain else 'no'}: {escape_markdown(why)}  \nRule: {escape_markdown(report.dataset.get('rule', ''))}  \n"
+               + runbook.runbook_caption("drift", "What each severity means, what to check and what fixes it"))
 
     perf, concept = report.performance, report.concept
     m1, m2, m3, m4 = st.columns(4)

@@ -54,7 +54,7 @@ with st.expander("New A/B test", expanded=experiments.empty):
             start = f1.date_input("Start date", first_start, max_value=data_end,
                                   help=view.start_help(symbol, first_start, data_end),
                                   key=f"ab_start_{symbol}_{'_'.join(picked)}")  # re-derived when the arms change
-            duration = f2.number_input("Duration (days)", 1, 365, 60, key="ab_duration")
+            duration = f2.number_input("Duration (days)", 1, 365, get_settings().ab_default_duration_days, key="ab_duration")
             min_samples = f3.number_input("Min samples per arm", 2, 10_000, get_settings().ab_min_samples, key="ab_min")
             confidence = f4.select_slider("Confidence", [0.90, 0.95, 0.99], get_settings().ab_confidence_level,
                                           key="ab_confidence")

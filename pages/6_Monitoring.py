@@ -1,12 +1,13 @@
-"""Monitoring: volume, latency, error rate, intervals, rolling accuracy vs naive, PSI, alerts and retrain jobs."""
+"""Monitoring: volume, latency, error rate, intervals, rolling accuracy vs naive, model health by regime, PSI, alerts, retrain jobs."""
 import streamlit as st
 
-from core import alerts, charts, retrain_jobs
-from core.cycle import cycle_history, last_cycle_run
-from core.metrics import interval_widths, live_skill, metrics_frame, psi_history
+from core import alerts, charts, health_charts, retrain_jobs, runbook
 from core.config import get_settings
-from core.text import escape_markdown
+from core.cycle import cycle_history, last_cycle_run
+from core.health_view import default_model, display_table, model_health_view
+from core.metrics import interval_widths, live_skill, metrics_frame, psi_history
 from core.store import page_guard
+from core.text import escape_markdown
 
 st.set_page_config(page_title="Monitoring · ML Stock Agent", page_icon="📈", layout="wide")
 st.title("📈 Monitoring")
@@ -45,8 +46,7 @@ model_id = c2.selectbox("Model", model_options, key="mon_model",
                         index=model_options.index(link["model"]) if link["model"] in model_options else 0)
 st.query_params.update({"ticker": symbol, "model": model_id})  # the URL follows the selection, so it can be shared
 metrics = in_scope if model_id == "All" else in_scope[in_scope["model_id"] == model_id]
-symbol_arg = None if symbol == "All" else symbol
-model_arg = None if model_id == "All" else model_id
+symbol_arg, model_arg = (None if symbol == "All" else symbol), (None if model_id == "All" else model_id)
 
 done = metrics.dropna(subset=["mae"])
 m1, m2, m3, m4 = st.columns(4)
@@ -59,11 +59,10 @@ with page_guard(st.error, st.stop):
     open_alerts = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg, unacknowledged_only=True)
 m4.metric("Open alerts", len(open_alerts))
 
-tab_traffic, tab_accuracy, tab_drift, tab_alerts, tab_retrain = st.tabs(
-    ["Traffic & latency", "Accuracy", "Drift", "Alerts", "Retrain jobs"])
+tab_traffic, tab_accuracy, tab_health, tab_drift, tab_alerts, tab_retrain = st.tabs(
+    ["Traffic & latency", "Accuracy", "Model health", "Drift", "Alerts", "Retrain jobs"])
 with tab_traffic:
-    n_days = metrics["date"].nunique()
-    if note := charts.empty_figure_note(n_days, "days with predictions"):
+    if note := charts.empty_figure_note(metrics["date"].nunique(), "days with predictions"):
         st.info(note)
     else:
         st.plotly_chart(charts.prediction_volume_figure(metrics), key="mon_volume")
@@ -91,6 +90,19 @@ with tab_accuracy:
                 continue
             st.plotly_chart(charts.rolling_accuracy_figure(group, window).update_layout(title=f"{name}: rolling accuracy vs naive"),
                             key=f"mon_acc_{name}")
+with tab_health:  # where does the model fail: by market regime and by decile of its top SHAP features
+    with page_guard(st.error, st.stop):
+        health = model_health_view(model_arg or default_model(metrics))
+    (st.info if health.note else st.caption)(escape_markdown(health.note or health.caption))
+    if not health.note:
+        st.plotly_chart(health_charts.regime_figure(health.regimes), key="mon_regimes")
+        st.dataframe(display_table(health.regimes), hide_index=True, key="mon_regime_table")
+        if health.features_note:
+            st.info(escape_markdown(health.features_note))
+        else:
+            st.plotly_chart(health_charts.feature_decile_figure(health.deciles), key="mon_deciles")
+            st.dataframe(display_table(health.deciles), hide_index=True, key="mon_decile_table")
+    st.caption(runbook.runbook_caption("health", "How to read this and what to do about a weak regime"))
 with tab_drift:
     psi = psi_history(model_id=model_arg, symbol=symbol_arg)
     if psi.empty:
@@ -105,6 +117,7 @@ with tab_drift:
                             .update_layout(title=f"{name}: PSI over time"), key=f"mon_psi_{name}")
 with tab_alerts:
     shown = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg)
+    st.caption(runbook.runbook_caption("alerts", "What each alert kind means and which button or command fixes it"))
     if shown.empty:
         st.info("No alerts.")
     else:

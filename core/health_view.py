@@ -1,0 +1,111 @@
+"""The Monitoring page's model-health view: reads a model's scored served predictions, its reference
+window and its stored SHAP importance, and hands them to `core.model_health` (statistics, no database).
+
+Only served predictions with a known actual close, made on or after the model's `train_end`
+(`core.predict.in_training_window`: never a day inside its training window) are judged; the reference
+window is the training window itself, `train_start` to `train_end`, as the drift checks use it.
+Writes nothing.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+import sqlite_utils
+
+from core import model_health
+from core.explain import ExplainError, artifact_files, window_features
+from core.registry import get_model
+from core.store import get_db
+
+TOP_FEATURES = 3
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    """What the Monitoring page shows for one model: a note instead when there is nothing to judge."""
+
+    model_id: str
+    days: int = 0
+    note: str | None = None
+    regimes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    deciles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    features_note: str | None = None
+    caption: str = ""
+
+
+def scored_predictions(model: dict, db: sqlite_utils.Database) -> pd.DataFrame:
+    """Served predictions of `model` with a known actual, made on or after its train_end, oldest first."""
+    return pd.read_sql_query(
+        "SELECT as_of, target_date, predicted_close, last_close, actual_close FROM predictions "
+        "WHERE model_id = ? AND served = 1 AND actual_close IS NOT NULL AND as_of >= ? ORDER BY as_of",
+        db.conn, params=[model["model_id"], str(model["train_end"])[:10]])
+
+
+def top_shap_features(model_id: str, top: int = TOP_FEATURES) -> list[str]:
+    """The `top` features by mean |SHAP| in the model's stored importance file, or [] when there is none."""
+    path = artifact_files(model_id).get("importance_json")
+    if path is None:
+        return []
+    try:
+        rows = json.loads(path.read_text()).get("features", [])
+    except (OSError, ValueError):
+        return []
+    ranked = sorted((r for r in rows if isinstance(r, dict) and "feature" in r),
+                    key=lambda r: r.get("shap_rank", float("inf")))
+    return [r["feature"] for r in ranked[:top]]
+
+
+def _headline(model_id: str, days: int, regimes: pd.DataFrame, deciles: pd.DataFrame) -> str:
+    """One sentence: how many days are judged and where the model does worst."""
+    parts = [f"{model_id}: {days} served forecasts scored against the actual close (none inside the training window); "
+             "skill = 1 - MAE / naive MAE on the same days; regime and decile cut points come from the training window."]
+    for label, table, name in (("regime", regimes, "group"), ("feature decile", deciles, "decile")):
+        worst = model_health.weakest(table) if not table.empty else None
+        if worst is not None:
+            where = f"{worst['feature']} decile {worst[name]}" if label == "feature decile" else str(worst[name])
+            parts.append(f"Weakest {label}: {where} (skill {worst['skill']:+.3f} over {int(worst['days'])} days).")
+    return " ".join(parts)
+
+
+def model_health_view(model_id: str | None, db: sqlite_utils.Database | None = None) -> ModelHealth:
+    """Error and skill of `model_id` by market regime and by decile of its top SHAP features (None: nothing scored)."""
+    if model_id is None:
+        return ModelHealth("", note="No predictions with known actuals yet: the model health appears once some are scored.")
+    db = db or get_db()
+    model = get_model(model_id, db=db)
+    scored = scored_predictions(model, db)
+    if scored.empty:
+        return ModelHealth(model_id, note=f"{model_id} has no served forecast with a known actual close after its "
+                                          f"training window (ends {model['train_end']}) yet: nothing to judge.")
+    try:
+        frame = window_features(model["symbol"], start=model["train_start"], end=scored["as_of"].iloc[-1], db=db)
+    except ExplainError as exc:
+        return ModelHealth(model_id, note=str(exc))
+    reference = frame.loc[pd.Timestamp(model["train_start"]):pd.Timestamp(model["train_end"])]
+    features_by_day = frame.drop(columns=["target", "close"])
+    joined = scored.merge(features_by_day, left_on=pd.to_datetime(scored["as_of"]), right_index=True).dropna()
+    if joined.empty or reference.empty:
+        return ModelHealth(model_id, note=f"{model_id}: no feature rows for its scored days or its training window.")
+    regimes = model_health.regime_errors(joined, reference)
+    features = [f for f in top_shap_features(model_id) if f in joined.columns]
+    deciles = model_health.feature_decile_errors(joined, reference, features)
+    features_note = None if features else (
+        f"{model_id} has no stored SHAP importance (a naive model, or artifacts not written): write them from "
+        "Model Management to see error by feature decile.")
+    return ModelHealth(model_id, days=len(joined), regimes=regimes, deciles=deciles, features_note=features_note,
+                       caption=_headline(model_id, len(joined), regimes, deciles))
+
+
+def default_model(metrics: pd.DataFrame) -> str | None:
+    """The model to judge when the page shows "All": the one with the most scored days in `metrics`."""
+    scored = metrics.dropna(subset=["mae"])
+    return None if scored.empty else str(scored.groupby("model_id")["date"].nunique().idxmax())
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A regime or decile table for the page: $ and skill rounded, share in %, the columns named as elsewhere."""
+    shown = table.rename(columns={"group": "regime", "mae": "MAE $", "naive_mae": "naive MAE $", "skill": "skill vs naive"})
+    shown["share"] = (table["share"] * 100).round(0)
+    return shown.rename(columns={"share": "share %"}).round({"MAE $": 3, "naive MAE $": 3, "skill vs naive": 3})

@@ -1,0 +1,94 @@
+"""Model health (core.model_health): error and skill by regime and feature decile, against hand-computed values."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import model_health
+from core.model_health import HealthError
+
+
+def _scored(predicted, last, actual, **features) -> pd.DataFrame:
+    return pd.DataFrame({"predicted_close": predicted, "last_close": last, "actual_close": actual, **features})
+
+
+def test_grouped_errors_by_hand():
+    # group a: model errors |101-100|=1, |99-102|=3 -> MAE 2; naive |100-100|=0, |100-102|=2 -> 1; skill 1 - 2/1 = -1
+    # group b: model |100-104|=4 -> 4; naive |100-104|=4 -> 4; skill 0
+    scored = _scored([101, 99, 100], [100, 100, 100], [100, 102, 104])
+    table = model_health.grouped_errors(scored, np.array([0, 0, 1]), ["a", "b", "c"])
+    assert table["group"].tolist() == ["a", "b", "c"]
+    assert table["days"].tolist() == [2, 1, 0]
+    assert table["mae"].iloc[:2].tolist() == [2.0, 4.0]
+    assert table["naive_mae"].iloc[:2].tolist() == [1.0, 4.0]
+    assert table["skill"].iloc[:2].tolist() == [-1.0, 0.0]
+    assert table["share"].iloc[:2].tolist() == pytest.approx([2 / 3, 1 / 3])
+    assert np.isnan(table.loc[2, "mae"]) and np.isnan(table.loc[2, "skill"])  # an empty group says "no days", not 0
+
+
+def test_edges_are_the_reference_quantiles():
+    reference = np.arange(1.0, 11.0)  # 1..10
+    assert model_health.tercile_edges(reference) == pytest.approx(np.quantile(reference, [1 / 3, 2 / 3]))
+    assert model_health.tercile_edges(reference) == pytest.approx([4.0, 7.0])  # linear interpolation: 1 + 9/3, 1 + 18/3
+    assert model_health.decile_edges(np.append(reference, np.nan)) == pytest.approx(np.arange(1.9, 10.0, 0.9))
+    with pytest.raises(HealthError):
+        model_health.decile_edges([np.nan])
+
+
+def test_bins_are_right_closed_like_pandas_cut():
+    edges = np.array([4.0, 7.0])
+    values = np.array([-1.0, 4.0, 4.5, 7.0, 7.01, 99.0])
+    assert model_health.bin_index(values, edges).tolist() == [0, 0, 1, 1, 2, 2]
+    cut = pd.cut(values, [-np.inf, *edges, np.inf], labels=False)
+    assert model_health.bin_index(values, edges).tolist() == list(cut)
+
+
+def test_regime_errors_by_hand():
+    # reference volatility 1..10 % -> terciles 4 % and 7 %; scored days at 2 % (calm), 5 % (normal), 9 % and 8 % (turbulent)
+    reference = pd.DataFrame({"volatility_20": np.arange(1.0, 11.0) / 100})
+    scored = _scored(predicted=[101, 100, 95, 103], last=[100, 100, 100, 100], actual=[102, 99, 97, 101],
+                     volatility_20=[0.02, 0.05, 0.09, 0.08])
+    table = model_health.regime_errors(scored, reference).set_index("group")
+    # calm: model |101-102|=1, naive 2 -> skill 0.5; normal: model 1, naive 1 -> 0
+    # turbulent: model (|95-97| + |103-101|)/2 = 2, naive (3 + 1)/2 = 2 -> 0
+    assert table.loc["calm", ["days", "mae", "naive_mae", "skill"]].tolist() == [1, 1.0, 2.0, 0.5]
+    assert table.loc["normal", ["days", "mae", "naive_mae", "skill"]].tolist() == [1, 1.0, 1.0, 0.0]
+    assert table.loc["turbulent", ["days", "mae", "naive_mae", "skill"]].tolist() == [2, 2.0, 2.0, 0.0]
+    assert table.loc["calm", "range"] == "≤ 4.00 % a day" and table.loc["turbulent", "range"] == "> 7.00 % a day"
+    # direction: up days (102, 101): model (1 + 2)/2 = 1.5, naive (2 + 1)/2 = 1.5; down days (99, 97): model (1 + 2)/2, naive (1 + 3)/2
+    assert table.loc["up day", ["days", "mae", "naive_mae", "skill"]].tolist() == [2, 1.5, 1.5, 0.0]
+    assert table.loc["down day", ["days", "mae", "naive_mae", "skill"]].tolist() == [2, 1.5, 2.0, 0.25]
+    assert "flat day" not in table.index  # no unchanged close: no empty row for it
+    assert table.loc["up day", "kind"] == "direction" and table.loc["calm", "kind"] == "volatility"
+
+
+def test_regime_terciles_come_from_the_reference_not_the_scored_days():
+    # every scored day is more volatile than the whole reference window: all of them are "turbulent"
+    reference = pd.DataFrame({"volatility_20": np.linspace(0.005, 0.010, 60)})
+    scored = _scored([100.5] * 5, [100] * 5, [101] * 5, volatility_20=np.linspace(0.03, 0.05, 5))
+    table = model_health.regime_errors(scored, reference).set_index("group")
+    assert table.loc[["calm", "normal", "turbulent"], "days"].tolist() == [0, 0, 5]
+
+
+def test_feature_decile_errors_by_hand():
+    reference = pd.DataFrame({"rsi_14": np.arange(0.0, 101.0)})  # deciles at 10, 20, ..., 90
+    scored = _scored([101, 103, 100, 100], [100, 100, 100, 100], [102, 102, 101, 104], rsi_14=[5.0, 10.0, 55.0, 95.0])
+    table = model_health.feature_decile_errors(scored, reference, ["rsi_14"])
+    assert len(table) == 10 and table["decile"].tolist() == [str(i) for i in range(1, 11)]
+    by_decile = table.set_index("decile")
+    # decile 1 (<= 10): 5 and 10 -> model (1 + 1)/2 = 1, naive (2 + 2)/2 = 2, skill 0.5
+    assert by_decile.loc["1", ["days", "mae", "naive_mae", "skill"]].tolist() == [2, 1.0, 2.0, 0.5]
+    # decile 6 (50, 60]: 55 -> model 1, naive 1; decile 10 (> 90): 95 -> model 4, naive 4
+    assert by_decile.loc["6", ["days", "skill"]].tolist() == [1, 0.0]
+    assert by_decile.loc["10", ["days", "mae"]].tolist() == [1, 4.0]
+    assert by_decile["days"].sum() == 4
+    assert by_decile.loc["1", "range"] == "≤ 10" and by_decile.loc["10", "range"] == "> 90"
+    with pytest.raises(HealthError, match="macd"):
+        model_health.feature_decile_errors(scored, reference, ["macd"])
+
+
+def test_weakest_skips_groups_with_too_few_days():
+    table = pd.DataFrame({"group": ["a", "b", "c"], "days": [10, 2, 8], "skill": [0.1, -0.9, -0.2]})
+    assert model_health.weakest(table)["group"] == "c"  # b is worse but has 2 days
+    assert model_health.weakest(table, min_days=20) is None
