@@ -1,0 +1,176 @@
+"""The per-model work on a Dask cluster (core.cluster, MLSA_DASK_SCHEDULER): a real `distributed.LocalCluster`
+(2 worker processes, 1 thread each) gives the same database rows as the in-process run, a worker killed
+mid-task (SIGKILL of its process) is retried, and one killed every time is a named failure with nothing
+of it written. One cluster per module; it is closed at the end."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+import cloudpickle  # noqa: E402  (a dependency of distributed)
+import dask  # noqa: E402
+
+from conftest import copy_registry  # noqa: E402
+from core import cluster, drift  # noqa: E402
+from core.cycle import run_daily_cycle  # noqa: E402
+from core.store import get_db  # noqa: E402
+
+REAL_COMPARE_WINDOWS = drift.compare_windows
+VOLATILE = {"id", "created_at", "logged_at", "at", "heartbeat_at", "finished_at", "latency_ms",
+            "latency_p50", "latency_p95", "latency_p99", "seconds", "ran_on", "owner_pid", "owner_start"}
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """A LocalCluster of 2 processes with 1 thread each; a task whose worker dies twice is given up (KilledWorker)."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      silence_logs=50) as local:
+            yield local.scheduler_address
+
+
+def _plain(value):
+    """Rows without what differs between two runs by nature (ids, timestamps, latencies, timings)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return _plain(json.loads(value))
+        except ValueError:
+            return value
+    return value
+
+
+def _state(db) -> dict:
+    tables = ["predictions", "daily_metrics", "drift_checks", "alerts", "retrain_jobs", "drift_watch_state", "models"]
+    state = {t: [_plain(dict(r)) for r in db.query(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+    state["cycles"] = [_plain(r["details_json"]) for r in db.query(
+        "SELECT details_json FROM audit_log WHERE action = 'daily_cycle' ORDER BY id")]
+    return state
+
+
+def _copies(tmp_path: Path) -> dict[str, dict[str, str]]:
+    """Two private copies of the demo registry, "local" and "remote", made before either is changed."""
+    return {name: copy_registry(tmp_path / name) for name in ("local", "remote")}
+
+
+def _cycle(env: dict[str, str], monkeypatch, scheduler_address: str | None) -> tuple[dict, dict]:
+    """One daily cycle on a copy (`env`) of the demo registry; (its summary, the database state after it)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if scheduler_address:
+        monkeypatch.setenv("MLSA_DASK_SCHEDULER", scheduler_address)
+    else:
+        monkeypatch.delenv("MLSA_DASK_SCHEDULER", raising=False)
+    db = get_db()
+    summary = run_daily_cycle(db=db)
+    return summary, _state(db)
+
+
+def _kill_own_worker_then_compare(markers: Path, victim: str, kills: int, model: dict, prices, as_of,
+                                  window_days: int, settings):
+    """On the worker: SIGKILL this worker process on the first `kills` attempts for `victim` (counted in files, so
+    an attempt rescheduled on another worker sees them), then compute the real windows."""
+    if model["model_id"] == victim:
+        for attempt in range(kills):
+            try:
+                os.close(os.open(markers / f"attempt-{attempt}", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+            os.kill(os.getpid(), signal.SIGKILL)  # a real process death, mid-task
+    return REAL_COMPARE_WINDOWS(model, prices, as_of, window_days, settings)
+
+
+@pytest.fixture()
+def kill_worker(monkeypatch, tmp_path):
+    """`kill_worker(victim, kills)`: the cycle's drift-window task for `victim` kills its own worker `kills` times.
+    Sent by value (workers cannot import the tests); returns the folder of attempt markers."""
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
+    markers = tmp_path / "kills"
+    markers.mkdir()
+
+    def arm(victim: str, kills: int) -> Path:
+        monkeypatch.setattr(drift, "compare_windows", partial(_kill_own_worker_then_compare, markers, victim, kills))
+        return markers
+    yield arm
+    cloudpickle.unregister_pickle_by_value(module)
+
+
+def test_cycle_on_a_local_cluster_writes_what_the_in_process_cycle_writes(demo_registry, scheduler, tmp_path, monkeypatch):
+    copies = _copies(tmp_path)
+    local_summary, local_state = _cycle(copies["local"], monkeypatch, None)
+    remote_summary, remote_state = _cycle(copies["remote"], monkeypatch, scheduler)
+
+    assert local_summary["ran_on"] == "in process" and remote_summary["ran_on"] == f"dask {scheduler}"
+    assert remote_summary["ok"] == len(demo_registry) and remote_summary["failed"] == 0
+    assert [e["drift"] for e in remote_summary["models"]] == [e["drift"] for e in local_summary["models"]]
+    new_checks = [r for r in remote_state["drift_checks"] if r["as_of"] == remote_summary["as_of"]]
+    assert len(new_checks) == len(demo_registry)  # the cycle stored a check per model, on the driver
+    assert remote_state == local_state
+
+
+def test_a_worker_killed_mid_task_is_retried_and_the_cycle_is_unchanged(demo_registry, scheduler, kill_worker,
+                                                                        tmp_path, monkeypatch):
+    copies = _copies(tmp_path)
+    _local_summary, local_state = _cycle(copies["local"], monkeypatch, None)
+    markers = kill_worker(sorted(demo_registry.values())[0], kills=1)
+    remote_summary, remote_state = _cycle(copies["remote"], monkeypatch, scheduler)
+
+    assert (markers / "attempt-0").exists()  # the first attempt did run, and its worker died
+    assert remote_summary["failed"] == 0
+    assert remote_state == local_state
+
+
+def test_a_task_whose_worker_dies_every_time_is_a_named_failure_with_nothing_written(
+        demo_registry, scheduler, kill_worker, tmp_path, monkeypatch):
+    victim = sorted(demo_registry.values())[0]
+    copies = _copies(tmp_path)
+    _local_summary, local_state = _cycle(copies["local"], monkeypatch, None)
+    markers = kill_worker(victim, kills=5)
+    remote_summary, remote_state = _cycle(copies["remote"], monkeypatch, scheduler)
+
+    assert (markers / "attempt-1").exists() and not (markers / "attempt-2").exists()  # killed, retried once, given up
+    entry = next(e for e in remote_summary["models"] if e["model_id"] == victim)
+    assert entry["status"] == "failed" and entry["failed_steps"] == ["drift"]
+    assert entry["errors"]["drift"].startswith(f"TaskFailed: task drift-windows {victim}")
+    assert "worker died" in entry["errors"]["drift"]
+    day = remote_summary["as_of"]
+    assert not [r for r in remote_state["drift_checks"] if r["model_id"] == victim and r["as_of"] == day]
+    others = [e for e in remote_summary["models"] if e["model_id"] != victim]
+    assert others and all(e["status"] == "ok" for e in others)
+    assert ([r for r in remote_state["drift_checks"] if r["model_id"] != victim]
+            == [r for r in local_state["drift_checks"] if r["model_id"] != victim])
+    assert remote_state["predictions"] == local_state["predictions"]  # the forecast step ran and wrote once
+    assert [m["errors"] for m in remote_state["cycles"][-1]["models"] if m["model_id"] == victim] == [entry["errors"]]
+
+
+def test_an_unreachable_scheduler_is_refused_in_clear_words_before_anything_is_written(registry_copy, monkeypatch):
+    before = registry_copy.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+    monkeypatch.setenv("MLSA_DASK_SCHEDULER", "tcp://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
+    with pytest.raises(cluster.ClusterUnavailable, match="tcp://127.0.0.1:9 .*did not answer.*unset MLSA_DASK_SCHEDULER"):
+        run_daily_cycle(db=registry_copy)
+    assert registry_copy.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == before
+
+
+def test_task_settings_carry_no_secret_and_model_bytes_are_checked(monkeypatch):
+    monkeypatch.setenv("MLSA_SMTP_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("MLSA_SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/token123")
+    settings = cluster.task_settings()
+    assert settings.smtp_password == "" and settings.slack_webhook_url == ""
+    assert settings.drift_window_days == cluster.get_settings().drift_window_days
+    blob = b"model bytes"
+    assert cluster.check_sha256(blob, hashlib.sha256(blob).hexdigest(), "m") == blob
+    with pytest.raises(cluster.ModelBytesMismatch, match="m: the bytes received hash to"):
+        cluster.check_sha256(blob + b"!", hashlib.sha256(blob).hexdigest(), "m")
