@@ -74,17 +74,17 @@ class Executor(Protocol):
     where: str
     remote: bool
 
-    def submit(self, name: str, function: Callable[..., Any], *args: Any) -> Handle: ...
+    def submit(self, name: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Handle: ...
 
 
 class _Deferred:
     """An in-process task: computed when its result is asked for, so the work happens in today's order."""
 
-    def __init__(self, function: Callable[..., Any], args: tuple) -> None:
-        self._function, self._args = function, args
+    def __init__(self, function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        self._function, self._args, self._kwargs = function, args, kwargs
 
     def result(self) -> Any:
-        return self._function(*self._args)
+        return self._function(*self._args, **self._kwargs)
 
 
 class InProcess:
@@ -93,8 +93,8 @@ class InProcess:
     where = "in process"
     remote = False
 
-    def submit(self, name: str, function: Callable[..., Any], *args: Any) -> Handle:
-        return _Deferred(function, args)
+    def submit(self, name: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Handle:
+        return _Deferred(function, args, kwargs)
 
 
 class _Remote:
@@ -156,9 +156,9 @@ class DaskExecutor:
             raise ClusterUnavailable(f"{len(different)} worker(s) of {self.where} run other app code than this "
                                      f"process ({', '.join(different[:3])}): deploy the same version everywhere.")
 
-    def submit(self, name: str, function: Callable[..., Any], *args: Any) -> Handle:
+    def submit(self, name: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Handle:
         key = f"{name}-{uuid.uuid4().hex[:8]}"  # unique: a rerun never reuses an old result
-        return _Remote(name, self.client.submit(function, *args, key=key, pure=False))
+        return _Remote(name, self.client.submit(function, *args, key=key, pure=False, **kwargs))
 
     def close(self) -> None:
         self.client.close()

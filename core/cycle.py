@@ -126,9 +126,9 @@ def _step_drift(model: dict, day: str, context: dict, db: sqlite_utils.Database)
         raise StepSkipped(f"{after} of {drift.MIN_SAMPLES} days after training")
     stored = db.execute("SELECT 1 FROM drift_checks WHERE model_id = ? AND as_of = ? LIMIT 1",
                         [model["model_id"], day]).fetchone()
+    on_cluster = {"windows": context["windows"]} if context.get("windows") else {}  # computed there; else here
     report = drift.check_model(model["model_id"], day, window_days=get_settings().drift_window_days, db=db,
-                               store=stored is None,  # a day already checked is recomputed, never stored twice
-                               windows=context.get("windows"))  # computed on the cluster, when there is one
+                               store=stored is None, **on_cluster)  # a day already checked is recomputed, never stored twice
     context["report"] = report
     return f"drift {report.severity}" + (" (already checked today)" if stored else "")
 

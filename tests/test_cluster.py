@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -35,6 +36,16 @@ def scheduler():
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                       silence_logs=50) as local:
             yield local.scheduler_address
+
+
+@contextmanager
+def cluster_tasks(address: str):
+    """The names of the tasks the cluster ran during the block (the task key up to its unique suffix)."""
+    names: list[str] = []
+    with distributed.Client(address, set_as_default=False) as client:
+        with distributed.get_task_stream(client=client) as stream:
+            yield names
+        names.extend(sorted({str(t["key"]).rsplit("-", 1)[0] for t in stream.data}))
 
 
 def _plain(value):
@@ -110,8 +121,11 @@ def kill_worker(monkeypatch, tmp_path):
 def test_cycle_on_a_local_cluster_writes_what_the_in_process_cycle_writes(demo_registry, scheduler, tmp_path, monkeypatch):
     copies = _copies(tmp_path)
     local_summary, local_state = _cycle(copies["local"], monkeypatch, None)
-    remote_summary, remote_state = _cycle(copies["remote"], monkeypatch, scheduler)
+    with cluster_tasks(scheduler) as ran:
+        remote_summary, remote_state = _cycle(copies["remote"], monkeypatch, scheduler)
 
+    day = remote_summary["as_of"]
+    assert ran == sorted(f"drift-windows {model_id} {day}" for model_id in demo_registry.values())
     assert local_summary["ran_on"] == "in process" and remote_summary["ran_on"] == f"dask {scheduler}"
     assert remote_summary["ok"] == len(demo_registry) and remote_summary["failed"] == 0
     assert [e["drift"] for e in remote_summary["models"]] == [e["drift"] for e in local_summary["models"]]
@@ -174,3 +188,99 @@ def test_task_settings_carry_no_secret_and_model_bytes_are_checked(monkeypatch):
     assert cluster.check_sha256(blob, hashlib.sha256(blob).hexdigest(), "m") == blob
     with pytest.raises(cluster.ModelBytesMismatch, match="m: the bytes received hash to"):
         cluster.check_sha256(blob + b"!", hashlib.sha256(blob).hexdigest(), "m")
+
+
+# --- training, certification and the demo build on the cluster ----------------------------------------------
+
+LIGHT = {"n_estimators": 10, "max_depth": 3}
+
+
+def _light_champion(symbol: str = "MSFT") -> tuple[str, str]:
+    """A light deployed rf for `symbol` in the current database; (its id, a day 30 trading days after its training)."""
+    from core.market import load_prices
+    from core.registry import deploy, register
+    from core.training import train_model
+
+    days = load_prices(symbol, start="2012-01-01").index
+    model_id = register(train_model(symbol, "rf", train_end=days[0], params=LIGHT), reason="test champion")
+    deploy(model_id, actor="test", override=True, reason="test champion")
+    return model_id, f"{days[30]:%Y-%m-%d}"
+
+
+def _rounded(value):
+    """`value` with every float to 12 significant digits: a forest's threaded predict sums its trees in any
+    order, so two in-process runs already differ in the 16th digit."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _use(monkeypatch, folder: Path, scheduler_address: str | None):
+    monkeypatch.setenv("MLSA_DB_PATH", str(folder / "app.db"))
+    monkeypatch.setenv("MLSA_MODELS_DIR", str(folder / "models"))
+    if scheduler_address:
+        monkeypatch.setenv("MLSA_DASK_SCHEDULER", scheduler_address)
+    else:
+        monkeypatch.delenv("MLSA_DASK_SCHEDULER", raising=False)
+    return get_db()
+
+
+def test_retrain_and_certification_on_the_cluster_give_the_in_process_results(scheduler, tmp_path, monkeypatch):
+    from core import lifecycle
+    from core.certification import certify, training_window
+    from core.features import FEATURE_COLUMNS, check_feature_frame
+    from core.registry import get_model, load_model
+
+    outcomes, ran = {}, {}
+    for name, address in (("local", None), ("remote", scheduler)):
+        db = _use(monkeypatch, tmp_path / name, address)
+        champion, day = _light_champion()
+        champion_row = get_model(champion, db=db)
+        with cluster_tasks(scheduler) as ran[name]:
+            result = lifecycle.retrain_now("MSFT", day, actor="test")
+            challenger = get_model(result["challenger_id"], db=db)
+            certification = certify(champion, store=False, db=db)
+        outcomes[name] = {
+            "status": result["status"], "gate": result["gate"].to_dict(),
+            "challenger": {k: challenger[k] for k in ("model_id", "train_start", "train_end", "metrics")},
+            "challenger_predicts": load_model(challenger["model_id"], db=db).predict_returns(
+                check_feature_frame(training_window(champion_row, db=db), FEATURE_COLUMNS)).tolist(),
+            "checks": [(c.key, c.value, c.passed) for c in certification.checks if c.key != "latency_p95_ms"],
+            "permutation": certification.extras["permutation"],
+        }
+    assert ran == {"local": [], "remote": [f"certify-refits {champion}", f"retrain {champion} {day}"]}
+    assert _rounded(outcomes["remote"]) == _rounded(outcomes["local"])
+    assert outcomes["local"]["challenger"]["metrics"]["mae"] > 0
+
+
+def test_demo_training_on_the_cluster_registers_the_models_the_process_pool_trains(demo_registry, scheduler,
+                                                                                   tmp_path, monkeypatch):
+    from core.demo import build_demo
+    from core.registry import list_models
+
+    session = {m["model_id"]: m for m in list_models("AAPL")}
+    _use(monkeypatch, tmp_path / "demo", scheduler)
+    lines: list[str] = []
+    with cluster_tasks(scheduler) as ran:
+        build_demo(report=lines.append, symbols=["AAPL"], replay_days=30)
+    built = {m["model_id"]: m for m in list_models("AAPL")}
+
+    assert not [line for line in lines if "FAILED" in line], lines
+    deployed = next(m["model_id"] for m in list_models("AAPL") if m["status"] == "deployed")
+    assert {"train rf AAPL", "train xgb AAPL", f"certify-refits {deployed}"} <= set(ran)
+    assert sorted(built) == sorted(session)
+    def facts(model: dict) -> dict:
+        """What training and certification decided; not when, nor how fast the serving path was that minute."""
+        metrics = dict(model["metrics"])
+        certification = metrics.pop("certification", None) or {}
+        checks = [(c["key"], c["value"], c["passed"]) for c in certification.get("checks", []) if c["key"] != "latency_p95_ms"]
+        return _rounded({**{k: model[k] for k in ("train_start", "train_end", "params", "status", "certified")},
+                         "metrics": metrics, "checks": checks, "permutation": certification.get("permutation")})
+
+    for model_id, model in built.items():
+        assert facts(model) == facts(session[model_id]), model_id
+    assert any(facts(model)["checks"] for model in built.values())  # the deployed one was certified
