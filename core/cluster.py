@@ -2,8 +2,9 @@
 
 `MLSA_DASK_SCHEDULER=tcp://host:8786` sends the heavy per-model computations (drift windows of the
 daily cycle, training, certification refits) to that scheduler's workers through `dask.distributed`.
-A task takes plain inputs (prices, features, model bytes with their sha256, a settings snapshot without
-secrets) and returns plain results: workers never open the database, so the driver stays the only
+A task takes plain inputs (prices, feature rows, a settings snapshot without secrets) and returns plain
+results (frames, a fitted model, test statistics); none needs a stored model's bytes (the drift windows use
+prices, training and the certification refits fit their own): workers never open the database, so the driver stays the only
 writer, in its usual transactions, and a worker that dies mid-task leaves nothing half written.
 
 `executor()` gives the right one for the settings; callers `submit` named tasks and read each
@@ -39,23 +40,10 @@ class TaskFailed(RuntimeError):
     retries, or the connection to the scheduler was lost. Nothing it computed was written."""
 
 
-class ModelBytesMismatch(ValueError):
-    """Model bytes whose sha256 is not the one the registry recorded: never unpickled."""
-
-
 def task_settings(settings: Settings | None = None) -> Settings:
     """The settings a task needs, without the secrets (webhook URL, SMTP password): they never leave the driver."""
     settings = settings or get_settings()
     return dataclasses.replace(settings, **{name: "" for name in SECRET_FIELDS})
-
-
-def check_sha256(blob: bytes, expected: str, what: str) -> bytes:
-    """`blob` when its sha256 is `expected`; else ModelBytesMismatch (a task unpickles only verified bytes)."""
-    actual = hashlib.sha256(blob).hexdigest()
-    if actual != expected:
-        raise ModelBytesMismatch(f"{what}: the bytes received hash to {actual[:12]}..., the registry recorded "
-                                 f"{expected[:12]}...; not loaded.")
-    return blob
 
 
 def code_fingerprint() -> str:
