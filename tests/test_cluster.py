@@ -168,13 +168,15 @@ def test_a_task_whose_worker_dies_every_time_is_a_named_failure_with_nothing_wri
     assert [m["errors"] for m in remote_state["cycles"][-1]["models"] if m["model_id"] == victim] == [entry["errors"]]
 
 
-def test_an_unreachable_scheduler_is_refused_in_clear_words_before_anything_is_written(registry_copy, monkeypatch):
-    before = registry_copy.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+def test_an_unreachable_scheduler_is_refused_in_clear_words_before_any_model_runs(registry_copy, monkeypatch):
+    counts = "SELECT (SELECT COUNT(*) FROM predictions), (SELECT COUNT(*) FROM drift_checks), " \
+             "(SELECT COUNT(*) FROM daily_metrics), (SELECT COUNT(*) FROM audit_log WHERE action = 'daily_cycle')"
+    before = registry_copy.execute(counts).fetchone()
     monkeypatch.setenv("MLSA_DASK_SCHEDULER", "tcp://127.0.0.1:9")  # the discard port: nothing listens
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
     with pytest.raises(cluster.ClusterUnavailable, match="tcp://127.0.0.1:9 .*did not answer.*unset MLSA_DASK_SCHEDULER"):
         run_daily_cycle(db=registry_copy)
-    assert registry_copy.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == before
+    assert registry_copy.execute(counts).fetchone() == before
 
 
 def test_task_settings_carry_no_secret(monkeypatch):
