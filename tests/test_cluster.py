@@ -179,6 +179,15 @@ def test_an_unreachable_scheduler_is_refused_in_clear_words_before_any_model_run
     assert registry_copy.execute(counts).fetchone() == before
 
 
+def test_the_scheduler_says_the_cluster_is_unavailable_and_exits_6(registry_copy, monkeypatch, capsys):
+    import scheduled_tasks
+
+    monkeypatch.setenv("MLSA_DASK_SCHEDULER", "tcp://127.0.0.1:9")
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
+    assert scheduled_tasks.main(["--once"]) == scheduled_tasks.EXIT_CLUSTER_UNAVAILABLE == 6
+    assert "cluster unavailable: The Dask scheduler tcp://127.0.0.1:9" in capsys.readouterr().err
+
+
 def test_task_settings_carry_no_secret(monkeypatch):
     monkeypatch.setenv("MLSA_SMTP_PASSWORD", "hunter2-secret")
     monkeypatch.setenv("MLSA_SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T0/B0/token123")
