@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     same = all(v == verdicts[0] for v in verdicts)
     rest = base - offloadable
     print(f"of the in-process {base:.1f} s, {offloadable:.1f} s ({offloadable / base:.0%}) is the drift windows' computing "
-          f"the workers take over; the {rest:.1f} s of SQLite reads and writes stay on the driver, so no number of "
+          f"the workers take over; the other {rest:.1f} s (the steps' SQLite reads and writes and the work around them) "
+          f"stay on the driver, so no number of "
           f"workers brings this cycle below ~{rest:.0f} s (at most {base / rest:.2f}x)")
     print(f"same drift verdicts and statuses in the three runs: {'yes' if same else 'NO'}")
     return 0 if same and not any(summary["failed"] for _, summary in results.values()) else 1
