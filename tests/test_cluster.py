@@ -186,6 +186,8 @@ def test_the_scheduler_says_the_cluster_is_unavailable_and_exits_6(registry_copy
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
     assert scheduled_tasks.main(["--once"]) == scheduled_tasks.EXIT_CLUSTER_UNAVAILABLE == 6
     assert "cluster unavailable: The Dask scheduler tcp://127.0.0.1:9" in capsys.readouterr().err
+    assert "\n  6  MLSA_DASK_SCHEDULER names a Dask cluster" in scheduled_tasks.EXIT_CODES
+    assert "| 6 | `MLSA_DASK_SCHEDULER` names a Dask cluster" in (Path(scheduled_tasks.__file__).parent / "README.md").read_text()
 
 
 def test_task_settings_carry_no_secret(monkeypatch):
