@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import schedule
 
+from core.cluster import ClusterUnavailable
 from core.config import get_settings, log_setting_names
 from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
@@ -39,6 +40,7 @@ from core.store_faults import StoreError, describe_error, scheduler_lock_path
 
 log = logging.getLogger("scheduler")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_DB_UNAVAILABLE, EXIT_BEYOND_DATA = 0, 1, 2, 3, 4, 5
+EXIT_CLUSTER_UNAVAILABLE = 6
 EXIT_CODES = """exit codes:
   0  every model's cycle succeeded (or the loop was stopped)
   1  a cycle step failed for at least one model (the failures are printed)
@@ -46,6 +48,7 @@ EXIT_CODES = """exit codes:
   3  another scheduler holds the lock on this database file
   4  the database is unavailable: busy, read-only, disk full or damaged (the line says which)
   5  the date is beyond the data: the message names the data's last trading day; nothing was stored
+  6  MLSA_DASK_SCHEDULER names a Dask cluster that does not answer (or runs other code); no model was run
 """
 
 
@@ -196,8 +199,8 @@ def loop(stop: threading.Event) -> int:
         # live prices are refreshed first, so "today" is today once its close is in; never the clock itself
         try:
             run_once(None, stop, refresh_prices=not settings.offline)
-        except StoreError as exc:  # the loop outlives a busy or full database: the next day tries again
-            log.error("daily cycle not run: %s", exc)
+        except (StoreError, ClusterUnavailable) as exc:  # the loop outlives a busy database or a cluster that is
+            log.error("daily cycle not run: %s", exc)      # down: the next day tries again
 
     schedule.every().day.at(settings.drift_check_time).do(job)
     log.info("scheduler started: daily cycle at %s (next run %s)", settings.drift_check_time, schedule.next_run())
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except BeyondDataError as exc:
         print(f"date beyond the data: {exc}", file=sys.stderr)
         return EXIT_BEYOND_DATA
+    except ClusterUnavailable as exc:
+        print(f"cluster unavailable: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER_UNAVAILABLE
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import sqlite_utils
 
 from core.certification_stats import (PERMUTATION_ALPHA, REFIT_OVERRIDES, Progress,
                                       block_bootstrap_skill_ci, default_block_length, fold_skills, permutation_skill_test)
+from core.cluster import executor
 from core.config import get_settings
 from core.features import FEATURE_COLUMNS, TARGET, WARMUP_DAYS, build_features, check_feature_frame, training_rows
 from core.market import load_prices
@@ -141,11 +142,13 @@ def certify(
 
     report(0.08, "Rebuilding the training window")
     rows = training_window(model, db=db)
-    permutation = permutation_skill_test(
-        check_feature_frame(rows, model["features"] or FEATURE_COLUMNS), rows[TARGET].to_numpy(),
-        rows["close"].to_numpy(), model["model_type"], model["params"],
-        progress=lambda f, m: report(0.1 + 0.8 * f, m),
-    )
+    with executor() as tasks:  # the refits run on the Dask cluster when MLSA_DASK_SCHEDULER names one
+        refits = None if progress is None or tasks.remote else (lambda f, m: report(0.1 + 0.8 * f, m))  # a page's bar
+        permutation = tasks.submit(
+            f"certify-refits {model_id}", permutation_skill_test,
+            check_feature_frame(rows, model["features"] or FEATURE_COLUMNS), rows[TARGET].to_numpy(),
+            rows["close"].to_numpy(), model["model_type"], model["params"], progress=refits,
+        ).result()
 
     report(0.92, "Timing the serving path")
     latency = serving_latency_ms(model_id, db=db)

@@ -127,6 +127,8 @@ class Settings:
     # explainability
     explain_window_days: int
     explain_image_format: str
+    # cluster: a Dask scheduler address (tcp://host:8786) runs the per-model work there; empty = in process
+    dask_scheduler: str = ""
 
 
 def get_settings() -> Settings:
@@ -175,6 +177,7 @@ def get_settings() -> Settings:
         cert_max_skill=float(_env("CERT_MAX_SKILL", "0.10")),
         explain_window_days=int(_env("EXPLAIN_WINDOW_DAYS", "250")),
         explain_image_format=_env("EXPLAIN_IMAGE_FORMAT", "png").strip().lower(),
+        dask_scheduler=_env("DASK_SCHEDULER", "").strip(),
     )
 
 

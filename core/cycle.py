@@ -20,6 +20,7 @@ import sqlite_utils
 
 from core import drift, drift_watch, lifecycle
 from core.alerts import deliver_pending, evaluate_model
+from core.cluster import Executor, Handle, executor, task_settings
 from core.config import get_settings
 from core.drift import check_within_data, data_ends
 from core.market import MarketDataError, load_prices
@@ -125,8 +126,9 @@ def _step_drift(model: dict, day: str, context: dict, db: sqlite_utils.Database)
         raise StepSkipped(f"{after} of {drift.MIN_SAMPLES} days after training")
     stored = db.execute("SELECT 1 FROM drift_checks WHERE model_id = ? AND as_of = ? LIMIT 1",
                         [model["model_id"], day]).fetchone()
+    on_cluster = {"windows": context["windows"]} if context.get("windows") else {}  # computed there; else here
     report = drift.check_model(model["model_id"], day, window_days=get_settings().drift_window_days, db=db,
-                               store=stored is None)  # a day already checked is recomputed, never stored twice
+                               store=stored is None, **on_cluster)  # a day already checked is recomputed, never stored twice
     context["report"] = report
     return f"drift {report.severity}" + (" (already checked today)" if stored else "")
 
@@ -164,9 +166,9 @@ STEP_FUNCTIONS: dict[str, Callable[[dict, str, dict, sqlite_utils.Database], str
 
 
 def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, should_stop: StopCheck | None,
-               db: sqlite_utils.Database) -> dict[str, Any]:
+               db: sqlite_utils.Database, windows: Handle | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices}
+    context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices, "windows": windows}
     entry: dict[str, Any] = {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok",
                              "steps_run": 0, "failed_steps": [], "errors": {}, "skipped_steps": {}}
     for step in STEPS:
@@ -215,6 +217,28 @@ def _cycle_days(as_of, models: list[dict], refresh_prices: bool,
     return _day(requested), days
 
 
+def _submit_drift_windows(tasks: Executor, models: list[dict], model_days: dict[str, str],
+                          db: sqlite_utils.Database) -> dict[str, Handle]:
+    """On a cluster, every model's drift windows (the cycle's heavy, pure work) start at once as tasks with plain
+    inputs (its row, its prices, settings without secrets); the driver reads each in the model's drift step and
+    does every read and write itself. In process there is nothing to submit: the step computes them as before."""
+    if not tasks.remote:
+        return {}
+    settings, handles = task_settings(), {}
+    for model in models:
+        day = model_days[model["model_id"]]
+        if day < model["train_end"]:
+            continue
+        plain = {key: model[key] for key in ("model_id", "symbol", "features", "train_start", "train_end")}
+        try:
+            prices = drift.window_prices(plain, day, db=db)
+        except MarketDataError:  # the drift step computes in process and fails with its own words
+            continue
+        handles[model["model_id"]] = tasks.submit(f"drift-windows {model['model_id']} {day}", drift.compare_windows,
+                                                  plain, prices, day, settings.drift_window_days, settings)
+    return handles
+
+
 def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_stop: StopCheck | None = None,
                     refresh_prices: bool = False, actor: str = "scheduler",
                     symbols: list[str] | None = None) -> dict[str, Any]:
@@ -243,18 +267,21 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
         log.warning("alert delivery retry failed: %s", exc)
     rates = error_rates(day, db=db) if day else {}
     entries, skipped = [], []
-    for model in models:
-        if should_stop is not None and should_stop():
-            break
-        model_day = model_days[model["model_id"]]
-        if model_day < model["train_end"]:  # never monitored or scored inside its own training window
-            skipped.append({"model_id": model["model_id"], "symbol": model["symbol"], "as_of": model_day,
-                            "reason": f"{model_day} is inside its training window (trained on the closes up to "
-                                      f"{model['train_end']}); it runs from {model['train_end']}"})
-            continue
-        entry = _run_model(model, model_day, rates.get(model["model_id"], 0.0),
-                           False, should_stop, db)  # prices were refreshed above, once per ticker
-        entries.append({**entry, "as_of": model_day})
+    with executor() as tasks:  # MLSA_DASK_SCHEDULER: the drift windows run on that cluster
+        windows = _submit_drift_windows(tasks, models, model_days, db)
+        for model in models:
+            if should_stop is not None and should_stop():
+                break
+            model_day = model_days[model["model_id"]]
+            if model_day < model["train_end"]:  # never monitored or scored inside its own training window
+                skipped.append({"model_id": model["model_id"], "symbol": model["symbol"], "as_of": model_day,
+                                "reason": f"{model_day} is inside its training window (trained on the closes up to "
+                                          f"{model['train_end']}); it runs from {model['train_end']}"})
+                continue
+            entry = _run_model(model, model_day, rates.get(model["model_id"], 0.0),
+                               False, should_stop, db, windows.get(model["model_id"]))  # prices refreshed above
+            entries.append({**entry, "as_of": model_day})
+        ran_on = tasks.where
     summary = {
         "as_of": day, "ok": sum(e["status"] == "ok" for e in entries),
         "failed": sum(e["status"] == "failed" for e in entries),
@@ -262,6 +289,7 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
         "seconds": round(time.perf_counter() - started, 3), "models": entries,
         "skipped": skipped,  # deployed models not run on this day, each with why
         "reconciled": reconciled,  # what reconcile repaired or found before the cycle
+        "ran_on": ran_on,  # "in process", or the Dask scheduler the drift windows ran on
     }
     with transaction(db):
         audit(db, actor, "daily_cycle", "scheduler", summary)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from core.ab_replay import simulate
 from core.abtest import create_experiment, stop
+from core.cluster import executor, task_settings
 from core.config import get_settings
 from core.market import MarketDataError, bundled_frame, load_prices
 from core.cycle import backfill_history, run_daily_cycle
@@ -30,12 +31,13 @@ from core.lifecycle import certify_with_card, register_with_artifacts
 from core.predict import backfill_actuals, predict
 from core.registry import deploy, deployed_model, list_models
 from core.store import close_all, get_db
-from core.training import train_model
+from core.training import TrainedModel, train_model
 
 log = logging.getLogger(__name__)
 
 REPLAY_DAYS = 252  # one trading year
 Report = Callable[[str], None]
+Train = Callable[..., TrainedModel]
 
 
 def demo_exists() -> bool:
@@ -48,9 +50,15 @@ def demo_cutoff(symbol: str) -> pd.Timestamp:
     return days[max(0, len(days) - 1 - REPLAY_DAYS)]
 
 
-def train_and_deploy(symbol: str, report: Report) -> str | None:
-    """Train rf and xgb at the cutoff and deploy the better; None when the ticker is too short."""
-    needed = get_settings().min_history_days + 50 + REPLAY_DAYS
+def history_needed() -> int:
+    """Trading days a ticker needs for the demo: a training window, then a year to replay."""
+    return get_settings().min_history_days + 50 + REPLAY_DAYS
+
+
+def train_and_deploy(symbol: str, report: Report, train: Train = train_model) -> str | None:
+    """Train rf and xgb at the cutoff and deploy the better; None when the ticker is too short.
+    `train(symbol, model_type, train_end=cutoff)` may read a result a cluster computed."""
+    needed = history_needed()
     days = len(load_prices(symbol))
     if days < needed:
         report(f"  {symbol}: skipped: {days} trading days of history, at least {needed} needed to train "
@@ -60,7 +68,7 @@ def train_and_deploy(symbol: str, report: Report) -> str | None:
     registered = []
     for model_type in ("rf", "xgb"):
         try:
-            trained = train_model(symbol, model_type, train_end=cutoff)
+            trained = train(symbol, model_type, train_end=cutoff)
         except MarketDataError as exc:
             report(f"  {symbol}: skipped ({exc})")
             return None
@@ -204,6 +212,31 @@ def _replay_unit(symbol: str, start: pd.Timestamp, end: pd.Timestamp, with_exper
     return _collect(work)
 
 
+def _train_units_on_cluster(symbols: list[str]) -> list[tuple[object, list[str]]]:
+    """`_train_unit` for every ticker with the training on the Dask cluster (MLSA_DASK_SCHEDULER): every fit is
+    submitted at once with plain inputs (prices, settings without secrets); this process registers, certifies
+    (its refits on the cluster too) and deploys each ticker as its two models arrive: only it writes."""
+    settings = task_settings()
+    with executor() as tasks:
+        handles = {}
+        for symbol in symbols:
+            try:
+                if len(load_prices(symbol)) < history_needed():  # train_and_deploy says why it is skipped
+                    continue
+                cutoff = demo_cutoff(symbol)
+                prices = load_prices(symbol, end=cutoff)  # the read train_model would make
+            except MarketDataError:  # train_and_deploy reports it
+                continue
+            for model_type in ("rf", "xgb"):
+                handles[symbol, model_type] = tasks.submit(f"train {model_type} {symbol}", train_model, symbol,
+                                                           model_type, train_end=cutoff, prices=prices, settings=settings)
+
+        def train(symbol: str, model_type: str, train_end) -> TrainedModel:
+            return handles[symbol, model_type].result()
+
+        return [_collect(lambda report, symbol=symbol: train_and_deploy(symbol, report, train)) for symbol in symbols]
+
+
 def _cycle_unit(days: list[pd.Timestamp], symbols: list[str]) -> tuple[object, list[str]]:
     def work(report: Report) -> None:
         for line in run_cycles(days, symbols):
@@ -220,7 +253,8 @@ def build_demo(
     Per ticker: train, certify, deploy, then replay the year after the cutoff through the serving path;
     the last `CYCLE_DAYS` of each calendar run through the daily cycle instead, so Home and Monitoring
     show scheduler runs, error rates and alerts from the first start. Tickers are independent, so the
-    work runs in `workers` processes (one per core on the 2-core reference machine).
+    work runs in `workers` processes (one per core on the 2-core reference machine); with
+    MLSA_DASK_SCHEDULER the training runs on that cluster instead and this process registers the models.
     """
     settings = get_settings()
     if force:
@@ -243,7 +277,8 @@ def build_demo(
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_quiet_worker, initargs=(max(1, settings.train_threads // workers),)) as pool:
         deployed: dict[str, str] = {}
-        for symbol, (best, lines) in zip(symbols, pool.map(_train_unit, symbols)):
+        units = _train_units_on_cluster(symbols) if settings.dask_scheduler else pool.map(_train_unit, symbols)
+        for symbol, (best, lines) in zip(symbols, units):
             report(f"trained {symbol}")
             failed += _relay(lines, report)
             if best:

@@ -38,15 +38,24 @@ def _day(value) -> str:
 def model_windows(model: dict, as_of, window_days: int,
                   db: sqlite_utils.Database | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(reference, current) feature frames: the training window, and the last `window_days` days to `as_of`."""
-    db = db or get_db()
-    symbol, columns = model["symbol"], model["features"]
+    return windows_from_prices(model, window_prices(model, as_of, db=db), as_of, window_days)
+
+
+def window_prices(model: dict, as_of, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """The prices both windows are built from: the training window (with its feature warm-up) to `as_of`."""
+    warmup_start = pd.Timestamp(model["train_start"]) - pd.Timedelta(days=120)  # > 50 trading days: the longest feature window
+    return load_prices(model["symbol"], start=warmup_start, end=max(pd.Timestamp(as_of), pd.Timestamp(model["train_end"])),
+                       db=db or get_db())
+
+
+def windows_from_prices(model: dict, prices: pd.DataFrame, as_of, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(reference, current) feature frames from `prices` (`window_prices`): pure, no database."""
+    columns = model["features"]
     if window_days < MIN_SAMPLES:
         raise DriftInputError(f"window_days must be at least {MIN_SAMPLES}, got {window_days}.")
     as_of = pd.Timestamp(as_of)
     train_start, train_end = pd.Timestamp(model["train_start"]), pd.Timestamp(model["train_end"])
-    warmup_start = train_start - pd.Timedelta(days=120)  # > 50 trading days: the longest feature window
-    prices = load_prices(symbol, start=warmup_start, end=max(as_of, train_end), db=db)
-    features = build_features(prices, symbol)
+    features = build_features(prices, model["symbol"])
     reference = features.loc[train_start:train_end, columns]
     current = features.loc[(features.index > train_end) & (features.index <= as_of), columns].iloc[-window_days:]
     if len(current) < MIN_SAMPLES:
@@ -55,6 +64,13 @@ def model_windows(model: dict, as_of, window_days: int,
             f"(ends {train_end:%Y-%m-%d}) up to {as_of:%Y-%m-%d}; pick a later date (at least {MIN_SAMPLES} days needed)."
         )
     return reference, current
+
+
+def compare_windows(model: dict, prices: pd.DataFrame, as_of, window_days: int, settings) -> tuple:
+    """The heavy, pure part of a drift check (a cluster task): the two windows and their feature comparison.
+    Plain inputs (the model's row, its `window_prices`, a settings snapshot), plain result; `check_model` does the rest."""
+    reference, current = windows_from_prices(model, prices, as_of, window_days)
+    return reference, current, compare_frames(reference, current, settings=settings, serial=True)
 
 
 def data_ends(symbols: list[str], db: sqlite_utils.Database | None = None) -> dict[str, pd.Timestamp]:
@@ -120,11 +136,12 @@ def _model_errors(model_id: str, as_of, db: sqlite_utils.Database) -> pd.DataFra
 
 
 def check_model(model_id: str, as_of=None, window_days: int | None = None,
-                db: sqlite_utils.Database | None = None, store: bool = True) -> DriftReport:
+                db: sqlite_utils.Database | None = None, store: bool = True, windows=None) -> DriftReport:
     """Every drift check for `model_id` on `as_of` (default: where its prediction log stands).
 
     Reference = the model's training window features; current = the last `window_days` trading days
-    up to `as_of`. Stores the report in `drift_checks` when `store`.
+    up to `as_of`. Stores the report in `drift_checks` when `store`. `windows` is a handle whose
+    `result()` is `compare_windows` for the same arguments, computed elsewhere (a cluster task).
     """
     db = db or get_db()
     settings = get_settings()
@@ -133,10 +150,13 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     as_of = pd.Timestamp(as_of) if as_of is not None else default_as_of(model_id, db=db)
     check_within_data(as_of, data_ends([model["symbol"]], db=db))
     try:
-        reference, current = model_windows(model, as_of, window_days, db)
+        if windows is None:
+            reference, current = model_windows(model, as_of, window_days, db)
+            comparison = compare_frames(reference, current, settings=settings, serial=True)
+        else:
+            reference, current, comparison = windows.result()
     except MarketDataError as exc:
         raise DriftInputError(f"{model_id}: {exc}") from exc
-    comparison = compare_frames(reference, current, settings=settings, serial=True)
     validation = validation_predictions(model_id)
     errors = _model_errors(model_id, as_of, db)
     window_start = _day(current.index[0])

@@ -34,6 +34,7 @@ import sqlite_utils
 
 from core import training
 from core.alerts import raise_alert
+from core.cluster import executor, task_settings
 from core.config import get_settings
 from core.features import build_features, check_feature_frame
 from core.market import load_prices
@@ -172,9 +173,13 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
 
     try:
         step(0.05, f"Training a {champion['model_type']} challenger for {champion['symbol']} on data up to {day}")
-        trained = training.train_model(champion["symbol"], champion["model_type"], train_end=day,
-                                       params=champion["params"], db=db,
-                                       progress=lambda f, text: step(0.05 + 0.7 * f, text))
+        with executor() as tasks:  # on the Dask cluster when MLSA_DASK_SCHEDULER names one: plain inputs, result here
+            trained = tasks.submit(
+                f"retrain {champion_id} {day}", training.train_model, champion["symbol"], champion["model_type"],
+                train_end=day, params=champion["params"], prices=load_prices(champion["symbol"], end=day, db=db),
+                **({"settings": task_settings(settings)} if tasks.remote else
+                   {"db": db, "progress": lambda f, text: step(0.05 + 0.7 * f, text)}),
+            ).result()
         step(0.8, "Validation gate: challenger vs champion vs naive on the recent holdout")
         gate = validation_gate(trained, champion_id, settings.retrain_margin, db=db)
         challenger_id = register_challenger(trained, parent_id=champion_id, actor=actor, db=db,

@@ -18,7 +18,7 @@ import sqlite_utils
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.model_selection import TimeSeriesSplit
 
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.features import FEATURE_COLUMNS, TARGET, WARMUP_DAYS, build_features, check_feature_frame, training_rows
 from core.market import MarketDataError, load_prices
 
@@ -127,13 +127,17 @@ class TrainedModel:
     data_source: str = ""
 
 
-def training_frame(symbol: str, train_end, window_days: int, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+def training_frame(symbol: str, train_end, window_days: int, db: sqlite_utils.Database | None = None,
+                   prices: pd.DataFrame | None = None) -> pd.DataFrame:
     """Feature rows with known targets in the `window_days` trading days up to `train_end`.
 
     The last usable row is the day before `train_end`: its target is the return *into* train_end,
-    so nothing after `train_end` is ever seen.
+    so nothing after `train_end` is ever seen. `prices` (e.g. sent to a cluster task) replaces the read.
     """
-    prices = load_prices(symbol, end=train_end, db=db)
+    if prices is None:
+        prices = load_prices(symbol, end=train_end, db=db)
+    elif train_end is not None:
+        prices = prices.loc[:pd.Timestamp(train_end)]
     prices = prices.iloc[-(window_days + WARMUP_DAYS + 1):]
     rows = training_rows(build_features(prices, symbol))
     rows.attrs["source"] = prices.attrs.get("source", "")
@@ -202,15 +206,20 @@ def train_model(
     params: dict[str, Any] | None = None,
     progress: Progress | None = None,
     db: sqlite_utils.Database | None = None,
+    prices: pd.DataFrame | None = None,
+    settings: Settings | None = None,
 ) -> TrainedModel:
-    """Validate walk-forward, then fit on the whole window; nothing after `train_end` is used."""
-    settings = get_settings()
+    """Validate walk-forward, then fit on the whole window; nothing after `train_end` is used.
+
+    A cluster task passes plain inputs instead of reading them: `prices` (from `load_prices`) and the
+    driver's `settings` (`core.cluster.task_settings`); the result is the same as reading them here."""
+    settings = settings or get_settings()
     window_days = window_days or settings.train_window_days
     params = {**DEFAULT_PARAMS.get(model_type, {}), **(params or {})}
     make_estimator(model_type, params)  # fail fast on a bad type or parameter name
     if progress:
         progress(0.02, f"Loading {symbol} prices")
-    rows = training_frame(symbol, train_end, window_days, db=db)
+    rows = training_frame(symbol, train_end, window_days, db=db, prices=prices)
     if len(rows) < settings.min_history_days:
         raise MarketDataError(
             f"Not enough history to train on {symbol}: {len(rows)} usable trading days up to "
