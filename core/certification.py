@@ -13,6 +13,12 @@ A model is certified when all five hold on the walk-forward validation of its ow
 5. **latency**: the P95 of the serving path (`core.predict.feature_row` + `forecast`, what `predict`
    does for one request) is at most `cert_max_latency_p95_ms`.
 
+A direction model (`core.direction`) runs the same five in classifier terms (`_direction_checks`): the CV
+mean accuracy minus the better baseline's (always up / same as today) and its std over the folds, a
+permutation test of the labels (sklearn's `permutation_test_score` on walk-forward folds), the block-
+bootstrap CI of 1 - misses / the baseline's misses, and the P95 of `forecast_direction`; thresholds are
+the `cert_dir_*` settings. It fails honestly when the model does not beat the better baseline.
+
 Checks 1, 2 and 4 read the out-of-sample predictions saved at registration (no refit); check 3
 refits the model (with fewer trees, see `REFIT_OVERRIDES`); check 5 times real predictions. The result
 is stored with the model through `core.registry.set_certification`; `core.lifecycle.certify_with_card`
@@ -33,7 +39,10 @@ import sqlite_utils
 from core.certification_stats import (PERMUTATION_ALPHA, REFIT_OVERRIDES, Progress,
                                       block_bootstrap_skill_ci, default_block_length, fold_skills, permutation_skill_test)
 from core.config import get_settings
-from core.features import FEATURE_COLUMNS, TARGET, WARMUP_DAYS, build_features, check_feature_frame, training_rows
+from core.direction import DIRECTION, forecast_direction, make_classifier
+from core.direction_stats import label_permutation_test
+from core.features import (FEATURE_COLUMNS, TARGET, WARMUP_DAYS, build_features, check_feature_frame, direction_labels,
+                           training_rows)
 from core.market import load_prices
 from core.predict import feature_row, forecast
 from core.registry import get_model, load_model, set_certification, validation_predictions
@@ -87,8 +96,11 @@ def serving_latency_ms(model_id: str, n_calls: int = LATENCY_CALLS, db: sqlite_u
     timings = np.empty(len(days))
     for i, day in enumerate(days):
         started = time.perf_counter()
-        _, last_close, features, _ = feature_row(model["symbol"], day, db)
-        forecast(load_model(model_id, db=db), last_close, features)
+        if model["model_type"] == DIRECTION:  # P(up) with its interval of belief, from the verified model
+            forecast_direction(model_id, day, db=db)
+        else:
+            _, last_close, features, _ = feature_row(model["symbol"], day, db)
+            forecast(load_model(model_id, db=db), last_close, features)
         timings[i] = (time.perf_counter() - started) * 1000
     return timings
 
@@ -124,11 +136,25 @@ def certify(
 ) -> Certification:
     """Run the five checks on `model_id`, store the result with the model (unless `store=False`)."""
     db = db or get_db()
-    settings = get_settings()
     started = time.perf_counter()
     report = progress or (lambda _fraction, _message: None)
     model = get_model(model_id, db=db)
+    checks, extras = (_direction_checks if model["model_type"] == DIRECTION else _price_checks)(model, report, db)
+    result = Certification(
+        model_id=model_id, certified=all(c.passed for c in checks), checks=checks,
+        seconds=round(time.perf_counter() - started, 2), computed_at=utc_now(), extras=extras,
+    )
+    if store:
+        set_certification(model_id, result.certified, result.to_details(), db=db)
+    report(1.0, "Certified" if result.certified else "Not certified")
+    log.info("certification of %s: %s in %.1f s (%s)", model_id, result.certified, result.seconds,
+             ", ".join(f"{c.key}={'pass' if c.passed else 'FAIL'}" for c in checks))
+    return result
 
+
+def _price_checks(model: dict, report: Progress, db: sqlite_utils.Database) -> tuple[list[Check], dict[str, Any]]:
+    """The five checks of a price model, on skill = 1 - MAE / MAE_naive (see the module's docstring)."""
+    settings, model_id = get_settings(), model["model_id"]
     report(0.02, "Reading the walk-forward validation")
     validation = validation_predictions(model_id)
     skills = fold_skills(validation)
@@ -166,18 +192,47 @@ def certify(
         _check("latency_p95_ms", "Serving latency P95 (ms)", p95, "<=", settings.cert_max_latency_p95_ms,
                f"{len(latency)} calls of the serving path, median {np.median(latency):.1f} ms"),
     ]
-    result = Certification(
-        model_id=model_id, certified=all(c.passed for c in checks), checks=checks,
-        seconds=round(time.perf_counter() - started, 2), computed_at=utc_now(),
-        extras={"permutation": permutation.summary(), "bootstrap_ci": [ci_low, ci_high],
-                "refit_overrides": REFIT_OVERRIDES.get(model["model_type"], {})},
-    )
-    if store:
-        set_certification(model_id, result.certified, result.to_details(), db=db)
-    report(1.0, "Certified" if result.certified else "Not certified")
-    log.info("certification of %s: %s in %.1f s (%s)", model_id, result.certified, result.seconds,
-             ", ".join(f"{c.key}={'pass' if c.passed else 'FAIL'}" for c in checks))
-    return result
+    return checks, {"permutation": permutation.summary(), "bootstrap_ci": [ci_low, ci_high],
+                    "refit_overrides": REFIT_OVERRIDES.get(model["model_type"], {})}
+
+
+def _direction_checks(model: dict, report: Progress, db: sqlite_utils.Database) -> tuple[list[Check], dict[str, Any]]:
+    """The five checks in classifier terms: accuracy edge over the better baseline (mean and std over the folds),
+    a permutation test of the labels, the block-bootstrap CI of the error-rate skill, the serving latency P95."""
+    settings, model_id, metrics = get_settings(), model["model_id"], model["metrics"]
+    report(0.02, "Reading the walk-forward validation")
+    validation = validation_predictions(model_id)
+    edges = np.asarray(metrics["fold_skill"], dtype=float)  # per fold: accuracy - the better baseline's accuracy
+    std_edge = float(np.std(edges, ddof=1)) if len(edges) > 1 else float("nan")
+    report(0.05, "Block bootstrap of the validation error rate")
+    label = validation["label"].to_numpy()
+    model_miss = ((validation["p_up"].to_numpy() >= 0.5) != label).astype(float)
+    baseline_miss = ((validation[f"p_{metrics['best_baseline']}"].to_numpy() >= 0.5) != label).astype(float)
+    ci_low, ci_high = block_bootstrap_skill_ci(model_miss, baseline_miss)  # skill = 1 - misses / baseline misses
+    report(0.08, "Rebuilding the training window: refits on shuffled labels")
+    rows = training_window(model, db=db)
+    params = {k: v for k, v in model["params"].items() if k != "estimator"}
+    permutation = label_permutation_test(make_classifier(model["params"]["estimator"], params),
+                                         check_feature_frame(rows, model["features"]), direction_labels(rows))
+    report(0.92, "Timing P(up) requests")
+    latency = serving_latency_ms(model_id, db=db)
+    p95 = float(np.percentile(latency, 95))
+    checks = [
+        _check("cv_accuracy_edge", "CV mean accuracy minus the better baseline's", float(np.mean(edges)), "in",
+               [settings.cert_dir_min_accuracy_edge, settings.cert_dir_max_accuracy_edge],
+               f"{len(edges)} walk-forward folds vs {metrics['best_baseline']}: " + ", ".join(f"{e:+.3f}" for e in edges)),
+        _check("cv_accuracy_std", "CV accuracy edge std (stability)", std_edge, "<=", settings.cert_dir_max_accuracy_std,
+               "standard deviation of the fold edges (ddof=1)"),
+        _check("permutation_p", "Label permutation test p-value", permutation["p_value"], "<", PERMUTATION_ALPHA,
+               f"walk-forward accuracy {permutation['observed_accuracy']:.3f} vs {permutation['n_permutations']} refits "
+               f"on shuffled labels (mean {permutation['null_mean']:.3f}, 95th pct {permutation['null_q95']:.3f})"),
+        _check("bootstrap_ci_lower", "Error-rate skill 95% CI lower bound", ci_low, ">=", settings.cert_dir_min_ci_lower,
+               f"1 - misses / misses of {metrics['best_baseline']}, circular block bootstrap, block "
+               f"{default_block_length(len(validation))} days: [{ci_low:+.4f}, {ci_high:+.4f}] over {len(validation)} days"),
+        _check("latency_p95_ms", "P(up) latency P95 (ms)", p95, "<=", settings.cert_max_latency_p95_ms,
+               f"{len(latency)} calls of forecast_direction, median {np.median(latency):.1f} ms"),
+    ]
+    return checks, {"permutation": permutation, "bootstrap_ci": [ci_low, ci_high], "kind": DIRECTION}
 
 
 def stored_certification(model: dict) -> dict | None:
