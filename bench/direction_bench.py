@@ -4,7 +4,8 @@ regression and both baselines; calibration error (ECE) before and after calibrat
 Trains one direction model (XGBoost, grid-searched and calibrated on walk-forward folds) per ticker with
 enough history, in a temporary database and models folder, registers it, and times `forecast_direction`
 (what the Forecast page calls: prices from SQLite, features, the verified model, P(up) and its interval
-of belief) against, in the same run, the bare `predict_proba` on a feature row already built. On daily
+of belief) and, in the same run, its parts: the price history + features (shared with the price models'
+serving path), sklearn's `predict_proba` and the `up_probability` it uses instead on that feature row. On daily
 stock data an accuracy of 50-53 % is normal: the columns say whether the model beats the baselines.
 
     .venv/bin/python bench/direction_bench.py [--window 1000] [--calls 200] [--tickers AAPL MSFT]
@@ -46,7 +47,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mlsa-direction-bench-") as tmp:
         os.environ["MLSA_DB_PATH"] = str(Path(tmp) / "app.db")
         os.environ["MLSA_MODELS_DIR"] = str(Path(tmp) / "models")
-        from core.direction import forecast_direction, train_direction
+        from core.direction import forecast_direction, train_direction, up_probability
         from core.features import check_feature_frame
         from core.market import load_prices
         from core.predict import feature_row
@@ -75,21 +76,28 @@ def main() -> int:
             model_id = register(trained)
             days = load_prices(symbol, end=trained.train_end).index[-args.calls:]
             forecast_direction(model_id, days[0])  # the first call reads and verifies the file
-            full, bare = [], []
+            full, features_ms, sklearn_ms, fast_ms = [], [], [], []
             estimator = load_model(model_id).estimator
             for day in days:
                 t0 = time.perf_counter()
                 forecast_direction(model_id, day)
-                full.append((time.perf_counter() - t0) * 1000)
+                t1 = time.perf_counter()
                 X = check_feature_frame(feature_row(symbol, day, get_db())[2], trained.feature_columns)
-                t0 = time.perf_counter()
+                t2 = time.perf_counter()
                 estimator.predict_proba(X)
-                bare.append((time.perf_counter() - t0) * 1000)
+                t3 = time.perf_counter()
+                up_probability(estimator, X)
+                t4 = time.perf_counter()
+                for series, ms in ((full, t1 - t0), (features_ms, t2 - t1), (sklearn_ms, t3 - t2), (fast_ms, t4 - t3)):
+                    series.append(ms * 1000)
             p50, p95 = np.percentile(full, [50, 95])
-            b95 = float(np.percentile(bare, 95))
+            part = {name: np.percentile(x, [50, 95]) for name, x in
+                    (("features", features_ms), ("sklearn", sklearn_ms), ("fast", fast_ms))}
             print(f"        P(up) latency over {len(full)} requests: P50 {p50:.2f} ms, P95 {p95:.2f} ms (goal < 20 ms: "
-                  f"{'met' if p95 < 20 else 'NOT met'}); bare predict_proba P95 {b95:.2f} ms, "
-                  f"the full path is {p95 / b95:.1f}x it\n")
+                  f"{'met' if p95 < 20 else 'NOT met'}). Parts, P50 / P95: price history + features (the price models' "
+                  f"path too) {part['features'][0]:.2f} / {part['features'][1]:.2f} ms; the model: sklearn predict_proba "
+                  f"{part['sklearn'][0]:.2f} / {part['sklearn'][1]:.2f} ms vs up_probability {part['fast'][0]:.2f} / "
+                  f"{part['fast'][1]:.2f} ms ({part['sklearn'][0] / part['fast'][0]:.1f}x faster at P50)\n")
             summary.append((symbol, m["accuracy"], m["skill"], m["ece_uncalibrated"], m["ece"], p95))
         print("summary: ticker, accuracy, Brier skill vs the better baseline, ECE before -> after, P95 ms")
         for symbol, accuracy, skill_value, ece_before, ece_after, p95 in summary:

@@ -152,13 +152,33 @@ def certify(
     return result
 
 
+def _std_check(key: str, label: str, values: np.ndarray, limit: float, what: str) -> Check:
+    """Check 2 of either kind: the spread of a per-fold score over the walk-forward folds (NaN, a fail, for one fold)."""
+    spread = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return _check(key, label, spread, "<=", limit, f"standard deviation of the {what} (ddof=1)")
+
+
+def _bootstrap_check(label: str, ci: tuple[float, float], limit: float, n_days: int, what: str) -> Check:
+    """Check 4 of either kind: the lower bound of a block-bootstrap CI of skill (`block_bootstrap_skill_ci`)."""
+    return _check("bootstrap_ci_lower", label, ci[0], ">=", limit,
+                  f"{what}circular block bootstrap, block {default_block_length(n_days)} days: "
+                  f"[{ci[0]:+.4f}, {ci[1]:+.4f}] over {n_days} days")
+
+
+def _latency_check(model_id: str, label: str, what: str, db: sqlite_utils.Database) -> Check:
+    """Check 5 of either kind: the P95 of `serving_latency_ms` against `cert_max_latency_p95_ms`."""
+    latency = serving_latency_ms(model_id, db=db)
+    return _check("latency_p95_ms", label, float(np.percentile(latency, 95)), "<=", get_settings().cert_max_latency_p95_ms,
+                  f"{len(latency)} calls of {what}, median {np.median(latency):.1f} ms")
+
+
 def _price_checks(model: dict, report: Progress, db: sqlite_utils.Database) -> tuple[list[Check], dict[str, Any]]:
     """The five checks of a price model, on skill = 1 - MAE / MAE_naive (see the module's docstring)."""
     settings, model_id = get_settings(), model["model_id"]
     report(0.02, "Reading the walk-forward validation")
     validation = validation_predictions(model_id)
     skills = fold_skills(validation)
-    mean_skill, std_skill = float(np.mean(skills)), float(np.std(skills, ddof=1)) if len(skills) > 1 else float("nan")
+    mean_skill = float(np.mean(skills))
 
     report(0.05, "Block bootstrap of the validation skill")
     model_error = (validation["predicted_close"] - validation["actual_close"]).abs().to_numpy()
@@ -174,23 +194,17 @@ def _price_checks(model: dict, report: Progress, db: sqlite_utils.Database) -> t
     )
 
     report(0.92, "Timing the serving path")
-    latency = serving_latency_ms(model_id, db=db)
-    p95 = float(np.percentile(latency, 95))
 
     checks = [
         _check("cv_mean_skill", "CV mean skill vs naive", mean_skill, "in",
                [settings.cert_min_skill, settings.cert_max_skill],
                f"{len(skills)} walk-forward folds: " + ", ".join(f"{s:+.3f}" for s in skills)),
-        _check("cv_skill_std", "CV skill std (stability)", std_skill, "<=", settings.cert_max_skill_std,
-               "standard deviation of the fold skills (ddof=1)"),
+        _std_check("cv_skill_std", "CV skill std (stability)", skills, settings.cert_max_skill_std, "fold skills"),
         _check("permutation_p", "Permutation test p-value", permutation.p_value, "<", PERMUTATION_ALPHA,
                f"skill {permutation.observed_skill:+.4f} vs shifted-target refits (mean "
                f"{np.mean(permutation.null_skills):+.4f}, 95th pct {np.quantile(permutation.null_skills, 0.95):+.4f})"),
-        _check("bootstrap_ci_lower", "Skill 95% CI lower bound", ci_low, ">=", settings.cert_min_ci_lower,
-               f"circular block bootstrap, block {default_block_length(len(validation))} days: "
-               f"[{ci_low:+.4f}, {ci_high:+.4f}] over {len(validation)} days"),
-        _check("latency_p95_ms", "Serving latency P95 (ms)", p95, "<=", settings.cert_max_latency_p95_ms,
-               f"{len(latency)} calls of the serving path, median {np.median(latency):.1f} ms"),
+        _bootstrap_check("Skill 95% CI lower bound", (ci_low, ci_high), settings.cert_min_ci_lower, len(validation), ""),
+        _latency_check(model_id, "Serving latency P95 (ms)", "the serving path", db),
     ]
     return checks, {"permutation": permutation.summary(), "bootstrap_ci": [ci_low, ci_high],
                     "refit_overrides": REFIT_OVERRIDES.get(model["model_type"], {})}
@@ -203,7 +217,6 @@ def _direction_checks(model: dict, report: Progress, db: sqlite_utils.Database) 
     report(0.02, "Reading the walk-forward validation")
     validation = validation_predictions(model_id)
     edges = np.asarray(metrics["fold_skill"], dtype=float)  # per fold: accuracy - the better baseline's accuracy
-    std_edge = float(np.std(edges, ddof=1)) if len(edges) > 1 else float("nan")
     report(0.05, "Block bootstrap of the validation error rate")
     label = validation["label"].to_numpy()
     model_miss = ((validation["p_up"].to_numpy() >= 0.5) != label).astype(float)
@@ -215,22 +228,18 @@ def _direction_checks(model: dict, report: Progress, db: sqlite_utils.Database) 
     permutation = label_permutation_test(make_classifier(model["params"]["estimator"], params),
                                          check_feature_frame(rows, model["features"]), direction_labels(rows))
     report(0.92, "Timing P(up) requests")
-    latency = serving_latency_ms(model_id, db=db)
-    p95 = float(np.percentile(latency, 95))
     checks = [
         _check("cv_accuracy_edge", "CV mean accuracy minus the better baseline's", float(np.mean(edges)), "in",
                [settings.cert_dir_min_accuracy_edge, settings.cert_dir_max_accuracy_edge],
                f"{len(edges)} walk-forward folds vs {metrics['best_baseline']}: " + ", ".join(f"{e:+.3f}" for e in edges)),
-        _check("cv_accuracy_std", "CV accuracy edge std (stability)", std_edge, "<=", settings.cert_dir_max_accuracy_std,
-               "standard deviation of the fold edges (ddof=1)"),
+        _std_check("cv_accuracy_std", "CV accuracy edge std (stability)", edges, settings.cert_dir_max_accuracy_std,
+                   "fold edges"),
         _check("permutation_p", "Label permutation test p-value", permutation["p_value"], "<", PERMUTATION_ALPHA,
                f"walk-forward accuracy {permutation['observed_accuracy']:.3f} vs {permutation['n_permutations']} refits "
                f"on shuffled labels (mean {permutation['null_mean']:.3f}, 95th pct {permutation['null_q95']:.3f})"),
-        _check("bootstrap_ci_lower", "Error-rate skill 95% CI lower bound", ci_low, ">=", settings.cert_dir_min_ci_lower,
-               f"1 - misses / misses of {metrics['best_baseline']}, circular block bootstrap, block "
-               f"{default_block_length(len(validation))} days: [{ci_low:+.4f}, {ci_high:+.4f}] over {len(validation)} days"),
-        _check("latency_p95_ms", "P(up) latency P95 (ms)", p95, "<=", settings.cert_max_latency_p95_ms,
-               f"{len(latency)} calls of forecast_direction, median {np.median(latency):.1f} ms"),
+        _bootstrap_check("Error-rate skill 95% CI lower bound", (ci_low, ci_high), settings.cert_dir_min_ci_lower,
+                         len(validation), f"1 - misses / misses of {metrics['best_baseline']}, "),
+        _latency_check(model_id, "P(up) latency P95 (ms)", "forecast_direction", db),
     ]
     return checks, {"permutation": permutation, "bootstrap_ci": [ci_low, ci_high], "kind": DIRECTION}
 

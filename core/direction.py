@@ -178,6 +178,20 @@ def train_direction(symbol: str, estimator: str = "xgb", train_end=None, window_
                         data_source=rows.attrs.get("source", ""))
 
 
+def up_probability(model: CalibratedClassifierCV, X: np.ndarray) -> np.ndarray:
+    """P(up) per row: the same numbers as `model.predict_proba(X)[:, 1]` (tested), without its per-call input
+    validation and label bookkeeping, which cost ~10 ms for one row against ~0.5 ms for the three members'
+    raw scores (XGBoost's `inplace_predict`, or the logistic regression's decision function, which is what
+    the calibrators were fitted on) passed through their calibrators and averaged."""
+    scores = []
+    for member in model.calibrated_classifiers_:
+        estimator = member.estimator
+        raw = (estimator.get_booster().inplace_predict(X) if hasattr(estimator, "get_booster")
+               else estimator.decision_function(X))
+        scores.append(member.calibrators[0].predict(np.asarray(raw, dtype=float)))
+    return np.clip(np.mean(scores, axis=0), 0.0, 1.0)
+
+
 # --- P(up) for one day ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -208,7 +222,7 @@ def forecast_direction(model_id: str, as_of=None, db: sqlite_utils.Database | No
         raise ValueError(f"{model_id} is a {row['model_type']} model, not a direction model.")
     loaded = load_model(model_id, db=db)
     day, last_close, features, _ = feature_row(row["symbol"], as_of, db)
-    p_up = float(loaded.estimator.predict_proba(check_feature_frame(features, loaded.feature_columns))[0, 1])
+    p_up = float(up_probability(loaded.estimator, check_feature_frame(features, loaded.feature_columns))[0])
     low, high = belief_interval(p_up, pd.DataFrame(row["metrics"].get("reliability", [])))
     return DirectionForecast(model_id=model_id, symbol=row["symbol"], as_of=f"{day:%Y-%m-%d}",
                              target_date=f"{next_trading_day(row['symbol'], day, db=db):%Y-%m-%d}",

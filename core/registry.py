@@ -130,11 +130,14 @@ def get_model(model_id: str, db: sqlite_utils.Database | None = None, missing_ok
     return _decode(rows[0])
 
 
-def list_models(symbol: str | None = None, status: str | None = None, db: sqlite_utils.Database | None = None) -> list[dict]:
-    """Models newest first, optionally filtered by ticker and status."""
+def list_models(symbol: str | None = None, status: str | None = None, db: sqlite_utils.Database | None = None,
+                model_types: tuple[str, ...] | None = None) -> list[dict]:
+    """Models newest first, optionally filtered by ticker, status and model type (`SERVABLE_TYPES`: the price
+    models, what the pages built on served forecasts (drift, A/B tests, explainability) can use)."""
     db = db or get_db()
     where, params = where_clause(("symbol = ?", symbol), ("status = ?", status))
-    return [_decode(r) for r in db.query(f"SELECT * FROM models {where} ORDER BY created_at DESC, model_id", params)]
+    rows = [_decode(r) for r in db.query(f"SELECT * FROM models {where} ORDER BY created_at DESC, model_id", params)]
+    return rows if model_types is None else [r for r in rows if r["model_type"] in model_types]
 
 
 def deployed_model(symbol: str, db: sqlite_utils.Database | None = None) -> dict | None:

@@ -186,3 +186,14 @@ def test_certification_in_classifier_terms_fails_honestly_below_the_baseline(tra
     assert not {c.key: c for c in again.checks}["cv_accuracy_edge"].passed and not again.certified
     card = write_model_artifacts(model_id, db=fresh_db)["model_card"].read_text()
     assert "Metrics vs the baselines" in card and "Label permutation test" in card and "closes above" in card
+
+
+@pytest.mark.parametrize("estimator", ["xgb", "logit"])
+def test_the_fast_p_up_is_sklearns_predict_proba(estimator):
+    from core.direction import calibrated, make_classifier, up_probability
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 4))
+    y = (rng.uniform(size=600) < 1 / (1 + np.exp(-X[:, 0]))).astype(int)
+    model = calibrated(make_classifier(estimator, {"n_estimators": 20} if estimator == "xgb" else {}), X, y)
+    np.testing.assert_allclose(up_probability(model, X[:50]), model.predict_proba(X[:50])[:, 1], rtol=1e-6, atol=1e-7)
