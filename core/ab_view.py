@@ -18,7 +18,7 @@ from core.ab_charts import (ab_cumulative_mae_figure, ab_error_distribution_figu
 from core.ab_stats import DECISION_RULE, ExperimentError
 from core.formatting import ERROR_METRIC_FORMATS, NOT_ENOUGH, finite, signed_pct
 from core.market import MarketDataError
-from core.registry import CertificationRequired, RegistryError, get_model, list_models
+from core.registry import SERVABLE_TYPES, CertificationRequired, RegistryError, get_model, list_models
 from core.runbook import runbook_caption
 from core.text import escape_markdown
 
@@ -37,7 +37,8 @@ OVERRIDE_LABEL = "Deploy the uncertified winner anyway (override, recorded in th
 
 def arm_model_ids(symbol: str) -> list[str]:
     """The models of `symbol` an arm can use, the deployed one first (the natural control)."""
-    return [m["model_id"] for m in sorted(list_models(symbol), key=lambda m: m["status"] != "deployed")]
+    servable = list_models(symbol, model_types=SERVABLE_TYPES)  # an arm is served by the price forecast path
+    return [m["model_id"] for m in sorted(servable, key=lambda m: m["status"] != "deployed")]
 
 
 def arm_model_label(i: int) -> str:

@@ -13,6 +13,12 @@ A model is certified when all five hold on the walk-forward validation of its ow
 5. **latency**: the P95 of the serving path (`core.predict.feature_row` + `forecast`, what `predict`
    does for one request) is at most `cert_max_latency_p95_ms`.
 
+A direction model (`core.direction`) runs the same five in classifier terms (`_direction_checks`): the CV
+mean accuracy minus the better baseline's (always up / same as today) and its std over the folds, a
+permutation test of the labels (sklearn's `permutation_test_score` on walk-forward folds), the block-
+bootstrap CI of 1 - misses / the baseline's misses, and the P95 of `forecast_direction`; thresholds are
+the `cert_dir_*` settings. It fails honestly when the model does not beat the better baseline.
+
 Checks 1, 2 and 4 read the out-of-sample predictions saved at registration (no refit); check 3
 refits the model (with fewer trees, see `REFIT_OVERRIDES`); check 5 times real predictions. The result
 is stored with the model through `core.registry.set_certification`; `core.lifecycle.certify_with_card`
@@ -34,7 +40,10 @@ from core.certification_stats import (PERMUTATION_ALPHA, REFIT_OVERRIDES, Progre
                                       block_bootstrap_skill_ci, default_block_length, fold_skills, permutation_skill_test)
 from core.cluster import executor
 from core.config import get_settings
-from core.features import FEATURE_COLUMNS, TARGET, WARMUP_DAYS, build_features, check_feature_frame, training_rows
+from core.direction import DIRECTION, forecast_direction, make_classifier
+from core.direction_stats import label_permutation_test
+from core.features import (FEATURE_COLUMNS, TARGET, WARMUP_DAYS, build_features, check_feature_frame, direction_labels,
+                           training_rows)
 from core.market import load_prices
 from core.predict import feature_row, forecast
 from core.registry import get_model, load_model, set_certification, validation_predictions
@@ -88,8 +97,11 @@ def serving_latency_ms(model_id: str, n_calls: int = LATENCY_CALLS, db: sqlite_u
     timings = np.empty(len(days))
     for i, day in enumerate(days):
         started = time.perf_counter()
-        _, last_close, features, _ = feature_row(model["symbol"], day, db)
-        forecast(load_model(model_id, db=db), last_close, features)
+        if model["model_type"] == DIRECTION:  # P(up) with its interval of belief, from the verified model
+            forecast_direction(model_id, day, db=db)
+        else:
+            _, last_close, features, _ = feature_row(model["symbol"], day, db)
+            forecast(load_model(model_id, db=db), last_close, features)
         timings[i] = (time.perf_counter() - started) * 1000
     return timings
 
@@ -125,15 +137,49 @@ def certify(
 ) -> Certification:
     """Run the five checks on `model_id`, store the result with the model (unless `store=False`)."""
     db = db or get_db()
-    settings = get_settings()
     started = time.perf_counter()
     report = progress or (lambda _fraction, _message: None)
     model = get_model(model_id, db=db)
+    checks, extras = (_direction_checks if model["model_type"] == DIRECTION else _price_checks)(model, report, db)
+    result = Certification(
+        model_id=model_id, certified=all(c.passed for c in checks), checks=checks,
+        seconds=round(time.perf_counter() - started, 2), computed_at=utc_now(), extras=extras,
+    )
+    if store:
+        set_certification(model_id, result.certified, result.to_details(), db=db)
+    report(1.0, "Certified" if result.certified else "Not certified")
+    log.info("certification of %s: %s in %.1f s (%s)", model_id, result.certified, result.seconds,
+             ", ".join(f"{c.key}={'pass' if c.passed else 'FAIL'}" for c in checks))
+    return result
 
+
+def _std_check(key: str, label: str, values: np.ndarray, limit: float, what: str) -> Check:
+    """Check 2 of either kind: the spread of a per-fold score over the walk-forward folds (NaN, a fail, for one fold)."""
+    spread = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return _check(key, label, spread, "<=", limit, f"standard deviation of the {what} (ddof=1)")
+
+
+def _bootstrap_check(label: str, ci: tuple[float, float], limit: float, n_days: int, what: str) -> Check:
+    """Check 4 of either kind: the lower bound of a block-bootstrap CI of skill (`block_bootstrap_skill_ci`)."""
+    return _check("bootstrap_ci_lower", label, ci[0], ">=", limit,
+                  f"{what}circular block bootstrap, block {default_block_length(n_days)} days: "
+                  f"[{ci[0]:+.4f}, {ci[1]:+.4f}] over {n_days} days")
+
+
+def _latency_check(model_id: str, label: str, what: str, db: sqlite_utils.Database) -> Check:
+    """Check 5 of either kind: the P95 of `serving_latency_ms` against `cert_max_latency_p95_ms`."""
+    latency = serving_latency_ms(model_id, db=db)
+    return _check("latency_p95_ms", label, float(np.percentile(latency, 95)), "<=", get_settings().cert_max_latency_p95_ms,
+                  f"{len(latency)} calls of {what}, median {np.median(latency):.1f} ms")
+
+
+def _price_checks(model: dict, report: Progress, db: sqlite_utils.Database) -> tuple[list[Check], dict[str, Any]]:
+    """The five checks of a price model, on skill = 1 - MAE / MAE_naive (see the module's docstring)."""
+    settings, model_id = get_settings(), model["model_id"]
     report(0.02, "Reading the walk-forward validation")
     validation = validation_predictions(model_id)
     skills = fold_skills(validation)
-    mean_skill, std_skill = float(np.mean(skills)), float(np.std(skills, ddof=1)) if len(skills) > 1 else float("nan")
+    mean_skill = float(np.mean(skills))
 
     report(0.05, "Block bootstrap of the validation skill")
     model_error = (validation["predicted_close"] - validation["actual_close"]).abs().to_numpy()
@@ -151,36 +197,54 @@ def certify(
         ).result()
 
     report(0.92, "Timing the serving path")
-    latency = serving_latency_ms(model_id, db=db)
-    p95 = float(np.percentile(latency, 95))
 
     checks = [
         _check("cv_mean_skill", "CV mean skill vs naive", mean_skill, "in",
                [settings.cert_min_skill, settings.cert_max_skill],
                f"{len(skills)} walk-forward folds: " + ", ".join(f"{s:+.3f}" for s in skills)),
-        _check("cv_skill_std", "CV skill std (stability)", std_skill, "<=", settings.cert_max_skill_std,
-               "standard deviation of the fold skills (ddof=1)"),
+        _std_check("cv_skill_std", "CV skill std (stability)", skills, settings.cert_max_skill_std, "fold skills"),
         _check("permutation_p", "Permutation test p-value", permutation.p_value, "<", PERMUTATION_ALPHA,
                f"skill {permutation.observed_skill:+.4f} vs shifted-target refits (mean "
                f"{np.mean(permutation.null_skills):+.4f}, 95th pct {np.quantile(permutation.null_skills, 0.95):+.4f})"),
-        _check("bootstrap_ci_lower", "Skill 95% CI lower bound", ci_low, ">=", settings.cert_min_ci_lower,
-               f"circular block bootstrap, block {default_block_length(len(validation))} days: "
-               f"[{ci_low:+.4f}, {ci_high:+.4f}] over {len(validation)} days"),
-        _check("latency_p95_ms", "Serving latency P95 (ms)", p95, "<=", settings.cert_max_latency_p95_ms,
-               f"{len(latency)} calls of the serving path, median {np.median(latency):.1f} ms"),
+        _bootstrap_check("Skill 95% CI lower bound", (ci_low, ci_high), settings.cert_min_ci_lower, len(validation), ""),
+        _latency_check(model_id, "Serving latency P95 (ms)", "the serving path", db),
     ]
-    result = Certification(
-        model_id=model_id, certified=all(c.passed for c in checks), checks=checks,
-        seconds=round(time.perf_counter() - started, 2), computed_at=utc_now(),
-        extras={"permutation": permutation.summary(), "bootstrap_ci": [ci_low, ci_high],
-                "refit_overrides": REFIT_OVERRIDES.get(model["model_type"], {})},
-    )
-    if store:
-        set_certification(model_id, result.certified, result.to_details(), db=db)
-    report(1.0, "Certified" if result.certified else "Not certified")
-    log.info("certification of %s: %s in %.1f s (%s)", model_id, result.certified, result.seconds,
-             ", ".join(f"{c.key}={'pass' if c.passed else 'FAIL'}" for c in checks))
-    return result
+    return checks, {"permutation": permutation.summary(), "bootstrap_ci": [ci_low, ci_high],
+                    "refit_overrides": REFIT_OVERRIDES.get(model["model_type"], {})}
+
+
+def _direction_checks(model: dict, report: Progress, db: sqlite_utils.Database) -> tuple[list[Check], dict[str, Any]]:
+    """The five checks in classifier terms: accuracy edge over the better baseline (mean and std over the folds),
+    a permutation test of the labels, the block-bootstrap CI of the error-rate skill, the serving latency P95."""
+    settings, model_id, metrics = get_settings(), model["model_id"], model["metrics"]
+    report(0.02, "Reading the walk-forward validation")
+    validation = validation_predictions(model_id)
+    edges = np.asarray(metrics["fold_skill"], dtype=float)  # per fold: accuracy - the better baseline's accuracy
+    report(0.05, "Block bootstrap of the validation error rate")
+    label = validation["label"].to_numpy()
+    model_miss = ((validation["p_up"].to_numpy() >= 0.5) != label).astype(float)
+    baseline_miss = ((validation[f"p_{metrics['best_baseline']}"].to_numpy() >= 0.5) != label).astype(float)
+    ci_low, ci_high = block_bootstrap_skill_ci(model_miss, baseline_miss)  # skill = 1 - misses / baseline misses
+    report(0.08, "Rebuilding the training window: refits on shuffled labels")
+    rows = training_window(model, db=db)
+    params = {k: v for k, v in model["params"].items() if k != "estimator"}
+    permutation = label_permutation_test(make_classifier(model["params"]["estimator"], params),
+                                         check_feature_frame(rows, model["features"]), direction_labels(rows))
+    report(0.92, "Timing P(up) requests")
+    checks = [
+        _check("cv_accuracy_edge", "CV mean accuracy minus the better baseline's", float(np.mean(edges)), "in",
+               [settings.cert_dir_min_accuracy_edge, settings.cert_dir_max_accuracy_edge],
+               f"{len(edges)} walk-forward folds vs {metrics['best_baseline']}: " + ", ".join(f"{e:+.3f}" for e in edges)),
+        _std_check("cv_accuracy_std", "CV accuracy edge std (stability)", edges, settings.cert_dir_max_accuracy_std,
+                   "fold edges"),
+        _check("permutation_p", "Label permutation test p-value", permutation["p_value"], "<", PERMUTATION_ALPHA,
+               f"walk-forward accuracy {permutation['observed_accuracy']:.3f} vs {permutation['n_permutations']} refits "
+               f"on shuffled labels (mean {permutation['null_mean']:.3f}, 95th pct {permutation['null_q95']:.3f})"),
+        _bootstrap_check("Error-rate skill 95% CI lower bound", (ci_low, ci_high), settings.cert_dir_min_ci_lower,
+                         len(validation), f"1 - misses / misses of {metrics['best_baseline']}, "),
+        _latency_check(model_id, "P(up) latency P95 (ms)", "forecast_direction", db),
+    ]
+    return checks, {"permutation": permutation, "bootstrap_ci": [ci_low, ci_high], "kind": DIRECTION}
 
 
 def stored_certification(model: dict) -> dict | None:

@@ -124,6 +124,11 @@ class Settings:
     cert_min_ci_lower: float
     cert_max_latency_p95_ms: float
     cert_max_skill: float
+    # certification of direction models (accuracy edge = accuracy - the better baseline's, per fold)
+    cert_dir_min_accuracy_edge: float
+    cert_dir_max_accuracy_edge: float
+    cert_dir_max_accuracy_std: float
+    cert_dir_min_ci_lower: float
     # explainability
     explain_window_days: int
     explain_image_format: str
@@ -175,6 +180,10 @@ def get_settings() -> Settings:
         cert_min_ci_lower=float(_env("CERT_MIN_CI_LOWER", "-0.02")),
         cert_max_latency_p95_ms=float(_env("CERT_MAX_LATENCY_P95_MS", "2000")),
         cert_max_skill=float(_env("CERT_MAX_SKILL", "0.10")),
+        cert_dir_min_accuracy_edge=float(_env("CERT_DIR_MIN_ACCURACY_EDGE", "0.0")),
+        cert_dir_max_accuracy_edge=float(_env("CERT_DIR_MAX_ACCURACY_EDGE", "0.10")),  # more is a leak, not skill
+        cert_dir_max_accuracy_std=float(_env("CERT_DIR_MAX_ACCURACY_STD", "0.05")),
+        cert_dir_min_ci_lower=float(_env("CERT_DIR_MIN_CI_LOWER", "-0.02")),
         explain_window_days=int(_env("EXPLAIN_WINDOW_DAYS", "250")),
         explain_image_format=_env("EXPLAIN_IMAGE_FORMAT", "png").strip().lower(),
         dask_scheduler=_env("DASK_SCHEDULER", "").strip(),

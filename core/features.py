@@ -119,6 +119,23 @@ def training_rows(features: pd.DataFrame) -> pd.DataFrame:
     return features.loc[features[TARGET].notna()]
 
 
+def direction_labels(rows: pd.DataFrame) -> np.ndarray:
+    """The direction target: 1 when the next close is above this row's close (target log return > 0), else 0.
+
+    Built from `target` = log(close[t+1] / close[t]) only, so it sees exactly one close after t;
+    rows without a known next close (the live row) are refused rather than labelled "down".
+    """
+    target = rows[TARGET].to_numpy(dtype=float)
+    if np.isnan(target).any():
+        raise ValueError("direction_labels needs rows with a known next close (see training_rows).")
+    return (target > 0).astype(int)
+
+
+def today_up(rows: pd.DataFrame) -> np.ndarray:
+    """1 when the row's own close is above the previous close (what the "same as today" baseline repeats)."""
+    return (rows["ret_1d"].to_numpy(dtype=float) > 0).astype(int)
+
+
 def feature_signature(columns: list[str], dtypes: list[str] | None = None) -> str:
     """sha256 of names + dtypes in order: equal only for the same schema."""
     dtypes = dtypes or ["float64"] * len(columns)

@@ -11,10 +11,11 @@ from datetime import date, timedelta
 
 import pandas as pd
 
+from core import direction
 from core.market import MarketDataError, load_prices, source_label
 from core.runbook import runbook_caption
 from core.text import escape_markdown
-from core.training import DEFAULT_PARAMS
+from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, Progress, TrainedModel, train_model
 
 CHART_DAYS = 180  # the chart range opens on the last 180 days
 LIVE_DAYS = 30  # live performance is measured over the last 30 days
@@ -44,7 +45,36 @@ def param_widgets(model_type: str) -> list[tuple[str, str, dict]]:
                 ("learning_rate", "select_slider", dict(label="Learning rate", options=XGB_LEARNING_RATES,
                                                         value=xgb["learning_rate"], key="fc_xgb_lr"))],
     }
+    widgets["direction"] = [
+        ("estimator", "selectbox", dict(label="Classifier", options=list(direction.ESTIMATORS),
+                                        format_func=direction.ESTIMATOR_LABELS.get, key="fc_dir_estimator")),
+        ("n_estimators", "slider", dict(label="Boosting rounds (XGBoost)", min_value=20, max_value=400, step=10,
+                                         value=direction.DEFAULT_PARAMS["xgb"]["n_estimators"], key="fc_dir_trees"))]
     return widgets.get(model_type, [])
+
+
+TRAINABLE_TYPES = [*MODEL_TYPES, direction.DIRECTION]  # the Forecast form's "Model type" options
+TYPE_LABELS = {**MODEL_LABELS, direction.DIRECTION: "Direction (up / down classifier)"}
+FORM_NOTES = {"naive": "The naive baseline has no settings: tomorrow's close = today's.",
+              direction.DIRECTION: "Will the next close be above today's? The depth and learning rate (or C) are "
+                                   "grid-searched by log loss and the probabilities calibrated on walk-forward folds, "
+                                   "never shuffled; logistic regression and both baselines are scored on the same days."}
+
+
+def form_note(model_type: str) -> str | None:
+    """The caption under the training form's settings, for the types that need one."""
+    return FORM_NOTES.get(model_type)
+
+
+def train(symbol: str, model_type: str, as_of, window_days: int, params: dict, progress: Progress) -> TrainedModel:
+    """Train a price model or a direction model (whose `estimator` setting picks the classifier)."""
+    if model_type == direction.DIRECTION:
+        params = dict(params)
+        estimator = params.pop("estimator", "xgb")
+        params = params if estimator == "xgb" else {}  # logistic regression has no boosting rounds
+        return direction.train_direction(symbol, estimator, train_end=as_of, window_days=window_days, params=params,
+                                         progress=progress)
+    return train_model(symbol, model_type, train_end=as_of, window_days=window_days, params=params, progress=progress)
 
 
 def symbol_index(symbols: Sequence[str], linked: str) -> int:
@@ -157,14 +187,27 @@ def skill_verdict(model: Mapping, live: Mapping | None) -> tuple[str, str]:
 
 def trained_summary(new_id: str, metrics: Mapping) -> tuple:
     """What the page keeps about a model it just trained (the session state holds plain values)."""
+    if metrics.get("kind") == direction.DIRECTION:
+        return new_id, metrics["accuracy"], metrics["baselines"][metrics["best_baseline"]]["accuracy"], metrics["skill"]
     return new_id, metrics["mae"], metrics["naive"]["mae"], metrics["skill"]
 
 
 def trained_message(new_id: str, mae: float, naive_mae: float, skill_value: float) -> str:
+    if new_id.startswith(f"{direction.DIRECTION}_"):  # (id, accuracy, the better baseline's accuracy, Brier skill)
+        verdict = "beats" if skill_value > 0 else "does not beat"
+        return (f"Registered **{escape_markdown(new_id)}** as a candidate: validation accuracy {mae:.1%} vs "
+                f"{naive_mae:.1%} for the better baseline (Brier skill {skill_value:+.4f}, {verdict} it). Its P(up) is "
+                "shown above; direction models are not deployed (the serving path forecasts prices).")
     verdict = "beats" if skill_value > 0 else "does not beat"
     # \$: two dollar signs in one markdown string would render the text between them as LaTeX
     return (f"Registered **{escape_markdown(new_id)}** as a candidate: validation MAE \\${mae:.3f} vs naive "
             f"\\${naive_mae:.3f} (skill {skill_value:+.3f}, {verdict} naive). Review and deploy it on Model Management.")
+
+
+def model_management_link(model_id: str) -> dict:
+    """The link under a freshly trained model (keyword arguments of `st.page_link`): Model Management opened on it."""
+    return dict(page="pages/2_Model_Management.py", label=f"Open Model Management on {model_id}", icon="🗂️",
+                query_params={"model": model_id})
 
 
 def prices_with_source(symbol: str) -> tuple[pd.DataFrame, str]:

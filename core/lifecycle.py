@@ -192,6 +192,9 @@ def confirm_for_page(pending: dict, override: bool, override_reason: str) -> tup
 
 def check_drift_for_page(model_id: str) -> tuple[dict | None, str | None]:
     """Check for Drift on the last trading day: (the stored report as a dict, None), or (None, why not)."""
+    if registry.get_model(model_id)["model_type"] not in registry.SERVABLE_TYPES:
+        return None, (f"{model_id} is a direction model: drift checks on its predicted probabilities are not built yet; "
+                      "its calibration and accuracy on validation are on the Forecast page.")
     try:
         return drift.check_model(model_id).to_dict(), None
     except (DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:

@@ -25,6 +25,7 @@ from core.figure_export import RenderUnavailable, render_png
 from core.model_files import atomic_write, model_folder
 from core.registry import get_model
 from core.store import get_db, utc_now
+from core.direction import DIRECTION
 from core.training import MODEL_LABELS
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def write_model_artifacts(model_id: str, db: sqlite_utils.Database | None = None
     folder = model_folder(model_id)
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    if row["model_type"] == "naive":
+    if row["model_type"] in ("naive", DIRECTION):  # SHAP of a calibrated classifier is not built yet
         card = model_card_markdown(row, None, None, None)
     else:
         document = None if refresh else _reusable_importance(row, folder)
@@ -149,6 +150,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _direction_metric_lines(m: dict) -> list[str]:
+    """A direction model's walk-forward metrics beside both baselines and logistic regression."""
+    columns = [("model", m), ("always up", m["baselines"]["always_up"]), ("same as today", m["baselines"]["persistence"]),
+               ("logistic regression", m["reference"]["logit"])]
+    lines = ["", "## Metrics vs the baselines (walk-forward validation)", "",
+             "| metric | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for key in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier"):
+        lines.append(f"| {key} | " + " | ".join(f"{values[key]:.4f}" for _, values in columns) + " |")
+    verdict = "beats" if m["skill"] > 0 else "does not beat"
+    return [*lines, "", f"Brier skill vs {m['best_baseline']}: **{m['skill']:+.4f}** ({verdict} it); calibration error "
+                        f"(ECE) {m['ece_uncalibrated']:.3f} before, {m['ece']:.3f} after {m['calibration']}."]
+
+
 def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict | None, figure_name: str | None,
                         figure_note: str = "") -> str:
     """The model card (Markdown) from the registry row's stored metrics and the importance table."""
@@ -172,6 +186,11 @@ def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict
     features = row["features"]
     lines += ["", "## Features", (f"{len(features)} features: " + ", ".join(f"`{f}`" for f in features)) if features
               else "None: the naive baseline predicts a zero log return (tomorrow's close = today's).", ""]
+    if row["model_type"] == DIRECTION:
+        lines[3] = (f"Say whether **{row['symbol']}** closes above today's close on the next trading day, as a calibrated "
+                    f"P(up). Direction classifier ({row['params'].get('estimator')}), version {row['version']}, status "
+                    f"**{row['status']}**. For decision support; not investment advice.")
+        return "\n".join([*lines, *_direction_metric_lines(m), "", "## Certification", *certification_status(row)]) + "\n"
     lines += ["## Metrics vs naive (walk-forward validation)", "", "| metric | model | naive |", "|---|---|---|"]
     for key, name, fmt in (("mae", "MAE ($)", "{:.4f}"), ("rmse", "RMSE ($)", "{:.4f}"), ("mape", "MAPE (%)", "{:.3f}"),
                            ("directional_accuracy", "Directional accuracy (%)", "{:.1f}")):

@@ -15,6 +15,8 @@ import sqlite_utils
 
 from core import registry
 from core.charts import validation_figure
+from core.direction import DIRECTION
+from core.direction_charts import reliability_figure
 from core.drift_report import DriftReport, should_retrain
 from core.registry import ModelIntegrityError
 from core.runbook import runbook_caption
@@ -24,7 +26,11 @@ from core.text import escape_markdown
 TABLE_FORMATS: dict[str, tuple[str, str | None]] = {
     "MAE $": ("$%.3f", None), "naive MAE $": ("$%.3f", None), "RMSE $": ("$%.3f", None),
     "MAPE %": ("%.2f%%", None), "direction %": ("%.1f%%", None),
-    "skill": ("%+.3f", "1 - MAE_model / MAE_naive; below 0 loses to naive"),
+    "skill": ("%+.3f", "price models: 1 - MAE_model / MAE_naive; direction models: 1 - Brier / Brier of the better "
+                       "baseline (always up, same as today); below 0 loses to it"),
+    "accuracy %": ("%.1f%%", "direction models: share of days whose up / down call was right (walk-forward)"),
+    "baseline accuracy %": ("%.1f%%", "the better of always up and same as today on the same days"),
+    "AUC": ("%.3f", None), "Brier": ("%.4f", None),
 }
 
 
@@ -39,9 +45,18 @@ def models_table(symbol: str | None = None, status: str | None = None,
             "status": m["status"], "certified": bool(m["certified"]), "created": m["created_at"][:16].replace("T", " "),
             "train_end": m["train_end"], "MAE $": metrics.get("mae"), "naive MAE $": metrics.get("naive", {}).get("mae"),
             "skill": metrics.get("skill"), "RMSE $": metrics.get("rmse"), "MAPE %": metrics.get("mape"),
-            "direction %": metrics.get("directional_accuracy"), "parent": m["parent_id"] or "",
+            "direction %": metrics.get("directional_accuracy"), **_direction_columns(metrics), "parent": m["parent_id"] or "",
         })
     return pd.DataFrame(rows)
+
+
+def _direction_columns(metrics: dict) -> dict[str, float | None]:
+    """A direction model's classifier metrics for the table (None for a price model, whose columns are the $ ones)."""
+    if metrics.get("kind") != DIRECTION:
+        return {"accuracy %": None, "baseline accuracy %": None, "AUC": None, "Brier": None}
+    best = metrics["baselines"][metrics["best_baseline"]]
+    return {"accuracy %": 100 * metrics["accuracy"], "baseline accuracy %": 100 * best["accuracy"],
+            "AUC": metrics["roc_auc"], "Brier": metrics["brier"]}
 
 
 def default_model_index(table: pd.DataFrame) -> int:
@@ -51,7 +66,11 @@ def default_model_index(table: pd.DataFrame) -> int:
 
 
 def validation_chart(model_id: str) -> tuple[go.Figure | None, str | None]:
-    """The walk-forward validation figure, or None and why not (a model file that fails its integrity check)."""
+    """The walk-forward validation figure (a direction model's: its reliability diagram), or None and why not
+    (a model file that fails its integrity check)."""
+    model = registry.get_model(model_id)
+    if model["model_type"] == DIRECTION:
+        return reliability_figure(model["metrics"]["reliability"]), None
     try:
         return validation_figure(registry.validation_predictions(model_id)), None
     except ModelIntegrityError as exc:
@@ -88,6 +107,8 @@ def model_facts(model: dict) -> pd.DataFrame:
 def headline(model: dict) -> list[dict[str, Any]]:
     """The four numbers above a model's tabs, each the keyword arguments of one `st.metric`."""
     metrics = model["metrics"]
+    if metrics.get("kind") == DIRECTION:
+        return direction_headline(model)
     beats = metrics["skill"] > 0
     return [
         {"label": "Status", "value": model["status"]},
@@ -101,11 +122,32 @@ def headline(model: dict) -> list[dict[str, Any]]:
     ]
 
 
+def direction_headline(model: dict) -> list[dict[str, Any]]:
+    """A direction model's four numbers: status, accuracy against the better baseline, Brier skill, calibration error."""
+    metrics = model["metrics"]
+    best, beats = metrics["baselines"][metrics["best_baseline"]], metrics["skill"] > 0
+    return [
+        {"label": "Status", "value": model["status"]},
+        {"label": "Validation accuracy", "value": f"{metrics['accuracy']:.1%}", "delta": f"baseline {best['accuracy']:.1%}",
+         "delta_color": "off", "delta_arrow": "off"},
+        {"label": f"Brier skill vs {metrics['best_baseline']}", "value": f"{metrics['skill']:+.4f}",
+         "delta": "beats the baseline" if beats else "loses to the baseline",
+         "delta_color": "green" if beats else "red", "delta_arrow": "off"},
+        {"label": "Calibration error (ECE)", "value": f"{metrics['ece']:.3f}",
+         "delta": f"{metrics['ece_uncalibrated']:.3f} before calibration", "delta_color": "off", "delta_arrow": "off"},
+    ]
+
+
 def skill_warning(model: dict) -> str | None:
     """The warning for a model that does not beat the naive baseline on validation, else None."""
     metrics = model["metrics"]
     if metrics["skill"] > 0:
         return None
+    if metrics.get("kind") == DIRECTION:
+        best = metrics["baselines"][metrics["best_baseline"]]
+        return (f"This direction model does not beat the better baseline ({metrics['best_baseline']}) on validation: "
+                f"Brier {metrics['brier']:.4f} vs {best['brier']:.4f}, accuracy {metrics['accuracy']:.1%} vs "
+                f"{best['accuracy']:.1%}. 50-53 % is normal on daily prices.")
     return (f"This model does not beat the naive baseline (tomorrow = today) on validation: "
             f"MAE ${metrics['mae']:.3f} vs ${metrics['naive']['mae']:.3f}.")
 

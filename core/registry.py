@@ -28,6 +28,8 @@ from core.training import TrainedModel
 
 log = logging.getLogger(__name__)
 
+PERFORMANCE_FILE = "performance_metrics.json"  # every model's walk-forward metrics, beside its artifact
+SERVABLE_TYPES = ("naive", "rf", "xgb")  # price forecasters; direction models are not served by `core.predict` yet
 STATUSES = ("candidate", "deployed", "archived", "rolled_back", "rejected")  # rejected: failed a retrain's gate
 
 
@@ -86,6 +88,8 @@ def register(
                 shutil.rmtree(folder)
             artifact = model_files.save_estimator(trained.model_type, trained.estimator, folder)
             atomic_write(folder / "validation.csv", lambda tmp: trained.validation.to_csv(tmp, index_label="date"))
+            atomic_write(folder / PERFORMANCE_FILE, lambda tmp: tmp.write_text(to_json(
+                {"model_id": model_id, "model_type": trained.model_type, **trained.metrics})))
             db["models"].insert({
                 "model_id": model_id, "symbol": trained.symbol, "model_type": trained.model_type,
                 "version": version, "status": "candidate", "created_at": utc_now(),
@@ -126,11 +130,14 @@ def get_model(model_id: str, db: sqlite_utils.Database | None = None, missing_ok
     return _decode(rows[0])
 
 
-def list_models(symbol: str | None = None, status: str | None = None, db: sqlite_utils.Database | None = None) -> list[dict]:
-    """Models newest first, optionally filtered by ticker and status."""
+def list_models(symbol: str | None = None, status: str | None = None, db: sqlite_utils.Database | None = None,
+                model_types: tuple[str, ...] | None = None) -> list[dict]:
+    """Models newest first, optionally filtered by ticker, status and model type (`SERVABLE_TYPES`: the price
+    models, what the pages built on served forecasts (drift, A/B tests, explainability) can use)."""
     db = db or get_db()
     where, params = where_clause(("symbol = ?", symbol), ("status = ?", status))
-    return [_decode(r) for r in db.query(f"SELECT * FROM models {where} ORDER BY created_at DESC, model_id", params)]
+    rows = [_decode(r) for r in db.query(f"SELECT * FROM models {where} ORDER BY created_at DESC, model_id", params)]
+    return rows if model_types is None else [r for r in rows if r["model_type"] in model_types]
 
 
 def deployed_model(symbol: str, db: sqlite_utils.Database | None = None) -> dict | None:
@@ -229,7 +236,7 @@ def load_model(model_id: str, db: sqlite_utils.Database | None = None) -> Loaded
                                   "restore its file from a backup.") from exc
     loaded = LoadedModel(
         model_id=model_id, symbol=row["symbol"], model_type=row["model_type"], estimator=estimator,
-        feature_columns=row["features"], interval_halfwidth=float(row["metrics"]["interval_halfwidth_logret"]),
+        feature_columns=row["features"], interval_halfwidth=float(row["metrics"].get("interval_halfwidth_logret", "nan")),  # none for direction models
         row=row,
     )
     with _cache_lock:
@@ -285,6 +292,9 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
                        f"{model_id} was not deployed", db)
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
+        if model["model_type"] not in SERVABLE_TYPES:
+            raise RegistryError(f"{model_id} is a {model['model_type']} model: the serving path forecasts prices, so only "
+                                "a price model can be deployed; its P(up) is shown on the Forecast page.")
         load_model(model_id, db=db)  # never deploy a file that would fail to load (checked before certification)
         if not model["certified"] and not override:
             raise CertificationRequired(

@@ -145,6 +145,24 @@ def training_frame(symbol: str, train_end, window_days: int, db: sqlite_utils.Da
     return rows
 
 
+def checked_training_frame(symbol: str, train_end, window_days: int, progress: Progress | None = None,
+                           db: sqlite_utils.Database | None = None, prices: pd.DataFrame | None = None,
+                           settings: Settings | None = None) -> pd.DataFrame:
+    """`training_frame`, or a MarketDataError in words when it has fewer rows than `min_history_days`.
+    `prices` and `settings` let a cluster task train from plain inputs without the database."""
+    if progress:
+        progress(0.02, f"Loading {symbol} prices")
+    rows = training_frame(symbol, train_end, window_days, db=db, prices=prices)
+    needed = (settings or get_settings()).min_history_days
+    if len(rows) < needed:
+        raise MarketDataError(
+            f"Not enough history to train on {symbol}: {len(rows)} usable trading days up to "
+            f"{pd.Timestamp(train_end or rows.index.max()).date()}, at least {needed} needed "
+            f"(the first {WARMUP_DAYS} days of any series only warm up the features)."
+        )
+    return rows
+
+
 def walk_forward(
     rows: pd.DataFrame, model_type: str, params: dict[str, Any], n_splits: int, progress: Progress | None = None
 ) -> pd.DataFrame:
@@ -217,15 +235,7 @@ def train_model(
     window_days = window_days or settings.train_window_days
     params = {**DEFAULT_PARAMS.get(model_type, {}), **(params or {})}
     make_estimator(model_type, params)  # fail fast on a bad type or parameter name
-    if progress:
-        progress(0.02, f"Loading {symbol} prices")
-    rows = training_frame(symbol, train_end, window_days, db=db, prices=prices)
-    if len(rows) < settings.min_history_days:
-        raise MarketDataError(
-            f"Not enough history to train on {symbol}: {len(rows)} usable trading days up to "
-            f"{pd.Timestamp(train_end or rows.index.max()).date()}, at least {settings.min_history_days} needed "
-            f"(the first {WARMUP_DAYS} days of any series only warm up the features)."
-        )
+    rows = checked_training_frame(symbol, train_end, window_days, progress, db=db, prices=prices, settings=settings)
     validation = walk_forward(rows, model_type, params, settings.validation_splits, progress)
     metrics = validation_metrics(validation, settings.interval_coverage)
     if progress:

@@ -1,13 +1,12 @@
-"""Forecast: the next close with its interval, the deployed model against naive, and training new models.
-
-A page view is not a request. A day whose forecast was served shows the logged row; a day without
-one shows a what-if (computed, never logged); only the "Serve and log" button, offered for the
-ticker's latest data day, serves a forecast, and the serving path logs it once. User text (typed
-tickers, messages quoting them, model ids built from them) goes through `escape_markdown`.
+"""Forecast: the next close with its interval, the deployed model against naive, the newest direction model's P(up),
+and training new models. A page view is not a request: a served day shows the logged row, any other a what-if
+(computed, never logged); only "Serve and log", offered for the ticker's latest data day, serves a forecast, and
+the serving path logs it once. User text (typed tickers, messages quoting them, model ids built from them) goes
+through `escape_markdown`.
 """
 import streamlit as st
 
-from core import forecast_view as view
+from core import direction_view, forecast_view as view
 from core.charts import price_forecast_figure
 from core.formatting import ERROR_METRIC_FORMATS
 from core.lifecycle import register_with_artifacts
@@ -17,7 +16,6 @@ from core.predict import (InSampleForecastError, comparison_table, in_training_w
 from core.registry import ModelIntegrityError, RegistryError, deployed_model, get_model
 from core.store import action_guard, page_guard
 from core.text import escape_markdown
-from core.training import MODEL_LABELS, MODEL_TYPES, train_model
 
 SERVING_ERRORS = (MarketDataError, RegistryError, ModelIntegrityError)
 st.set_page_config(page_title="Forecast · ML Stock Agent", page_icon="🔮", layout="wide")
@@ -112,26 +110,31 @@ if model is not None:
     getattr(st, kind)(verdict)
     st.caption("Direction % for naive is the share of up days (the \"always up\" baseline): naive itself predicts no move.")
 
-# --- train a new model ---------------------------------------------------------------------------------
+if section := direction_view.direction_section(symbol, day):  # the newest direction model's P(up): a what-if, not logged
+    st.subheader(section.title)
+    for col, card in zip(st.columns(4), section.cards):
+        col.metric(**card)
+    for element, kwargs in section.elements:
+        getattr(st, element)(**kwargs)
+
+# --- train a new model: the type is chosen outside the form, so the form shows only that type's settings --
 st.subheader("Train a new model")
-# the type is chosen outside the form, so the form shows only that type's settings
-model_type = st.selectbox("Model type", MODEL_TYPES, index=1, format_func=MODEL_LABELS.get, key="fc_type")
+model_type = st.selectbox("Model type", view.TRAINABLE_TYPES, index=1, format_func=view.TYPE_LABELS.get, key="fc_type")
 with st.form("fc_train"):
     window_days = st.number_input("Training window (trading days)", 250, 4000, 1000, step=50, key="fc_window")
     st.caption(f"Trained on history up to {as_of} (the end of the chart range); validated walk-forward.")
     params = {}
     for col, (param, widget, kwargs) in zip(st.columns(3), view.param_widgets(model_type)):
         params[param] = getattr(col, widget)(**kwargs)
-    if not params:
-        st.caption("The naive baseline has no settings: tomorrow's close = today's.")
+    if note := view.form_note(model_type):
+        st.caption(note)
     submitted = st.form_submit_button("Train and register", type="primary")
 
 if submitted:
     bar = st.progress(0.0, text="Starting")  # training is 0-75 %, registering (artifacts, SHAP, card) the rest
     with action_guard(lambda message: (bar.empty(), st.error(message))):  # database or disk fault: its message
         try:
-            trained = train_model(symbol, model_type, train_end=as_of, window_days=int(window_days), params=params,
-                                  progress=view.training_progress(bar.progress))
+            trained = view.train(symbol, model_type, as_of, int(window_days), params, view.training_progress(bar.progress))
             bar.progress(0.8, text="Registering: saving the model, its SHAP artifacts and model card")
             new_id = register_with_artifacts(trained, reason=f"trained from the Forecast page on {as_of}", actor="ui")
             bar.progress(1.0, text=f"Done: {new_id} registered")
@@ -144,5 +147,4 @@ if submitted:
 
 if trained_info := st.session_state.get("fc_trained"):
     st.success(view.trained_message(*trained_info))
-    st.page_link("pages/2_Model_Management.py", label=f"Open Model Management on {trained_info[0]}", icon="🗂️",
-                 query_params={"model": trained_info[0]})
+    st.page_link(**view.model_management_link(trained_info[0]))

@@ -21,7 +21,7 @@ st.caption("Compares the features of the last trading days with the model's trai
            "with validation, the market's volatility, its predictions, and streams its daily errors through ADWIN and Page-Hinkley.")
 
 with page_guard(st.error, st.stop):
-    models = registry.list_models()
+    models = registry.list_models(model_types=registry.SERVABLE_TYPES)  # drift of direction models: not built yet
 if not models:
     st.info("No models yet. Train one on the Forecast page (or run `python -m core.demo`).")
     st.stop()

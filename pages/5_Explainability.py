@@ -34,7 +34,7 @@ def cached_permutation(model_id: str, artifact_sha256: str, start: str, end: str
 trading_days = st.cache_data(show_spinner=False)(view.trading_days)
 
 with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
-    models = registry.list_models()
+    models = registry.list_models(model_types=registry.SERVABLE_TYPES)  # price models (SHAP in $ returns)
 if not models:
     st.info("No models yet. Train one on the Forecast page.")
     st.stop()
@@ -43,7 +43,7 @@ link = {"ticker": (st.query_params.get("ticker") or "").upper(), "model": st.que
 symbols, symbol_index = view.symbol_options(models, link["ticker"], link["model"])
 symbol = c_symbol.selectbox("Ticker", symbols, key="ex_symbol", index=symbol_index)
 with page_guard(st.error, st.stop):
-    candidates = {m["model_id"]: m for m in registry.list_models(symbol)}
+    candidates = {m["model_id"]: m for m in registry.list_models(symbol, model_types=registry.SERVABLE_TYPES)}
     days = trading_days(symbol)
 ids, model_index = view.model_options(candidates, link["model"])
 labels = view.model_labels(candidates)
