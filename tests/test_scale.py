@@ -1,0 +1,181 @@
+"""Scale (issue 16): page loads read summaries through indexes, never a scan of the prediction log; the daily
+metrics step survives predictions without latency; pages import no heavy library they do not use."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["Home.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py"))]
+
+
+# an index search bounded to a window of the log: a day range or day, one experiment, one row
+_BOUNDED = re.compile(r"\((?:[^)]*\b(?:as_of[>=]|experiment_id=|rowid=|id=)|symbol=\? AND target_date)")
+
+
+def _scans_of_predictions(db, sql: str) -> list[str]:
+    """The plan lines of `sql` that read `predictions` (by name or alias) beyond a window: a full scan, or an
+    index search on a ticker or model alone (its whole history, which grows without bound)."""
+    names = {"predictions"} | {m.group(1) for m in re.finditer(r"\bpredictions\s+(?:AS\s+)?(?!WHERE|JOIN|ON|GROUP|ORDER|LEFT)(\w+)",
+                                                                  sql, re.IGNORECASE)}
+    plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()]
+    reads = [line for line in plan if re.match(rf"(SCAN|SEARCH) ({'|'.join(map(re.escape, names))})\b", line)]
+    walks_back = re.search(r"as_of DESC LIMIT", sql, re.IGNORECASE)  # a walk back from a day, stopped by a LIMIT
+    return [line for line in reads if line.startswith("SCAN") or not (_BOUNDED.search(line) or walks_back)]
+
+
+@pytest.fixture()
+def traced_sql(monkeypatch):
+    """Every SQL statement run on connections opened from now on (the page's thread opens its own)."""
+    from core import store
+
+    statements: list[str] = []
+    real_open = store._open
+
+    def traced_open(path, timeout_s):
+        db = real_open(path, timeout_s)
+        db.conn.set_trace_callback(statements.append)
+        return db
+
+    store.close_all()
+    monkeypatch.setattr(store, "_open", traced_open)
+    yield statements
+    store.close_all()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_page_load_never_scans_the_prediction_log(registry_copy, traced_sql, page):
+    from streamlit.testing.v1 import AppTest
+
+    from core.store import get_db
+
+    app = AppTest.from_file(str(ROOT / page), default_timeout=120).run()
+    assert not app.exception, app.exception
+    reads = [s for s in traced_sql if re.search(r"\bpredictions\b", s, re.IGNORECASE)
+             and s.lstrip().upper().startswith(("SELECT", "WITH"))]
+    assert reads or page != "Home.py"  # Home reads the log (live error), so the check below is not vacuous there
+    db = get_db()  # the test thread's own connection (the fixture closed the one registry_copy opened)
+    scans = {sql[:200]: lines for sql in reads if (lines := _scans_of_predictions(db, sql))}
+    assert not scans, f"{page} scans the prediction log: {json.dumps(scans, indent=1)}"
+
+
+def test_the_plan_check_sees_a_scan(registry_copy):
+    """The check above can fail: a read filtering on an unindexed column is reported."""
+    assert _scans_of_predictions(registry_copy, "SELECT COUNT(*) FROM predictions p WHERE p.latency_ms > 5")
+    assert _scans_of_predictions(registry_copy, "SELECT COUNT(*) FROM predictions WHERE model_id = 'x'")  # all its history
+    assert _scans_of_predictions(registry_copy, "SELECT COUNT(*) FROM predictions WHERE model_id = 'x' AND as_of < '2012'")
+    assert not _scans_of_predictions(registry_copy, "SELECT COUNT(*) FROM predictions WHERE model_id = 'x' AND as_of > '2012'")
+    assert not _scans_of_predictions(registry_copy, "SELECT COUNT(*) FROM predictions WHERE experiment_id = 3")
+
+
+def test_migration_005_indexes_the_per_model_reads(registry_copy):
+    plan = " ".join(r[-1] for r in registry_copy.execute(
+        "EXPLAIN QUERY PLAN SELECT as_of FROM predictions WHERE model_id = 'x' AND as_of >= '2012-01-01'").fetchall())
+    assert "predictions_model_as_of" in plan
+    plan = " ".join(r[-1] for r in registry_copy.execute(
+        "EXPLAIN QUERY PLAN UPDATE predictions SET actual_close = 1 WHERE actual_close IS NULL AND target_date <= '2013' "
+        "AND symbol = 'AAPL'").fetchall())
+    assert "predictions_unscored" in plan  # the backfill reads only the unscored rows, not the ticker's whole log
+
+
+def test_live_errors_equal_the_forecast_pages_numbers(registry_copy, demo_registry):
+    """The indexed query returns what `live_performance(..., model_id=)` computes from the whole log."""
+    from core.dashboard import live_errors
+    from core.predict import live_performance
+
+    live = live_errors(registry_copy).set_index("symbol")
+    as_of = "2013-01-15"
+    earlier = live_errors(registry_copy, as_of, days=10).set_index("symbol")
+    for symbol, model_id in demo_registry.items():
+        expected = live_performance(symbol, days=30, model_id=model_id)
+        assert live.loc[symbol, "n"] == expected["n"]
+        assert live.loc[symbol, "mae"] == pytest.approx(expected["mae"])
+        assert live.loc[symbol, "naive_mae"] == pytest.approx(expected["naive_mae"])
+        assert (live.loc[symbol, "start"], live.loc[symbol, "end"]) == (expected["start"], expected["end"])
+        log = registry_copy.execute(
+            "SELECT as_of, ABS(predicted_close - actual_close) FROM predictions WHERE model_id = ? AND served = 1 "
+            "AND actual_close IS NOT NULL AND as_of <= ? ORDER BY as_of", [model_id, as_of]).fetchall()
+        days = sorted({d for d, _ in log})[-10:]
+        assert earlier.loc[symbol, "mae"] == pytest.approx(np.mean([e for d, e in log if d in days]))
+        assert earlier.loc[symbol, "start"] == days[0]
+
+
+def test_sparkline_reads_only_its_days_and_falls_back_to_the_log(registry_copy, demo_registry):
+    """From daily_metrics the last window+points days; without metrics rows, the same days from the served log."""
+    from core.dashboard import SPARK_POINTS, SPARK_WINDOW, daily_errors, rolling_mae
+    from core.predict import prediction_log
+
+    symbol, model_id = "AAPL", demo_registry["AAPL"]
+    from_metrics = rolling_mae(daily_errors(registry_copy))[symbol]
+    with registry_copy.conn:
+        registry_copy.execute("DELETE FROM daily_metrics WHERE model_id = ?", [model_id])
+    daily = daily_errors(registry_copy)
+    assert set(daily.loc[daily["symbol"] == symbol, "source"]) == {"prediction log"}
+    from_log = rolling_mae(daily)[symbol]
+    log = prediction_log(symbol, model_id=model_id).dropna(subset=["actual_close"])
+    per_day = log.groupby("as_of")["abs_error"].mean()
+    expected = per_day.rolling(SPARK_WINDOW, min_periods=1).mean().iloc[-SPARK_POINTS:]
+    assert len(daily[daily["symbol"] == symbol]) == min(len(per_day), SPARK_POINTS + SPARK_WINDOW - 1)
+    np.testing.assert_allclose(from_log.to_numpy(), expected.to_numpy())
+    assert list(from_log.index) == list(pd.to_datetime(expected.index))
+    assert from_metrics.attrs == {"source": "daily_metrics", "model_id": model_id}
+    assert len(from_metrics) == SPARK_POINTS or len(from_metrics) < SPARK_POINTS + SPARK_WINDOW - 1
+
+
+def test_daily_metrics_with_no_latency_recorded(registry_copy):
+    """Predictions logged through `abtest.record_prediction` have no latency (and maybe no last close): the
+    metrics step used to raise TypeError ('quantile' on an all-NULL column); now the errors are computed and
+    the latency percentiles are empty."""
+    from core.abtest import create_experiment, record_actual, record_prediction
+    from core.metrics import compute_daily_metrics, upsert_daily_metrics
+    from core.registry import list_models
+
+    other = next(m["model_id"] for m in list_models("MSFT") if m["status"] != "deployed")
+    champion = next(m["model_id"] for m in list_models("MSFT") if m["status"] == "deployed")
+    experiment_id = create_experiment("no latency", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-03-01", duration_days=60)
+    days = pd.bdate_range("2012-03-01", periods=6)
+    predicted, actual = np.array([30.0, 31.0, 29.5, 30.2, 30.8, 31.1]), np.array([30.5, 30.0, 30.0, 30.0, 31.0, 30.0])
+    for day, guess, close in zip(days, predicted, actual):
+        record_actual(record_prediction(experiment_id, other, float(guess), as_of=day), float(close))
+    start, end = days[0], days[-1]
+    assert registry_copy.execute("SELECT COUNT(*) FROM predictions WHERE model_id = ? AND as_of BETWEEN ? AND ? "
+                                 "AND latency_ms IS NOT NULL", [other, f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"]).fetchone()[0] == 0
+    frame = compute_daily_metrics(start, end, [other])
+    assert list(frame["mae"]) == pytest.approx(list(np.abs(predicted - actual)))
+    assert frame[["latency_p50", "latency_p95", "latency_p99"]].isna().all().all()
+    assert frame["directional_accuracy"].isna().all()  # no last close: the direction is unknown, not a miss
+    assert upsert_daily_metrics(start, end, [other]) == len(days)
+    stored = registry_copy.execute("SELECT COUNT(*), COUNT(latency_p95) FROM daily_metrics WHERE model_id = ?",
+                                   [other]).fetchone()
+    assert stored == (len(days), 0)
+
+
+HEAVY = ("sklearn", "xgboost", "shap", "lime")
+IMPORTS = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+app = AppTest.from_file({page!r}, default_timeout=120).run()
+print(json.dumps({{"exception": bool(app.exception), "heavy": sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))}}))
+"""
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if "Explainability" not in p])
+def test_a_page_imports_no_heavy_library_it_does_not_use(registry_copy, page):
+    """A page's first visit after a server start pays for every import: only Explainability needs shap/lime
+    (and sklearn for them); the others read stored numbers. A fresh process, as a new server is."""
+    from core.config import get_settings
+
+    settings = get_settings()
+    env = {"MLSA_DB_PATH": str(settings.db_path), "MLSA_MODELS_DIR": str(settings.models_dir), "MLSA_OFFLINE": "1",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", IMPORTS.format(page=str(ROOT / page), heavy=HEAVY)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"exception": False, "heavy": []}, done.stderr[-2000:]
