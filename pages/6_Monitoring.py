@@ -3,7 +3,7 @@ import streamlit as st
 
 from core import alerts, charts, retrain_jobs
 from core.cycle import cycle_history, last_cycle_run
-from core.metrics import interval_widths, live_skill, metrics_frame, psi_history
+from core.metrics import WIDTH_WINDOW_DAYS, live_skill, metrics_frame, psi_history, recent_interval_widths
 from core.config import get_settings
 from core.text import escape_markdown
 from core.store import page_guard
@@ -77,9 +77,10 @@ with tab_traffic:
         st.caption(f"Error rate: {note}")
     else:
         st.plotly_chart(charts.error_rate_figure(history), key="mon_error_rate")
-    widths = interval_widths(model_id=model_arg, symbol=symbol_arg)
+    widths = recent_interval_widths(metrics, model_id=model_arg, symbol=symbol_arg)
     if not widths.empty:
         st.plotly_chart(charts.interval_width_figure(widths), key="mon_widths")
+        st.caption(f"Interval widths of the served predictions of the last {WIDTH_WINDOW_DAYS} days shown.")
 with tab_accuracy:
     if done.empty:
         st.info("No predictions with known actuals yet.")
