@@ -88,6 +88,15 @@ def upsert_daily_metrics(start, end, model_ids: list[str] | None = None,
     return len(records)
 
 
+def monitored_models(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Models with daily metrics (model_id, symbol): the Monitoring page's pickers, without reading the metrics
+    (one primary-key probe per model)."""
+    db = db or get_db()
+    return pd.read_sql_query(
+        "SELECT m.model_id, m.symbol FROM models m WHERE EXISTS (SELECT 1 FROM daily_metrics d WHERE d.model_id = m.model_id) "
+        "ORDER BY m.symbol, m.model_id", db.conn)
+
+
 def metrics_frame(model_id: str | None = None, symbol: str | None = None, start=None, end=None,
                   db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """`daily_metrics` joined with each model's ticker and type, oldest first (what the Monitoring page draws)."""
