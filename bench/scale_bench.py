@@ -78,12 +78,13 @@ def run_python(code: str, env: dict[str, str], timeout: float = 3600) -> str:
 
 
 def copy_state(source: Path, target: Path) -> Path:
-    """A private copy of a cached state (database through SQLite's backup, model files), so runs never change it."""
+    """A private copy of a cached state, so runs never change it: the database through SQLite's backup, the
+    model files as hard links (the app replaces a model file atomically, never writes into one)."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     with sqlite3.connect(source / "app.db") as src, sqlite3.connect(target / "app.db") as dst:
         src.backup(dst)
-    shutil.copytree(source / "models", target / "models")
+    shutil.copytree(source / "models", target / "models", copy_function=os.link)
     return target
 
 
@@ -283,9 +284,9 @@ drift_watch.update(None, previous)
 catch_up = time.perf_counter() - t0
 t0 = time.perf_counter()
 summary = cycle.run_daily_cycle(day)
-print(json.dumps({{"catch_up": catch_up, "cycle": time.perf_counter() - t0, "models": len(summary["models"]),
+print(json.dumps({"catch_up": catch_up, "cycle": time.perf_counter() - t0, "models": len(summary["models"]),
                   "ok": summary["ok"], "failed": summary["failed"],
-                  "errors": [e["errors"] for e in summary["models"] if e["errors"]][:2]}}))
+                  "errors": [e["errors"] for e in summary["models"] if e["errors"]][:2]}))
 """
 COUNTS = """
 from core.store import get_db
@@ -299,7 +300,7 @@ def measure(folder: Path, scratch: Path) -> dict:
     """Page loads (first visit, warm) and one daily cycle, on a copy of the state in `folder`."""
     state = copy_state(folder, scratch)
     env = state_env(state)
-    out = {"counts": run_python(COUNTS, env).strip(), "first": {}}
+    out = {"counts": run_python(COUNTS, env).strip(), "first": {}}  # opening it also migrates it (untimed)
     for page in PAGES:
         status, seconds = run_python(FIRST_VISIT.format(page=str(ROOT / page)), env).split()[-2:]
         out["first"][page] = float(seconds) if status == "OK" else None
@@ -307,6 +308,7 @@ def measure(folder: Path, scratch: Path) -> dict:
     out["warm"] = {str(Path(k).relative_to(ROOT)): v for k, v in out["warm"].items()}
     out["cycle"] = json.loads(run_python(CYCLE, env).splitlines()[-1])
     shutil.rmtree(state, ignore_errors=True)
+    print(f"measured {folder.name}: {json.dumps(out)}", flush=True)  # the raw figures, as soon as they exist
     return out
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core.market import available_symbols, coverage
+from core.market import available_symbols, cached_symbols, coverage
 from core.store import get_db
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 LIVE_DAYS = 30          # live MAE vs naive over the last 30 trading days with actuals, as on Forecast
 SPARK_WINDOW = 20       # rolling MAE window (trading days) of the sparkline
 SPARK_POINTS = 120      # days shown in the sparkline
+SPARK_CARDS = 12        # sparkline cards drawn on Home (each a chart); every ticker's trend is also a table column
+TREND_COLUMN = "MAE trend"
 LATEST_ALERTS = 5
 _FAR_FUTURE = "9999-12-31"
 # Markdown, HTML and Streamlit's own syntax ($ LaTeX, :colour[...] directives); each is shown as itself
@@ -46,19 +48,13 @@ def _first_of_last_days(table: str, day: str, condition: str, alias: str = "p") 
 # --- one query per concern ----------------------------------------------------------------------------
 
 def data_spans(db: sqlite_utils.Database) -> pd.DataFrame:
-    """Per cached ticker: first and last day and the source of the newest row.
-
-    Three index seeks per ticker (the primary key is (symbol, date)); the tickers are found by skipping
-    from one to the next along that key, so a price cache of millions of rows is never scanned.
-    """
+    """Per cached ticker: first and last day and the source of the newest row (three primary-key seeks each,
+    never a pass over the cached days)."""
     return pd.read_sql_query(
-        "WITH RECURSIVE tickers(symbol) AS ("
-        "  SELECT MIN(symbol) FROM prices"
-        "  UNION ALL SELECT (SELECT MIN(symbol) FROM prices WHERE symbol > t.symbol) FROM tickers t WHERE t.symbol IS NOT NULL) "
-        "SELECT t.symbol, (SELECT MIN(date) FROM prices p WHERE p.symbol = t.symbol) AS first_day, "
-        "(SELECT MAX(date) FROM prices p WHERE p.symbol = t.symbol) AS last_day, "
-        "(SELECT source FROM prices p WHERE p.symbol = t.symbol ORDER BY date DESC LIMIT 1) AS source "
-        "FROM tickers t WHERE t.symbol IS NOT NULL", db.conn,
+        "SELECT t.value AS symbol, (SELECT MIN(date) FROM prices p WHERE p.symbol = t.value) AS first_day, "
+        "(SELECT MAX(date) FROM prices p WHERE p.symbol = t.value) AS last_day, "
+        "(SELECT source FROM prices p WHERE p.symbol = t.value ORDER BY date DESC LIMIT 1) AS source "
+        "FROM json_each(?) t", db.conn, params=[json.dumps(cached_symbols(db))],
     )
 
 
@@ -208,7 +204,7 @@ def rolling_mae(daily: pd.DataFrame, window: int = SPARK_WINDOW, points: int = S
 @dataclass(frozen=True)
 class Dashboard:
     tickers: pd.DataFrame
-    sparklines: dict[str, pd.Series]
+    sparklines: dict[str, pd.Series]  # the tickers with a card (`featured`), not every ticker
     experiments: pd.DataFrame
     alerts: pd.DataFrame
     last_run: dict | None
@@ -276,6 +272,17 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def featured(sparklines: dict[str, pd.Series], tickers: pd.DataFrame, limit: int = SPARK_CARDS) -> dict[str, pd.Series]:
+    """The sparklines that get a card: every one up to `limit`, else the `limit` tickers with the lowest live
+    skill (those losing to naive first; no skill yet counts as lowest), in ticker order. A hundred chart cards
+    cost seconds per page load and no one reads them; the table's trend column keeps every ticker."""
+    if len(sparklines) <= limit:
+        return sparklines
+    skill = tickers.set_index("ticker")["skill (30 d)"].astype(float).reindex(list(sparklines)).fillna(-np.inf)
+    chosen = set(skill.sort_values(kind="stable").index[:limit])
+    return {symbol: series for symbol, series in sparklines.items() if symbol in chosen}
+
+
 def load_dashboard(as_of=None, db: sqlite_utils.Database | None = None) -> Dashboard:
     """Everything the Home page shows, from stored data only (no model is loaded, nothing is computed)."""
     db = db or get_db()
@@ -292,7 +299,11 @@ def load_dashboard(as_of=None, db: sqlite_utils.Database | None = None) -> Dashb
         "critical_alerts": int(alerts["n_critical"].iloc[0] or 0) if not alerts.empty else 0,
         "running_experiments": len(experiments),
     }
-    return Dashboard(tickers=tickers, sparklines=rolling_mae(daily),
+    sparklines = rolling_mae(daily)
+    tickers.insert(len(tickers.columns) - 1, TREND_COLUMN,  # a table sparkline per ticker: no chart each
+                   [list(np.round(sparklines[s].to_numpy(dtype=float), 4)) if s in sparklines else None
+                    for s in tickers["ticker"]])
+    return Dashboard(tickers=tickers, sparklines=featured(sparklines, tickers),
                      experiments=experiments,
                      alerts=alerts[["severity", "kind", "symbol", "message", "created_at", "model_id"]],
                      last_run=last_scheduler_run(db), counts=counts)

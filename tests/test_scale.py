@@ -129,6 +129,21 @@ def test_sparkline_reads_only_its_days_and_falls_back_to_the_log(registry_copy, 
     assert len(from_metrics) == SPARK_POINTS or len(from_metrics) < SPARK_POINTS + SPARK_WINDOW - 1
 
 
+def test_home_draws_cards_for_the_weakest_tickers_and_a_trend_for_all():
+    from core.dashboard import SPARK_CARDS, featured
+
+    symbols = [f"T{i:02d}" for i in range(SPARK_CARDS + 5)]
+    skills = [0.05 * (i % 7) - 0.1 for i in range(len(symbols))]
+    skills[3] = None  # no live history yet: shown first (nothing says it is fine)
+    tickers = pd.DataFrame({"ticker": symbols, "skill (30 d)": skills})
+    lines = {s: pd.Series([1.0, 2.0], index=pd.to_datetime(["2020-01-01", "2020-01-02"])) for s in symbols}
+    picked = featured(lines, tickers)
+    by_skill = sorted(range(len(symbols)), key=lambda i: (-np.inf if skills[i] is None else skills[i], i))
+    assert list(picked) == sorted(symbols[i] for i in by_skill[:SPARK_CARDS])
+    assert "T03" in picked and len(picked) == SPARK_CARDS
+    assert featured(dict(list(lines.items())[:3]), tickers) == dict(list(lines.items())[:3])  # few: every one
+
+
 def test_daily_metrics_with_no_latency_recorded(registry_copy):
     """Predictions logged through `abtest.record_prediction` have no latency (and maybe no last close): the
     metrics step used to raise TypeError ('quantile' on an all-NULL column); now the errors are computed and
