@@ -194,3 +194,49 @@ def test_a_page_imports_no_heavy_library_it_does_not_use(registry_copy, page):
                           capture_output=True, text=True, timeout=300)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"exception": False, "heavy": []}, done.stderr[-2000:]
+
+
+def test_charts_send_at_most_max_points_per_trace():
+    """A 100k-request test: the cumulative line is thinned (its last value kept), the box drawn from quartiles."""
+    from core.ab_charts import ab_cumulative_mae_figure, ab_error_distribution_figure
+    from core.charts import MAX_POINTS, alerts_timeline_figure, rolling_accuracy_figure
+
+    rng = np.random.default_rng(3)
+    n = 100_000
+    observations = pd.DataFrame({"id": np.arange(n), "arm": np.where(np.arange(n) % 2, "B", "A"),
+                                 "target_date": np.repeat(pd.bdate_range("1990-01-01", periods=n // 10).strftime("%Y-%m-%d"), 10),
+                                 "abs_error": rng.exponential(1.0, n)})
+    cumulative = ab_cumulative_mae_figure(observations)
+    for trace, (_, rows) in zip(cumulative.data, observations.groupby("arm")):
+        assert len(trace.x) <= MAX_POINTS and len(trace.y) == len(trace.x)
+        assert trace.y[-1] == pytest.approx(rows["abs_error"].mean()) and trace.y[0] == rows["abs_error"].iloc[0]
+    boxes = ab_error_distribution_figure(observations)
+    for trace, (_, rows) in zip(boxes.data, observations.groupby("arm")):
+        assert trace.y is None and not trace.boxpoints
+        q1, median, q3 = np.percentile(rows["abs_error"], [25, 50, 75])
+        assert (trace.q1[0], trace.median[0], trace.q3[0]) == pytest.approx((q1, median, q3))
+        assert trace.upperfence[0] == pytest.approx(rows["abs_error"][rows["abs_error"] <= q3 + 1.5 * (q3 - q1)].max())
+    assert len(cumulative.to_json()) + len(boxes.to_json()) < 400_000  # was ~5 MB with every point
+
+    days = pd.bdate_range("1980-01-01", periods=10_000)
+    metrics = pd.DataFrame({"date": days, "mae": rng.random(len(days)), "naive_mae": rng.random(len(days)),
+                            "directional_accuracy": rng.random(len(days)) * 100})
+    assert all(len(t.x) <= MAX_POINTS for t in rolling_accuracy_figure(metrics).data)
+    small = ab_error_distribution_figure(observations.head(200))  # a small test still shows every point
+    assert small.data[0].boxpoints == "all" and len(small.data[0].y) == 100
+    alerts = pd.DataFrame({"day": days, "severity": "warning", "kind": "drift", "message": "x",
+                           "acknowledged_at": None})
+    timeline = alerts_timeline_figure(alerts)
+    assert sum(len(t.x) for t in timeline.data) == len(days)  # events are never thinned away
+
+
+def test_ab_page_builds_the_download_only_when_asked(registry_copy, monkeypatch):
+    from conftest import page_app
+    from core.ab_analysis import ExperimentAnalysis
+
+    built = []
+    real = ExperimentAnalysis.results_csv
+    monkeypatch.setattr(ExperimentAnalysis, "results_csv", lambda self: built.append(1) or real(self))
+    at = page_app("pages/4_AB_Tests.py").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 4 and not built  # the page drew the test without building its CSV
