@@ -240,3 +240,45 @@ def test_ab_page_builds_the_download_only_when_asked(registry_copy, monkeypatch)
     at = page_app("pages/4_AB_Tests.py").run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 4 and not built  # the page drew the test without building its CSV
+
+
+def test_stored_json_read_by_sqlite_equals_pythons_parse_also_with_nan(registry_copy):
+    """Cycle summaries and drift reports are summarised by SQLite's JSON functions; a document it cannot read
+    (Python writes NaN as a bare token) falls back to Python. Both give what json.loads of every row gives."""
+    from core import drift, drift_view
+    from core.cycle import cycle_history
+    from core.metrics import _max_psi, psi_history
+
+    model_id, report_id, text = registry_copy.execute(
+        "SELECT model_id, id, report_json FROM drift_checks ORDER BY id DESC LIMIT 1").fetchone()
+    with registry_copy.conn:
+        registry_copy.execute("UPDATE drift_checks SET report_json = ? WHERE id = ?",
+                              [text.replace('"drifted_share": ', '"x": NaN, "drifted_share": ', 1), report_id])
+        registry_copy.execute("INSERT INTO audit_log (at, actor, action, target, details_json) VALUES (?, ?, ?, ?, ?)",
+                              ["2099-01-01T00:00:00Z", "scheduler", "daily_cycle", "scheduler",
+                               '{"as_of": "2099-01-01", "ok": 1, "failed": 1, "seconds": NaN, '
+                               '"models": [{"steps_run": 4, "failed_steps": ["drift"]}, {"steps_run": 3, "failed_steps": []}]}'])
+    assert registry_copy.execute("SELECT COUNT(*) FROM drift_checks WHERE NOT json_valid(report_json)").fetchone()[0] == 1
+    reports = [(r[0], json.loads(r[1])) for r in registry_copy.execute(
+        "SELECT as_of, report_json FROM drift_checks WHERE model_id = ? ORDER BY as_of, id", [model_id]).fetchall()]
+
+    history = drift.drift_history(model_id)
+    assert list(history["drifted_share"].fillna(-1)) == [r["dataset"].get("drifted_share", -1) for _, r in reports]
+    codes, psis = drift_view.verdict_history(model_id)
+    for as_of, report in reports:
+        for feature in report["features"]:
+            assert psis.loc[as_of, feature["feature"]] == pytest.approx(feature["psi"], nan_ok=True)
+    maxima = psi_history(model_id=model_id)["max_psi"]
+    assert len(maxima) == len(reports) and maxima.notna().all()
+    for value, (_, report) in zip(maxima, reports):
+        assert value == pytest.approx(_max_psi(report))  # the Python walk the page used to run on every report
+
+    runs = cycle_history()
+    last = runs.iloc[-1]
+    assert (last["as_of"], last["ok"], last["failed"], np.isnan(last["seconds"])) == ("2099-01-01", 1, 1, True)
+    assert last["error_rate"] == pytest.approx(1 / 7)
+    stored = [json.loads(r[0]) for r in registry_copy.execute(
+        "SELECT details_json FROM audit_log WHERE action = 'daily_cycle' ORDER BY id").fetchall()]
+    rates = [sum(len(m.get("failed_steps", [])) for m in s.get("models", [])) / max(1, sum(m.get("steps_run", 0)
+             for m in s.get("models", []))) for s in stored]
+    assert list(runs["error_rate"]) == pytest.approx(rates[-len(runs):])
