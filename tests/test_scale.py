@@ -184,7 +184,8 @@ print(json.dumps({{"exception": bool(app.exception), "heavy": sorted({{m.split('
 @pytest.mark.parametrize("page", [p for p in PAGES if "Explainability" not in p])
 def test_a_page_imports_no_heavy_library_it_does_not_use(registry_copy, page):
     """A page's first visit after a server start pays for every import: only Explainability needs shap/lime
-    (and sklearn for them); the others read stored numbers. A fresh process, as a new server is."""
+    (and sklearn for them), Forecast the model's own library; the others read stored numbers. A fresh process,
+    as a new server is."""
     from core.config import get_settings
 
     settings = get_settings()
@@ -193,7 +194,9 @@ def test_a_page_imports_no_heavy_library_it_does_not_use(registry_copy, page):
     done = subprocess.run([sys.executable, "-c", IMPORTS.format(page=str(ROOT / page), heavy=HEAVY)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"exception": False, "heavy": []}, done.stderr[-2000:]
+    # Forecast runs the deployed model on load (the day's forecast): unpickling a forest imports sklearn
+    allowed = {"sklearn", "xgboost"} if "Forecast" in page else set()
+    assert not result["exception"] and set(result["heavy"]) <= allowed, (result, done.stderr[-2000:])
 
 
 def test_charts_send_at_most_max_points_per_trace():
