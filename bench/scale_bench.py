@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     build_grown_state(grown_dir, args.tickers, args.days)
     print(f"grown state ready ({time.perf_counter() - started:.0f} s now; grown once in "
           f"{(grown_dir / 'ready').read_text()})", flush=True)
-    results = {"demo": measure(base / "demo", base / "run-demo"), "grown": measure(grown_dir, base / "run-grown")}
+    results = {"demo": measure(base / "demo", base / f"run-demo-{os.getpid()}"),  # per run: two runs may overlap
+               "grown": measure(grown_dir, base / f"run-grown-{os.getpid()}")}
     for name, result in results.items():
         print(f"{name}: {result['counts']}")
     print(f"\n{'page (seconds)':<32}{'demo first':>11}{'demo warm':>10}{'1M first':>10}{'1M warm':>9}  goal (1M)")
