@@ -4,13 +4,14 @@ Two scratch states under `--dir` (never the user's database), both cached there 
   * demo: `core.demo.build_demo` (the bundled tickers, a replayed year each);
   * grown: 100 tickers x ~11,000 trading days (each a copy of the ^GSPC or ^IXIC returns, tiled, with its
     own noise and level, stored as cached prices), 200 models (per ticker an rf trained at day 1,000 and an
-    xgb at day 5,500, copies of two estimators fitted on ^GSPC, registered with their artifacts through
+    xgb 300 trading days before the end, copies of two estimators fitted on ^GSPC, registered with their artifacts through
     `core.lifecycle.register_with_artifacts`; the xgb deployed), every trading day after a model's
     training served by it (bulk inserted: the rows `core.predict.predict` writes, the forecasts computed by the
     loaded model in one vectorised call; checked against `predict(..., log_prediction=False)` on sample days),
     a running shadow A/B test on one ticker, actuals by `backfill_actuals`, daily metrics by
-    `upsert_daily_metrics`, a drift check every 4th day of the last ~1,000 (the report of a real
-    `drift.check_model` per model), an alert per ~1.5 checks, and a year of daily-cycle audit rows.
+    `upsert_daily_metrics`, a drift check on each of the last 250 days (the report of a real
+    `drift.check_model` per model), an alert per ~1.5 checks, a year of daily-cycle audit rows, and the
+    sequential detectors caught up to the day before the last (`drift_watch.update`).
 Each measurement runs on a copy of the cached state, so the cached state is never changed.
 
 Printed per state: every page's first visit (a fresh `python -c` running one AppTest of the page;
@@ -99,6 +100,7 @@ def build_demo_state(folder: Path) -> None:
     (folder / "ready").write_text("ok")
 
 
+DEPLOYED_DAYS = 300  # the deployed model was trained this many trading days before the data's end
 GROW = """
 import sys
 sys.argv = ["grow"]
@@ -112,7 +114,7 @@ def grow(tickers: int, days: int) -> None:
     import numpy as np
     import pandas as pd
 
-    from core import drift
+    from core import drift, drift_watch
     from core.abtest import create_experiment, get_experiment
     from core.features import build_features, check_feature_frame
     from core.lifecycle import register_with_artifacts
@@ -129,7 +131,7 @@ def grow(tickers: int, days: int) -> None:
     sources = {s: load_prices(s) for s in ("^GSPC", "^IXIC")}
     end = min(frame.index[-1] for frame in sources.values())
     calendar = pd.bdate_range(end=end, periods=days)
-    cut1, cut2 = calendar[1000], calendar[days * 55 // 100]
+    cut1, cut2 = calendar[1000], calendar[-DEPLOYED_DAYS]
     symbols = [f"S{i:03d}" for i in range(tickers)]
     for i, symbol in enumerate(symbols):
         base = sources[list(sources)[i % 2]]
@@ -221,7 +223,7 @@ def grow(tickers: int, days: int) -> None:
     print(f"  actuals: {filled:,}; daily metrics: {written:,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
 
     t0 = time.perf_counter()
-    check_days = calendar[-1000:-1:4]
+    check_days = calendar[-251:-1]  # a check every day the deployed model served, as the cycle makes them
     checks, alerts, created = [], [], utc_now()
     for symbol in symbols:
         model_id = deployed[symbol][1]
@@ -252,6 +254,10 @@ def grow(tickers: int, days: int) -> None:
         db["alerts"].insert_all(alerts)
         db["audit_log"].insert_all(cycles)
     print(f"  monitoring: {len(checks):,} drift checks, {len(alerts):,} alerts, {len(cycles)} cycle runs in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    t0 = time.perf_counter()
+    drift_watch.update(None, calendar[-2])  # the sequential detectors, as the daily cycles before today left them
+    print(f"  sequential detectors: {tickers} models caught up to {calendar[-2]:%Y-%m-%d} in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -323,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=11_000, help="trading days per grown ticker")
     args = parser.parse_args(argv)
     base = Path(args.dir)
-    grown_dir = base / f"grown-{args.tickers}x{args.days}"
+    grown_dir = base / f"grown-{args.tickers}x{args.days}-d{DEPLOYED_DAYS}"
     started = time.perf_counter()
     build_demo_state(base / "demo")
     print(f"demo state ready ({time.perf_counter() - started:.0f} s)", flush=True)
