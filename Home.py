@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.charts import skill_color, sparkline
-from core.dashboard import LIVE_DAYS, SPARK_WINDOW, load_dashboard
+from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard
 from core.text import escape_markdown
 from core.store import page_guard
 
@@ -59,6 +59,7 @@ st.dataframe(  # the columns an analyst acts on come first and fit 1400 px; the 
                                                       help="1 − MAE_model / MAE_naive over the last 30 days"),
         "verdict": st.column_config.TextColumn(width="medium"),
         "certification": st.column_config.TextColumn(width="medium"),
+        TREND_COLUMN: st.column_config.LineChartColumn(help=f"{SPARK_WINDOW}-day rolling MAE of the deployed model"),
     },
 )
 st.caption(f"Live error: the deployed model's own served predictions of the last {LIVE_DAYS} trading days with a known "
@@ -82,7 +83,9 @@ if board.sparklines:
                        f"{series.index[-1]:%Y-%m-%d} · scale: low and high in $")
             st.plotly_chart(sparkline(series, skill_color(skills.get(symbol))), key=f"home_spark_{symbol}",
                             width="stretch", config={"displayModeBar": False})
-    st.caption(f"Green when the ticker beats naive over the last {LIVE_DAYS} days, red when it does not.")
+    st.caption(f"Green when the ticker beats naive over the last {LIVE_DAYS} days, red when it does not."
+               + (f" Cards for the {SPARK_CARDS} tickers with the lowest skill; the table's \"{TREND_COLUMN}\" column "
+                  "has every ticker." if board.tickers[TREND_COLUMN].notna().sum() > len(board.sparklines) else ""))
 else:
     st.info("No live predictions with known outcomes yet: the rolling error appears once forecasts are scored.")
 

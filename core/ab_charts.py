@@ -26,7 +26,8 @@ def ab_cumulative_mae_figure(observations: pd.DataFrame) -> go.Figure:
 
 
 def ab_error_distribution_figure(observations: pd.DataFrame) -> go.Figure:
-    """Distribution of the daily absolute errors of each arm (box with every point)."""
+    """Distribution of the daily absolute errors of each arm (a box with every point; from MAX_POINTS values on,
+    `apply_layout` draws it from its quartiles, without the points)."""
     fig = go.Figure()
     for i, (arm, rows) in enumerate(observations.groupby("arm", sort=True)):
         fig.add_trace(go.Box(y=rows["abs_error"], name=f"Arm {arm}", boxpoints="all", jitter=0.4, pointpos=0,

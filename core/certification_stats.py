@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.model_selection import TimeSeriesSplit
 
 from core.config import get_settings
 from core.training import make_estimator
@@ -159,6 +158,8 @@ def permutation_skill_test(
     margin = max(1, n // 10)
     if n < 50 or n - 2 * margin < n_permutations:
         raise CertificationError(f"the permutation test needs at least 50 rows and room for {n_permutations} shifts, got {n}.")
+    from sklearn.model_selection import TimeSeriesSplit  # lazy: heavy
+
     params = {**(params or {}), **REFIT_OVERRIDES.get(model_type, {})}
     splits = list(TimeSeriesSplit(n_splits=n_splits).split(X))
     rng = np.random.default_rng(seed)

@@ -20,8 +20,47 @@ PALETTE = {
 SEVERITY_COLORS = {"none": "#16a34a", "moderate": "#d97706", "significant": "#ea580c", "critical": "#dc2626"}
 
 
+MAX_POINTS = 2_000  # per trace: more than a chart has pixels across; more only costs chart JSON and browser time
+
+
+def _spread(n: int, limit: int) -> np.ndarray:
+    """At most `limit` indices spread evenly over range(n), the first and the last included."""
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+
+
+def _box_from_quartiles(trace: go.Box) -> None:
+    """Draw a box from its five numbers (as plotly computes them: linear quartiles, Tukey fences) instead of
+    sending every value to the browser to compute them there."""
+    y = np.asarray(trace.y, dtype=float)
+    y = y[np.isfinite(y)]
+    q1, median, q3 = np.percentile(y, [25, 50, 75])
+    iqr = q3 - q1
+    trace.update(y=None, x=[trace.name], q1=[q1], median=[median], q3=[q3], mean=[float(y.mean())],
+                 lowerfence=[float(y[y >= q1 - 1.5 * iqr].min())], upperfence=[float(y[y <= q3 + 1.5 * iqr].max())],
+                 boxpoints=False)
+
+
+def cap_points(fig: go.Figure, limit: int = MAX_POINTS) -> go.Figure:
+    """At most `limit` points per line or bar trace (evenly spaced, both ends kept), and a box of more than
+    `limit` values drawn from its quartiles without its points. Marker-only traces (events: alarms, alerts)
+    are kept whole: thinning would drop events, not just resolution."""
+    for trace in fig.data:
+        if trace.type == "box" and trace.y is not None and len(trace.y) > limit:
+            _box_from_quartiles(trace)
+        elif (trace.type == "bar" or (trace.type == "scatter" and "lines" in (trace.mode or "lines"))) \
+                and trace.x is not None and len(trace.x) > limit:
+            n, keep = len(trace.x), _spread(len(trace.x), limit)
+            per_point = {name: trace[name] for name in ("x", "y", "text", "customdata", "hovertext")}
+            per_point["marker.color"] = trace.marker.color if trace.type == "bar" else None
+            trace.update({name: np.asarray(values)[keep] for name, values in per_point.items()
+                          if values is not None and not isinstance(values, str) and len(values) == n})
+    return fig
+
+
 def apply_layout(fig: go.Figure, title: str = "", height: int = 420, yaxis_title: str = "") -> go.Figure:
-    """House style. The legend sits under the plot: above it, a legend of many series wraps into the title."""
+    """House style, and at most MAX_POINTS points per line or bar (`cap_points`). The legend sits under the plot:
+    above it, a legend of many series wraps into the title."""
+    cap_points(fig)
     fig.update_layout(
         title=dict(text=title, x=0, xanchor="left"), height=height,
         margin=dict(l=10, r=10, t=50 if title else 20, b=10), template="plotly_white",

@@ -63,14 +63,28 @@ def last_cycle_run(db: sqlite_utils.Database | None = None) -> dict | None:
 
 
 def cycle_history(limit: int = 500, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """Daily-cycle runs, oldest first: as_of, ok, failed, seconds, and the share of failed steps."""
-    rows = _cycle_rows(db or get_db(), limit=limit)
+    """Daily-cycle runs, oldest first: as_of, ok, failed, seconds, and the share of failed steps.
+
+    Counted by SQLite's JSON functions: a run's summary lists every model, so a year of 100-model runs is
+    megabytes of JSON, too slow to parse in Python on each Monitoring load. A summary SQLite cannot read
+    (a NaN written by Python's json) is parsed in Python."""
+    rows = (db or get_db()).execute(
+        "SELECT at, raw, json_extract(d, '$.as_of'), ifnull(json_extract(d, '$.ok'), 0), "
+        "ifnull(json_extract(d, '$.failed'), 0), json_extract(d, '$.seconds'), "
+        "(SELECT ifnull(SUM(json_extract(m.value, '$.steps_run')), 0) FROM json_each(d, '$.models') m), "
+        "(SELECT ifnull(SUM(json_array_length(m.value, '$.failed_steps')), 0) FROM json_each(d, '$.models') m) "
+        "FROM (SELECT id, at, CASE WHEN json_valid(details_json) THEN details_json ELSE '{}' END AS d, "
+        "      CASE WHEN json_valid(details_json) THEN NULL ELSE details_json END AS raw "
+        "      FROM audit_log WHERE action = 'daily_cycle' ORDER BY id DESC LIMIT ?) ORDER BY id", [limit]).fetchall()
     records = []
-    for run in reversed(rows):
-        steps = sum(m.get("steps_run", 0) for m in run.get("models", []))
-        failed_steps = sum(len(m.get("failed_steps", [])) for m in run.get("models", []))
-        records.append({"at": run["at"], "as_of": run.get("as_of"), "ok": run.get("ok", 0), "failed": run.get("failed", 0),
-                        "seconds": run.get("seconds"), "error_rate": failed_steps / steps if steps else 0.0})
+    for at, raw, as_of, ok, failed, seconds, steps, failed_steps in rows:
+        if raw is not None:
+            run = json.loads(raw)
+            as_of, ok, failed, seconds = run.get("as_of"), run.get("ok", 0), run.get("failed", 0), run.get("seconds")
+            steps = sum(m.get("steps_run", 0) for m in run.get("models", []))
+            failed_steps = sum(len(m.get("failed_steps", [])) for m in run.get("models", []))
+        records.append({"at": at, "as_of": as_of, "ok": ok, "failed": failed, "seconds": seconds,
+                        "error_rate": failed_steps / steps if steps else 0.0})
     return pd.DataFrame(records, columns=["at", "as_of", "ok", "failed", "seconds", "error_rate"])
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core.market import available_symbols, coverage
+from core.market import available_symbols, cached_symbols, coverage
 from core.store import get_db
 
 log = logging.getLogger(__name__)
@@ -23,23 +23,38 @@ log = logging.getLogger(__name__)
 LIVE_DAYS = 30          # live MAE vs naive over the last 30 trading days with actuals, as on Forecast
 SPARK_WINDOW = 20       # rolling MAE window (trading days) of the sparkline
 SPARK_POINTS = 120      # days shown in the sparkline
+SPARK_CARDS = 12        # sparkline cards drawn on Home (each a chart); every ticker's trend is also a table column
+TREND_COLUMN = "MAE trend"
 LATEST_ALERTS = 5
 _FAR_FUTURE = "9999-12-31"
 # Markdown, HTML and Streamlit's own syntax ($ LaTeX, :colour[...] directives); each is shown as itself
+
+
+_SCORED = "p.served = 1 AND p.actual_close IS NOT NULL"  # a served forecast whose close is known
+_MEASURED = "d.mae IS NOT NULL AND d.n_predictions > 0"  # a daily_metrics row with errors
 
 
 def _until(as_of) -> str:
     return _FAR_FUTURE if as_of is None else f"{pd.Timestamp(as_of):%Y-%m-%d}"
 
 
+def _first_of_last_days(table: str, day: str, condition: str, alias: str = "p") -> str:
+    """SQL for the first of the last `:skip + 1` days up to `:until` on which the outer row's model `m` has a row
+    of `table` meeting `condition` ('' when it has fewer): one walk back along the (model_id, day) index."""
+    return (f"ifnull((SELECT {alias}.{day} FROM {table} {alias} WHERE {alias}.model_id = m.model_id AND {condition} "
+            f"AND {alias}.{day} <= :until GROUP BY {alias}.{day} ORDER BY {alias}.{day} DESC LIMIT 1 OFFSET :skip), '')")
+
+
 # --- one query per concern ----------------------------------------------------------------------------
 
 def data_spans(db: sqlite_utils.Database) -> pd.DataFrame:
-    """Per cached ticker: first and last day, trading days and the source of the newest row."""
+    """Per cached ticker: first and last day and the source of the newest row (three primary-key seeks each,
+    never a pass over the cached days)."""
     return pd.read_sql_query(
-        "SELECT symbol, MIN(date) AS first_day, MAX(date) AS last_day, COUNT(*) AS days, "
-        "(SELECT source FROM prices p2 WHERE p2.symbol = p.symbol ORDER BY date DESC LIMIT 1) AS source "
-        "FROM prices p GROUP BY symbol", db.conn,
+        "SELECT t.value AS symbol, (SELECT MIN(date) FROM prices p WHERE p.symbol = t.value) AS first_day, "
+        "(SELECT MAX(date) FROM prices p WHERE p.symbol = t.value) AS last_day, "
+        "(SELECT source FROM prices p WHERE p.symbol = t.value ORDER BY date DESC LIMIT 1) AS source "
+        "FROM json_each(?) t", db.conn, params=[json.dumps(cached_symbols(db))],
     )
 
 
@@ -64,28 +79,26 @@ def live_errors(db: sqlite_utils.Database, as_of=None, days: int = LIVE_DAYS) ->
     Scores belong to the model that earned them: only the deployed model's own predictions count,
     so a ticker whose model was just deployed has no row (no live history yet), never its
     predecessor's numbers. The same numbers as `core.predict.live_performance(..., model_id=...)`,
-    for every ticker in one indexed query.
+    for every ticker in one query that reads only those days: per deployed model, the first of its last
+    `days` scored days is found walking back along the (model_id, as_of) index, and the rows from there on
+    are read through it (never the whole log, never a rank over it).
     """
     return pd.read_sql_query(
-        "WITH done AS ("
-        "  SELECT p.symbol, p.as_of, ABS(p.predicted_close - p.actual_close) AS err,"
-        "         ABS(p.last_close - p.actual_close) AS naive_err,"
-        "         DENSE_RANK() OVER (PARTITION BY p.symbol ORDER BY p.as_of DESC) AS day_rank"
-        "  FROM predictions p JOIN models m ON m.model_id = p.model_id AND m.status = 'deployed'"
-        "  WHERE p.served = 1 AND p.actual_close IS NOT NULL AND p.as_of <= ?) "
-        "SELECT symbol, COUNT(*) AS n, AVG(err) AS mae, AVG(naive_err) AS naive_mae, MIN(as_of) AS start, MAX(as_of) AS end "
-        "FROM done WHERE day_rank <= ? GROUP BY symbol", db.conn, params=[_until(as_of), days],
+        f"SELECT m.symbol, COUNT(*) AS n, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
+        f"AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, MIN(p.as_of) AS start, MAX(p.as_of) AS end "
+        f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' AND {_SCORED} "
+        f"AND p.as_of <= :until AND p.as_of >= {_first_of_last_days('predictions', 'as_of', _SCORED)} "
+        f"GROUP BY m.symbol", db.conn, params={"until": _until(as_of), "skip": days - 1},
     )
 
 
 def latest_drift(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
-    """The newest drift check of each deployed model: verdict, severity and the day it was made for."""
+    """The newest drift check of each deployed model: verdict, severity and the day it was made for
+    (one seek per model down the (model_id, as_of) index, not a rank over every stored check)."""
     return pd.read_sql_query(
-        "SELECT symbol, model_id, as_of, overall_drift, severity FROM ("
-        "  SELECT m.symbol, c.model_id, c.as_of, c.overall_drift, c.severity,"
-        "         ROW_NUMBER() OVER (PARTITION BY c.model_id ORDER BY c.as_of DESC, c.id DESC) AS newest"
-        "  FROM drift_checks c JOIN models m ON m.model_id = c.model_id"
-        "  WHERE m.status = 'deployed' AND c.as_of <= ?) WHERE newest = 1", db.conn, params=[_until(as_of)],
+        "SELECT m.symbol, c.model_id, c.as_of, c.overall_drift, c.severity FROM models m "
+        "JOIN drift_checks c ON c.id = (SELECT n.id FROM drift_checks n WHERE n.model_id = m.model_id AND n.as_of <= ? "
+        "ORDER BY n.as_of DESC, n.id DESC LIMIT 1) WHERE m.status = 'deployed'", db.conn, params=[_until(as_of)],
     )
 
 
@@ -145,29 +158,29 @@ def last_scheduler_run(db: sqlite_utils.Database) -> dict | None:
             "seconds": summary.get("seconds"), "succeeded": failed == 0 and not summary.get("stopped", False)}
 
 
-def daily_errors(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
-    """Per ticker and day: MAE and naive MAE of the ticker's deployed model, and where they came from.
+def daily_errors(db: sqlite_utils.Database, as_of=None, days: int = SPARK_POINTS + SPARK_WINDOW - 1) -> pd.DataFrame:
+    """Per ticker and day, over the ticker's last `days` scored days (what the sparkline needs): MAE and
+    naive MAE of the ticker's deployed model, and where they came from.
 
     Only the deployed model's own days (its predecessor's errors are not its score), from
-    `daily_metrics` weighted by predictions; a ticker without rows there falls back to the model's
-    served prediction log.
+    `daily_metrics` (one row per model and day); a ticker without rows there falls back to the model's
+    served prediction log. Both reads walk an index back from `as_of`, so the cost does not grow with history.
     """
-    until = _until(as_of)
+    params = {"until": _until(as_of), "skip": days - 1}
     metrics = pd.read_sql_query(
-        "SELECT m.symbol, m.model_id, d.date AS day, SUM(d.mae * d.n_predictions) / SUM(d.n_predictions) AS mae, "
-        "SUM(d.naive_mae * d.n_predictions) / SUM(d.n_predictions) AS naive_mae, 'daily_metrics' AS source "
-        "FROM daily_metrics d JOIN models m ON m.model_id = d.model_id AND m.status = 'deployed' "
-        "WHERE d.mae IS NOT NULL AND d.n_predictions > 0 AND d.date <= ? "
-        "GROUP BY m.symbol, d.date", db.conn, params=[until],
+        f"SELECT m.symbol, m.model_id, d.date AS day, d.mae, d.naive_mae, 'daily_metrics' AS source "
+        f"FROM models m JOIN daily_metrics d ON d.model_id = m.model_id WHERE m.status = 'deployed' AND {_MEASURED} "
+        f"AND d.date <= :until AND d.date >= {_first_of_last_days('daily_metrics', 'date', _MEASURED, alias='d')}",
+        db.conn, params=params,
     )
     logged = pd.read_sql_query(
-        "SELECT p.symbol, p.model_id, p.as_of AS day, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
-        "AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, 'prediction log' AS source FROM predictions p "
-        "JOIN models m ON m.model_id = p.model_id AND m.status = 'deployed' "
-        "WHERE p.served = 1 AND p.actual_close IS NOT NULL AND p.as_of <= ? GROUP BY p.symbol, p.as_of",
-        db.conn, params=[until],
+        f"SELECT m.symbol, m.model_id, p.as_of AS day, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
+        f"AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, 'prediction log' AS source "
+        f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' "
+        f"AND NOT EXISTS (SELECT 1 FROM daily_metrics d WHERE d.model_id = m.model_id AND {_MEASURED} AND d.date <= :until) "
+        f"AND {_SCORED} AND p.as_of <= :until AND p.as_of >= {_first_of_last_days('predictions', 'as_of', _SCORED)} "
+        f"GROUP BY m.symbol, p.as_of", db.conn, params=params,
     )
-    logged = logged[~logged["symbol"].isin(metrics["symbol"].unique())]
     frames = [f for f in (metrics, logged) if not f.empty]
     if not frames:
         return metrics
@@ -191,7 +204,7 @@ def rolling_mae(daily: pd.DataFrame, window: int = SPARK_WINDOW, points: int = S
 @dataclass(frozen=True)
 class Dashboard:
     tickers: pd.DataFrame
-    sparklines: dict[str, pd.Series]
+    sparklines: dict[str, pd.Series]  # the tickers with a card (`featured`), not every ticker
     experiments: pd.DataFrame
     alerts: pd.DataFrame
     last_run: dict | None
@@ -259,6 +272,17 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def featured(sparklines: dict[str, pd.Series], tickers: pd.DataFrame, limit: int = SPARK_CARDS) -> dict[str, pd.Series]:
+    """The sparklines that get a card: every one up to `limit`, else the `limit` tickers with the lowest live
+    skill (those losing to naive first; no skill yet counts as lowest), in ticker order. A hundred chart cards
+    cost seconds per page load and no one reads them; the table's trend column keeps every ticker."""
+    if len(sparklines) <= limit:
+        return sparklines
+    skill = tickers.set_index("ticker")["skill (30 d)"].astype(float).reindex(list(sparklines)).fillna(-np.inf)
+    chosen = set(skill.sort_values(kind="stable").index[:limit])
+    return {symbol: series for symbol, series in sparklines.items() if symbol in chosen}
+
+
 def load_dashboard(as_of=None, db: sqlite_utils.Database | None = None) -> Dashboard:
     """Everything the Home page shows, from stored data only (no model is loaded, nothing is computed)."""
     db = db or get_db()
@@ -275,7 +299,11 @@ def load_dashboard(as_of=None, db: sqlite_utils.Database | None = None) -> Dashb
         "critical_alerts": int(alerts["n_critical"].iloc[0] or 0) if not alerts.empty else 0,
         "running_experiments": len(experiments),
     }
-    return Dashboard(tickers=tickers, sparklines=rolling_mae(daily),
+    sparklines = rolling_mae(daily)
+    tickers.insert(len(tickers.columns) - 1, TREND_COLUMN,  # a table sparkline per ticker: no chart each
+                   [list(np.round(sparklines[s].to_numpy(dtype=float), 4)) if s in sparklines else None
+                    for s in tickers["ticker"]])
+    return Dashboard(tickers=tickers, sparklines=featured(sparklines, tickers),
                      experiments=experiments,
                      alerts=alerts[["severity", "kind", "symbol", "message", "created_at", "model_id"]],
                      last_run=last_scheduler_run(db), counts=counts)

@@ -212,12 +212,18 @@ def drift_history(model_id: str, db: sqlite_utils.Database | None = None) -> pd.
     """Stored checks of `model_id`, oldest first: id, as_of, window_days, overall_drift, severity, reasons,
     drifted_share, created_at."""
     db = db or get_db()
-    rows = list(db.query("SELECT id, as_of, window_days, overall_drift, severity, reasons_json, report_json, created_at "
-                         "FROM drift_checks WHERE model_id = ? ORDER BY as_of, id", [model_id]))
+    # the share is read by SQLite (a report is ~100 KB of JSON, mostly its error stream); only a report SQLite
+    # cannot read (a NaN written by Python's json) comes back whole, to be parsed in Python
+    rows = list(db.query(
+        "SELECT id, as_of, window_days, overall_drift, severity, reasons_json, created_at, "
+        "CASE WHEN json_valid(report_json) THEN json_extract(report_json, '$.dataset.drifted_share') END AS drifted_share, "
+        "CASE WHEN json_valid(report_json) THEN NULL ELSE report_json END AS raw "
+        "FROM drift_checks WHERE model_id = ? ORDER BY as_of, id", [model_id]))
     columns = ["id", "as_of", "window_days", "overall_drift", "severity", "reasons", "drifted_share", "created_at"]
     records = [{**{k: r[k] for k in ("id", "as_of", "window_days", "severity", "created_at")},
                 "overall_drift": bool(r["overall_drift"]), "reasons": json.loads(r["reasons_json"] or "[]"),
-                "drifted_share": json.loads(r["report_json"]).get("dataset", {}).get("drifted_share")} for r in rows]
+                "drifted_share": r["drifted_share"] if r["raw"] is None
+                else json.loads(r["raw"]).get("dataset", {}).get("drifted_share")} for r in rows]
     return pd.DataFrame(records, columns=columns)
 
 

@@ -95,10 +95,16 @@ def verdict_history(model_id: str, db: sqlite_utils.Database | None = None) -> t
     The verdict is what the rule decided, so a heatmap of it is not solid red when PSI is large
     every week but usual for the feature."""
     db = db or get_db()
-    rows = db.query("SELECT as_of, report_json FROM drift_checks WHERE model_id = ? ORDER BY as_of, id", [model_id])
+    # SQLite hands over only each report's feature table (a report is ~100 KB of JSON, mostly its error stream);
+    # a report it cannot read (a NaN written by Python's json) comes back whole, to be parsed in Python
+    rows = db.query(
+        "SELECT as_of, CASE WHEN json_valid(report_json) THEN json_extract(report_json, '$.features') "
+        "ELSE report_json END AS features, json_valid(report_json) AS valid "
+        "FROM drift_checks WHERE model_id = ? ORDER BY as_of, id", [model_id])
     codes, psis = {}, {}
     for r in rows:
-        features = json.loads(r["report_json"] or "{}").get("features", [])
+        parsed = json.loads(r["features"] or ("[]" if r["valid"] else "{}"))
+        features = parsed if r["valid"] else parsed.get("features", [])
         codes[r["as_of"]] = {f["feature"]: VERDICT_CODES.get(f.get("verdict"), np.nan) for f in features}
         psis[r["as_of"]] = {f["feature"]: f.get("psi") for f in features}
     as_frame = lambda data: pd.DataFrame.from_dict(data, orient="index").astype(float).sort_index()  # noqa: E731

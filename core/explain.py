@@ -9,6 +9,7 @@ figure, model card) are `core.model_card`; `artifact_files` lists the ones a mod
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlite_utils
-from sklearn.base import BaseEstimator, RegressorMixin
 
 from core.config import get_settings
 from core.features import TARGET, build_features, check_feature_frame
@@ -269,25 +269,32 @@ def global_importance(result: ShapValues) -> pd.Series:
     return pd.Series(np.abs(result.values).mean(axis=0), index=result.feature_names, name="mean_abs_shap").sort_values(ascending=False)
 
 
-class _ReturnPredictor(RegressorMixin, BaseEstimator):
-    """The fitted model behind sklearn's estimator interface, without the per-call overhead of the estimators'
-    own `predict` (a forest's joblib dispatch, XGBoost's wrapper), which dominates permutation importance."""
+@functools.cache
+def _return_predictor_class() -> type:
+    """`ReturnPredictor`, defined on first use: sklearn's base classes are a heavy import that only this needs."""
+    from sklearn.base import BaseEstimator, RegressorMixin  # lazy: heavy
 
-    def __init__(self, loaded) -> None:
-        self.loaded = loaded
-        self.booster = None
-        if loaded.model_type == "xgb":  # a private single-threaded copy: ~100 small predictions, where OpenMP's
-            self.booster = loaded.estimator.get_booster().copy()  # thread start-up costs 30x the work on busy cores
-            self.booster.set_param({"nthread": 1})
+    class ReturnPredictor(RegressorMixin, BaseEstimator):
+        """The fitted model behind sklearn's estimator interface, without the per-call overhead of the estimators'
+        own `predict` (a forest's joblib dispatch, XGBoost's wrapper), which dominates permutation importance."""
 
-    def fit(self, X, y) -> "_ReturnPredictor":
-        return self
+        def __init__(self, loaded) -> None:
+            self.loaded = loaded
+            self.booster = None
+            if loaded.model_type == "xgb":  # a private single-threaded copy: ~100 small predictions, where OpenMP's
+                self.booster = loaded.estimator.get_booster().copy()  # thread start-up costs 30x the work on busy cores
+                self.booster.set_param({"nthread": 1})
 
-    def predict(self, X) -> np.ndarray:
-        matrix = np.asarray(X, dtype=float)
-        if self.booster is not None:
-            return np.asarray(self.booster.inplace_predict(matrix), dtype=float)
-        return self.loaded.predict_returns(matrix)
+        def fit(self, X, y) -> "ReturnPredictor":
+            return self
+
+        def predict(self, X) -> np.ndarray:
+            matrix = np.asarray(X, dtype=float)
+            if self.booster is not None:
+                return np.asarray(self.booster.inplace_predict(matrix), dtype=float)
+            return self.loaded.predict_returns(matrix)
+
+    return ReturnPredictor
 
 
 def permutation_importance_frame(model_id: str, frame: pd.DataFrame, n_repeats: int = PERMUTATION_REPEATS,
@@ -302,7 +309,7 @@ def permutation_importance_frame(model_id: str, frame: pd.DataFrame, n_repeats: 
     if len(rows) < 20:
         raise ExplainError(f"Permutation importance needs at least 20 days with a known next-day return, got {len(rows)}.")
     result = permutation_importance(
-        _ReturnPredictor(loaded), check_feature_frame(rows, loaded.feature_columns), rows[TARGET].to_numpy(),
+        _return_predictor_class()(loaded), check_feature_frame(rows, loaded.feature_columns), rows[TARGET].to_numpy(),
         scoring="neg_mean_absolute_error", n_repeats=n_repeats, random_state=0, n_jobs=1,
     )
     table = pd.DataFrame({"feature": loaded.feature_columns, "permutation_mean": result.importances_mean,

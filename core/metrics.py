@@ -19,6 +19,7 @@ import sqlite_utils
 from core.store import get_db, transaction, where_clause
 
 METRICS_LOOKBACK_DAYS = 14  # calendar days recomputed each run so late actuals are counted
+WIDTH_WINDOW_DAYS = 365  # the interval-width histogram shows the last year's predictions
 METRIC_COLUMNS = ["n_predictions", "mae", "rmse", "mape", "directional_accuracy", "naive_mae",
                   "latency_p50", "latency_p95", "latency_p99"]
 
@@ -49,14 +50,18 @@ def compute_daily_metrics(start, end, model_ids: list[str] | None = None,
     )
     if frame.empty:
         return pd.DataFrame(columns=["model_id", "date", *METRIC_COLUMNS])
-    actual = frame["actual_close"].astype(float)
+    # a column read back all-NULL comes as object dtype (rows logged through `abtest.record_prediction` have
+    # no latency and may have no last close), and groupby quantiles and arithmetic refuse objects: make them floats
+    numeric = ["predicted_close", "last_close", "actual_close", "latency_ms"]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    actual = frame["actual_close"]
     error = frame["predicted_close"] - actual
     known = actual.notna()
     frame["abs_error"] = error.abs()
     frame["sq_error"] = error**2
     frame["ape"] = error.abs() / actual * 100
     hit = np.sign(frame["predicted_close"] - frame["last_close"]) == np.sign(actual - frame["last_close"])
-    frame["hit"] = hit.astype(float).where(known)
+    frame["hit"] = hit.astype(float).where(known & frame["last_close"].notna())  # no last close: direction unknown
     frame["naive_abs_error"] = (frame["last_close"] - actual).abs()
     grouped = frame.groupby(["model_id", "as_of"])
     out = grouped.agg(
@@ -81,6 +86,15 @@ def upsert_daily_metrics(start, end, model_ids: list[str] | None = None,
     with transaction(db):
         db["daily_metrics"].upsert_all(records, pk=("model_id", "date"))
     return len(records)
+
+
+def monitored_models(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Models with daily metrics (model_id, symbol): the Monitoring page's pickers, without reading the metrics
+    (one primary-key probe per model)."""
+    db = db or get_db()
+    return pd.read_sql_query(
+        "SELECT m.model_id, m.symbol FROM models m WHERE EXISTS (SELECT 1 FROM daily_metrics d WHERE d.model_id = m.model_id) "
+        "ORDER BY m.symbol, m.model_id", db.conn)
 
 
 def metrics_frame(model_id: str | None = None, symbol: str | None = None, start=None, end=None,
@@ -110,7 +124,8 @@ def live_skill(metrics: pd.DataFrame) -> float:
 
 def interval_widths(model_id: str | None = None, symbol: str | None = None, start=None, end=None,
                     db: sqlite_utils.Database | None = None) -> pd.Series:
-    """Prediction-interval widths in % of the last close (two columns of the log, no error columns)."""
+    """Prediction-interval widths in % of the last close (two columns of the log, no error columns); pages pass
+    a window (`recent_interval_widths`), so a load never reads the whole history."""
     db = db or get_db()
     clauses, params = ["served = 1"], []
     for column, value in (("model_id", model_id), ("symbol", symbol)):
@@ -124,6 +139,15 @@ def interval_widths(model_id: str | None = None, symbol: str | None = None, star
     frame = pd.read_sql_query(f"SELECT (upper - lower) * 100.0 / last_close AS width FROM predictions "
                               f"WHERE {' AND '.join(clauses)}", db.conn, params=params)
     return frame["width"]
+
+
+def recent_interval_widths(metrics: pd.DataFrame, model_id: str | None = None, symbol: str | None = None,
+                           db: sqlite_utils.Database | None = None) -> pd.Series:
+    """The interval widths of the last `WIDTH_WINDOW_DAYS` calendar days up to the newest day in `metrics`."""
+    if metrics.empty:
+        return pd.Series(dtype=float, name="width")
+    end = pd.Timestamp(metrics["date"].max())
+    return interval_widths(model_id, symbol, start=end - pd.Timedelta(days=WIDTH_WINDOW_DAYS), end=end, db=db)
 
 
 def _max_psi(report: Any) -> float:
@@ -144,10 +168,18 @@ def psi_history(model_id: str | None = None, symbol: str | None = None,
     """Drift checks oldest first: as_of, model, severity, overall verdict and the largest feature PSI."""
     db = db or get_db()
     where, params = where_clause(("c.model_id = ?", model_id), ("m.symbol = ?", symbol))
+    # SQLite walks each report (json_tree, in C) for its "psi" values; only a report it cannot read (a NaN
+    # written by Python's json) comes back whole, to be walked in Python
     frame = pd.read_sql_query(
-        "SELECT c.as_of, c.model_id, m.symbol, c.severity, c.overall_drift, c.report_json FROM drift_checks c "
+        "SELECT c.as_of, c.model_id, m.symbol, c.severity, c.overall_drift, "
+        "CASE WHEN json_valid(c.report_json) THEN (SELECT MAX(t.value) FROM json_tree(c.report_json) t "
+        "  WHERE t.key = 'psi' AND t.type IN ('integer', 'real')) END AS max_psi, "
+        "CASE WHEN NOT json_valid(c.report_json) THEN c.report_json END AS unparsed FROM drift_checks c "
         f"JOIN models m ON m.model_id = c.model_id {where} ORDER BY c.as_of, c.id", db.conn, params=params,
     )
-    frame["max_psi"] = [_max_psi(json.loads(text or "{}")) for text in frame.pop("report_json")]
+    unparsed = frame.pop("unparsed")
+    frame["max_psi"] = [_max_psi(json.loads(text)) if isinstance(text, str) else value
+                        for text, value in zip(unparsed, frame["max_psi"])]
+    frame["max_psi"] = frame["max_psi"].astype(float)
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     return frame

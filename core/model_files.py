@@ -18,8 +18,6 @@ from typing import Any
 
 import joblib
 import numpy as np
-from sklearn.ensemble import RandomForestRegressor
-from xgboost import XGBRegressor
 
 from core.config import get_settings
 from core.training import NaiveModel
@@ -68,6 +66,8 @@ def save_estimator(model_type: str, estimator: Any, folder: Path) -> Path:
 def estimator_from_bytes(model_type: str, data: bytes) -> Any:
     """Deserialise an artifact from memory: the bytes whose hash was just checked, never the path again."""
     if model_type == "xgb":
+        from xgboost import XGBRegressor  # lazy: heavy (2 s of a page's first visit that loads no model)
+
         estimator = XGBRegressor()
         estimator.load_model(bytearray(data))  # XGBoost reads JSON / UBJ from a raw buffer
         return estimator
@@ -94,7 +94,7 @@ class LoadedModel:
         """Predicted log returns. A forest averages its trees directly: the same numbers as
         `RandomForestRegressor.predict` (tested), without its per-call joblib dispatch, which costs
         ~17 ms for one row of a 200-tree forest on the serving path."""
-        if isinstance(self.estimator, RandomForestRegressor):
+        if self.model_type == "rf":  # the type the registry recorded (estimator_from_bytes unpickled a forest)
             X32 = np.asarray(X, dtype=np.float32)
             return np.mean([tree.tree_.predict(X32)[:, 0] for tree in self.estimator.estimators_], axis=0)
         return np.asarray(self.estimator.predict(X), dtype=float)

@@ -396,7 +396,15 @@ def live_performance(symbol: str, as_of=None, days: int = 30, db: sqlite_utils.D
 
     Returns `mae`, `naive_mae`, `skill` and the full `model` / `naive` metric dicts ($, %, direction).
     """
-    frame = prediction_log(symbol, model_id=model_id, end=as_of, db=db).dropna(subset=["actual_close"])
+    db = db or get_db()
+    until = f"{pd.Timestamp(as_of):%Y-%m-%d}" if as_of is not None else "9999-12-31"
+    where, params = where_clause(("symbol = ?", symbol), ("model_id = ?", model_id), ("served = 1", True),
+                                 ("actual_close IS NOT NULL", True), ("as_of <= ?", until), ("target_date <= ?", until))
+    first = db.execute(  # the first of the last `days` scored days, walking the index back: never the whole history
+        f"SELECT as_of FROM predictions {where} GROUP BY as_of ORDER BY as_of DESC LIMIT 1 OFFSET ?", [*params, days - 1],
+    ).fetchone()
+    frame = prediction_log(symbol, model_id=model_id, start=first[0] if first else None, end=as_of,
+                           db=db).dropna(subset=["actual_close"])
     if as_of is not None:  # an actual after as_of was not known on as_of
         frame = frame[frame["target_date"] <= f"{pd.Timestamp(as_of):%Y-%m-%d}"]
     if frame.empty:

@@ -131,6 +131,31 @@ def _m004_drift_watch(db: sqlite_utils.Database) -> None:
     db["drift_watch_state"].create_index(["model_id", "as_of"])
 
 
+def _m005_scale_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes that match the big reads, so no page load scans the prediction log (issue 16, checked by
+    tests/test_scale.py with EXPLAIN QUERY PLAN).
+
+    Per-model reads of the log (live error, Monitoring, the cycle's metrics and drift steps) filter on
+    `as_of`, the old index is on `target_date`; the actuals backfill looks for the few unscored rows of
+    a ticker (a partial index holds only those); the open alerts, the last scheduler run, a model's
+    retrain jobs and the deployed models each get the index their filter needs.
+    """
+    for statement in (
+        "CREATE INDEX IF NOT EXISTS predictions_model_as_of ON predictions (model_id, as_of)",
+        "CREATE INDEX IF NOT EXISTS predictions_as_of ON predictions (as_of)",  # a window across every ticker
+        "CREATE INDEX IF NOT EXISTS predictions_unscored ON predictions (symbol, target_date) WHERE actual_close IS NULL",
+        "CREATE INDEX IF NOT EXISTS alerts_open ON alerts (acknowledged_at, created_at)",
+        "CREATE INDEX IF NOT EXISTS alerts_model ON alerts (model_id, created_at)",
+        "CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action)",
+        "CREATE INDEX IF NOT EXISTS retrain_jobs_model ON retrain_jobs (model_id, status)",
+        "CREATE INDEX IF NOT EXISTS retrain_jobs_challenger ON retrain_jobs (challenger_id)",
+        "CREATE INDEX IF NOT EXISTS retrain_jobs_status ON retrain_jobs (status)",
+        "CREATE INDEX IF NOT EXISTS models_status ON models (status)",
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner, _m004_drift_watch,
+    _m005_scale_indexes,
 ]

@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlite_utils
-from sklearn.ensemble import RandomForestRegressor
-from sklearn.model_selection import TimeSeriesSplit
 
 from core.config import Settings, get_settings
 from core.features import FEATURE_COLUMNS, TARGET, WARMUP_DAYS, build_features, check_feature_frame, training_rows
@@ -58,8 +56,10 @@ def make_estimator(model_type: str, params: dict[str, Any] | None = None, n_jobs
     if model_type == "naive":
         return NaiveModel()
     if model_type == "rf":
+        from sklearn.ensemble import RandomForestRegressor  # lazy: heavy (only training and loading need it)
+
         return RandomForestRegressor(random_state=0, n_jobs=n_jobs, **merged)
-    from xgboost import XGBRegressor
+    from xgboost import XGBRegressor  # lazy: heavy
 
     return XGBRegressor(random_state=0, n_jobs=n_jobs, tree_method="hist", **merged)
 
@@ -167,6 +167,8 @@ def walk_forward(
     rows: pd.DataFrame, model_type: str, params: dict[str, Any], n_splits: int, progress: Progress | None = None
 ) -> pd.DataFrame:
     """Out-of-sample predictions from expanding-window folds (no shuffling), one row per validated day."""
+    from sklearn.model_selection import TimeSeriesSplit  # lazy: heavy
+
     X = check_feature_frame(rows, FEATURE_COLUMNS)
     y = rows[TARGET].to_numpy()
     pieces = []

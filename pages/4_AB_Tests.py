@@ -100,7 +100,8 @@ else:
     for col, (key, figure) in zip((*st.columns(2), *st.columns(2)), view.figures(analysis).items()):  # two rows of two
         col.plotly_chart(figure, key=key)
 
-st.download_button("Download results (CSV)", analysis.results_csv(), f"ab_test_{exp['id']}.csv", "text/csv", key="ab_csv")
+st.download_button("Download results (CSV)", analysis.results_csv, f"ab_test_{exp['id']}.csv", "text/csv",
+                   key="ab_csv")  # a callable: the CSV is built when the button is clicked, not on every load
 
 if exp["status"] != "running":
     st.stop()

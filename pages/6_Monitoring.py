@@ -5,7 +5,7 @@ from core import alerts, charts, health_charts, retrain_jobs, runbook
 from core.config import get_settings
 from core.cycle import cycle_history, last_cycle_run
 from core.health_view import default_model, display_table, model_health_view
-from core.metrics import interval_widths, live_skill, metrics_frame, psi_history
+from core.metrics import WIDTH_WINDOW_DAYS, live_skill, metrics_frame, monitored_models, psi_history, recent_interval_widths
 from core.store import page_guard
 from core.text import escape_markdown
 
@@ -14,12 +14,12 @@ st.title("📈 Monitoring")
 
 
 @st.cache_data(ttl=30)
-def load_metrics(symbol: str | None, model_id: str | None):
-    return metrics_frame(model_id=model_id, symbol=symbol)
+def load_metrics(symbol: str | None):
+    return metrics_frame(symbol=symbol)
 
 
 with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
-    metrics_all = load_metrics(None, None)
+    monitored = monitored_models()  # which models have metrics; the metrics of the chosen ticker are read below
     last = last_cycle_run()
 if last is None:
     st.caption("The daily cycle has not run yet: `python scheduled_tasks.py --once` (see README).")
@@ -27,20 +27,19 @@ else:
     status = "succeeded" if last["succeeded"] else f"{last['failed']} model(s) failed"
     st.caption(f"Last daily cycle: as of **{last['as_of']}**, run at {last['at'][:16].replace('T', ' ')} UTC, "
                f"{last['ok']} ok, {status}, {last['seconds']:.1f} s.")
-if metrics_all.empty:
-    st.info("No daily metrics yet. Build the demo (`python -m core.demo`) or run the scheduler "
-            "(`python scheduled_tasks.py --replay START END`).")
+if monitored.empty:
+    st.info("No daily metrics yet. Build the demo (`python -m core.demo`) or run the scheduler (`python scheduled_tasks.py --replay START END`).")
     st.stop()
 
 c1, c2 = st.columns(2)
-tickers = sorted(metrics_all["symbol"].unique())
+tickers = sorted(monitored["symbol"].unique())
 # one ticker first: the bundled tickers' histories end years apart, so "All" spreads over an empty axis
 link = {"ticker": (st.query_params.get("ticker") or "").upper(), "model": st.query_params.get("model", "")}
-linked_symbol = next(iter(metrics_all.loc[metrics_all["model_id"] == link["model"], "symbol"]), link["ticker"])
+linked_symbol = next(iter(monitored.loc[monitored["model_id"] == link["model"], "symbol"]), link["ticker"])
 symbol_options = ["All", *tickers]
 symbol = c1.selectbox("Ticker", symbol_options, key="mon_symbol",
                       index=symbol_options.index(linked_symbol) if linked_symbol in symbol_options else 1)
-in_scope = metrics_all if symbol == "All" else metrics_all[metrics_all["symbol"] == symbol]
+with page_guard(st.error, st.stop): in_scope = load_metrics(None if symbol == "All" else symbol)  # noqa: E701
 model_options = ["All", *sorted(in_scope["model_id"].unique())]
 model_id = c2.selectbox("Model", model_options, key="mon_model",
                         index=model_options.index(link["model"]) if link["model"] in model_options else 0)
@@ -76,9 +75,10 @@ with tab_traffic:
         st.caption(f"Error rate: {note}")
     else:
         st.plotly_chart(charts.error_rate_figure(history), key="mon_error_rate")
-    widths = interval_widths(model_id=model_arg, symbol=symbol_arg)
+    widths = recent_interval_widths(metrics, model_id=model_arg, symbol=symbol_arg)
     if not widths.empty:
         st.plotly_chart(charts.interval_width_figure(widths), key="mon_widths")
+        st.caption(f"Interval widths of the served predictions of the last {WIDTH_WINDOW_DAYS} days shown.")
 with tab_accuracy:
     if done.empty:
         st.info("No predictions with known actuals yet.")
