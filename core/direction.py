@@ -17,17 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import sqlite_utils
-from sklearn.base import clone
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from core.config import get_settings
 from core.direction_stats import (belief_interval, classification_metrics, expected_calibration_error, majority_baseline,
@@ -38,6 +32,9 @@ from core.predict import feature_row, in_training_window
 from core.registry import get_model, load_model
 from core.store import get_db
 from core.training import Progress, TrainedModel, checked_training_frame
+
+if TYPE_CHECKING:  # sklearn is imported where it is used, so pages that only list models stay light
+    from sklearn.calibration import CalibratedClassifierCV
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +61,10 @@ def make_classifier(estimator: str, params: dict[str, Any] | None = None, n_jobs
         raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}.")
     merged = {**DEFAULT_PARAMS[estimator], **(params or {})}
     if estimator == "logit":
+        from sklearn.linear_model import LogisticRegression  # lazy: heavy
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, **merged))
     from xgboost import XGBClassifier  # lazy: heavy
 
@@ -80,6 +81,8 @@ def _grid(estimator: str) -> dict[str, list]:
 
 def search(X: np.ndarray, y: np.ndarray, estimator: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(the unfitted classifier with the best grid point, that point) by GridSearchCV on time-ordered folds."""
+    from sklearn.model_selection import GridSearchCV, TimeSeriesSplit  # lazy: heavy
+
     grid = GridSearchCV(make_classifier(estimator, params), _grid(estimator), cv=TimeSeriesSplit(INNER_SPLITS),
                         scoring="neg_log_loss", refit=False, n_jobs=1)
     grid.fit(X, y)
@@ -89,6 +92,10 @@ def search(X: np.ndarray, y: np.ndarray, estimator: str, params: dict[str, Any])
 
 def calibrated(classifier: Any, X: np.ndarray, y: np.ndarray) -> CalibratedClassifierCV:
     """`classifier` calibrated on time-ordered inner folds (each fold fitted on the past, calibrated on what follows)."""
+    from sklearn.base import clone  # lazy: heavy
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import TimeSeriesSplit
+
     return CalibratedClassifierCV(clone(classifier), method=CALIBRATION_METHOD, cv=TimeSeriesSplit(INNER_SPLITS),
                                   ensemble=True).fit(X, y)
 
@@ -96,6 +103,9 @@ def calibrated(classifier: Any, X: np.ndarray, y: np.ndarray) -> CalibratedClass
 def walk_forward_direction(rows: pd.DataFrame, estimator: str, params: dict[str, Any], n_splits: int,
                            progress: Progress | None = None) -> pd.DataFrame:
     """Out-of-sample P(up) of the calibrated and raw classifier, logistic regression and both baselines, per day."""
+    from sklearn.base import clone  # lazy: heavy
+    from sklearn.model_selection import TimeSeriesSplit
+
     X = check_feature_frame(rows, FEATURE_COLUMNS)
     y, up_today = direction_labels(rows), today_up(rows)
     pieces = []

@@ -12,9 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.stats import beta
-from sklearn.model_selection import TimeSeriesSplit, permutation_test_score
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_score_loss, confusion_matrix, f1_score,
-                             log_loss, precision_score, recall_score, roc_auc_score)
 
 RELIABILITY_BINS = 10
 BELIEF_LEVEL = 0.90  # the interval of belief around a calibrated P(up)
@@ -29,6 +26,10 @@ def classification_metrics(y_true: np.ndarray, p_up: np.ndarray, threshold: floa
     ROC AUC is NaN when only one class occurs (it is undefined, not 0.5). The confusion matrix is
     [[true down, false up], [false down, true up]] (sklearn's order, rows = actual).
     """
+    # lazy: heavy (sklearn costs a page that only lists models about a second on its first visit)
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, brier_score_loss, confusion_matrix, f1_score,
+                                 log_loss, precision_score, recall_score, roc_auc_score)
+
     y = np.asarray(y_true, dtype=int)
     p = np.clip(np.asarray(p_up, dtype=float), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
     if len(y) == 0 or len(y) != len(p):
@@ -128,6 +129,8 @@ def label_permutation_test(classifier, X: np.ndarray, y: np.ndarray, n_permutati
     p = (1 + #null accuracies >= observed) / (1 + n_permutations): small when the features carry information
     about tomorrow's direction that shuffled labels do not. Folds are `TimeSeriesSplit`, never shuffled.
     """
+    from sklearn.model_selection import TimeSeriesSplit, permutation_test_score  # lazy: heavy
+
     observed, null, p_value = permutation_test_score(classifier, X, y, cv=TimeSeriesSplit(n_splits), scoring="accuracy",
                                                      n_permutations=n_permutations, random_state=seed, n_jobs=1)
     return {"observed_accuracy": float(observed), "null_mean": float(np.mean(null)),
