@@ -189,7 +189,7 @@ def _price_checks(model: dict, report: Progress, db: sqlite_utils.Database) -> t
     report(0.08, "Rebuilding the training window")
     rows = training_window(model, db=db)
     with executor() as tasks:  # the refits run on the Dask cluster when MLSA_DASK_SCHEDULER names one
-        refits = None if progress is None or tasks.remote else (lambda f, m: report(0.1 + 0.8 * f, m))  # a page's bar
+        refits = None if tasks.remote else (lambda f, m: report(0.1 + 0.8 * f, m))  # a page's bar (a no-op without one)
         permutation = tasks.submit(
             f"certify-refits {model_id}", permutation_skill_test,
             check_feature_frame(rows, model["features"] or FEATURE_COLUMNS), rows[TARGET].to_numpy(),
