@@ -181,14 +181,15 @@ def _stopped_elsewhere(job: dict, experiment: dict, actor: str, db: sqlite_utils
 
 
 def approve_deploy(job_id: int, actor: str = "ui", db: sqlite_utils.Database | None = None,
-                   certify_model: Certify = certify, on_deployed: OnDeployed | None = None) -> str:
-    """Deploy a tested winner waiting in the approval queue; its validation window starts on the data's last day."""
+                   certify_model: Certify = certify, on_deployed: OnDeployed | None = None, as_of=None) -> str:
+    """Deploy a tested winner waiting in the approval queue; its validation window starts on `as_of`
+    (default: "today", the data's last day; a replay passes its own day)."""
     db = db or get_db()
     job = get_job(job_id, db=db)
     if job["status"] != "awaiting_deploy":
         raise RetrainError(f"Job {job_id} is {job['status']}, not a tested challenger awaiting its deploy.")
     symbol = get_model(job["challenger_id"], db=db)["symbol"]
-    day = _day(load_prices(symbol, db=db).index[-1])
+    day = _day(as_of if as_of is not None else load_prices(symbol, db=db).index[-1])
     test = job["details"].get("test", {})
     won = (f"won its shadow test (MAE ${test.get('challenger_mae', float('nan')):.3f} vs "
            f"${test.get('champion_mae', float('nan')):.3f}), deploy approved by {actor}")

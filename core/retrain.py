@@ -302,9 +302,9 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
         create_job(db, model_id, trigger, "blocked", decision, details, finished=True)
         return f"blocked: {decision}"
 
-    if (open_job := open_challenger(db, model["symbol"])) is not None:  # one challenger per ticker at a time
+    if (open_job := open_challenger(db, model["symbol"], watched=True)) is not None:  # one loop per ticker at a time
         return blocked(f"challenger {open_job['challenger_id']} (job {open_job['id']}) is {open_job['status']}; "
-                       "no second retrain while it is decided")
+                       "no second retrain while it is decided or watched")
     confirmed = _confirmations(db, model_id, day, settings.retrain_confirmations)
     details["confirmations"] = confirmed
     if not settings.enable_auto_retrain:

@@ -137,11 +137,13 @@ def note_progress(db: sqlite_utils.Database, job_id: int, details: dict) -> None
         db.execute("UPDATE retrain_jobs SET details_json = ? WHERE id = ?", [to_json(merged), job_id])
 
 
-def open_challenger(db: sqlite_utils.Database, symbol: str) -> dict | None:
-    """The job of `symbol`'s challenger in a shadow test or awaiting its deploy approval, or None (one at a time)."""
+def open_challenger(db: sqlite_utils.Database, symbol: str, watched: bool = False) -> dict | None:
+    """The job of `symbol`'s challenger in a shadow test or awaiting its deploy approval (`watched`: or deployed
+    and in its validation window), or None: one challenger per ticker at a time."""
+    statuses = (*CHALLENGER_OPEN, *(("validating",) if watched else ()))
     row = db.execute(
         "SELECT j.id FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id WHERE m.symbol = ? AND j.status IN "
-        f"({', '.join('?' * len(CHALLENGER_OPEN))}) ORDER BY j.id DESC LIMIT 1", [symbol, *CHALLENGER_OPEN]).fetchone()
+        f"({', '.join('?' * len(statuses))}) ORDER BY j.id DESC LIMIT 1", [symbol, *statuses]).fetchone()
     return get_job(row[0], db=db) if row else None
 
 
