@@ -12,10 +12,10 @@ from datetime import date
 
 import pandas as pd
 
-from core import abtest
+from core import ab_replay, abtest
+from core.ab_charts import (ab_cumulative_mae_figure, ab_error_distribution_figure, ab_sample_counts_figure,
+                            ab_significance_figure)
 from core.ab_stats import DECISION_RULE, ExperimentError
-from core.charts import (ab_cumulative_mae_figure, ab_error_distribution_figure, ab_sample_counts_figure,
-                         ab_significance_figure)
 from core.formatting import ERROR_METRIC_FORMATS, NOT_ENOUGH, finite, signed_pct
 from core.market import MarketDataError
 from core.registry import CertificationRequired, RegistryError, get_model, list_models
@@ -124,11 +124,11 @@ def figures(analysis) -> dict:
 
 
 def replay_window(experiment: Mapping) -> tuple[date | None, date | None, str, str]:
-    """(first day, last day, kind, text): the days a running test can replay (`abtest.replay_bounds`, as dates),
+    """(first day, last day, kind, text): the days a running test can replay (`ab_replay.replay_bounds`, as dates),
     and what to say about them: a "caption" when there are days to replay (the page then offers the form),
     "info" when there are none, "error" (and no days) when the bounds cannot be computed."""
     try:
-        first_day, last_day = (pd.Timestamp(d).date() for d in abtest.replay_bounds(experiment))
+        first_day, last_day = (pd.Timestamp(d).date() for d in ab_replay.replay_bounds(experiment))
     except (MarketDataError, RegistryError) as exc:
         return None, None, "error", escape_markdown(f"Cannot replay this test: {exc}")
     if first_day > last_day:
@@ -198,13 +198,13 @@ def create_test(name: str, symbol: str, model_ids: Sequence[str], shares: Sequen
 
 
 def replay_test(experiment_id: int, start, end) -> tuple[str, str, str]:
-    """Replay days through the serving path (`abtest.simulate`): (status state, status label, escaped message).
+    """Replay days through the serving path (`ab_replay.simulate`): (status state, status label, escaped message).
 
     The state is "complete" (the message is the page's flash) or "error" (the message says why).
     A database fault is not caught here: the page's action guard reports it.
     """
     try:
-        days = abtest.simulate(experiment_id, start, end)
+        days = ab_replay.simulate(experiment_id, start, end)
     except (ExperimentError, MarketDataError, RegistryError) as exc:
         return "error", "Replay refused", escape_markdown(str(exc))
     return "complete", f"Logged {days} new trading days", replayed_message(start, end, days)

@@ -1,52 +1,38 @@
-"""A/B tests between model versions: owns the `experiments` and `experiment_arms` tables.
+"""A/B tests between model versions: owns the `experiments` and `experiment_arms` tables (the only writer).
 
 An experiment splits one ticker's serving traffic between two or more registered models ("arms";
 arm A is the control, usually the champion). The serving path (`core.predict.active_route`) reads the
 running experiments to route each request; `analyze` compares the arms' prediction errors
 (`core.ab_analysis`, with the peeking-safe statistics of `core.ab_stats`); `stop` ends a test and
-deploys the winner through the registry; `simulate` replays historical days through the real serving
-path. Predictions made outside the app are validated here and logged by the serving path.
+deploys the winner through the registry. What a new test may be is `core.ab_validation`; replaying
+historical days through the serving path is `core.ab_replay`. Predictions made outside the app are
+validated here and logged by the serving path.
 """
 from __future__ import annotations
 
 import logging
 import string
-import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core.ab_analysis import ExperimentAnalysis, analyze_experiment, first_scored_day
+from core.ab_analysis import ExperimentAnalysis, analyze_experiment
 from core.ab_stats import ArmComparison, ExperimentError
+from core.ab_validation import (DURATION_DAYS, MIN_SAMPLES, as_number, bounded_int, check_start, in_sample_days, iso_day,
+                                start_day, validate_new)
 from core.config import get_settings
 from core.formatting import NOT_ENOUGH, finite, interval, number, p_value
-from core.market import load_prices, next_trading_day
-from core.predict import backfill_actuals, in_training_window, log_external_prediction, predict, set_experiment_actual
-from core.registry import RegistryError, deploy, deployed_model, get_model, load_model
+from core.market import next_trading_day
+from core.predict import in_training_window, log_external_prediction, set_experiment_actual
+from core.registry import deploy, deployed_model, get_model
 from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
 
-METRICS = {"mae": "mean absolute error ($)", "mape": "mean absolute percentage error (%)"}
-
-MAX_ARMS = 6
-MAX_NAME_LENGTH = 120
-BIDI_CONTROLS = frozenset("\u061c\u200e\u200f" + "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)])))
-DURATION_DAYS = (1, 365)
-MIN_SAMPLES = (2, 100_000)
-CONFIDENCE_LEVEL = (0.5, 0.999)  # (exclusive, inclusive]
-
-
-# --- routing (pure) -----------------------------------------------------------------------------------
-
 
 # --- experiments (storage) ----------------------------------------------------------------------------
-
-def _day(value) -> str:
-    return f"{pd.Timestamp(value):%Y-%m-%d}"
-
 
 def create_experiment(
     name: str,
@@ -65,17 +51,17 @@ def create_experiment(
 
     Arms are named A, B, C... in the order given; A is the control. The same model may appear in
     two arms (an A/A test checks the pipeline). Shares are fractions summing to 1. Every parameter is
-    bounded (MAX_NAME_LENGTH, MAX_ARMS, DURATION_DAYS, MIN_SAMPLES, CONFIDENCE_LEVEL) and every arm's
+    bounded (`core.ab_validation`: MAX_NAME_LENGTH, MAX_ARMS, DURATION_DAYS, MIN_SAMPLES, CONFIDENCE_LEVEL) and every arm's
     artifact must pass the registry's integrity check.
     """
     db = db or get_db()
     settings = get_settings()
-    min_samples = _bounded_int("min_samples", settings.ab_min_samples if min_samples is None else min_samples, *MIN_SAMPLES)
-    duration_days = _bounded_int("The duration (days)", duration_days, *DURATION_DAYS)
-    confidence_level = _number("confidence_level", settings.ab_confidence_level if confidence_level is None else confidence_level)
+    min_samples = bounded_int("min_samples", settings.ab_min_samples if min_samples is None else min_samples, *MIN_SAMPLES)
+    duration_days = bounded_int("The duration (days)", duration_days, *DURATION_DAYS)
+    confidence_level = as_number("confidence_level", settings.ab_confidence_level if confidence_level is None else confidence_level)
     name, symbol = str(name or "").strip(), str(symbol or "").strip().upper()
-    _validate_new(name, symbol, arms, confidence_level, metric, db)
-    start = _start_day(start_date)
+    validate_new(name, symbol, arms, confidence_level, metric, db)
+    start = start_day(start_date)
     check_start(symbol, start, db)
     with transaction(db):
         if list(db.query("SELECT id FROM experiments WHERE name = ?", [name])):
@@ -86,7 +72,7 @@ def create_experiment(
         table = db["experiments"]
         table.insert({
             "name": name, "symbol": symbol, "status": "running", "created_at": utc_now(),
-            "start_date": _day(start), "end_date": _day(start + pd.Timedelta(days=duration_days - 1)),  # last day, inclusive
+            "start_date": iso_day(start), "end_date": iso_day(start + pd.Timedelta(days=duration_days - 1)),  # last day, inclusive
             "min_samples": min_samples, "confidence_level": confidence_level, "metric": metric,
             "shadow": int(bool(shadow)), "winner": None, "stopped_at": None,
         })
@@ -102,120 +88,6 @@ def create_experiment(
         })
     log.info("experiment %d (%s) started on %s with %d arms", experiment_id, name, symbol, len(arms))
     return experiment_id
-
-
-def _number(label: str, value) -> float:
-    """`value` as a finite float, else a clear ExperimentError (NaN and infinity are not parameters)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ExperimentError(f"{label} must be a number, got {value!r}.") from None
-    if not np.isfinite(number):
-        raise ExperimentError(f"{label} must be a finite number, got {value!r}.")
-    return number
-
-
-def _bounded_int(label: str, value, low: int, high: int) -> int:
-    number = _number(label, value)
-    if number != int(number) or not low <= number <= high:
-        raise ExperimentError(f"{label} must be a whole number from {low} to {high:,}, got {value!r}.")
-    return int(number)
-
-
-def check_start(symbol: str, start, db: sqlite_utils.Database) -> None:
-    """Refuse a start date from which the test can never collect a scored prediction.
-
-    A forecast made on day d is scored on the next close. A start after the data's last day never
-    sees a close; a start on the last day sees one only if new prices arrive, which bundled
-    (offline) data never does.
-    """
-    prices = load_prices(symbol, db=db)
-    last, source = prices.index[-1], str(prices.attrs.get("source", ""))
-    day = _start_day(start)
-    if day > last or (day == last and "bundled" in source):
-        raise ExperimentError(
-            f"A test starting on {_day(day)} can never collect data: {symbol}'s prices end on {_day(last)}"
-            + (" and bundled data does not grow" if "bundled" in source else "")
-            + ". Start it on a day with a following close (before the last data day), e.g. the arms' last training day.")
-
-
-def default_start(symbol: str, model_ids: Sequence[str], db: sqlite_utils.Database | None = None) -> pd.Timestamp:
-    """A start that can collect data: the first day every arm can be scored on (the latest training
-    end of `model_ids`), kept before the ticker's last data day."""
-    db = db or get_db()
-    days = load_prices(symbol, db=db).index
-    first = max((pd.Timestamp(get_model(m, db=db)["train_end"]) for m in model_ids), default=days[0])
-    return min(first, days[-2] if len(days) > 1 else days[-1])
-
-
-def is_aa_test(model_ids: Sequence[str]) -> bool:
-    """True when some model is in two arms: an A/A test (checks the pipeline; no model can win)."""
-    return len(set(model_ids)) < len(model_ids)
-
-
-def in_sample_days(experiment: Mapping, observations: pd.DataFrame, db: sqlite_utils.Database) -> list[str]:
-    """The analysed days on which some arm was still inside its training window (read from the
-    registry, not from the analysis' own filter): a result built on them cannot deploy."""
-    if observations.empty:
-        return []
-    latest_end = max(get_model(a["model_id"], db=db)["train_end"] for a in experiment["arms"])
-    return sorted({str(d) for d in observations["as_of"] if in_training_window(latest_end, d)})
-
-
-def _start_day(value) -> pd.Timestamp:
-    try:
-        start = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise ExperimentError(f"The start date {value!r} is not a date ({exc}).") from None
-    if pd.isna(start):
-        raise ExperimentError("Give the experiment a start date.")
-    return start.normalize()
-
-
-def _validate_new(name, symbol, arms, confidence_level, metric, db) -> None:
-    """Refuse, with a sentence saying what to change, anything the statistics or the storage cannot take."""
-    if not name:
-        raise ExperimentError("Give the experiment a name.")
-    if len(name) > MAX_NAME_LENGTH:
-        raise ExperimentError(f"The name is {len(name)} characters long: keep it to {MAX_NAME_LENGTH}.")
-    # control characters (NUL, newline, escape...) and bidi overrides/isolates make a name that prints
-    # differently from what it is (reversed, hidden, cut in logs): refused, naming the character
-    hidden = next((c for c in name if unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS), None)
-    if hidden is not None:
-        what = unicodedata.name(hidden, "a control character")
-        raise ExperimentError(f"The name contains an invisible character (U+{ord(hidden):04X}, {what}) at position "
-                              f"{name.index(hidden) + 1}: use visible text only, and retype it if it was pasted.")
-    if not 2 <= len(arms) <= MAX_ARMS:
-        raise ExperimentError(f"An experiment needs 2 to {MAX_ARMS} arms, got {len(arms)}.")
-    shares = np.array([_number(f"The traffic share of arm {string.ascii_uppercase[i]}", share)
-                       for i, (_, share) in enumerate(arms)])
-    if (shares <= 0).any() or (shares > 1).any():
-        raise ExperimentError("Every arm needs a traffic share above 0 and at most 1 (100 %).")
-    if abs(shares.sum() - 1.0) > 1e-6:
-        raise ExperimentError(f"Traffic shares must sum to 100 %, they sum to {shares.sum() * 100:.1f} %.")
-    if metric not in METRICS:
-        raise ExperimentError(f"Unknown metric {metric!r}: expected one of {', '.join(METRICS)}.")
-    low, high = CONFIDENCE_LEVEL
-    if not low < confidence_level <= high:
-        raise ExperimentError(f"confidence_level must be above {low} and at most {high}, got {confidence_level}.")
-    for letter, (model_id, _) in zip(string.ascii_uppercase, arms):
-        try:
-            model = get_model(str(model_id), db=db)
-        except RegistryError as exc:
-            raise ExperimentError(f"Arm {letter}: {exc}") from exc
-        if model["symbol"] != symbol:
-            raise ExperimentError(f"{model_id} forecasts {model['symbol']}, not {symbol}: all arms need the same ticker.")
-    _verify_arms([(letter, str(model_id)) for letter, (model_id, _) in zip(string.ascii_uppercase, arms)], db)
-
-
-def _verify_arms(arms: Sequence[tuple[str, str]], db: sqlite_utils.Database) -> None:
-    """Load every arm's model through the registry (sha256 and feature signature checked): an arm that
-    cannot serve would only ever fall back to the deployed model, so it is refused up front."""
-    for letter, model_id in arms:
-        try:
-            load_model(model_id, db=db)
-        except RegistryError as exc:  # ModelIntegrityError included
-            raise ExperimentError(f"Arm {letter} ({model_id}) cannot be used: its artifact does not verify ({exc}).") from exc
 
 
 def get_experiment(experiment_id: int, db: sqlite_utils.Database | None = None) -> dict:
@@ -271,7 +143,7 @@ def record_prediction(
         raise ExperimentError(f"{model_id} is not an arm of experiment {experiment['name']}.")
     if not np.isfinite(predicted_close) or predicted_close <= 0:
         raise ExperimentError(f"predicted_close must be a positive price, got {predicted_close}.")
-    as_of_day = _day(as_of)
+    as_of_day = iso_day(as_of)
     if not experiment["start_date"] <= as_of_day <= experiment["end_date"]:
         raise ExperimentError(f"{as_of_day} is outside experiment {experiment['name']} "
                               f"({experiment['start_date']} to {experiment['end_date']}).")
@@ -282,7 +154,7 @@ def record_prediction(
     row = {
         "model_id": model_id, "symbol": experiment["symbol"], "as_of": as_of_day,
         # the close a next-day forecast is judged on is the next trading day's, never as_of's own
-        "target_date": _day(target_date) if target_date is not None else _day(next_trading_day(experiment["symbol"], as_of, db=db)),
+        "target_date": iso_day(target_date) if target_date is not None else iso_day(next_trading_day(experiment["symbol"], as_of, db=db)),
         "predicted_close": float(predicted_close), "lower": None, "upper": None, "last_close": last_close,
         "latency_ms": None, "experiment_id": experiment["id"], "arm": arm,
         "request_key": request_key or f"external:{experiment['id']}:{as_of_day}:{arm}",
@@ -313,7 +185,7 @@ def analyze(experiment_id: int, as_of=None, db: sqlite_utils.Database | None = N
     return analyze_experiment(get_experiment(experiment_id, db=db), as_of=as_of, db=db)
 
 
-# --- stop, simulate -----------------------------------------------------------------------------------
+# --- stop -----------------------------------------------------------------------------------------
 
 def stop(
     experiment_id: int, deploy_winner: bool = True, as_of=None, actor: str = "user", override: bool = False,
@@ -363,49 +235,6 @@ def stop(
     log.info("experiment %d stopped: winner %s, deployed %s", experiment["id"], analysis.winner, deployed)
     return {"experiment_id": experiment["id"], "winner": analysis.winner, "winner_model_id": analysis.winner_model_id,
             "deployed": deployed, "recommendation": analysis.recommendation}
-
-
-def replay_bounds(experiment: Mapping, db: sqlite_utils.Database | None = None) -> tuple[str, str]:
-    """(first, last) day a replay of `experiment` may cover: its own dates, from the first day every
-    arm can be scored on, up to the last day with prices."""
-    db = db or get_db()
-    last_data = _day(load_prices(experiment["symbol"], db=db).index[-1])
-    return max(experiment["start_date"], first_scored_day(experiment, db)), min(experiment["end_date"], last_data)
-
-
-def simulate(experiment_id: int, start, end, db: sqlite_utils.Database | None = None) -> int:
-    """Replay the trading days in [start, end] through the serving path while the experiment runs.
-
-    Each day is one request (`predict` routes it to an arm and logs it once: a day already replayed
-    returns its logged row, so replaying again changes nothing); actuals are back-filled at the end.
-    Returns the number of days newly logged (0 when every day had been served already). Refused, before anything is written: days outside the
-    test's dates or inside an arm's training window (they would score a model on the data it was
-    trained on), and arms whose artifacts do not verify.
-    """
-    db = db or get_db()
-    experiment = get_experiment(experiment_id, db=db)
-    if experiment["status"] != "running":
-        raise ExperimentError(f"Experiment {experiment['name']} is {experiment['status']}: only a running test can be replayed.")
-    first, last = replay_bounds(experiment, db=db)
-    lo, hi = _day(start), _day(end)
-    if lo > hi:
-        raise ExperimentError(f"The replay starts ({lo}) after it ends ({hi}).")
-    if first > last:
-        raise ExperimentError(f"Experiment {experiment['name']} has no day that can be replayed: its arms are trained up "
-                              f"to {first}, after its last day with data {last}.")
-    if lo < first or hi > last:
-        why = (f"the test runs {experiment['start_date']} to {experiment['end_date']}"
-               + (f" and its arms were trained on the closes up to {first}" if first > experiment["start_date"] else "")
-               + (f"; prices end on {last}" if last < experiment["end_date"] else ""))
-        raise ExperimentError(f"Replay {lo} to {hi} is refused: {why}. The first allowed day is {first}, the last {last}.")
-    _verify_arms([(a["arm"], a["model_id"]) for a in experiment["arms"]], db)
-    days = load_prices(experiment["symbol"], start=lo, end=hi, db=db).index
-    before = db.execute("SELECT COALESCE(MAX(id), 0) FROM predictions").fetchone()[0]
-    logged = sum(predict(experiment["symbol"], day, db=db).prediction_id > before for day in days)  # new rows only
-    backfill_actuals(days[-1], symbol=experiment["symbol"], db=db)
-    log.info("experiment %d: replayed %s..%s, %d of %d days newly logged", experiment["id"], _day(days[0]),
-             _day(days[-1]), logged, len(days))
-    return logged
 
 
 # --- the comparison in words, for the page ---------------------------------------------------------------

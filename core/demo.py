@@ -21,7 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 
-from core.abtest import create_experiment, simulate, stop
+from core.ab_replay import simulate
+from core.abtest import create_experiment, stop
 from core.config import get_settings
 from core.market import MarketDataError, bundled_frame, load_prices
 from core.cycle import backfill_history, run_daily_cycle

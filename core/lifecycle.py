@@ -8,7 +8,9 @@ Management pages, the demo, the daily cycle and retraining all get the same life
 - `certify_with_card`: certify, then rewrite the card so it shows the result;
 - `retrain_now`, `approve`, `auto_retrain`: `core.retrain` with challengers registered as above and,
   once past their gate, put in a shadow A/B test (`core.challenger`); `advance_challenger` decides it;
-- `pending_action` / `confirm_action`: the confirmation step before a deploy or rollback.
+- `pending_action` / `confirm_action`: the confirmation step before a deploy or rollback;
+- `*_for_page`: Model Management's buttons, each returning its result or the sentence that says what
+  went wrong (the page only draws; database faults still go to its `action_guard`).
 """
 from __future__ import annotations
 
@@ -18,11 +20,16 @@ from typing import Any
 
 import sqlite_utils
 
-from core import challenger, registry, retrain
+from core import challenger, drift, registry, retrain
 from core.certification import Certification, certify
+from core.drift_kernels import DriftInputError
+from core.explain import ExplainError
 from core.model_card import write_model_artifacts
+from core.registry import ModelIntegrityError, RegistryError
 from core.retrain import Progress
-from core.retrain_jobs import get_job
+from core.retrain_jobs import RetrainError, get_job
+from core.store_faults import describe_error
+from core.text import escape_markdown
 from core.training import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -184,3 +191,59 @@ def refresh_cards(model_ids: list[str | None], db: sqlite_utils.Database | None 
         except Exception as exc:  # the deploy stands; the Artifacts tab offers "Write artifacts again"
             log.warning("%s: model card not refreshed after the deploy: %s", model_id, exc)
     return done
+
+
+# --- Model Management's buttons: (result, None) or (None, what went wrong) ---------------------------------
+
+RETRAIN_ERRORS = (RetrainError, RegistryError, ModelIntegrityError)
+
+
+def confirm_for_page(pending: dict, override: bool, override_reason: str) -> tuple[str | None, str | None]:
+    """Confirm: (what happened, None), or (None, the registry's refusal), e.g. an uncertified model without override."""
+    try:
+        return confirm_action(pending, override, override_reason, actor="ui"), None
+    except (RegistryError, ModelIntegrityError) as exc:
+        return None, str(exc)
+
+
+def check_drift_for_page(model_id: str) -> tuple[dict | None, str | None]:
+    """Check for Drift on the last trading day: (the stored report as a dict, None), or (None, why not)."""
+    try:
+        return drift.check_model(model_id).to_dict(), None
+    except (DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
+        return None, f"{exc} This button checks the last trading day; the Drift page lets you pick the date."
+
+
+def certify_for_page(model_id: str, progress: Progress) -> tuple[str | None, str | None]:
+    """Run certification (stored, card rewritten): (the verdict in words, None), or (None, why it could not run).
+    `progress(fraction, text)` gets fractions clamped to 1 (a Streamlit progress bar refuses more)."""
+    try:  # a progress bar takes fractions up to 1
+        result = certify_with_card(model_id, progress=lambda fraction, message: progress(min(fraction, 1.0), message))
+    except (ValueError, RegistryError) as exc:
+        return None, f"Certification failed to run: {exc}"
+    return f"{model_id}: {'certified' if result.certified else 'not certified'} ({result.seconds:.1f} s).", None
+
+
+def retrain_for_page(symbol: str, as_of, progress: Progress) -> tuple[dict | None, str | None]:
+    """Retrain Now: (`retrain_summary` of the outcome, None), or (None, the refusal, escaped for markdown)."""
+    try:
+        return retrain_summary(symbol, retrain_now(symbol, as_of, actor="ui", progress=progress)), None
+    except RETRAIN_ERRORS as exc:
+        return None, escape_markdown(exc)
+
+
+def decide_job_for_page(job_id: int, approved: bool) -> tuple[str | None, str | None]:
+    """Approve (or retry) / decline a queued job: ("Job N: <decision>", None), or (None, why not)."""
+    try:
+        return f"Job {job_id}: {decide_job(int(job_id), approved=approved, actor='ui')}", None
+    except RETRAIN_ERRORS as exc:
+        return None, str(exc)
+
+
+def write_artifacts_for_page(model_id: str) -> str | None:
+    """Write (again) a model's SHAP and permutation importance and its card: None when done, else why not."""
+    try:
+        write_model_artifacts(model_id, refresh=True)
+    except (ExplainError, RegistryError, ModelIntegrityError, OSError) as exc:
+        return f"The artifacts could not be written: {describe_error(exc) or exc}"
+    return None

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core.charts import shap_beeswarm_figure
 from core.config import get_settings
+from core.explain_charts import shap_beeswarm_figure
 from core.explain import (CARD_FILE, IMPORTANCE_CSV, IMPORTANCE_JSON, SUMMARY_HTML, SUMMARY_PNG, Explanation,
                           explain_window, global_importance, permutation_importance_frame)
 from core.figure_export import RenderUnavailable, render_png

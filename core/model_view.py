@@ -6,13 +6,17 @@ and words, no Streamlit. The registry owns the rows; this module only arranges t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import sqlite_utils
 
 from core import registry
+from core.charts import validation_figure
 from core.drift_report import DriftReport, should_retrain
+from core.registry import ModelIntegrityError
 from core.text import escape_markdown
 
 # number formats (and help) of the models table's columns, for st.column_config.NumberColumn
@@ -37,6 +41,20 @@ def models_table(symbol: str | None = None, status: str | None = None,
             "direction %": metrics.get("directional_accuracy"), "parent": m["parent_id"] or "",
         })
     return pd.DataFrame(rows)
+
+
+def default_model_index(table: pd.DataFrame) -> int:
+    """Which row of `models_table` the model picker opens on: the first deployed model, else the first row."""
+    deployed = (table["status"] == "deployed").to_numpy().nonzero()[0]
+    return int(deployed[0]) if len(deployed) else 0
+
+
+def validation_chart(model_id: str) -> tuple[go.Figure | None, str | None]:
+    """The walk-forward validation figure, or None and why not (a model file that fails its integrity check)."""
+    try:
+        return validation_figure(registry.validation_predictions(model_id)), None
+    except ModelIntegrityError as exc:
+        return None, str(exc)
 
 
 def family_table(model_id: str, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
@@ -97,23 +115,26 @@ def certification_caption(certification: dict) -> str:
             "on the walk-forward validation of the training window; all five checks must pass to deploy without override.")
 
 
-def drift_verdict(report_data: dict) -> dict[str, Any]:
-    """A stored drift check (`DriftReport.to_dict()`) in words: heading, whether to retrain, verdict, reasons (markdown)."""
+def drift_verdict(report_data: dict) -> list[tuple[str, str]]:
+    """A stored drift check (`DriftReport.to_dict()`) in words, as (Streamlit element, markdown) in drawing order:
+    the heading, the verdict (an error when the model needs retraining, else a success), its reasons, the pointer."""
     report = DriftReport.from_dict(report_data)
     needs_retrain, retrain_reason = should_retrain(report)
-    return {
-        "heading": f"**Drift check as of {report.as_of}:** severity **{report.severity}** "
-                   f"({report.dataset['n_drifted']} of {report.dataset['n_features']} features drifted)",
-        "retrain": needs_retrain,
-        "verdict": "Drift detected: model needs retraining" if needs_retrain
-                   else f"No retraining needed: {escape_markdown(retrain_reason)}",
-        "reasons": "\n".join(f"- {escape_markdown(r)}" for r in report.reasons) if needs_retrain else "",
-    }
+    return [
+        ("markdown", f"**Drift check as of {report.as_of}:** severity **{report.severity}** "
+                     f"({report.dataset['n_drifted']} of {report.dataset['n_features']} features drifted)"),
+        ("error", "Drift detected: model needs retraining") if needs_retrain
+        else ("success", f"No retraining needed: {escape_markdown(retrain_reason)}"),
+        ("markdown", "\n".join(f"- {escape_markdown(r)}" for r in report.reasons) if needs_retrain else ""),
+        ("caption", "Details, distributions and history on the Drift page."),
+    ]
 
 
-def deep_link_state(model_id: str, db: sqlite_utils.Database | None = None) -> dict[str, str]:
+def deep_link_state(model_id: str, session: Mapping[str, Any], db: sqlite_utils.Database | None = None) -> dict[str, str]:
     """Session state for a deep link ?model=<id> on the page's first run: the linked model selected (with its
-    ticker, any status), and `mm_linked` set so later runs leave the user's choices alone."""
+    ticker, any status), and `mm_linked` set so later runs (`session` has it) leave the user's choices alone."""
+    if "mm_linked" in session:
+        return {}
     linked = registry.get_model(model_id, db=db, missing_ok=True)
     if linked is None:
         return {"mm_linked": ""}
@@ -124,6 +145,37 @@ def deep_link_state(model_id: str, db: sqlite_utils.Database | None = None) -> d
 def rollback_help(symbol: str, back_to: str | None) -> str:
     """The Roll back button's help: the model it would redeploy, or why there is none."""
     return f"Redeploy {back_to}" if back_to else f"{symbol} has no earlier deployed version to go back to"
+
+
+def rollback_button(symbol: str, db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+    """The Roll back button's state (keyword arguments of `st.button`): disabled with nothing to go back to, and its help."""
+    back_to = registry.rollback_candidate(symbol, db=db)
+    return {"disabled": back_to is None, "help": rollback_help(symbol, back_to)}
+
+
+def metrics_download(model: dict) -> dict[str, str]:
+    """The Details tab's download (keyword arguments of `st.download_button`): the validation metrics as indented JSON."""
+    return {"data": json.dumps(model["metrics"], indent=2), "file_name": f"{model['model_id']}_metrics.json",
+            "mime": "application/json"}
+
+
+def number_columns(number_column: Callable[..., Any]) -> dict[str, Any]:
+    """The models table's column config: `number_column` (the page passes `st.column_config.NumberColumn`; core
+    never imports streamlit) with each column's format and help from TABLE_FORMATS."""
+    return {column: number_column(format=fmt, help=text) for column, (fmt, text) in TABLE_FORMATS.items()}
+
+
+def opening_tab(action: str | None) -> str | None:
+    """The tab the page opens on: Retraining for Drift's "Retrain Now" link (?action=retrain), else the first."""
+    return "Retraining" if action == "retrain" else None
+
+
+def job_spinner(job_id: int, approved: bool) -> str:
+    """What the page says while a queued job is approved (retrained) or declined."""
+    return f"Retraining for job {job_id}…" if approved else f"Declining job {job_id}…"
+
+
+TABS = ["Details", "Certification", "Retraining", "Validation", "Lineage", "Artifacts", "Audit log"]
 
 
 def artifacts_caption(has_artifacts: bool) -> str:
@@ -139,3 +191,5 @@ NO_CERTIFICATION = ("Certification not computed for this model yet: run it below
                     "refits the model).")
 RETRAIN_STOPPED = "Retraining stopped on a database fault; the deployed model is unchanged"
 RETRAIN_FAILED = "Retraining failed; the deployed model is unchanged"
+DRIFT_CHECK_HELP = "Training window vs the last trading days; stored in the history"
+EMPTY_QUEUE = "Approval queue: empty (automatic retrains on critical drift wait here for a person)."

@@ -4,8 +4,9 @@ import html
 import streamlit as st
 
 from core import drift, drift_kernels, drift_report, drift_watch, registry
-from core.charts import (SEVERITY_COLORS, drift_error_stream_figure, drift_overlay_figure, drift_verdict_history_figure,
-                         empty_figure_note, onset_price_figure, sequential_statistics_figure)
+from core.charts import SEVERITY_COLORS, empty_figure_note
+from core.drift_charts import (drift_error_stream_figure, drift_overlay_figure, drift_verdict_history_figure, onset_price_figure,
+                               sequential_statistics_figure)
 from core.drift_view import PSI_P_EXPLAINED, feature_table, prediction_label, verdict_history
 from core.formatting import number
 from core.config import get_settings
@@ -33,8 +34,7 @@ def feature_windows(model_id: str, as_of: str, window_days: int):
     return drift.model_windows(registry.get_model(model_id), as_of, window_days)
 
 
-settings = get_settings()
-symbols = sorted({m["symbol"] for m in models})
+settings, symbols = get_settings(), sorted({m["symbol"] for m in models})
 col_symbol, col_model = st.columns(2)
 link = {"model": st.query_params.get("model", ""), "ticker": (st.query_params.get("ticker") or "").upper()}
 linked_model = next((m for m in models if m["model_id"] == link["model"]), None)  # ?model= beats ?ticker=

@@ -6,7 +6,7 @@ Experiment names are user text: every message that shows one goes through `escap
 import streamlit as st
 
 from core import ab_view as view
-from core import abtest
+from core import ab_validation, abtest
 from core.config import get_settings
 from core.market import available_symbols, last_trading_day
 from core.store import action_guard, page_guard
@@ -40,10 +40,10 @@ with st.expander("New A/B test", expanded=experiments.empty):
         # arms outside the form: the A/A label and the default start follow the models as they are picked
         picked = [col.selectbox(view.arm_model_label(i), model_ids, index=min(i, len(model_ids) - 1), key=f"ab_model_{i}")
                   for i, col in enumerate(st.columns(n_arms))]
-        if abtest.is_aa_test(picked):
+        if ab_validation.is_aa_test(picked):
             st.info(view.AA_TEST_NOTE)
         with page_guard(st.error, st.stop):
-            first_start = abtest.default_start(symbol, picked).date()
+            first_start = ab_validation.default_start(symbol, picked).date()
         with st.form("ab_create"):
             name = st.text_input("Name", key="ab_name", placeholder=f"{symbol}: champion vs challenger")
             shares = [col.slider(f"Arm {view.ARM_NAMES[i]} traffic %", 0, 100, view.default_share(i, n_arms),

@@ -4,8 +4,8 @@ import streamlit as st
 
 from core import explain, registry
 from core import explain_view as view
-from core.charts import (importance_bar_figure, importance_compare_figure, lime_weights_figure, shap_beeswarm_figure,
-                         shap_dependence_figure, shap_waterfall_figure)
+from core.explain_charts import (importance_bar_figure, importance_compare_figure, lime_weights_figure, shap_beeswarm_figure,
+                                 shap_dependence_figure, shap_waterfall_figure)
 from core.text import escape_markdown
 from core.explain import ExplainError
 from core.market import MarketDataError

@@ -166,7 +166,8 @@ def test_create_experiment_validates(registry_copy):
 
 def test_serving_path_routes_running_experiment_with_shadows(registry_copy):
     from core.predict import active_route
-    from core.abtest import create_experiment, simulate, stop
+    from core.abtest import create_experiment, stop
+    from core.ab_replay import simulate
     from core.ab_stats import route_key
     from core.market import load_prices
 

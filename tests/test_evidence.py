@@ -123,7 +123,8 @@ def test_concurrent_requests_for_one_day_log_one_row(registry_copy):
 # --- 3. replay refuses what it must; nothing in-sample is logged as served -----------------------------
 
 def test_replay_refuses_days_outside_the_test_and_inside_a_training_window(registry_copy):
-    from core.abtest import create_experiment, ExperimentError, get_experiment, replay_bounds, simulate
+    from core.abtest import create_experiment, ExperimentError, get_experiment
+    from core.ab_replay import replay_bounds, simulate
 
     champion, other = _models("MSFT")
     experiment_id = create_experiment("windows", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-01-03", duration_days=90)
@@ -162,7 +163,8 @@ def test_no_served_row_inside_the_serving_models_training_window_from_any_path(r
 # --- 4. a winner cannot be manufactured by views or replays -------------------------------------------
 
 def test_repeated_views_and_replays_change_neither_counts_nor_verdict(registry_copy):
-    from core.abtest import analyze, create_experiment, list_experiments, simulate
+    from core.abtest import analyze, create_experiment, list_experiments
+    from core.ab_replay import simulate
 
     champion, other = _models("MSFT")
     experiment_id = create_experiment("repeat", "MSFT", [(champion, 0.5), (other, 0.5)], "2012-03-01",
@@ -192,7 +194,8 @@ def test_an_aa_test_driven_by_repeated_replays_never_finds_a_winner(registry_cop
     """Before one-request-one-row, replaying the same days added correlated copies to whichever arm
     they were routed to, shrinking the variance estimate until the peeking-safe rule fired. Now the
     same model in both arms stays without a winner however often the days are replayed."""
-    from core.abtest import analyze, create_experiment, simulate
+    from core.abtest import analyze, create_experiment
+    from core.ab_replay import simulate
 
     champion, _ = _models("MSFT")
     experiment_id = create_experiment(f"A/A shadow={shadow}", "MSFT", [(champion, 0.5), (champion, 0.5)], "2012-03-01",
@@ -228,7 +231,8 @@ def _day_routed_to(experiment_id: int, arm_index: int, days) -> str:
 
 
 def test_a_broken_arm_falls_back_to_the_deployed_model_with_an_alert(registry_copy, caplog):
-    from core.abtest import create_experiment, ExperimentError, simulate
+    from core.abtest import create_experiment, ExperimentError
+    from core.ab_replay import simulate
     from core.alerts import alerts_frame
     from core.predict import ARM_BROKEN_ALERT, predict
 

@@ -138,7 +138,8 @@ def test_one_served_row_per_day_in_a_test_whatever_the_route_with_a_broken_arm(r
 def test_rows_served_before_a_test_existed_do_not_stop_its_replay(registry_copy):
     """The fallback look-up counts only rows logged after the test was created: days the deployed model
     served before (the demo's replay) still get the test's own row."""
-    from core.abtest import create_experiment, simulate
+    from core.abtest import create_experiment
+    from core.ab_replay import simulate
 
     champion, other = _models("MSFT")
     day = registry_copy.execute("SELECT MIN(as_of) FROM predictions WHERE symbol = 'MSFT' AND served = 1 "

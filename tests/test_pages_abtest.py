@@ -156,7 +156,8 @@ def test_switching_tests_resets_the_replay_dates(registry_copy):
     """The replay form's dates come from the selected test every time the selection changes."""
     from datetime import date
 
-    from core.abtest import create_experiment, list_experiments, replay_bounds, get_experiment
+    from core.abtest import create_experiment, list_experiments, get_experiment
+    from core.ab_replay import replay_bounds
     from core.registry import deployed_model, list_models
 
     champion = deployed_model("MSFT")["model_id"]
