@@ -97,12 +97,12 @@ def retrain_summary(symbol: str, outcome: dict) -> dict:
 
 
 def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
-            db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+            db: sqlite_utils.Database | None = None, as_of=None) -> dict[str, Any]:
     """Run a job from the approval queue, or retry an interrupted one (`core.retrain.approve`); a tested
     winner awaiting its deploy is deployed (`core.challenger.approve_deploy`)."""
     if get_job(job_id, db=db)["status"] == "awaiting_deploy":
         return {"decision": challenger.approve_deploy(job_id, actor=actor, db=db, certify_model=certify_with_card,
-                                                      on_deployed=refresh_cards)}
+                                                      on_deployed=refresh_cards, as_of=as_of)}
     return retrain.approve(job_id, actor=actor, progress=progress, db=db, register_challenger=register_with_artifacts,
                            open_test=challenger.open_test)
 
