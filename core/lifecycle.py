@@ -27,7 +27,7 @@ from core.explain import ExplainError
 from core.model_card import write_model_artifacts
 from core.registry import ModelIntegrityError, RegistryError
 from core.retrain import Progress
-from core.retrain_jobs import RetrainError, get_job
+from core.retrain_jobs import RetrainError, approval_queue, get_job
 from core.store_faults import describe_error
 from core.text import escape_markdown
 from core.training import TrainedModel
@@ -117,6 +117,19 @@ def advance_challenger(symbol: str, as_of, db: sqlite_utils.Database | None = No
     """The daily cycle's look at `symbol`'s challenger test (`core.challenger.advance`), with the winner's
     certification and model cards written as for a deploy from Model Management."""
     return challenger.advance(symbol, as_of, db=db, certify_model=certify_with_card, on_deployed=refresh_cards)
+
+
+def approve_all(as_of, actor: str, db: sqlite_utils.Database | None = None) -> list[str]:
+    """Approve every job in the approval queue on `as_of`, one line per job: a replay's stand-in for the
+    person who clicks Approve (`scheduled_tasks.py --replay --approve`); the critical-drift rule still
+    queues them first, and the audit log names `actor`."""
+    lines = []
+    for job_id in approval_queue(db=db)["id"]:
+        try:
+            lines.append(f"job {job_id} approved by {actor}: {approve(int(job_id), actor=actor, db=db, as_of=as_of)['decision']}")
+        except (RetrainError, RegistryError) as exc:
+            lines.append(f"job {job_id} could not be approved: {exc}")
+    return lines
 
 
 def decide_job(job_id: int, approved: bool, actor: str = "ui", db: sqlite_utils.Database | None = None) -> str:

@@ -110,13 +110,13 @@ def _evidence(action: str, details: dict) -> str:
                 f"always-valid p {details.get('p_sequential')}")
     if action in ("deploy", "rollback", "rolled_back"):
         return details.get("reason", "") + (" (certification override)" if details.get("override") else "")
-    return details.get("why", "")
+    return details.get("why") or ", ".join(f"{k}: {v}" for k, v in details.items() if k != "symbol")
 
 
 def model_timeline(model_id: str, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """Everything the loop did with `model_id`, oldest first: trained, gated, tested, deployed, watched,
-    rolled back..., each with its evidence, joined from the one audit trail (its own records, its retrain
-    job's steps, and its A/B tests')."""
+    """Everything done with `model_id`, oldest first: trained, gated, tested, deployed, watched, rolled
+    back..., each with its evidence, joined from the one audit trail (its own records, its retrain job's
+    steps, and its A/B tests'): Model Management's audit tab."""
     db = db or get_db()
     experiments = [f"experiment:{r[0]}" for r in db.execute(
         "SELECT DISTINCT experiment_id FROM experiment_arms WHERE model_id = ?", [model_id]).fetchall()]
@@ -126,11 +126,11 @@ def model_timeline(model_id: str, db: sqlite_utils.Database | None = None) -> pd
         f"OR target IN (SELECT value FROM json_each(?)) ORDER BY id", [model_id, model_id, json.dumps(experiments)]).fetchall()
     records = []
     for at, actor, action, target, details_json in rows:
-        if action not in STEPS:
+        if action not in STEPS and target != model_id:
             continue
         details = json.loads(details_json or "{}")
         if action.startswith("retrain_") and details.get("challenger_id") != model_id:
             continue  # a job in which this model was the champion: it is its challenger's step
-        records.append({"at": str(at)[:19].replace("T", " "), "step": STEPS[action], "action": action, "by": actor,
+        records.append({"at": str(at)[:19].replace("T", " "), "step": STEPS.get(action, action), "action": action, "by": actor,
                         "evidence": _evidence(action, details), "target": target})
     return pd.DataFrame(records, columns=["at", "step", "action", "by", "evidence", "target"])

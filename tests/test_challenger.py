@@ -273,6 +273,11 @@ def test_loop_state_per_ticker_and_the_model_timeline_follow_the_loop(champion, 
                  "rolled back"):
         assert step in steps, (step, steps)
     assert steps.index("trained") < steps.index("test opened") < steps.index("deployed") < steps.index("rolled back")
+    page = page_app("pages/2_Model_Management.py").run()  # Model Management's audit tab shows that timeline
+    page.selectbox(key="mm_model").set_value(job["challenger_id"]).run()
+    assert not page.exception
+    shown = next(d.value for d in page.dataframe if "step" in d.value.columns)
+    assert {"gated, in test", "deployed", "rolled back"} <= set(shown["step"])
 
 
 def test_only_a_shadow_arm_b_may_take_no_traffic(champion, fresh_db):
