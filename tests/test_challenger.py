@@ -117,6 +117,16 @@ def test_a_better_challenger_wins_its_shadow_test_and_is_deployed_then_watched(c
     assert _jobs(fresh_db)[0]["status"] == "validated"
     later = fresh_db.execute("SELECT DISTINCT model_id FROM predictions WHERE served = 1 AND as_of > ?", [decided_on]).fetchall()
     assert later == [(challenger,)]
+    from core.challenger import decisions_worth  # what the deploy was worth on the days after it, by hand
+
+    worth = decisions_worth(days[0], days[-1]).iloc[0]
+    after = [d for d in days if decided_on < d < days[-1]]
+    assert worth["status"] == "validated" and worth["decided on"] == decided_on and worth["days after"] == len(after)
+    closes = fresh_db.execute("SELECT close FROM prices WHERE symbol = ? AND date >= ? ORDER BY date LIMIT ?",
+                              [SYMBOL, after[0], len(after) + 1]).fetchall()
+    naive = sum(abs(b[0] - a[0]) for a, b in zip(closes, closes[1:])) / len(after)  # both arms are naive models here
+    assert worth["champion MAE $"] == pytest.approx(naive) and worth["challenger MAE $"] == pytest.approx(naive)
+    assert worth["worth $"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_no_difference_until_the_maximum_duration_archives_the_challenger(champion, fresh_db, monkeypatch):
