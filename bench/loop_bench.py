@@ -139,9 +139,15 @@ def main() -> None:
     parser.add_argument("--skip-null", action="store_true")
     args = parser.parse_args()
     from core.config import get_settings
-    from core.market import bundled_frame
+    from core.demo import REPLAY_DAYS
+    from core.market import bundled_frame, load_prices
 
     tickers = args.tickers or sorted(bundled_frame()["symbol"].unique())
+    needed = get_settings().min_history_days + 50 + REPLAY_DAYS  # the demo's own rule: train on one part, replay a year
+    skipped = [t for t in tickers if len(load_prices(t)) < needed]
+    if skipped:
+        print(f"skipped (fewer than {needed} trading days, as in the demo): {', '.join(skipped)}")
+    tickers = [t for t in tickers if t not in skipped]
     settings = get_settings()
     print(f"settings: retrain margin {settings.retrain_margin:.0%}, confirmations {settings.retrain_confirmations}, "
           f"cooldown {settings.retrain_cooldown_days} d, test max {settings.ab_default_duration_days} d, "
