@@ -301,3 +301,21 @@ def test_only_a_shadow_arm_b_may_take_no_traffic(champion, fresh_db):
         with pytest.raises(ExperimentError, match="traffic share above 0"):
             create_experiment(f"zero {shadow}", SYMBOL, arms, start_date=CUTOFF, shadow=shadow)
     assert create_experiment("shadow B", SYMBOL, [(champion, 1.0), (other, 0.0)], start_date=CUTOFF, shadow=True)
+
+
+def test_critical_drift_still_waits_and_a_replay_reviewer_approves_it_into_a_test(champion, fresh_db, monkeypatch):
+    import scheduled_tasks
+    from core.lifecycle import approve_all
+
+    loop_setup(monkeypatch)
+    install_fake_drift(monkeypatch, lambda m, d: FakeReport(True, "critical", ["fake drift"], retrain=True))
+    day = _days(1)[0]
+    assert _cycle(day)["retrain"].startswith("awaiting approval")
+    assert fresh_db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == 0
+    lines = approve_all(day, actor="replay reviewer")
+    assert len(lines) == 1 and "in a shadow A/B test" in lines[0]
+    assert [j["status"] for j in _jobs(fresh_db)] == ["testing"]
+    assert fresh_db.execute("SELECT actor FROM audit_log WHERE action = 'retrain_running'").fetchone()[0] == "replay reviewer"
+    with pytest.raises(SystemExit) as usage:  # the simulated reviewer exists only for a replay
+        scheduled_tasks.main(["--once", "--approve"])
+    assert usage.value.code == 2
