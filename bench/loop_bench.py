@@ -48,8 +48,6 @@ def replay_ticker(symbol: str) -> dict:
     from core.lifecycle import approve_all, register_with_artifacts
     from core.market import load_prices
     from core.registry import deploy
-    from core.retrain import counterfactual_predictions
-    from core.store import get_db
     from core.training import train_model
 
     started = time.perf_counter()
@@ -60,13 +58,22 @@ def replay_ticker(symbol: str) -> dict:
     for day in days:
         run_daily_cycle(day)
         approve_all(day, actor="bench (simulated reviewer)")
+    return {**summarise(symbol), "seconds": time.perf_counter() - started}
+
+
+def summarise(symbol: str) -> dict:
+    """The figures of a replayed database (MLSA_DB_PATH / MLSA_MODELS_DIR): its champion is the model without a parent."""
+    from core.retrain import counterfactual_predictions
+    from core.store import get_db
+
     db = get_db()
+    champion = db.execute("SELECT model_id FROM models WHERE parent_id IS NULL AND symbol = ?", [symbol]).fetchone()[0]
     served = pd.read_sql_query("SELECT as_of, last_close, predicted_close, actual_close FROM predictions WHERE served = 1 "
                                "AND actual_close IS NOT NULL ORDER BY as_of", db.conn)
     off = counterfactual_predictions(champion, pd.DatetimeIndex(served["as_of"]), db=db)
     jobs = dict(db.execute("SELECT status, COUNT(*) FROM retrain_jobs GROUP BY status").fetchall())
     tested = db.execute("SELECT COUNT(*) FROM experiments").fetchone()[0]
-    return {"ticker": symbol, "days": len(served), "seconds": time.perf_counter() - started,
+    return {"ticker": symbol, "days": len(served),
             "loops started": sum(v for k, v in jobs.items() if k not in ("blocked", "declined", "awaiting_approval")),
             "gate rejected": jobs.get("rejected", 0), "tested": tested,
             "deployed": jobs.get("validating", 0) + jobs.get("validated", 0) + jobs.get("rolled_back", 0),
@@ -131,12 +138,34 @@ def simulated_null(runs: int = 2000, days: int = 21, seed: int = 0) -> float:
     return promoted / runs
 
 
+def _summarise_state(spec: str) -> dict:
+    symbol, folder = spec.split("=", 1)
+    os.environ.update(MLSA_DB_PATH=str(Path(folder) / "app.db"), MLSA_MODELS_DIR=str(Path(folder) / "models"))
+    return summarise(symbol)
+
+
+def _print_replay(results: pd.DataFrame, seconds: float) -> None:
+    pd.set_option("display.width", 200)
+    print(results.round(3).to_string(index=False))
+    weights = results["days"]
+    total = {k: int(results[k].sum()) for k in ("loops started", "gate rejected", "tested", "deployed", "archived",
+                                                "rolled back")}
+    print(f"total over {len(results)} tickers, {int(weights.sum())} scored days, {seconds:.0f} s: "
+          + ", ".join(f"{k} {v}" for k, v in total.items()))
+    for column in ("MAE loop on $", "MAE retraining off $", "MAE naive $"):
+        print(f"  {column} (day-weighted mean over tickers): {np.average(results[column], weights=weights):.3f}")
+    ratio = results["MAE loop on $"] / results["MAE retraining off $"]
+    print(f"  loop on / retraining off MAE ratio per ticker: " + ", ".join(f"{t} {r:.4f}" for t, r in zip(results["ticker"], ratio)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tickers", nargs="*")
     parser.add_argument("--skip-replay", action="store_true")
     parser.add_argument("--skip-null", action="store_true")
+    parser.add_argument("--from-state", nargs="*", default=[],
+                        help="TICKER=DIR: summarise a replay already run in DIR (its app.db and models) instead of replaying")
     args = parser.parse_args()
     from core.config import get_settings
     from core.demo import REPLAY_DAYS
@@ -153,20 +182,13 @@ def main() -> None:
           f"cooldown {settings.retrain_cooldown_days} d, test max {settings.ab_default_duration_days} d, "
           f"min samples {settings.challenger_min_samples}, confidence {settings.ab_confidence_level}")
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        if args.from_state:
+            results = pd.DataFrame(list(pool.map(_summarise_state, args.from_state)))
+            args.skip_replay = True
+            _print_replay(results, float("nan"))
         if not args.skip_replay:
             started = time.perf_counter()
-            results = pd.DataFrame(list(pool.map(replay_ticker, tickers)))
-            pd.set_option("display.width", 200)
-            print(results.round(3).to_string(index=False))
-            weights = results["days"]
-            total = {k: int(results[k].sum()) for k in ("loops started", "gate rejected", "tested", "deployed", "archived",
-                                                        "rolled back")}
-            print(f"total over {len(results)} tickers, {int(weights.sum())} scored days, {time.perf_counter() - started:.0f} s: "
-                  + ", ".join(f"{k} {v}" for k, v in total.items()))
-            for column in ("MAE loop on $", "MAE retraining off $", "MAE naive $"):
-                print(f"  {column} (day-weighted mean over tickers): {np.average(results[column], weights=weights):.3f}")
-            ratio = results["MAE loop on $"] / results["MAE retraining off $"]
-            print(f"  loop on / retraining off MAE ratio per ticker: " + ", ".join(f"{t} {r:.4f}" for t, r in zip(results["ticker"], ratio)))
+            _print_replay(pd.DataFrame(list(pool.map(replay_ticker, tickers))), time.perf_counter() - started)
         if not args.skip_null:
             runs = pd.DataFrame([r for rs in pool.map(null_runs, tickers) for r in rs])
             false_promotions = float((runs["winner"] == "B").mean())
