@@ -101,7 +101,8 @@ def advance(symbol: str, day, actor: str = "scheduler", db: sqlite_utils.Databas
                f"${evidence['challenger_mae']:.3f}, always-valid p = {comparison.p_sequential:.3g})")
         return _close(job, experiment, "archived", why, day, actor, db, evidence)
     if day >= experiment["end_date"]:
-        why = (f"no significant difference in {get_settings().ab_default_duration_days} days (n = {evidence['n']}, "
+        planned = (pd.Timestamp(experiment["end_date"]) - pd.Timestamp(experiment["start_date"])).days + 1
+        why = (f"no significant difference in {planned} days (n = {evidence['n']}, "
                f"always-valid p = {comparison.p_sequential:.3g}); the champion stays")
         return _close(job, experiment, "archived", why, day, actor, db, evidence)
     note_progress(db, job["id"], {"last_look": evidence})
