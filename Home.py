@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.charts import skill_color, sparkline
 from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard
+from core.loop_view import loop_states
 from core.text import escape_markdown
 from core.store import page_guard
 
@@ -37,6 +38,7 @@ st.markdown(
 
 with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
     board = load_dashboard()
+    loop = loop_states()
 counts, run = board.counts, board.last_run
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Deployed tickers", f"{counts['deployed']} / {counts['tickers']}")
@@ -70,6 +72,14 @@ t1, t2, t3 = st.columns(3)
 link("pages/1_Forecast.py", "Forecast a ticker or train a model", where=t1)
 link("pages/2_Model_Management.py", "Certify, deploy or roll back a model", where=t2)
 link("pages/3_Drift.py", "Drift checks of the deployed models", where=t3)
+
+st.subheader("The loop, per ticker")
+st.dataframe(loop.drop(columns="page"), hide_index=True, width="stretch")
+st.caption("Drift alarm -> retraining -> challenger in a shadow A/B test -> awaiting approval or deployed and watched "
+           "for the validation window -> rolled back if it disappoints; each state names the page that acts on it.")
+acting = loop[loop["loop state"] != "healthy"].drop_duplicates("page")
+for column, (_, row) in zip(st.columns(max(1, len(acting))), acting.iterrows()):
+    link(row["page"], f"{row['act on']}: {row['loop state']}", where=column)
 
 if board.sparklines:
     st.subheader(f"{SPARK_WINDOW}-day MAE of the deployed model, per ticker ($)")

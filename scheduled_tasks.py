@@ -3,6 +3,7 @@
     python scheduled_tasks.py                      # loop: the cycle every day at MLSA_DRIFT_CHECK_TIME (06:00)
     python scheduled_tasks.py --once [--as-of D]   # one cycle and exit (cron); default: the data's last day
     python scheduled_tasks.py --replay START END   # the cycle for each trading day in [START, END]
+                                   [--approve]   #   and a simulated reviewer approving the queue
 
 "Today" is the last trading day the data has (per ticker), never the wall clock; a day beyond the
 data is refused. One scheduler per database file: an exclusive `flock` on `<real db path>.scheduler.lock`
@@ -33,7 +34,9 @@ from core.cluster import ClusterUnavailable
 from core.config import get_settings, log_setting_names
 from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
+from core.challenger import decisions_worth
 from core.cycle import run_daily_cycle
+from core.lifecycle import approve_all
 from core.registry import list_models
 from core.store import check_writable, get_db
 from core.store_faults import StoreError, describe_error, scheduler_lock_path
@@ -171,7 +174,23 @@ def run_once(as_of, stop: threading.Event, refresh_prices: bool = False) -> int:
     return EXIT_FAILED if summary["failed"] else EXIT_OK
 
 
-def replay(start, end, stop: threading.Event) -> int:
+def print_loop(start, end) -> None:
+    """The loops the replay started: trigger, gate, shadow test, decision, and what it was worth afterwards."""
+    worth = decisions_worth(start, end)
+    if worth.empty:
+        print("No retrain was started in this range (see Monitoring for the blocked decisions).", flush=True)
+        return
+    print(f"{len(worth)} loop(s) started:", flush=True)
+    for row in worth.to_dict("records"):
+        print(f"  {row['ticker']} job {row['job']}: {row['trigger']} trigger on {row['retrained on']} -> {row['status']}: "
+              f"{row['decision']}", flush=True)
+        if row.get("days after") == row.get("days after"):  # not NaN: the decision's worth was measured
+            print(f"    over the {row['days after']:.0f} trading days after {row['decided on']}: champion MAE "
+                  f"${row['champion MAE $']:.3f}, challenger ${row['challenger MAE $']:.3f}, naive ${row['naive MAE $']:.3f}; "
+                  f"the decision was worth ${row['worth $']:+.3f} per day", flush=True)
+
+
+def replay(start, end, stop: threading.Event, approve: bool = False) -> int:
     check_within_data(end, data_ends_of_deployed())  # BeyondDataError before any cycle runs
     days = trading_days(start, end)
     if not days:
@@ -184,11 +203,15 @@ def replay(start, end, stop: threading.Event) -> int:
             break
         summary = run_daily_cycle(day, should_stop=stop.is_set)
         failed_days += bool(summary["failed"])
+        if approve:
+            for line in approve_all(day, actor="replay (--approve: simulated reviewer)"):
+                log.warning("%s %s", f"{day:%Y-%m-%d}", line)
         _progress_bar(done, len(days), f"{day:%Y-%m-%d} ok={summary['ok']} failed={summary['failed']}"
                       f" skipped={len(summary.get('skipped', []))}")
     sys.stderr.write("\n")
     print(f"Replayed {done} of {len(days)} trading days in {time.perf_counter() - started:.0f} s; "
           f"{failed_days} day(s) with a failed model." + (" Stopped early." if stop.is_set() else ""), flush=True)
+    print_loop(start, end)
     return EXIT_FAILED if failed_days else EXIT_OK
 
 
@@ -226,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--once", action="store_true", help="run one daily cycle and exit (for cron)")
     mode.add_argument("--replay", nargs=2, metavar=("START", "END"), help="run the cycle for each trading day in the range")
     parser.add_argument("--as-of", help="the day of the --once cycle (default: the last trading day of the data)")
+    parser.add_argument("--approve", action="store_true",
+                        help="during --replay, approve each day's approval queue (a simulated reviewer, named in the audit log)")
     parser.add_argument("--verbose", action="store_true", help="log one line per model per step during --replay too")
     args = parser.parse_args(argv)  # a usage error exits with 2 (argparse)
+    if args.approve and not args.replay:
+        parser.error("--approve goes with --replay")
     if args.as_of and not args.once:
         parser.error("--as-of goes with --once")
     as_of = _date(parser, args.as_of, "--as-of") if args.as_of else None
@@ -249,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.once:
                 return run_once(as_of, stop)
             if args.replay:
-                return replay(start, end, stop)
+                return replay(start, end, stop, approve=args.approve)
             return loop(stop)
     except SchedulerLocked as exc:
         print(str(exc), file=sys.stderr)

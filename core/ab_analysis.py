@@ -64,6 +64,7 @@ def _observations(experiment: dict, as_of: str | None, db: sqlite_utils.Database
         f"FROM predictions WHERE experiment_id = ? AND as_of >= ? {clause} ORDER BY target_date, id",
         db.conn, params=[as_of, as_of, experiment["id"], first_scored, *params],
     )
+    frame["actual_close"] = frame["actual_close"].astype(float)  # all unknown yet: an object column of None
     frame["abs_error"] = (frame["predicted_close"] - frame["actual_close"]).abs()
     frame["ape"] = frame["abs_error"] / frame["actual_close"] * 100
     frame["loss"] = frame["abs_error"] if experiment["metric"] == "mae" else frame["ape"]
@@ -119,6 +120,8 @@ def analyze_experiment(experiment: dict, as_of=None, db: sqlite_utils.Database |
         losses = {arm: used.loc[used["arm"] == arm, "loss"].to_numpy() for arm in arm_names}
         look_of = {arm: codes[(used["arm"] == arm).to_numpy()] for arm in arm_names}
     served_counts = rows[rows["served"] == 1].groupby("arm").size().reindex(arm_names, fill_value=0).to_dict()
+    if min(shares) == 0:  # a shadow arm that takes no traffic: no split to check for a sample-ratio mismatch
+        served_counts = None
     comparison = compare_arms(losses, shares, experiment["confidence_level"], experiment["min_samples"],
                               paired=experiment["shadow"], served_counts=served_counts, looks=look_of)
     track = comparison.track.assign(date=lambda t: np.asarray(look_days)[t["look"]] if len(look_days) else [])

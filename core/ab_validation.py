@@ -103,7 +103,7 @@ def start_day(value) -> pd.Timestamp:
     return start.normalize()
 
 
-def validate_new(name, symbol, arms, confidence_level, metric, db) -> None:
+def validate_new(name, symbol, arms, confidence_level, metric, db, shadow: bool = False) -> None:
     """Refuse, with a sentence saying what to change, anything the statistics or the storage cannot take."""
     if not name:
         raise ExperimentError("Give the experiment a name.")
@@ -120,8 +120,10 @@ def validate_new(name, symbol, arms, confidence_level, metric, db) -> None:
         raise ExperimentError(f"An experiment needs 2 to {MAX_ARMS} arms, got {len(arms)}.")
     shares = np.array([as_number(f"The traffic share of arm {string.ascii_uppercase[i]}", share)
                        for i, (_, share) in enumerate(arms)])
-    if (shares <= 0).any() or (shares > 1).any():
-        raise ExperimentError("Every arm needs a traffic share above 0 and at most 1 (100 %).")
+    # in a shadow test an arm B, C... may take no traffic: it predicts every request, the control serves them all
+    if (shares[:1 if shadow else None] <= 0).any() or (shares < 0).any() or (shares > 1).any():
+        raise ExperimentError("Every arm needs a traffic share above 0 and at most 1 (100 %)"
+                              + (", except a shadow arm B, C..., which may take 0." if shadow else "."))
     if abs(shares.sum() - 1.0) > 1e-6:
         raise ExperimentError(f"Traffic shares must sum to 100 %, they sum to {shares.sum() * 100:.1f} %.")
     if metric not in METRICS:

@@ -60,7 +60,7 @@ def create_experiment(
     duration_days = bounded_int("The duration (days)", duration_days, *DURATION_DAYS)
     confidence_level = as_number("confidence_level", settings.ab_confidence_level if confidence_level is None else confidence_level)
     name, symbol = str(name or "").strip(), str(symbol or "").strip().upper()
-    validate_new(name, symbol, arms, confidence_level, metric, db)
+    validate_new(name, symbol, arms, confidence_level, metric, db, shadow)
     start = start_day(start_date)
     check_start(symbol, start, db)
     with transaction(db):

@@ -104,6 +104,10 @@ class Settings:
     ab_min_samples: int
     ab_confidence_level: float
     ab_default_duration_days: int
+    # the challenger stage: a retrain that passes its gate earns its place in a shadow A/B test
+    challenger_ab_test: bool
+    challenger_min_samples: int
+    challenger_deploy: str
     # retraining
     enable_auto_retrain: bool
     retrain_confirmations: int
@@ -163,6 +167,10 @@ def get_settings() -> Settings:
         ab_min_samples=int(_env("AB_MIN_SAMPLES", "30")),
         ab_confidence_level=float(_env("AB_CONFIDENCE_LEVEL", "0.95")),
         ab_default_duration_days=int(_env("AB_DEFAULT_DURATION_DAYS", "30")),
+        challenger_ab_test=_env_bool("CHALLENGER_AB_TEST", True),
+        # 30 calendar days hold ~21 trading days: the A/B default of 30 samples could never be reached
+        challenger_min_samples=int(_env("CHALLENGER_MIN_SAMPLES", "15")),
+        challenger_deploy=_env("CHALLENGER_DEPLOY", "auto").strip().lower(),  # "auto" or "approval"
         enable_auto_retrain=_env_bool("ENABLE_AUTO_RETRAIN", False),
         retrain_confirmations=int(_env("RETRAIN_CONFIRMATIONS", "3")),
         retrain_cooldown_days=int(_env("RETRAIN_COOLDOWN_DAYS", "7")),

@@ -26,7 +26,7 @@ from core.drift import check_within_data, data_ends
 from core.market import MarketDataError, load_prices
 from core.metrics import METRICS_LOOKBACK_DAYS, upsert_daily_metrics
 from core.predict import backfill_actuals, predict
-from core.registry import list_models
+from core.registry import get_model, list_models
 from core.retrain import check_validation_window
 from core.retrain_jobs import reconcile
 from core.store import audit, get_db, transaction
@@ -154,10 +154,17 @@ def _step_alerts(model: dict, day: str, context: dict, db: sqlite_utils.Database
 
 
 def _step_retrain(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
+    tested = lifecycle.advance_challenger(model["symbol"], day, db=db)  # the open shadow test first: it may deploy
     window = check_validation_window(model["symbol"], day, db=db)
     report = context.get("report")
-    decision = "skipped: no drift report today" if report is None else lifecycle.auto_retrain(model["model_id"], day, report, db=db)
-    context["retrain"] = decision if window is None else f"{decision}; validation window: {window}"
+    if get_model(model["model_id"], db=db)["status"] != "deployed":  # its challenger was deployed just now
+        decision = "no retrain decision: the model was replaced today"
+    elif report is None:
+        decision = "skipped: no drift report today"
+    else:
+        decision = lifecycle.auto_retrain(model["model_id"], day, report, db=db)
+    context["retrain"] = "; ".join([decision, *([f"validation window: {window}"] if window else []),
+                                    *([f"challenger: {tested}"] if tested else [])])
     return context["retrain"]
 
 

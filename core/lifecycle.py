@@ -6,7 +6,8 @@ Management pages, the demo, the daily cycle and retraining all get the same life
 - `register_with_artifacts`: register, then write SHAP importance and the model card (a failure
   there is logged and never undoes the registration);
 - `certify_with_card`: certify, then rewrite the card so it shows the result;
-- `retrain_now`, `approve`, `auto_retrain`: `core.retrain` with challengers registered as above;
+- `retrain_now`, `approve`, `auto_retrain`: `core.retrain` with challengers registered as above and,
+  once past their gate, put in a shadow A/B test (`core.challenger`); `advance_challenger` decides it;
 - `pending_action` / `confirm_action`: the confirmation step before a deploy or rollback;
 - `*_for_page`: Model Management's buttons, each returning its result or the sentence that says what
   went wrong (the page only draws; database faults still go to its `action_guard`).
@@ -19,14 +20,14 @@ from typing import Any
 
 import sqlite_utils
 
-from core import drift, registry, retrain
+from core import challenger, drift, registry, retrain
 from core.certification import Certification, certify
 from core.drift_kernels import DriftInputError
 from core.explain import ExplainError
 from core.model_card import write_model_artifacts
 from core.registry import ModelIntegrityError, RegistryError
 from core.retrain import Progress
-from core.retrain_jobs import RetrainError
+from core.retrain_jobs import RetrainError, approval_queue, get_job
 from core.store_faults import describe_error
 from core.text import escape_markdown
 from core.training import TrainedModel
@@ -78,13 +79,14 @@ def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None
                 db: sqlite_utils.Database | None = None) -> dict[str, Any]:
     """The "Retrain Now" button (`core.retrain.retrain_now`)."""
     return retrain.retrain_now(symbol, as_of, actor=actor, progress=progress, db=db,
-                               register_challenger=register_with_artifacts)
+                               register_challenger=register_with_artifacts, open_test=challenger.open_test)
 
 
 def retrain_summary(symbol: str, outcome: dict) -> dict:
     """What Retrain Now did, for the page: the challenger named, its fate in words, the gate's numbers ($)."""
     gate, challenger = outcome["gate"], outcome.get("challenger_id")
     fate = {"validating": f"deployed {challenger}; it is watched for the validation window",
+            "testing": f"put {challenger} in a shadow A/B test against the champion (it passed the validation gate)",
             "rejected": f"rejected {challenger}: the validation gate {gate.reason}; the champion stays deployed",
             "superseded": outcome["decision"]}.get(outcome["status"], outcome["decision"])
     return {"symbol": symbol, "challenger_id": challenger, "deployed": outcome["status"] == "validating",
@@ -95,20 +97,47 @@ def retrain_summary(symbol: str, outcome: dict) -> dict:
 
 
 def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
-            db: sqlite_utils.Database | None = None) -> dict[str, Any]:
-    """Run a job from the approval queue, or retry an interrupted one (`core.retrain.approve`)."""
-    return retrain.approve(job_id, actor=actor, progress=progress, db=db, register_challenger=register_with_artifacts)
+            db: sqlite_utils.Database | None = None, as_of=None) -> dict[str, Any]:
+    """Run a job from the approval queue, or retry an interrupted one (`core.retrain.approve`); a tested
+    winner awaiting its deploy is deployed (`core.challenger.approve_deploy`)."""
+    if get_job(job_id, db=db)["status"] == "awaiting_deploy":
+        return {"decision": challenger.approve_deploy(job_id, actor=actor, db=db, certify_model=certify_with_card,
+                                                      on_deployed=refresh_cards, as_of=as_of)}
+    return retrain.approve(job_id, actor=actor, progress=progress, db=db, register_challenger=register_with_artifacts,
+                           open_test=challenger.open_test)
 
 
 def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None = None) -> str:
     """The daily cycle's retrain decision (`core.retrain.auto_retrain`)."""
-    return retrain.auto_retrain(model_id, as_of, report, db=db, register_challenger=register_with_artifacts)
+    return retrain.auto_retrain(model_id, as_of, report, db=db, register_challenger=register_with_artifacts,
+                                open_test=challenger.open_test)
+
+
+def advance_challenger(symbol: str, as_of, db: sqlite_utils.Database | None = None) -> str | None:
+    """The daily cycle's look at `symbol`'s challenger test (`core.challenger.advance`), with the winner's
+    certification and model cards written as for a deploy from Model Management."""
+    return challenger.advance(symbol, as_of, db=db, certify_model=certify_with_card, on_deployed=refresh_cards)
+
+
+def approve_all(as_of, actor: str, db: sqlite_utils.Database | None = None) -> list[str]:
+    """Approve every job in the approval queue on `as_of`, one line per job: a replay's stand-in for the
+    person who clicks Approve (`scheduled_tasks.py --replay --approve`); the critical-drift rule still
+    queues them first, and the audit log names `actor`."""
+    lines = []
+    for job_id in approval_queue(db=db)["id"]:
+        try:
+            lines.append(f"job {job_id} approved by {actor}: {approve(int(job_id), actor=actor, db=db, as_of=as_of)['decision']}")
+        except (RetrainError, RegistryError) as exc:
+            lines.append(f"job {job_id} could not be approved: {exc}")
+    return lines
 
 
 def decide_job(job_id: int, approved: bool, actor: str = "ui", db: sqlite_utils.Database | None = None) -> str:
     """Approve (retrain, gate, deploy if it passes) or decline a queued job; returns the decision as text."""
     if approved:
         return approve(job_id, actor=actor, db=db)["decision"]
+    if get_job(job_id, db=db)["status"] == "awaiting_deploy":
+        return challenger.decline_deploy(job_id, actor=actor, db=db)
     retrain.decline(job_id, actor=actor, db=db)
     return "declined"
 

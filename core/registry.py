@@ -379,14 +379,18 @@ def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_util
     return {"deployed": target, "previous": current["model_id"]}
 
 
-def archive(model_id: str, actor: str = "user", db: sqlite_utils.Database | None = None) -> None:
+def archive(model_id: str, actor: str = "user", db: sqlite_utils.Database | None = None, reason: str = "") -> None:
+    """Archive a model that is not deployed; `reason` (e.g. a challenger that lost its A/B test) is kept on it."""
     db = db or get_db()
     with transaction(db):
         model = get_model(model_id, db=db)
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is deployed: deploy another version or roll back first.")
         _set_status(db, model_id, "archived")
-        audit(db, actor, "archive", model_id, {"symbol": model["symbol"]})
+        if reason:
+            db.execute("UPDATE models SET reason = COALESCE(reason || '; ', '') || ? WHERE model_id = ?",
+                       [f"archived: {reason}", model_id])
+        audit(db, actor, "archive", model_id, {"symbol": model["symbol"], **({"why": reason} if reason else {})})
 
 
 def reject(model_id: str, reason: str, actor: str = "retrain", db: sqlite_utils.Database | None = None) -> None:

@@ -40,8 +40,8 @@ from core.features import build_features, check_feature_frame
 from core.market import load_prices
 from core.drift_report import should_retrain
 from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, reject, rollback
-from core.retrain_jobs import (QUEUED, RetrainError, create_job, get_job, heartbeat, interrupt, is_queued, owned_here,
-                                reconcile_jobs, record_challenger, update_job)
+from core.retrain_jobs import (QUEUED, RetrainError, create_job, get_job, heartbeat, interrupt, is_queued, open_challenger,
+                                owned_here, reconcile_jobs, record_challenger, update_job)
 from core.store import get_db, transaction
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,18 @@ log = logging.getLogger(__name__)
 HOLDOUT_DAYS = 60
 AUTO_TRIGGERS = ("drift", "performance")
 # Jobs that trained a challenger: they start the cooldown. "interrupted" is not one (a phantom never blocks).
-TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed", "superseded")
+TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed", "superseded", "testing",
+           "awaiting_deploy", "archived")
 Progress = Callable[[float, str], None]
 # registers a trained challenger and returns its model_id: `core.lifecycle.register_with_artifacts`,
 # passed in by the orchestration layer (registering also writes explainability artifacts, a layer above).
 # Called with `on_registered=`, a function it must call with the model_id as soon as the model is registered,
 # before the artifacts: the job records its challenger then, so a kill while writing them loses nothing.
 RegisterChallenger = Callable[..., str]
+# opens the shadow A/B test of a challenger that passed its gate and returns the experiment id:
+# `core.challenger.open_test(challenger_id, champion_id, day, actor=, db=)`, passed in like `register_challenger`
+# (None: the challenger is deployed directly after its gate, as before the challenger stage).
+OpenTest = Callable[..., int]
 
 
 @dataclass(frozen=True)
@@ -142,8 +147,12 @@ def _close_job(db: sqlite_utils.Database, job_id: int, status: str, decision: st
 
 def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", actor: str = "ui",
             progress: Progress | None = None, job_id: int | None = None,
-            db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger) -> dict[str, Any]:
+            db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger,
+            open_test: OpenTest | None = None) -> dict[str, Any]:
     """Train a challenger up to `as_of`, register it as the champion's child, gate it, deploy it if it passes.
+
+    With `open_test` (and MLSA_CHALLENGER_AB_TEST on), a challenger that passes is not deployed: its
+    shadow A/B test is opened and the job waits in "testing" (`core.challenger` decides it later).
 
     `job_id` is a job this process already claimed as running (`approve`); otherwise a job is created.
     Each progress step is a heartbeat. The challenger is deployed only if `champion_id` is still the
@@ -194,21 +203,30 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
             raise_alert(champion_id, "retrain_rejected", "info", f"Challenger {challenger_id} {gate.reason}.", day, db=db)
             notify(1.0, f"Challenger {challenger_id} rejected: {gate.reason}")
             return {**result, "status": "rejected", "decision": gate.reason}
-        step(0.9, f"Deploying {challenger_id}")
+        testing = open_test is not None and settings.challenger_ab_test
+        step(0.9, f"Opening the shadow A/B test of {challenger_id}" if testing else f"Deploying {challenger_id}")
         try:
-            with transaction(db):  # deploy and the job's new state commit together, only if the job is still ours
-                # the validation gate is this deploy's evidence; certification (slower) stays a separate, audited step
-                deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}), validation gate {gate.reason}",
-                       override=True, expected_champion=champion_id, db=db)
-                _close_job(db, job_id, "validating", f"deployed; {gate.reason}",
-                           {**outcome, "deployed_as_of": day, "previous_id": champion_id}, challenger_id, actor,
-                           finished=False)
+            with transaction(db):  # the deploy (or the test) and the job's new state commit together, only if the job is ours
+                if testing:  # a kill leaves either no test and a running job (interrupted), or both
+                    experiment_id = open_test(challenger_id, champion_id, day, actor=actor, db=db)
+                    _close_job(db, job_id, "testing", f"in a shadow A/B test (experiment {experiment_id}); {gate.reason}",
+                               {**outcome, "experiment_id": experiment_id, "test_opened": day, "previous_id": champion_id},
+                               challenger_id, actor, finished=False)
+                else:  # the validation gate is this deploy's evidence; certification (slower) stays a separate step
+                    deploy(challenger_id, actor=actor, reason=f"retrain ({trigger}), validation gate {gate.reason}",
+                           override=True, expected_champion=champion_id, db=db)
+                    _close_job(db, job_id, "validating", f"deployed; {gate.reason}",
+                               {**outcome, "deployed_as_of": day, "previous_id": champion_id}, challenger_id, actor,
+                               finished=False)
         except ChampionChanged as changed:  # someone deployed another model while this one trained
             decision = (f"champion changed from {champion_id} to {changed.actual or 'none'} during retraining; "
                         f"not deployed ({challenger_id} stays a candidate)")
             _close_job(db, job_id, "superseded", decision, outcome, challenger_id, actor)
             notify(1.0, decision)
             return {**result, "status": "superseded", "decision": decision}
+        if testing:
+            notify(1.0, f"{challenger_id} passed its gate and is in a shadow A/B test against {champion_id}")
+            return {**result, "status": "testing", "decision": f"in a shadow A/B test; {gate.reason}"}
         raise_alert(challenger_id, "retrain_deployed", "info",
                     f"Deployed {challenger_id} replacing {champion_id} ({gate.reason}); validation window of "
                     f"{settings.validation_window_days} trading days started.", day, db=db)
@@ -258,8 +276,9 @@ def _confirmations(db: sqlite_utils.Database, model_id: str, day: str, needed: i
 
 
 def _last_automatic(db: sqlite_utils.Database, symbol: str, day: str) -> str | None:
-    row = db.execute(
-        "SELECT MAX(json_extract(j.details_json, '$.as_of')) FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id "
+    row = db.execute(  # a challenger deployed after its A/B test restarts the cooldown on its deploy day
+        "SELECT MAX(COALESCE(json_extract(j.details_json, '$.deployed_as_of'), json_extract(j.details_json, '$.as_of'))) "
+        "FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id "
         f"WHERE m.symbol = ? AND j.trigger IN (?, ?) AND j.status IN ({', '.join('?' * len(TRAINED))}) "
         "AND json_extract(j.details_json, '$.as_of') < ?",
         [symbol, *AUTO_TRIGGERS, *TRAINED, day]).fetchone()
@@ -267,7 +286,7 @@ def _last_automatic(db: sqlite_utils.Database, symbol: str, day: str) -> str | N
 
 
 def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None = None, *,
-                 register_challenger: RegisterChallenger) -> str:
+                 register_challenger: RegisterChallenger, open_test: OpenTest | None = None) -> str:
     """The daily cycle's retrain decision for a deployed model, once per (model, day); returns it as text."""
     db = db or get_db()
     day = _day(as_of)
@@ -288,6 +307,9 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
         create_job(db, model_id, trigger, "blocked", decision, details, finished=True)
         return f"blocked: {decision}"
 
+    if (open_job := open_challenger(db, model["symbol"], watched=True)) is not None:  # one loop per ticker at a time
+        return blocked(f"challenger {open_job['challenger_id']} (job {open_job['id']}) is {open_job['status']}; "
+                       "no second retrain while it is decided or watched")
     confirmed = _confirmations(db, model_id, day, settings.retrain_confirmations)
     details["confirmations"] = confirmed
     if not settings.enable_auto_retrain:
@@ -296,7 +318,8 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
         return blocked(f"awaiting confirmation: trigger held on {confirmed} of {settings.retrain_confirmations} consecutive checks")
     last = _last_automatic(db, model["symbol"], day)
     if last and (pd.Timestamp(day) - pd.Timestamp(last)).days < settings.retrain_cooldown_days:
-        return blocked(f"cooldown: last automatic retrain on {last}, fewer than {settings.retrain_cooldown_days} days ago")
+        return blocked(f"cooldown: last automatic retrain on {last}, fewer than {settings.retrain_cooldown_days} days ago "
+                       "(a tested challenger's deploy day counts as one)")
     queued = db.execute(
         "SELECT j.id FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id WHERE m.symbol = ? "
         f"AND {QUEUED}", [model["symbol"]]).fetchone()
@@ -310,14 +333,15 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
         return f"awaiting approval (job {job_id})"
     try:
         result = retrain(model_id, day, trigger=trigger, reason=reason, actor="scheduler", db=db,
-                         register_challenger=register_challenger)
+                         register_challenger=register_challenger, open_test=open_test)
     except RetrainError as exc:
         return f"failed: {exc}"
     return f"{result['status']}: {result['gate'].reason}"
 
 
 def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
-            db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger) -> dict[str, Any]:
+            db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger,
+            open_test: OpenTest | None = None) -> dict[str, Any]:
     """Run a job from the approval queue (retrain, gate, deploy if it passes); also the Retry of an interrupted one.
 
     The job is claimed in one write transaction (queued -> running, owned by this process), so two
@@ -327,8 +351,8 @@ def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
     reconcile_jobs(db)  # an approval whose process died returns to the queue before this one is judged
     with transaction(db):
         job = get_job(job_id, db=db)
-        if not is_queued(db, job_id):
-            raise RetrainError(f"Job {job_id} is {job['status']}, not awaiting approval.")
+        if not is_queued(db, job_id) or job["status"] == "awaiting_deploy":  # a tested winner is deployed, not retrained
+            raise RetrainError(f"Job {job_id} is {job['status']}, not awaiting approval to retrain.")
         still_deployed = get_model(job["model_id"], db=db)["status"] == "deployed"
         if still_deployed:
             update_job(db, job_id, "running", "training the challenger",
@@ -338,26 +362,31 @@ def approve(job_id: int, actor: str = "ui", progress: Progress | None = None,
     if not still_deployed:
         raise RetrainError(f"{job['model_id']} is no longer deployed, so job {job_id} was closed.")
     return retrain(job["model_id"], job["details"]["as_of"], trigger=job["trigger"], reason=job["details"].get("reason", ""),
-                   actor=actor, progress=progress, job_id=job_id, db=db, register_challenger=register_challenger)
+                   actor=actor, progress=progress, job_id=job_id, db=db, register_challenger=register_challenger,
+                   open_test=open_test)
 
 
 def decline(job_id: int, actor: str = "ui", db: sqlite_utils.Database | None = None) -> None:
     db = db or get_db()
     with transaction(db):
-        if not is_queued(db, job_id):
-            raise RetrainError(f"Job {job_id} is not awaiting approval.")
+        if not is_queued(db, job_id) or get_job(job_id, db=db)["status"] == "awaiting_deploy":
+            raise RetrainError(f"Job {job_id} is not awaiting approval to retrain.")
         update_job(db, job_id, "declined", f"declined by {actor}", actor=actor)
 
 
 def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None = None,
-                db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger) -> dict[str, Any]:
+                db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger,
+                open_test: OpenTest | None = None) -> dict[str, Any]:
     """The "Retrain Now" button: no flag, confirmation or cooldown, but the same gate and validation window."""
     db = db or get_db()
     champion = deployed_model(symbol, db=db)
     if champion is None:
         raise RetrainError(f"No model is deployed for {symbol}: deploy one before retraining it.")
+    if open_test is not None and (open_job := open_challenger(db, symbol)) is not None:
+        raise RetrainError(f"{symbol}'s challenger {open_job['challenger_id']} (job {open_job['id']}) is "
+                           f"{open_job['status']}: one challenger per ticker at a time.")
     return retrain(champion["model_id"], as_of, trigger="manual", reason="Retrain Now", actor=actor,
-                   progress=progress, db=db, register_challenger=register_challenger)
+                   progress=progress, db=db, register_challenger=register_challenger, open_test=open_test)
 
 
 # --- validation window --------------------------------------------------------------------------------

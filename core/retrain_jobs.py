@@ -27,8 +27,10 @@ from core.store import audit, get_db, to_json, transaction, utc_now, where_claus
 log = logging.getLogger(__name__)
 
 # The approval queue: jobs awaiting approval, and approved runs that were interrupted (they can be retried).
-QUEUED = ("(j.status = 'awaiting_approval' OR (j.status = 'interrupted' "
+QUEUED = ("(j.status IN ('awaiting_approval', 'awaiting_deploy') OR (j.status = 'interrupted' "
           "AND json_extract(j.details_json, '$.approved_by') IS NOT NULL))")
+# A challenger between its gate and its fate (core.challenger): in a shadow A/B test, or a winner awaiting approval.
+CHALLENGER_OPEN = ("testing", "awaiting_deploy")
 JOB_STALE_SECONDS = 600      # another host's running job silent this long is taken as dead
 ORPHAN_GRACE_SECONDS = 600   # a model folder without a row must be this old before it counts as left over
 MAX_ORPHANS = 2  # a kill leaves one folder; more means the folder and the database do not belong together
@@ -125,6 +127,24 @@ def record_challenger(db: sqlite_utils.Database, job_id: int, challenger_id: str
         db.execute("UPDATE retrain_jobs SET challenger_id = ? WHERE id = ?", [challenger_id, job_id])
         audit(db, actor, "retrain_challenger_registered", job["model_id"],
               {"job_id": job_id, "challenger_id": challenger_id})
+
+
+def note_progress(db: sqlite_utils.Database, job_id: int, details: dict) -> None:
+    """Merge `details` into a job without changing its state or auditing: a shadow test's daily look
+    (the audit trail keeps the decisions, not every look)."""
+    with transaction(db):
+        merged = {**get_job(job_id, db=db)["details"], **details}
+        db.execute("UPDATE retrain_jobs SET details_json = ? WHERE id = ?", [to_json(merged), job_id])
+
+
+def open_challenger(db: sqlite_utils.Database, symbol: str, watched: bool = False) -> dict | None:
+    """The job of `symbol`'s challenger in a shadow test or awaiting its deploy approval (`watched`: or deployed
+    and in its validation window), or None: one challenger per ticker at a time."""
+    statuses = (*CHALLENGER_OPEN, *(("validating",) if watched else ()))
+    row = db.execute(
+        "SELECT j.id FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id WHERE m.symbol = ? AND j.status IN "
+        f"({', '.join('?' * len(statuses))}) ORDER BY j.id DESC LIMIT 1", [symbol, *statuses]).fetchone()
+    return get_job(row[0], db=db) if row else None
 
 
 def heartbeat(db: sqlite_utils.Database, job_id: int) -> None:

@@ -1,11 +1,11 @@
 """Model Management: the registry; one model's details, certification, drift, retraining, artifacts, deploy, rollback."""
 import streamlit as st
 
-from core import lifecycle, model_view, registry, retrain_jobs, runbook
+from core import lifecycle, loop_view, model_view, registry, retrain_jobs, runbook
 from core.certification import checklist, stored_certification
 from core.explain import artifact_files
 from core.market import available_symbols, last_trading_day
-from core.store import action_guard, audit_entries, page_guard
+from core.store import action_guard, page_guard
 from core.text import escape_markdown
 
 st.set_page_config(page_title="Model Management · ML Stock Agent", page_icon="🗂️", layout="wide")
@@ -147,4 +147,4 @@ with tab_validation:
 with tab_lineage:
     st.dataframe(model_view.family_table(model_id), hide_index=True, key="mm_family")
 with tab_audit:
-    st.dataframe(audit_entries(target=model_id), hide_index=True)
+    st.dataframe(loop_view.model_timeline(model_id), hide_index=True)  # trained, gated, tested, deployed, watched... with evidence

@@ -91,6 +91,13 @@ for model_id in sys.argv[1:]:
 '''
 
 
+@pytest.fixture(autouse=True)
+def direct_deploy(monkeypatch):
+    """These tests cover a retrain that deploys right after its gate (MLSA_CHALLENGER_AB_TEST=0, also in the
+    processes they start); the challenger stage's shadow A/B test is tests/test_challenger.py's."""
+    monkeypatch.setenv("MLSA_CHALLENGER_AB_TEST", "0")
+
+
 def _spawn(code: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -26,6 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SEPTEMBER = [f"2012-09-{d:02d}" for d in (4, 5, 6, 7, 10, 11, 12, 13, 14)]
 
 
+@pytest.fixture(autouse=True)
+def direct_deploy(monkeypatch):
+    """These tests cover a retrain that deploys right after its gate (MLSA_CHALLENGER_AB_TEST=0, also in the
+    processes they start); the challenger stage's shadow A/B test is tests/test_challenger.py's."""
+    monkeypatch.setenv("MLSA_CHALLENGER_AB_TEST", "0")
+
+
 def _artifact(model_id: str) -> Path:
     from core.config import get_settings
     from core.registry import get_model

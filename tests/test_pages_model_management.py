@@ -1,8 +1,17 @@
 """Model Management through AppTest: the registry table, detail, deploy and rollback with confirmation."""
+import pytest
 from conftest import page_app
 
 from core import registry
 from core.text import escape_markdown
+
+
+@pytest.fixture(autouse=True)
+def direct_deploy(monkeypatch):
+    """These tests cover a retrain that deploys right after its gate (MLSA_CHALLENGER_AB_TEST=0); the
+    challenger stage's shadow A/B test is tests/test_challenger.py's."""
+    monkeypatch.setenv("MLSA_CHALLENGER_AB_TEST", "0")
+
 
 PAGE = "pages/2_Model_Management.py"
 

@@ -11,6 +11,13 @@ from core.store import close_all, get_db
 from core.text import escape_markdown
 
 
+@pytest.fixture(autouse=True)
+def direct_deploy(monkeypatch):
+    """These tests cover a retrain that deploys right after its gate (MLSA_CHALLENGER_AB_TEST=0); the
+    challenger stage's shadow A/B test is tests/test_challenger.py's."""
+    monkeypatch.setenv("MLSA_CHALLENGER_AB_TEST", "0")
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -6,6 +6,13 @@ import pytest
 from conftest import make_challenger_worse
 from test_monitoring import FakeReport, install_fake_drift
 
+
+@pytest.fixture(autouse=True)
+def direct_deploy(monkeypatch):
+    """These tests cover a retrain that deploys right after its gate (MLSA_CHALLENGER_AB_TEST=0); the
+    challenger stage's shadow A/B test is tests/test_challenger.py's."""
+    monkeypatch.setenv("MLSA_CHALLENGER_AB_TEST", "0")
+
 SYMBOL = "MSFT"
 CUTOFF = "2011-06-01"
 
