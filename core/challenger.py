@@ -19,6 +19,7 @@ run again, takes each decision once; one challenger per ticker (`retrain_jobs.op
 from __future__ import annotations
 
 import logging
+from typing import Any
 from collections.abc import Callable
 
 import pandas as pd
@@ -131,23 +132,37 @@ def _winner(job: dict, experiment: dict, evidence: dict, day: str, actor: str, d
     won = (f"won its shadow test: MAE ${evidence['challenger_mae']:.3f} vs ${evidence['champion_mae']:.3f} over "
            f"{evidence['n']} days (always-valid p = {evidence['p_sequential']:.3g})")
     if get_settings().challenger_deploy == "approval":
-        with transaction(db):
-            abtest.stop(experiment["id"], deploy_winner=False, as_of=day, actor=actor, db=db)
-            update_job(db, job["id"], "awaiting_deploy", f"{won}; awaiting approval to deploy",
-                       {"decided_on": day, "test": evidence}, finished=False, actor=actor)
-        raise_alert(challenger_id, "approval_needed", "warning",
-                    f"Challenger {challenger_id} {won}: approve its deploy on Model Management (job {job['id']}).", day, db=db)
-        return f"challenger {challenger_id} {won}; awaiting approval (job {job['id']})"
-    return _deploy(job, evidence, won, day, actor, db, certify_model, on_deployed, experiment)
+        return _await_deploy(job, experiment, won, "awaiting approval to deploy", evidence, day, actor, db)
+    result = certify_model(challenger_id, db=db)
+    if not result.certified:  # the certification gate holds as for a manual deploy: only a person may override it
+        failed = ", ".join(c.label for c in result.checks if not c.passed)
+        return _await_deploy(job, experiment, won, f"not certified (failed: {failed}): a person decides whether to "
+                             "deploy it anyway (Approve deploys with an audited override)", evidence, day, actor, db)
+    return _deploy(job, evidence, won, day, actor, db, certify_model, on_deployed, experiment, certified=result)
+
+
+def _await_deploy(job: dict, experiment: dict, won: str, why: str, evidence: dict, day: str, actor: str,
+                  db: sqlite_utils.Database) -> str:
+    """Stop the test and leave the winner in the approval queue (job status `awaiting_deploy`)."""
+    challenger_id = job["challenger_id"]
+    with transaction(db):
+        abtest.stop(experiment["id"], deploy_winner=False, as_of=day, actor=actor, db=db)
+        update_job(db, job["id"], "awaiting_deploy", f"{won}; {why}",
+                   {"decided_on": day, "test": evidence}, finished=False, actor=actor)
+    raise_alert(challenger_id, "approval_needed", "warning",
+                f"Challenger {challenger_id} {won}; {why}: decide on Model Management (job {job['id']}).", day, db=db)
+    return f"challenger {challenger_id} {won}; {why} (job {job['id']})"
 
 
 def _deploy(job: dict, evidence: dict, won: str, day: str, actor: str, db: sqlite_utils.Database,
-            certify_model: Certify, on_deployed: OnDeployed | None, experiment: dict | None = None) -> str:
+            certify_model: Certify, on_deployed: OnDeployed | None, experiment: dict | None = None,
+            certified: Any = None) -> str:
     """Certify the winner, then stop its test, deploy it (compare-and-swap on the champion) and start the
-    validation window, in one transaction. An uncertified winner goes live with an override whose reason
-    names the failed checks and the test's evidence (recorded in the audit log)."""
+    validation window, in one transaction. Only a person's approval reaches here with an uncertified winner: it
+    then goes live with an override whose reason names the failed checks and the test's evidence (audit log).
+    `certified` is the certification the caller already ran (certifying refits models: once is enough)."""
     challenger_id, champion_id = job["challenger_id"], job["details"]["previous_id"]
-    result = certify_model(challenger_id, db=db)
+    result = certified if certified is not None else certify_model(challenger_id, db=db)
     failed = [c.label for c in result.checks if not c.passed]
     reason = f"challenger {won}" + ("" if result.certified else f"; not certified (failed: {', '.join(failed)}), "
                                      "deployed on the shadow test's evidence")

@@ -3,6 +3,7 @@ A/B test -> decided (deployed and watched / archived / left for approval), idemp
 cycle killed mid-retrain (a real process, SIGKILL) resumed without a second challenger in test."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -82,11 +83,31 @@ def _jobs(db) -> list[dict]:
     return list(db.query("SELECT id, status, challenger_id, decision FROM retrain_jobs WHERE status != 'blocked' ORDER BY id"))
 
 
+def passes_certification(monkeypatch) -> None:
+    """The real certification runs (and is audited), and its verdict is then taken as passed: the naive test
+    challenger cannot beat naive, and these tests are about the loop, not about certification."""
+    import dataclasses
+
+    from core import lifecycle
+
+    from core.registry import set_certification
+
+    real = lifecycle.certify_with_card
+
+    def passed(model_id, **kwargs):
+        result = dataclasses.replace(real(model_id, **kwargs), certified=True)
+        set_certification(model_id, True, result.to_details())  # what a passing certification stores
+        return result
+
+    monkeypatch.setattr(lifecycle, "certify_with_card", passed)
+
+
 def test_a_better_challenger_wins_its_shadow_test_and_is_deployed_then_watched(champion, fresh_db, monkeypatch):
     from core.abtest import get_experiment
     from core.registry import deployed_model, get_model
 
     loop_setup(monkeypatch, bias={"champion": 3.0})  # the champion's live forecasts are $3 off
+    passes_certification(monkeypatch)
     days = _days(30)
     first = _cycle(days[0])
     assert first["retrain"].startswith("testing: passed")
@@ -113,7 +134,10 @@ def test_a_better_challenger_wins_its_shadow_test_and_is_deployed_then_watched(c
                                   [challenger]).fetchone()[0]
     assert "won its shadow test" in deploy_row
     # certified (or not) before the deploy, as for a manual deploy; the validation window watched it
-    assert fresh_db.execute("SELECT COUNT(*) FROM audit_log WHERE action = 'certify' AND target = ?", [challenger]).fetchone()[0] == 1
+    first_certify, deploy_id = fresh_db.execute(
+        "SELECT MIN(CASE WHEN action = 'certify' THEN id END), MIN(CASE WHEN action = 'deploy' THEN id END) "
+        "FROM audit_log WHERE target = ?", [challenger]).fetchone()
+    assert first_certify is not None and first_certify < deploy_id
     assert _jobs(fresh_db)[0]["status"] == "validated"
     later = fresh_db.execute("SELECT DISTINCT model_id FROM predictions WHERE served = 1 AND as_of > ?", [decided_on]).fetchall()
     assert later == [(challenger,)]
@@ -174,6 +198,28 @@ def test_approval_mode_leaves_the_winner_pending_until_approved(champion, fresh_
     assert "deployed" in decide_job(job["id"], approved=True, actor="reviewer")
     assert deployed_model(SYMBOL)["model_id"] == job["challenger_id"]
     assert _jobs(fresh_db)[0]["status"] == "validating" and approval_queue().empty
+
+
+def test_an_uncertified_winner_waits_for_a_person_and_an_approval_deploys_it_with_an_audited_override(
+        champion, fresh_db, monkeypatch):
+    from core.lifecycle import decide_job
+    from core.registry import deployed_model
+
+    loop_setup(monkeypatch, bias={"champion": 3.0})  # wins its test; a naive model fails certification
+    for day in _days(12):
+        _cycle(day)
+    job = _jobs(fresh_db)[0]
+    assert job["status"] == "awaiting_deploy" and "not certified" in job["decision"]
+    assert deployed_model(SYMBOL)["model_id"] == champion  # the certification gate held without a person
+    alert = fresh_db.execute("SELECT message FROM alerts WHERE kind = 'approval_needed' AND model_id = ?",
+                             [job["challenger_id"]]).fetchone()
+    assert alert is not None and "not certified" in alert[0]
+    assert "deployed" in decide_job(job["id"], approved=True, actor="reviewer")
+    assert deployed_model(SYMBOL)["model_id"] == job["challenger_id"]
+    audit = fresh_db.execute("SELECT actor, details_json FROM audit_log WHERE action = 'deploy' AND target = ?",
+                             [job["challenger_id"]]).fetchone()
+    details = json.loads(audit[1])
+    assert audit[0] == "reviewer" and details["override"] is True and "not certified" in details["reason"]
 
 
 def test_each_step_is_idempotent_per_day(champion, fresh_db, monkeypatch):
