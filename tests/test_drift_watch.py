@@ -353,3 +353,36 @@ def test_many_models_in_one_update_equal_one_model_at_a_time(registry_copy):
         assert drift_watch.update([model_id], db=db) == {model_id: together[model_id]}
         pd.testing.assert_frame_equal(_rows(db, model_id), rows[model_id])
     assert drift_watch.resume_points(ids, db) == states
+
+
+def test_a_database_from_before_the_resume_table_is_migrated_and_resumes_exactly(error_jump):
+    """Migration 005 on a database whose daily rows held the full state (as before it): rows without an alarm drop
+    it, alarm rows keep their alarm, the verdict's episodes are unchanged, and the next update recomputes the
+    state from the training end and stores what an uninterrupted run stores."""
+    from core import drift_watch, store
+
+    db, model, onset, alarm_day, days = error_jump
+    model_id = model["model_id"]
+    before = drift_watch.history(model_id, db, with_detail=True), drift_watch.episodes(model_id, db)
+    with db.conn:  # the layout before migration 005: a full Cusum.to_dict state on every CUSUM row
+        for detector, as_of, alarm, detail in db.execute(
+                "SELECT detector, as_of, alarm, state_json FROM drift_watch_state WHERE detector != 'feature_range'"
+                ).fetchall():
+            full = {"name": detector, "stat": [[[0.0]]], "alarm": json.loads(detail) if alarm else None}
+            db.conn.execute("UPDATE drift_watch_state SET state_json = ? WHERE detector = ? AND as_of = ? AND "
+                            "model_id = ?", [json.dumps(full), detector, as_of, model_id])
+        db.conn.execute("DROP TABLE drift_watch_resume")
+        db.conn.execute("PRAGMA user_version = 4")
+    store.close_all()
+    db = store.get_db()  # migrates
+    assert store.schema_version(db) == 5
+    stored = pd.read_sql_query("SELECT alarm, state_json FROM drift_watch_state WHERE model_id = ?", db.conn,
+                               params=[model_id])
+    assert stored.loc[stored["alarm"] == 0, "state_json"].isna().all() and stored["alarm"].sum() >= 1
+    pd.testing.assert_frame_equal(drift_watch.history(model_id, db, with_detail=True), before[0])
+    assert drift_watch.episodes(model_id, db) == before[1]
+    next_day = days[days.index(alarm_day) + 1]
+    assert drift_watch.update([model_id], next_day, db=db) == {model_id: 1}
+    replayed, state = drift_watch.replay(model_id, next_day, next_day, db=db, with_state=True)
+    pd.testing.assert_frame_equal(drift_watch.history(model_id, db, start=next_day, with_detail=True), replayed)
+    assert drift_watch.resume_points([model_id], db)[model_id].state == state
