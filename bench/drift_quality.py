@@ -38,6 +38,7 @@ from scipy import stats  # noqa: E402
 
 from core.calibration import Stream, calibrate, calm_days  # noqa: E402
 from core.config import get_settings  # noqa: E402
+from core.drift_watch import HOLD_DAYS  # noqa: E402
 from core.drift_kernels import column_stats  # noqa: E402
 from core.drift_stats import distribution_drift  # noqa: E402
 from core.drift_report import volatility_check  # noqa: E402
@@ -45,6 +46,7 @@ from core.features import FEATURE_COLUMNS, WARMUP_DAYS, build_features  # noqa: 
 from core.market import bundled_frame  # noqa: E402
 from core.sequential import (CusumArray, fit_profile, innovations, innovations_many, new_detectors,  # noqa: E402
                              stack_standardisers)
+from core.watch_step import pack, unpack  # noqa: E402
 
 SCALED_FEATURE = "macd"  # the feature whose scale changes (x10: e.g. MACD suddenly in price units)
 
@@ -367,28 +369,37 @@ def _model_alarms(result: dict) -> np.ndarray:
                   axis=0)
 
 
-def _false_alarm_row(label: str, group: list[dict], window: int, arl: float, first: int) -> dict:
+def _false_alarm_row(label: str, group: list[dict], window: int, arl: float, first: int) -> tuple[dict, np.ndarray]:
+    """Alarm counts on the windows' days, and per window whether a check on its last day would carry a current
+    alarm (one in its last HOLD_DAYS days: what `check_model` adds to the window test's verdict)."""
     result = run_sequential(group, "none", WARM + window, first)
     alarms = _model_alarms(result)[:, WARM - first:]  # count only the window's days
     count, days = int(alarms.sum()), alarms.size
     low, high = (stats.chi2.ppf(0.025, 2 * count) / 2 if count else 0.0), stats.chi2.ppf(0.975, 2 * count + 2) / 2
     by_detector = ", ".join(f"{k} {int(v['alarm'][:, WARM - first:].sum())}" for k, v in result.items())
+    current = alarms[:, -HOLD_DAYS:].any(axis=1)
     return {"windows": label, "n": len(group), "model-days": days, "alarms": count, "per model-day": count / days,
             "x 1/ARL": count / days * arl, "95% CI x 1/ARL": f"{low / days * arl:.2f}-{high / days * arl:.2f}",
-            f"windows with an alarm %": 100 * alarms.any(axis=1).mean(), "by detector": by_detector}
+            f"any alarm in the {window} d %": 100 * alarms.any(axis=1).mean(),
+            "current at the end %": 100 * current.mean(), "by detector": by_detector}, current
 
 
-def summarise_sequential(episodes: list[dict], window: int, seq_horizon: int, arl: float) -> None:
+def summarise_sequential(episodes: list[dict], window: int, seq_horizon: int, arl: float) -> np.ndarray:
+    """Prints false alarms and delays; returns, per calm window, whether a check on its last day carries a current
+    sequential alarm."""
     calm = [e for e in episodes if e["calm"]]
     print(f"\nSequential detectors (core/sequential.py), budget ARL = {arl:.0f} trading days: 1/ARL = {1 / arl:.4f} "
           f"alarms per model-day; {window}-day windows; 'warm': detectors started {WARM} days before the window")
-    rows = [_false_alarm_row("calm, warm", calm, window, arl, 0),
-            _false_alarm_row("calm, from zero at the window start", calm, window, arl, WARM),
-            _false_alarm_row("all windows (real changes incl.), warm", episodes, window, arl, 0)]
-    print(pd.DataFrame(rows).round(4).to_string(index=False))
-    print(f"(an exact ARL of {arl:.0f} d puts an alarm in 1 - exp(-{window}/{arl:.0f}) = "
-          f"{100 * (1 - np.exp(-window / arl)):.1f}% of {window}-day windows; <= 5% would need an ARL >= "
-          f"{window / -np.log(0.95):.0f} d)")
+    (warm, current), (fresh, _), (every, _) = (_false_alarm_row("calm, warm", calm, window, arl, 0),
+                                               _false_alarm_row("calm, from zero at the window start", calm, window,
+                                                                arl, WARM),
+                                               _false_alarm_row("all windows (real changes incl.), warm", episodes,
+                                                                window, arl, 0))
+    print(pd.DataFrame([warm, fresh, every]).round(4).to_string(index=False))
+    print(f"(with a per-day alarm rate p = 1/{arl:.0f}, a {window}-day window has an alarm with probability "
+          f"1 - (1 - p)^{window} = {100 * (1 - (1 - 1 / arl) ** window):.1f}%: 'any alarm in {window} d' <= 5% needs "
+          f"an ARL >= {1 / (1 - 0.95 ** (1 / window)):.0f} d. A check on one day carries an alarm of its last "
+          f"{HOLD_DAYS} days: 1 - (1 - p)^{HOLD_DAYS} = {100 * (1 - (1 - 1 / arl) ** HOLD_DAYS):.1f}%)")
     rows, length, onset_day = [], WARM + window + seq_horizon, WARM + window + 1
     scale_stream = calm[0]["profile"]["detectors"]["feature_scale"]["streams"].index(SCALED_FEATURE)
     for scenario in SEQ_SCENARIOS:
@@ -408,6 +419,7 @@ def summarise_sequential(episodes: list[dict], window: int, seq_horizon: int, ar
           f"windows, warm detectors, horizon {seq_horizon} d. Oracle: Page's CUSUM on the Gaussian log-likelihood "
           f"ratio of the TRUE change (reference mean/sd before, the injected change after), alone at the same ARL")
     print(pd.DataFrame(rows).round(2).to_string(index=False))
+    return current
 
 
 def speed(profile: dict, n_models: int = 1000, repeats: int = 20) -> None:
@@ -437,18 +449,19 @@ def speed(profile: dict, n_models: int = 1000, repeats: int = 20) -> None:
             state.update(u[name], day="2020-01-02")
     loop = time.perf_counter() - started
     started = time.perf_counter()
-    dicts = {n: [s.to_dict() for s in a.to_states()] for n, a in arrays.items()}
-    restored = {n: CusumArray.from_states(d) for n, d in dicts.items()}
+    restored = unpack(profiles, pack(arrays))  # the stored form (core/watch_step.py) and back
     persist = time.perf_counter() - started
     assert all(np.array_equal(restored[n].stat, arrays[n].stat) for n in arrays)
     vectorised, stacking = float(np.median(timings)), float(np.median(stacked))
     print(f"\nSpeed: one day's update of {len(arrays)} detectors for {n_models} models: vectorised "
           f"{1000 * vectorised:.1f} ms (goal < 1 s; of which {1000 * stacking:.1f} ms stack the profiles' "
-          f"standardisers), scalar loop {1000 * loop:.0f} ms ({loop / vectorised:.1f}x); state to dicts and back "
-          f"for all {n_models * len(arrays)} states {1000 * persist:.0f} ms")
+          f"standardisers), scalar loop {1000 * loop:.0f} ms ({loop / vectorised:.1f}x); state packed and unpacked "
+          f"(core/watch_step.py) for all {n_models} models {1000 * persist:.0f} ms. The product's day, reads and writes "
+          f"included: bench/watch_bench.py")
 
 
-def window_section(args: argparse.Namespace, settings) -> None:
+def window_section(args: argparse.Namespace, settings) -> np.ndarray:
+    """Prints the window check's grid; returns, per calm window in order, its verdict at the configured thresholds."""
     started = time.perf_counter()
     if args.cache and Path(args.cache).exists():
         result = pd.read_pickle(args.cache)
@@ -465,6 +478,8 @@ def window_section(args: argparse.Namespace, settings) -> None:
             marker = "  <- configured" if (psi_threshold, share) == configured else ""
             print(f"\nPSI >= {psi_threshold}, KS p < {settings.drift_ks_alpha}/20, share >= {share:.0%}{marker}")
             print(pd.DataFrame(summarise(frame, args.horizon)).round(1).to_string(index=False))
+    frame = evaluate(result["records"], *configured, settings.drift_ks_alpha)
+    return frame[(frame["scenario"] == "none") & frame["calm"]]["dataset"].to_numpy(dtype=bool)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,15 +496,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("window", "sequential"), help="run one section only")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 250)
-    if args.only != "sequential":
-        window_section(args, settings)
+    window_verdicts = window_section(args, settings) if args.only != "sequential" else None
     if args.only != "window":
         started = time.perf_counter()
         episodes = sequential_episodes(args.seq_step or args.step, args.horizon, args.window, args.reference_days,
                                        args.seq_horizon, args.arl)
         print(f"\n{len(episodes)} windows for the sequential detectors, profiles and oracles fitted in "
               f"{time.perf_counter() - started:.0f} s ({(time.perf_counter() - started) / len(episodes):.2f} s per window)")
-        summarise_sequential(episodes, args.window, args.seq_horizon, args.arl)
+        current = summarise_sequential(episodes, args.window, args.seq_horizon, args.arl)
+        if window_verdicts is not None and len(window_verdicts) == len(current):  # the same calm windows
+            both = window_verdicts | current
+            print(f"\nA check on a calm window's last day (as the window test's false alarms are counted), "
+                  f"{len(both)} calm windows: the window test says drift in {100 * window_verdicts.mean():.1f}%, a "
+                  f"sequential alarm of its last {HOLD_DAYS} days is current in {100 * current.mean():.1f}%, the "
+                  f"combined verdict (either) in {100 * both.mean():.1f}%")
         speed(episodes[0]["profile"])
     return 0
 

@@ -1,7 +1,9 @@
-"""Drift watch: owns `drift_profiles` and `drift_watch_state`; the sequential detectors of each deployed model, a day at a time.
+"""Drift watch: the sequential detectors of each deployed model, a day at a time; owns `drift_profiles`,
+`drift_watch_state` and `drift_watch_resume`.
 
 The statistics are `core/sequential.py` (CUSUM banks, `fit_profile`) and `core/calibration.py` (thresholds
-calibrated to `MLSA_DRIFT_ARL_DAYS`); this module gives them data, a memory and a place in the product:
+calibrated to `MLSA_DRIFT_ARL_DAYS`); `core/watch_step.py` advances many models at once (pure) and
+`core/watch_inputs.py` reads their inputs in batches; this module gives them a memory and a place in the product:
 
 - `ensure_profile(model_id)`: the model's calibrated profile (standardisers, thresholds, feature ranges),
   fitted once on its reference (training) window: the daily log returns, its walk-forward validation
@@ -13,14 +15,15 @@ calibrated to `MLSA_DRIFT_ARL_DAYS`); this module gives them data, a memory and 
   the detectors see that day's log return, the error of the model's forecast made the trading day before
   (|log(predicted close / close)| / validation MAE; NaN when it made none: the error detector skips the
   day) and the change of its features since the day before; `feature_range` flags values far outside the
-  training range. One row per (model, detector, day) goes to `drift_watch_state`: the detector's full
-  state (JSON, `Cusum.to_dict`), its leading statistic and threshold, the alarm flag and the onset. Many
-  models are advanced together, one `CusumArray` step per detector and day.
+  training range. All models are read, advanced and written together (one transaction).
 - `history`, `alarms`, `replay`: what the Drift page, `core/drift.py`'s verdict and alerts read.
 
-Inputs are read from a fixed anchor (120 calendar days before the model's `train_start`, as the window
-check does), so a day's features are the same numbers whenever they are computed: `replay` reproduces the
-stored rows exactly while the price history and the prediction log of those days stay as they were.
+Storage: one row per (model, detector, day) in `drift_watch_state` with the compact daily statistics (the
+leading statistic and its threshold, the alarm flag, the onset; `state_json` holds the alarm's details on an
+alarm day, else NULL), and one row per model in `drift_watch_resume`: the detectors' full state after its
+latest stored day, packed (`core.watch_step.pack`), rewritten in place in the same transaction as the day's
+rows. When it does not match the latest stored day (rows deleted, a database from before it), the days are
+recomputed from `train_end`, which gives the same numbers (`replay`).
 
 An alarm is *current* for `HOLD_DAYS` trading days (its own day included). After an alarm a CUSUM starts
 again from zero; a change that lasts makes it alarm again, and alarms of one detector and direction whose
@@ -36,32 +39,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlite_utils
 
 from core.config import get_settings
 from core.drift_report import RANGE, combine, in_words, reason, retrain_trigger  # noqa: F401 (alarms in words)
-from core.features import build_features
 from core.market import MarketDataError, load_prices
-from core.registry import ModelIntegrityError, get_model, list_models, validation_predictions
-from core.sequential import (DETECTORS, Cusum, CusumArray, alarm_records, fit_profile, innovations_many,
-                             new_detectors, range_alarms, stack_standardisers)
+from core.registry import get_model, list_models
+from core.sequential import DETECTORS, fit_profile
 from core.store import get_db, transaction, utc_now
+from core.watch_inputs import day_inputs, day_inputs_many, day_text, reference_inputs
+from core.watch_step import Advanced, DayInputs, advance, compact_detail, dumps, packed_size
 
 log = logging.getLogger(__name__)
 
 HOLD_DAYS = 5  # trading days an alarm stays current; alarms closer than this form one episode
-WARMUP_CALENDAR_DAYS = 120  # the inputs' fixed anchor before train_start (> 50 trading days: the longest window)
 HISTORY_COLUMNS = ["as_of", "detector", "signal", "statistic", "threshold", "ratio", "alarm", "onset_day"]
 
 
-def _day(value: Any) -> str:
-    return f"{pd.Timestamp(value):%Y-%m-%d}"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+_day = day_text
 
 
 def _signal(detector: str) -> str:
@@ -69,35 +65,6 @@ def _signal(detector: str) -> str:
 
 
 # --- profiles -----------------------------------------------------------------------------------------
-
-def _anchor(model: Mapping) -> pd.Timestamp:
-    return pd.Timestamp(model["train_start"]) - pd.Timedelta(days=WARMUP_CALENDAR_DAYS)
-
-
-def _frame(model: Mapping, end: Any, db: sqlite_utils.Database) -> pd.DataFrame:
-    """The model's features (+ close) from the fixed anchor to `end` (None: the ticker's last day)."""
-    prices = load_prices(model["symbol"], start=_anchor(model), end=end, db=db)
-    return build_features(prices, model["symbol"], dropna=False)
-
-
-def reference_inputs(model: Mapping, db: sqlite_utils.Database | None = None
-                     ) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame, float | None]:
-    """(daily log returns, validation |error| / validation MAE, feature frame, validation MAE) of the model's
-    training window; the errors are None when its validation predictions are missing."""
-    db = db or get_db()
-    start, end = pd.Timestamp(model["train_start"]), pd.Timestamp(model["train_end"])
-    frame = _frame(model, end, db)
-    returns = np.log(frame["close"]).diff().loc[start:end].dropna().to_numpy()
-    features = frame.loc[start:end, list(model["features"])].dropna()
-    try:
-        validation = validation_predictions(model["model_id"])
-    except ModelIntegrityError as exc:
-        log.warning("%s: drift profile without the error detector (%s)", model["model_id"], exc)
-        return returns, None, features, None
-    absolute = np.abs(validation["pred_return"] - validation["actual_return"]).to_numpy(dtype=float)
-    scale = float(np.mean(absolute))
-    return returns, (absolute / scale if scale > 0 else None), features, (scale if scale > 0 else None)
-
 
 def fit_model_profile(model: Mapping, db: sqlite_utils.Database | None = None) -> dict:
     """`core.sequential.fit_profile` on the model's reference window (0.1-0.5 s), plus `error_scale` (the
@@ -123,210 +90,97 @@ def ensure_profile(model_id: str, db: sqlite_utils.Database | None = None) -> di
     profile = fit_model_profile(get_model(model_id, db=db), db)
     with transaction(db):
         db.execute("INSERT OR IGNORE INTO drift_profiles (model_id, profile_json, arl_days, created_at) VALUES (?, ?, ?, ?)",
-                   [model_id, _dumps(profile), float(profile["arl_days"]), utc_now()])
+                   [model_id, dumps(profile), float(profile["arl_days"]), utc_now()])
     log.info("%s: drift profile fitted (ARL %.0f days, estimate %.0f)", model_id, profile["arl_days"], profile["arl_estimate"])
     return get_profile(model_id, db)  # as stored: every later day uses exactly these numbers
 
 
-# --- the days' inputs ---------------------------------------------------------------------------------
-
-@dataclass
-class DayInputs:
-    """One model's raw inputs for the days to apply, in order: days (n), ret (n), err (n; NaN: no forecast),
-    feat / prev (n, feature_scale streams) today and the trading day before, values (n, range features)."""
-
-    days: list[str]
-    ret: np.ndarray
-    err: np.ndarray
-    feat: np.ndarray
-    prev: np.ndarray
-    values: np.ndarray
-
-
-def _errors(model_id: str, days: Sequence[str], previous: Sequence[str], close: np.ndarray, scale: float | None,
-            db: sqlite_utils.Database) -> np.ndarray:
-    """|log(predicted close / close)| / scale of the model's forecast made on previous[i] for days[i]."""
-    out = np.full(len(days), np.nan)
-    if not days or not scale:
-        return out
-    rows = db.execute("SELECT as_of, target_date, predicted_close FROM predictions WHERE model_id = ? AND as_of >= ? "
-                      "AND as_of <= ? ORDER BY served DESC, id", [model_id, previous[0], previous[-1]]).fetchall()
-    made: dict[tuple[str, str], float] = {}
-    for as_of, target, predicted in rows:
-        made.setdefault((as_of, target), predicted)  # the served row first, else the earliest
-    for i, (day, before) in enumerate(zip(days, previous)):
-        predicted = made.get((before, day))
-        if predicted is not None and predicted > 0:
-            out[i] = abs(np.log(predicted / close[i])) / scale
-    return out
-
-
-def day_inputs(model: Mapping, profile: Mapping, after: str, until: Any, db: sqlite_utils.Database | None = None
-               ) -> DayInputs:
-    """The trading days of the model's ticker in (after, until] and their raw inputs (`until` None: to the
-    last day of the data; a day beyond the data is never among them)."""
-    db = db or get_db()
-    frame = _frame(model, until, db)
-    index = frame.index
-    positions = np.flatnonzero(index > pd.Timestamp(after))
-    positions = positions[positions >= 1]
-    log_close = np.log(frame["close"].to_numpy(dtype=float))
-    streams = profile["detectors"].get("feature_scale", {}).get("streams", [])
-    matrix = frame[streams].to_numpy(dtype=float)
-    days = [_day(d) for d in index[positions]]
-    previous = [_day(d) for d in index[positions - 1]]
-    return DayInputs(days=days, ret=log_close[positions] - log_close[positions - 1],
-                     err=_errors(model["model_id"], days, previous, np.exp(log_close[positions]),
-                                 profile.get("error_scale"), db),
-                     feat=matrix[positions], prev=matrix[positions - 1],
-                     values=frame[profile["range"]["features"]].to_numpy(dtype=float)[positions])
-
-
-# --- one day for many models (pure: no database) -------------------------------------------------------
-
-_NAT = np.iinfo(np.int64).min  # "no day", as in core.sequential's vectorised state
-
-
-def _days_to_int(values: Any) -> np.ndarray:
-    """Day strings (None: no day), nested lists allowed, as int64 days since 1970 (None -> _NAT), in one pass."""
-    return np.array(values, dtype="datetime64[D]").astype(np.int64)
-
-
-def _ints_to_days(values: np.ndarray) -> np.ndarray:
-    """The inverse: an object array of day strings, None for _NAT."""
-    text = np.datetime_as_string(values.astype("datetime64[D]"), unit="D").astype(object)
-    text[values == _NAT] = None
-    return text
-
-
-def array_from_dicts(states: Sequence[Mapping]) -> CusumArray:
-    """`CusumArray.from_states` for state dicts (`Cusum.to_dict()`), with the days converted in one numpy pass
-    (the per-element conversion dominated a day's update of 1,000 models). Same arrays (tested)."""
-    first = states[0]
-    out = CusumArray(np.array([s["thresholds"] for s in states], dtype=float), first["drifts"], first["two_sided"],
-                     first["streams"], first["name"])
-    out.stat = np.array([s["stat"] for s in states], dtype=float)
-    out.start = np.array([s["start"] for s in states], dtype=np.int64)
-    out.start_day = _days_to_int([s["start_day"] for s in states]).reshape(out.stat.shape)
-    for key in ("n", "alarms", "last_alarm"):
-        setattr(out, key, np.array([s[key] for s in states], dtype=np.int64))
-    out.last_alarm_day = _days_to_int([s["last_alarm_day"] for s in states])
-    out.day = _days_to_int([s["day"] for s in states])
-    sides, streams, drifts = ("up", "down"), list(first["streams"]), [float(k) for k in first["drifts"]]
-    out.alarm_at = np.array([-1 if s["alarm"] is None else int(np.ravel_multi_index(
-        (sides.index(s["alarm"]["direction"]), streams.index(s["alarm"]["stream"]), drifts.index(s["alarm"]["drift"])),
-        out.stat.shape[1:])) for s in states], dtype=np.int64)
-    return out
-
-
-def dicts_from_array(array: CusumArray) -> list[dict]:
-    """`[s.to_dict() for s in array.to_states()]` without the per-object deep copies (tested equal)."""
-    n_models, shape = len(array.n), array.stat.shape[1:]
-    start_day, last_alarm_day, day = (_ints_to_days(a) for a in (array.start_day, array.last_alarm_day, array.day))
-    thresholds, drifts = array.thresholds.tolist(), array.drifts.tolist()
-    stat, start, start_days = array.stat.tolist(), array.start.tolist(), start_day.tolist()
-    out = []
-    for i in range(n_models):
-        alarm = None
-        if array.alarm_at[i] >= 0:
-            side, f, j = np.unravel_index(array.alarm_at[i], shape)
-            alarm = {"direction": ("up", "down")[side], "stream": array.streams[f], "drift": drifts[j],
-                     "statistic": stat[i][side][f][j], "threshold": thresholds[i][j], "onset": start[i][side][f][j],
-                     "onset_day": start_days[i][side][f][j]}
-        out.append({"name": array.name, "thresholds": thresholds[i], "drifts": list(drifts),
-                    "two_sided": bool(array.two_sided), "streams": list(array.streams), "n": int(array.n[i]),
-                    "alarms": int(array.alarms[i]), "last_alarm": int(array.last_alarm[i]),
-                    "last_alarm_day": last_alarm_day[i], "day": day[i], "stat": stat[i], "start": start[i],
-                    "start_day": start_days[i], "alarm": alarm})
-    return out
-
-
-def _leading(state: Mapping) -> tuple[float, float]:
-    """(statistic, threshold) of the component nearest its threshold (largest S / h)."""
-    stat = np.asarray(state["stat"], dtype=float)
-    thresholds = np.asarray(state["thresholds"], dtype=float)
-    ratio = stat / thresholds  # broadcasts over the last axis (drifts)
-    flat = int(np.argmax(ratio))
-    return float(stat.flat[flat]), float(thresholds[flat % len(thresholds)])
-
-
-def _range_row(profile: Mapping, values: np.ndarray, day: str) -> dict:
-    limits = profile["range"]
-    low, high = np.asarray(limits["low"], dtype=float), np.asarray(limits["high"], dtype=float)
-    span = np.maximum((high - low) / 3.0, 1e-300)
-    with np.errstate(invalid="ignore"):
-        beyond = np.maximum(values - high, low - values) / span + 1.0
-    statistic = float(np.nanmax(beyond)) if np.isfinite(beyond).any() else 0.0
-    outside = range_alarms(profile, dict(zip(limits["features"], values)), day)
-    return {"detector": RANGE, "as_of": day, "state_json": _dumps({"outside": outside}),
-            "statistic": max(0.0, statistic), "threshold": 1.0, "alarm": int(bool(outside)),
-            "onset_day": day if outside else None}
-
-
-def _signature(profile: Mapping) -> str:
-    return _dumps([[name, d["streams"], d["drifts"], d["two_sided"]] for name, d in profile["detectors"].items()])
-
-
-def advance(profiles: Sequence[Mapping], states: Sequence[Mapping[str, Mapping] | None],
-            inputs: Sequence[DayInputs]) -> list[list[dict]]:
-    """Apply each model's days in order; returns per model its rows (one per detector and day, without model_id).
-
-    states: per model, detector -> `Cusum.to_dict()` of its last stored day (None: fresh detectors).
-    Models with the same detectors are advanced together: per day one `innovations_many` and one
-    `CusumArray.update` per detector; a model without that day gets NaN, which leaves its state as it is.
-    """
-    out: list[list[dict]] = [[] for _ in profiles]
-    groups: dict[str, list[int]] = {}
-    for i, profile in enumerate(profiles):
-        if inputs[i].days:
-            groups.setdefault(_signature(profile), []).append(i)
-    for members in groups.values():
-        group = [profiles[i] for i in members]
-        names = list(group[0]["detectors"])
-        fresh = {i: new_detectors(profiles[i]) for i in members if not (states[i] and set(names) <= set(states[i]))}
-        arrays = {name: array_from_dicts([(states[i] or {}).get(name) or fresh[i][name].to_dict() for i in members])
-                  for name in names}
-        standardisers = stack_standardisers(group)
-        width = inputs[members[0]].feat.shape[1]
-        where = [{day: t for t, day in enumerate(inputs[i].days)} for i in members]
-        for day in sorted(set().union(*(w.keys() for w in where))):
-            ret, err = np.full(len(members), np.nan), np.full(len(members), np.nan)
-            feat, prev = np.full((len(members), width), np.nan), np.full((len(members), width), np.nan)
-            present = []
-            for g, (i, w) in enumerate(zip(members, where)):
-                t = w.get(day)
-                if t is not None:
-                    present.append(g)
-                    ret[g], err[g], feat[g], prev[g] = (inputs[i].ret[t], inputs[i].err[t], inputs[i].feat[t],
-                                                        inputs[i].prev[t])
-            u = innovations_many(group, ret, err, feat, prev, standardisers)
-            today = {}
-            for name, array in arrays.items():
-                array.update(u[name], day=day)
-                today[name] = dicts_from_array(array)
-            for g in present:
-                i = members[g]
-                for name in names:
-                    state = today[name][g]
-                    alarm = state["alarm"] if state["alarm"] is not None and state["last_alarm_day"] == day else None
-                    statistic, threshold = ((alarm["statistic"], alarm["threshold"]) if alarm else _leading(state))
-                    out[i].append({"detector": name, "as_of": day, "state_json": _dumps(state),
-                                   "statistic": float(statistic), "threshold": float(threshold),
-                                   "alarm": int(alarm is not None), "onset_day": alarm["onset_day"] if alarm else None})
-                out[i].append(_range_row(profiles[i], inputs[i].values[where[g][day]], day))
-    return out
-
-
 # --- stored state -------------------------------------------------------------------------------------
 
-def last_states(model_id: str, db: sqlite_utils.Database | None = None) -> tuple[str | None, dict[str, dict]]:
-    """(last stored day, detector -> state dict on that day) of `model_id`; (None, {}) before its first day."""
+@dataclass
+class Resume:
+    """Where a model's detectors stand: its last stored day and, when `drift_watch_resume` holds the state after
+    exactly that day, that state (`core.watch_step.pack`ed); else None and the days are recomputed."""
+
+    last: str | None = None
+    state: bytes | None = None
+
+
+def resume_points(model_ids: Sequence[str], db: sqlite_utils.Database | None = None) -> dict[str, Resume]:
+    """Per model its `Resume`, in one query (the latest stored day is one index seek per model)."""
     db = db or get_db()
-    rows = db.execute("SELECT detector, as_of, state_json FROM drift_watch_state WHERE model_id = ? AND as_of = "
-                      "(SELECT MAX(as_of) FROM drift_watch_state WHERE model_id = ?)", [model_id, model_id]).fetchall()
-    if not rows:
-        return None, {}
-    return rows[0][1], {detector: json.loads(state) for detector, _, state in rows if detector != RANGE}
+    rows = db.execute("SELECT w.value, r.as_of, r.state, (SELECT MAX(as_of) FROM drift_watch_state "
+                      "WHERE model_id = w.value) FROM json_each(?) AS w "
+                      "LEFT JOIN drift_watch_resume AS r ON r.model_id = w.value", [dumps(list(model_ids))]).fetchall()
+    return {model_id: Resume(last, state if as_of == last and last is not None else None)
+            for model_id, as_of, state, last in rows}
+
+
+def _profiles(model_ids: Sequence[str], db: sqlite_utils.Database) -> dict[str, dict]:
+    """The stored profiles of the models in one query; a missing one is fitted and stored (`ensure_profile`)."""
+    rows = db.execute("SELECT model_id, profile_json FROM drift_profiles WHERE model_id IN "
+                      "(SELECT value FROM json_each(?))", [dumps(list(model_ids))]).fetchall()
+    found = {model_id: json.loads(text) for model_id, text in rows}
+    return {model_id: found.get(model_id) or ensure_profile(model_id, db) for model_id in model_ids}
+
+
+def _models(model_ids: Sequence[str] | None, db: sqlite_utils.Database) -> list[dict]:
+    """The models asked for (default: every deployed one); many are read in one query, not one each."""
+    if model_ids is None:
+        return list_models(status="deployed", db=db)
+    if len(model_ids) <= 1:
+        return [get_model(m, db=db) for m in model_ids]
+    every = {m["model_id"]: m for m in list_models(db=db)}
+    return [every[m] if m in every else get_model(m, db=db) for m in model_ids]  # get_model says which is missing
+
+
+def _store_rows(model_id: str, point: Resume, advanced: Advanced) -> tuple[list[tuple], tuple | None]:
+    """(daily rows to insert, the resume row) for one model's newly computed days (none: nothing new)."""
+    new = [r for r in advanced.rows if point.last is None or r["as_of"] > point.last]
+    if not new:
+        return [], None
+    inserts = [(model_id, r["detector"], r["as_of"], r["detail"], r["statistic"], r["threshold"], r["alarm"],
+                r["onset_day"]) for r in new]
+    return inserts, (model_id, new[-1]["as_of"], advanced.state)
+
+
+@dataclass
+class Batch:
+    """What one update reads, for the models it will advance: each model's profile, resume point, the state to
+    start from (None: fresh, from the day after training) and its day inputs."""
+
+    ids: list[str]
+    profiles: list[dict]
+    points: list[Resume]
+    states: list[bytes | None]
+    inputs: list[DayInputs]
+
+
+def read_batch(model_ids: Sequence[str] | None, day: Any, db: sqlite_utils.Database) -> Batch:
+    """The reads of `update`, batched: models, profiles and resume points one query each, prices once per ticker,
+    features once per (ticker, anchor), forecasts in one query. A model whose data cannot be read is left out
+    (logged with why); a latest day without its full state is recomputed from the training window's end."""
+    models = [m for m in _models(model_ids, db) if day is None or _day(day) > str(m["train_end"])[:10]]
+    ids = [m["model_id"] for m in models]
+    profiles, points = _profiles(ids, db), resume_points(ids, db)
+    resumes = [points[i].state is not None and len(points[i].state) == packed_size(profiles[i]) for i in ids]
+    for model_id, resumed in zip(ids, resumes):
+        if points[model_id].last and not resumed:
+            log.warning("%s: no full detector state on %s; recomputing from the training window's end",
+                        model_id, points[model_id].last)
+    afters = [points[m["model_id"]].last if resumed else str(m["train_end"])[:10] for m, resumed in zip(models, resumes)]
+    inputs = day_inputs_many(models, [profiles[i] for i in ids], afters, day, db)
+    batch = Batch([], [], [], [], [])
+    for model_id, resumed, found in zip(ids, resumes, inputs):
+        if isinstance(found, MarketDataError):
+            log.warning("%s: drift watch skipped (%s)", model_id, found)
+            continue
+        batch.ids.append(model_id)
+        batch.profiles.append(profiles[model_id])
+        batch.points.append(points[model_id])
+        batch.states.append(points[model_id].state if resumed else None)
+        batch.inputs.append(found)
+    return batch
 
 
 def update(model_ids: Sequence[str] | None = None, day: Any = None, db: sqlite_utils.Database | None = None
@@ -334,46 +188,41 @@ def update(model_ids: Sequence[str] | None = None, day: Any = None, db: sqlite_u
     """Advance the given models (default: every deployed model) to `day` (default: each ticker's last data day);
     returns model_id -> days stored now. Idempotent: it starts after the last stored day, and the insert ignores
     a (model, detector, day) already there. Never stores a day inside the training window or beyond the data.
-    The profile of a model without one is fitted first (`ensure_profile`)."""
+    The profile of a model without one is fitted first (`ensure_profile`). The reads (`read_batch`), the
+    vectorised step (`advance`) and the writes (one transaction, executemany) each run once for all the models."""
     db = db or get_db()
-    models = list_models(status="deployed", db=db) if model_ids is None else [get_model(m, db=db) for m in model_ids]
-    chosen, profiles, states, inputs = [], [], [], []
-    for model in models:
-        if day is not None and _day(day) <= str(model["train_end"])[:10]:
-            continue
-        last, state = last_states(model["model_id"], db)
-        after = max(last or "", str(model["train_end"])[:10])
-        try:
-            profile = ensure_profile(model["model_id"], db)
-            data = day_inputs(model, profile, after, day, db)
-        except MarketDataError as exc:
-            log.warning("%s: drift watch skipped (%s)", model["model_id"], exc)
-            continue
-        chosen.append(model["model_id"])
-        profiles.append(profile)
-        states.append(state)
-        inputs.append(data)
-    rows = advance(profiles, states, inputs)
+    batch = read_batch(model_ids, day, db)
+    inserts, resumes, stored = [], [], {}
+    for model_id, point, result in zip(batch.ids, batch.points, advance(batch.profiles, batch.states, batch.inputs)):
+        rows, resume = _store_rows(model_id, point, result)
+        inserts += rows
+        resumes += [resume] if resume else []
+        stored[model_id] = len({row[2] for row in rows})
     with transaction(db):
-        for model_id, model_rows in zip(chosen, rows):
-            db["drift_watch_state"].insert_all(({"model_id": model_id, **r} for r in model_rows),
-                                               pk=("model_id", "detector", "as_of"), ignore=True)
-    return {model_id: len(data.days) for model_id, data in zip(chosen, inputs)}
+        db.conn.executemany("INSERT OR IGNORE INTO drift_watch_state (model_id, detector, as_of, state_json, "
+                            "statistic, threshold, alarm, onset_day) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+        db.conn.executemany("INSERT INTO drift_watch_resume (model_id, as_of, state) VALUES (?, ?, ?) ON CONFLICT "
+                            "(model_id) DO UPDATE SET as_of = excluded.as_of, state = excluded.state", resumes)
+    return stored
 
 
-def replay(model_id: str, start: Any = None, end: Any = None, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+def replay(model_id: str, start: Any = None, end: Any = None, db: sqlite_utils.Database | None = None,
+           with_state: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, bytes | None]:
     """The detectors recomputed from the day after training to `end` from the stored profile, nothing stored;
-    the rows of [start, end] as `history(..., with_state=True)` gives them (equal to what `update` stored)."""
+    the rows of [start, end] as `history(..., with_detail=True)` gives them (equal to what `update` stored);
+    with_state: also the detectors' packed state after `end` (equal to what a restart resumes from)."""
     db = db or get_db()
     model = get_model(model_id, db=db)
     profile = ensure_profile(model_id, db)
     data = day_inputs(model, profile, str(model["train_end"])[:10], end, db)
-    rows = advance([profile], [None], [data])[0]
-    return _history_frame(pd.DataFrame(rows), start, end, with_state=True)
+    [result] = advance([profile], [None], [data])
+    frame = pd.DataFrame(result.rows).rename(columns={"detail": "state_json"})
+    frame = _history_frame(frame, start, end, with_detail=True)
+    return (frame, result.state) if with_state else frame
 
 
-def _history_frame(frame: pd.DataFrame, start: Any, end: Any, with_state: bool) -> pd.DataFrame:
-    columns = HISTORY_COLUMNS + (["state_json"] if with_state else [])
+def _history_frame(frame: pd.DataFrame, start: Any, end: Any, with_detail: bool) -> pd.DataFrame:
+    columns = HISTORY_COLUMNS + (["detail"] if with_detail else [])
     if frame.empty:
         return pd.DataFrame(columns=columns)
     if start is not None:
@@ -381,6 +230,9 @@ def _history_frame(frame: pd.DataFrame, start: Any, end: Any, with_state: bool) 
     if end is not None:
         frame = frame[frame["as_of"] <= _day(end)]
     frame = frame.sort_values(["as_of", "detector"]).reset_index(drop=True)
+    if with_detail:
+        frame["detail"] = [compact_detail(d, a, t) for d, a, t in zip(frame["detector"], frame["alarm"],
+                                                                         frame["state_json"])]
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     frame["signal"] = frame["detector"].map(_signal)
     frame["ratio"] = frame["statistic"] / frame["threshold"]
@@ -390,25 +242,29 @@ def _history_frame(frame: pd.DataFrame, start: Any, end: Any, with_state: bool) 
 
 
 def history(model_id: str, db: sqlite_utils.Database | None = None, start: Any = None, end: Any = None,
-            with_state: bool = False) -> pd.DataFrame:
+            with_detail: bool = False) -> pd.DataFrame:
     """Stored rows of `model_id`, oldest first: as_of, detector, signal, statistic, threshold, ratio (statistic /
-    threshold: the alarm comes at 1), alarm, onset_day (on alarm days) [, state_json]."""
+    threshold: the alarm comes at 1), alarm, onset_day (on alarm days) [, detail: the alarm's JSON on alarm days]."""
     db = db or get_db()
-    state = ", state_json" if with_state else ""
+    state = ", state_json" if with_detail else ""
     frame = pd.read_sql_query(f"SELECT as_of, detector, statistic, threshold, alarm, onset_day{state} "
                               "FROM drift_watch_state WHERE model_id = ? ORDER BY as_of, detector", db.conn,
                               params=[model_id])
-    return _history_frame(frame, start, end, with_state)
+    return _history_frame(frame, start, end, with_detail)
 
 
 # --- alarms, episodes, words ----------------------------------------------------------------------------
 
 def _alarm_record(detector: str, state_json: str, day: str) -> dict:
+    """The record of an alarm from its stored details (compact, or the full state on the latest day)."""
     state = json.loads(state_json)
     if detector == RANGE:
         record = max(state["outside"], key=lambda r: r["statistic"])
         return record | {"n_features": len(state["outside"])}
-    return alarm_records({detector: state}, as_of=day)[0]
+    alarm = state["alarm"] if "stat" in state else state
+    return {"detector": detector, "signal": _signal(detector), "stream": alarm["stream"],
+            "direction": alarm["direction"], "statistic": alarm["statistic"], "threshold": alarm["threshold"],
+            "drift": alarm["drift"], "onset_day": alarm["onset_day"], "as_of": day}
 
 
 def episodes(model_id: str, db: sqlite_utils.Database | None = None, end: Any = None) -> list[dict]:
@@ -441,7 +297,6 @@ def episodes(model_id: str, db: sqlite_utils.Database | None = None, end: Any = 
     for episode in found:
         episode["days_since_onset"] = rank[episode["alarm_day"]] - rank.get(episode["onset_day"], 0) + 1
         episode["delay_days"] = rank[episode["first_alarm_day"]] - rank.get(episode["onset_day"], 0) + 1
-        episode.pop("onset_index", None)
     return sorted(found, key=lambda e: (e["alarm_day"], e["detector"]))
 
 

@@ -155,7 +155,17 @@ def _m005_scale_indexes(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _m006_drift_watch_resume(db: sqlite_utils.Database) -> None:
+    """The sequential detectors' full state moves out of the daily rows (owner: core/drift_watch.py): one row per
+    model, rewritten in place each day, holds the packed state after its latest stored day; the daily rows keep
+    the compact statistics and, on alarm days only, the alarm's details. Rows without an alarm drop the full
+    state they held (a restart resumes from `drift_watch_resume`, or recomputes the days when it is missing)."""
+    db["drift_watch_resume"].create({"model_id": str, "as_of": str, "state": bytes}, pk="model_id",
+                                    foreign_keys=[("model_id", "models", "model_id")])
+    db.execute("UPDATE drift_watch_state SET state_json = NULL WHERE alarm = 0")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner, _m004_drift_watch,
-    _m005_scale_indexes,
+    _m005_scale_indexes, _m006_drift_watch_resume,
 ]

@@ -339,7 +339,7 @@ def new_detectors(profile: Mapping) -> dict[str, Cusum]:
 
 def stack_standardisers(profiles: Sequence[Mapping]) -> dict[str, Standardiser]:
     """Each detector's standardisers of N models stacked into one (build once, reuse every day)."""
-    return {name: Standardiser.stack([Standardiser.from_dict(p["detectors"][name]["standardiser"]) for p in profiles])
+    return {name: Standardiser.stack_stored([p["detectors"][name]["standardiser"] for p in profiles])
             for name in profiles[0]["detectors"]}
 
 

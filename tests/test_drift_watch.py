@@ -102,11 +102,31 @@ def test_demo_cycles_stored_state_that_a_replay_reproduces(registry_copy):
     db = registry_copy
     for symbol in ("AAPL", "MSFT"):
         model = _model(db, symbol)
-        stored = drift_watch.history(model["model_id"], db, with_state=True)
+        stored = drift_watch.history(model["model_id"], db, with_detail=True)
         first, last = stored["as_of"].min(), stored["as_of"].max()
         assert f"{first:%Y-%m-%d}" > model["train_end"] and stored.groupby("as_of").size().eq(5).all()
-        replayed = drift_watch.replay(model["model_id"], end=last, db=db)
+        replayed, state = drift_watch.replay(model["model_id"], end=last, db=db, with_state=True)
         pd.testing.assert_frame_equal(replayed, stored)
+        assert drift_watch.resume_points([model["model_id"]], db)[model["model_id"]].state == state
+
+
+def test_state_is_stored_compactly_and_resumes_exactly(registry_copy):
+    """Daily rows keep the statistics and, on alarm days only, the alarm's details; the full state lives in one
+    row per model (drift_watch_resume) for the latest day, equal to what a replay of those days ends with."""
+    from core import drift_watch
+    from core.watch_step import packed_size
+
+    db = registry_copy
+    detail = pd.read_sql_query("SELECT detector, alarm, state_json FROM drift_watch_state", db.conn)
+    assert len(detail) and detail.loc[detail["alarm"] == 0, "state_json"].isna().all()
+    for text in detail.loc[detail["alarm"] == 1, "state_json"]:
+        assert '"stat"' not in text and ('"onset_day"' in text or '"outside"' in text)
+    resumes = pd.read_sql_query("SELECT model_id, as_of, state FROM drift_watch_resume", db.conn)
+    assert len(resumes) == db.execute("SELECT COUNT(DISTINCT model_id) FROM drift_watch_state").fetchone()[0] >= 2
+    for model_id, as_of, state in resumes.itertuples(index=False):
+        assert as_of == drift_watch.history_end(model_id, db)
+        assert len(state) == packed_size(drift_watch.get_profile(model_id, db))
+        assert drift_watch.replay(model_id, end=as_of, db=db, with_state=True)[1] == state
 
 
 def test_update_is_idempotent_and_a_restart_resumes_to_the_same_states(registry_copy):
@@ -130,12 +150,17 @@ def test_update_is_idempotent_and_a_restart_resumes_to_the_same_states(registry_
     daily = _rows(db, model_id)
     assert daily["as_of"].str.len().eq(10).all() and not daily.duplicated(["detector", "as_of"]).any()
 
+    resumed = drift_watch.resume_points([model_id], db)[model_id]
+    assert resumed.last == days[-1] and resumed.state is not None
+
     with db.conn:  # uninterrupted: drop those 12 days and apply them in one call
         db.conn.execute("DELETE FROM drift_watch_state WHERE model_id = ? AND as_of >= ?", [model_id, days[0]])
-    assert drift_watch.update([model_id], days[-1], db=db) == {model_id: 12}
+    assert drift_watch.resume_points([model_id], db)[model_id].state is None  # saved for a day no longer stored
+    assert drift_watch.update([model_id], days[-1], db=db) == {model_id: 12}  # recomputed from the training end
     pd.testing.assert_frame_equal(_rows(db, model_id), daily)
+    assert drift_watch.resume_points([model_id], db)[model_id] == resumed
     replayed = drift_watch.replay(model_id, days[0], days[-1], db=db)
-    stored = drift_watch.history(model_id, db, start=days[0], with_state=True)
+    stored = drift_watch.history(model_id, db, start=days[0], with_detail=True)
     pd.testing.assert_frame_equal(replayed, stored)
 
 
@@ -172,7 +197,7 @@ def test_error_jump_raises_an_alarm_within_days_with_the_right_onset(error_jump)
 
 def test_a_step_in_returns_alarms_with_the_exact_onset(registry_copy):
     """The pure path (`advance`) on crafted inputs: calm returns at the reference median, then +3 robust sd a day."""
-    from core import drift_watch
+    from core import drift_watch, watch_step
 
     db = registry_copy
     model = _model(db)
@@ -181,15 +206,15 @@ def test_a_step_in_returns_alarms_with_the_exact_onset(registry_copy):
     days = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2014-01-06", periods=40)]
     ret = np.where(np.arange(40) < 20, standardiser["centre"], standardiser["centre"] + 3 * standardiser["scale"])
     width = len(profile["detectors"]["feature_scale"]["streams"])
-    inputs = drift_watch.DayInputs(days=days, ret=ret, err=np.full(40, np.nan), feat=np.zeros((40, width)),
-                                   prev=np.zeros((40, width)), values=np.zeros((40, len(profile["range"]["features"]))))
-    rows = pd.DataFrame(drift_watch.advance([profile], [None], [inputs])[0])
+    inputs = watch_step.DayInputs(days=days, ret=ret, err=np.full(40, np.nan), feat=np.zeros((40, width)),
+                                  prev=np.zeros((40, width)), values=np.zeros((40, len(profile["range"]["features"]))))
+    rows = pd.DataFrame(watch_step.advance([profile], [None], [inputs])[0].rows)
     mean = rows[(rows["detector"] == "returns_mean") & (rows["alarm"] == 1)]
     assert len(mean) and mean["as_of"].iloc[0] <= days[23] and mean["onset_day"].iloc[0] == days[20]
     assert not rows[rows["as_of"] < days[20]]["alarm"].any()  # no alarm on the calm days
     # vectorised over models = one model at a time
-    twice = drift_watch.advance([profile, profile], [None, None], [inputs, inputs])
-    assert twice[0] == twice[1] == drift_watch.advance([profile], [None], [inputs])[0]
+    twice = watch_step.advance([profile, profile], [None, None], [inputs, inputs])
+    assert twice[0] == twice[1] == watch_step.advance([profile], [None], [inputs])[0]
 
 
 def test_the_verdict_alerts_and_retrain_carry_the_alarm(error_jump):
@@ -257,24 +282,107 @@ def test_drift_page_without_state_says_how_to_get_it(registry_copy):
     assert any("No sequential-detector state" in i.value and "daily cycle" in i.value for i in at.info)
 
 
-def test_fast_state_conversions_equal_the_sequential_modules():
-    """`array_from_dicts` / `dicts_from_array` (one numpy pass over the days) give what `CusumArray.from_states` /
-    `to_states` + `Cusum.to_dict` give, alarms and missing days included."""
-    from core import drift_watch
-    from core.sequential import CusumArray
+def test_packed_state_round_trips_exactly_and_resuming_every_day_changes_nothing():
+    """`pack` / `unpack` keep every number of a CusumArray (alarms, skipped days, no-day markers included): a run
+    packed and unpacked after every day equals an uninterrupted run and one scalar `Cusum` per model."""
+    from core.sequential import Cusum, CusumArray
+    from core.watch_step import pack, packed_size, unpack
 
+    thresholds = [[2.0, 3.0], [1.5, 4.0], [2.5, 2.5]]
+    profiles = [{"detectors": {"demo": {"thresholds": h, "drifts": [0.25, 1.0], "two_sided": True,
+                                        "streams": ["a", "b"]}}} for h in thresholds]
+    uninterrupted = CusumArray(np.array(thresholds), (0.25, 1.0), True, ("a", "b"), "demo")
+    resumed = unpack(profiles, pack({"demo": uninterrupted}))["demo"]
+    scalar = [Cusum(h, (0.25, 1.0), True, ("a", "b"), "demo") for h in thresholds]
     rng = np.random.default_rng(3)
-    array = CusumArray(np.array([[2.0, 3.0], [1.5, 4.0], [2.5, 2.5]]), (0.25, 1.0), True, ("a", "b"), "demo")
     for t, day in enumerate(pd.bdate_range("2020-01-01", periods=30)):
         u = rng.normal(0.6, 1.5, (3, 2))
         u[t % 3] = np.nan  # one model skips a day now and then
-        array.update(u, day=day)
-        expected = [s.to_dict() for s in array.to_states()]
-        dicts = drift_watch.dicts_from_array(array)
-        assert dicts == expected
-        assert json.dumps(dicts, sort_keys=True) == json.dumps(expected, sort_keys=True)
-        rebuilt, reference = drift_watch.array_from_dicts(dicts), CusumArray.from_states(expected)
+        uninterrupted.update(u, day=day)
+        resumed = unpack(profiles, pack({"demo": resumed.update(u, day=day)}))["demo"]
+        for cusum, row in zip(scalar, u):
+            cusum.update(row, day=day)
         for key in ("stat", "start", "start_day", "n", "alarms", "last_alarm", "last_alarm_day", "day", "alarm_at",
                     "thresholds", "drifts"):
-            assert np.array_equal(getattr(rebuilt, key), getattr(reference, key)), key
-    assert array.alarms.sum() > 0
+            assert np.array_equal(getattr(resumed, key), getattr(uninterrupted, key)), key
+        assert [s.to_dict() for s in resumed.to_states()] == [c.to_dict() for c in scalar]
+    assert uninterrupted.alarms.sum() > 0 and all(len(b) == packed_size(profiles[0]) for b in pack({"demo": resumed}))
+
+
+def test_many_models_in_one_update_equal_one_model_at_a_time(registry_copy):
+    """Batched reads (one price read per ticker, features once per anchor, one forecast query) and one vectorised
+    step for models of two tickers give each model the inputs, rows and state it gets alone, and the inputs
+    equal the feature frame built from the model's own anchor."""
+    from core import drift_watch, watch_inputs
+    from core.features import build_features
+    from core.market import load_prices
+    from core.registry import list_models
+
+    db = registry_copy
+    models = [m for m in list_models(db=db) if drift_watch.history_end(m["model_id"], db) is None]
+    assert len({m["symbol"] for m in models}) == 2 and len(models) >= 2  # the demo's challengers: no state yet
+    ids = [m["model_id"] for m in models]
+    profiles = [drift_watch.ensure_profile(m, db) for m in ids]
+    afters = [m["train_end"] for m in models]
+    for model in models:  # forecasts on some days, so the error detector has inputs
+        _log_forecasts(db, model, {d: 1.5 for d in _days_after(model["symbol"], model["train_end"], db)[5:15]})
+    batched = watch_inputs.day_inputs_many(models, profiles, afters, None, db)
+    for model, profile, got in zip(models, profiles, batched):
+        alone = watch_inputs.day_inputs(model, profile, model["train_end"], None, db)
+        assert got.days == alone.days and len(got.days) > 20
+        for key in ("ret", "err", "feat", "prev", "values"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(alone, key))
+        assert np.isnan(got.err[:5]).all() and np.allclose(got.err[5:15], 1.5)  # the logged forecasts count
+        frame = build_features(load_prices(model["symbol"], start=watch_inputs.anchor(model), db=db), model["symbol"],
+                               dropna=False)
+        days = frame.index[frame.index > pd.Timestamp(model["train_end"])]
+        assert got.days == [f"{d:%Y-%m-%d}" for d in days]
+        streams = profile["detectors"]["feature_scale"]["streams"]
+        np.testing.assert_array_equal(got.ret, np.log(frame["close"]).diff().loc[days].to_numpy())
+        np.testing.assert_array_equal(got.feat, frame.loc[days, streams].to_numpy())
+        np.testing.assert_array_equal(got.prev, frame[streams].shift(1).loc[days].to_numpy())
+        np.testing.assert_array_equal(got.values, frame.loc[days, profile["range"]["features"]].to_numpy())
+
+    together = drift_watch.update(ids, db=db)
+    rows = {m: _rows(db, m) for m in ids}
+    states = drift_watch.resume_points(ids, db)
+    with db.conn:
+        for table in ("drift_watch_state", "drift_watch_resume"):
+            db.conn.execute(f"DELETE FROM {table} WHERE model_id IN (SELECT value FROM json_each(?))", [json.dumps(ids)])
+    for model_id in ids:
+        assert drift_watch.update([model_id], db=db) == {model_id: together[model_id]}
+        pd.testing.assert_frame_equal(_rows(db, model_id), rows[model_id])
+    assert drift_watch.resume_points(ids, db) == states
+
+
+def test_a_database_from_before_the_resume_table_is_migrated_and_resumes_exactly(error_jump):
+    """Migration 005 on a database whose daily rows held the full state (as before it): rows without an alarm drop
+    it, alarm rows keep their alarm, the verdict's episodes are unchanged, and the next update recomputes the
+    state from the training end and stores what an uninterrupted run stores."""
+    from core import drift_watch, store
+
+    db, model, onset, alarm_day, days = error_jump
+    model_id = model["model_id"]
+    before = drift_watch.history(model_id, db, with_detail=True), drift_watch.episodes(model_id, db)
+    with db.conn:  # the layout before migration 006: a full Cusum.to_dict state on every CUSUM row
+        for detector, as_of, alarm, detail in db.execute(
+                "SELECT detector, as_of, alarm, state_json FROM drift_watch_state WHERE detector != 'feature_range'"
+                ).fetchall():
+            full = {"name": detector, "stat": [[[0.0]]], "alarm": json.loads(detail) if alarm else None}
+            db.conn.execute("UPDATE drift_watch_state SET state_json = ? WHERE detector = ? AND as_of = ? AND "
+                            "model_id = ?", [json.dumps(full), detector, as_of, model_id])
+        db.conn.execute("DROP TABLE drift_watch_resume")
+        db.conn.execute("PRAGMA user_version = 5")
+    store.close_all()
+    db = store.get_db()  # migrates
+    assert store.schema_version(db) == 6
+    stored = pd.read_sql_query("SELECT alarm, state_json FROM drift_watch_state WHERE model_id = ?", db.conn,
+                               params=[model_id])
+    assert stored.loc[stored["alarm"] == 0, "state_json"].isna().all() and stored["alarm"].sum() >= 1
+    pd.testing.assert_frame_equal(drift_watch.history(model_id, db, with_detail=True), before[0])
+    assert drift_watch.episodes(model_id, db) == before[1]
+    next_day = days[days.index(alarm_day) + 1]
+    assert drift_watch.update([model_id], next_day, db=db) == {model_id: 1}
+    replayed, state = drift_watch.replay(model_id, next_day, next_day, db=db, with_state=True)
+    pd.testing.assert_frame_equal(drift_watch.history(model_id, db, start=next_day, with_detail=True), replayed)
+    assert drift_watch.resume_points([model_id], db)[model_id].state == state

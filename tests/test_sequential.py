@@ -171,6 +171,13 @@ def test_innovations_many_matches_one_model():
     names = profiles[0]["detectors"]["feature_scale"]["streams"]
     many = innovations_many(profiles, [0.02, -0.01], [1.5, np.nan], np.array([today[names]] * 2, dtype=float),
                             np.array([before[names]] * 2, dtype=float))
+    stacked = sequential.stack_standardisers(profiles)  # the fast path = stacking the restored objects
+    for name in profiles[0]["detectors"]:
+        slow = Standardiser.stack([Standardiser.from_dict(p["detectors"][name]["standardiser"]) for p in profiles])
+        for key in ("transform", "centre", "scale", "clip", "mean", "sd"):
+            fast_value, slow_value = getattr(stacked[name], key), getattr(slow, key)
+            assert np.shape(fast_value) == np.shape(slow_value)
+            np.testing.assert_array_equal(fast_value, slow_value)
     for i, (ret, err) in enumerate([(0.02, 1.5), (-0.01, np.nan)]):
         one = innovations(profiles[i], ret, err, today, before)
         for name, value in one.items():
