@@ -123,7 +123,7 @@ def model_timeline(model_id: str, db: sqlite_utils.Database | None = None) -> pd
     rows = db.execute(
         "SELECT at, actor, action, target, details_json FROM audit_log WHERE target = ? "
         "OR (action LIKE 'retrain_%' AND json_extract(details_json, '$.challenger_id') = ?) "
-        f"OR target IN (SELECT value FROM json_each(?)) ORDER BY id", [model_id, model_id, json.dumps(experiments)]).fetchall()
+        "OR target IN (SELECT value FROM json_each(?)) ORDER BY id", [model_id, model_id, json.dumps(experiments)]).fetchall()
     records = []
     for at, actor, action, target, details_json in rows:
         if action not in STEPS and target != model_id:

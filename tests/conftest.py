@@ -16,6 +16,27 @@ sys.path.insert(0, str(ROOT))
 # Set before any core import reads them: offline always, and a throwaway state folder.
 os.environ["MLSA_OFFLINE"] = "1"
 _SESSION_DIR = Path(os.environ.get("MLSA_TEST_DIR") or tempfile.mkdtemp(prefix="mlsa-tests-"))  # reuse: MLSA_TEST_DIR
+
+
+def _forget_state_built_by_other_code(folder: Path) -> None:
+    """A reused MLSA_TEST_DIR keeps its demo registry between runs (fast), but only while `core/` is the code
+    that built it: a registry built by older code (another schema, other stored state) would fail tests that
+    are right. The stamp is a hash of core/*.py; when it differs the folder's database and models go."""
+    import hashlib
+    import shutil
+
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted((ROOT / "core").glob("*.py")))).hexdigest()
+    stamp = folder / "core.sha256"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    for name in ("app.db", "app.db-wal", "app.db-shm"):
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / "models", ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+
+
+_forget_state_built_by_other_code(_SESSION_DIR)
 os.environ["MLSA_DB_PATH"] = str(_SESSION_DIR / "app.db")
 os.environ["MLSA_MODELS_DIR"] = str(_SESSION_DIR / "models")
 
