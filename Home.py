@@ -22,10 +22,10 @@ PAGES = [  # (file, label, icon): a page is linked only once its file exists
 LABELS = {page: (label, icon) for page, label, icon in PAGES}
 
 
-def link(page: str, label: str | None = None, where=st) -> None:
+def link(page: str, label: str | None = None, where=st, **options) -> None:
     """A link to `page` when its file exists (pages land one by one), else nothing."""
     if (ROOT / page).exists():
-        where.page_link(page, label=label or LABELS[page][0], icon=LABELS[page][1])
+        where.page_link(page, label=label or LABELS[page][0], icon=LABELS[page][1], **options)
 
 
 st.set_page_config(page_title="ML Stock Agent", page_icon="📈", layout="wide")
@@ -74,12 +74,14 @@ link("pages/2_Model_Management.py", "Certify, deploy or roll back a model", wher
 link("pages/3_Drift.py", "Drift checks of the deployed models", where=t3)
 
 st.subheader("The loop, per ticker")
-st.dataframe(loop.drop(columns="page"), hide_index=True, width="stretch")
+st.dataframe(loop.drop(columns=["page", "model"]), hide_index=True, width="stretch")
 st.caption("Drift alarm -> retraining -> challenger in a shadow A/B test -> awaiting approval or deployed and watched "
            "for the validation window -> rolled back if it disappoints; each state names the page that acts on it.")
-acting = loop[loop["loop state"] != "healthy"].drop_duplicates("page")
-for column, (_, row) in zip(st.columns(max(1, len(acting))), acting.iterrows()):
-    link(row["page"], f"{row['act on']}: {row['loop state']}", where=column)
+acting = loop[loop["loop state"] != "healthy"]  # one link per ticker that needs a look, opened on its model
+for start in range(0, len(acting), 4):
+    for column, (_, row) in zip(st.columns(4), acting.iloc[start:start + 4].iterrows()):
+        link(row["page"], f"{row['ticker']}: {row['loop state']} → {row['act on']}", where=column,
+             query_params={"ticker": row["ticker"], "model": row["model"]})
 
 if board.sparklines:
     st.subheader(f"{SPARK_WINDOW}-day MAE of the deployed model, per ticker ($)")

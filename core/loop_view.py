@@ -75,13 +75,19 @@ def loop_states(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
         if state is None:
             check = db.execute("SELECT as_of, severity, overall_drift FROM drift_checks WHERE model_id = ? "
                                "ORDER BY as_of DESC, id DESC LIMIT 1", [model_id]).fetchone()
-            if check and check[2]:
+            blocked = db.execute(
+                "SELECT j.decision FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id WHERE m.symbol = ? "
+                "AND j.status = 'blocked' ORDER BY j.id DESC LIMIT 1", [symbol]).fetchone()
+            if check and check[2] and blocked:  # the cycle wanted to retrain and a safeguard held: say which
+                state = ("drift alarm", f"{check[1]} drift on {check[0]} ({model_id}); retraining held: {blocked[0]}",
+                         "Model Management")
+            elif check and check[2]:
                 state = "drift alarm", f"{check[1]} drift on {check[0]} ({model_id})", "Drift"
             else:
                 state = "healthy", f"{model_id}" + (f", last drift check {check[0]}" if check else ""), "Monitoring"
         rows.append({"ticker": symbol, "loop state": state[0], "detail": state[1], "act on": state[2],
-                     "page": PAGES[state[2]]})
-    return pd.DataFrame(rows, columns=["ticker", "loop state", "detail", "act on", "page"])
+                     "page": PAGES[state[2]], "model": model_id})
+    return pd.DataFrame(rows, columns=["ticker", "loop state", "detail", "act on", "page", "model"])
 
 
 # --- one model's timeline ---------------------------------------------------------------------------------

@@ -298,7 +298,9 @@ def test_loop_state_per_ticker_and_the_model_timeline_follow_the_loop(champion, 
     loop_setup(monkeypatch, bias={"champion": 3.0})
     days = _days(30)
     _cycle(days[0])  # drift, but automatic retraining is off: the alarm stands
-    assert _states()[SYMBOL] == ("drift alarm", f"significant drift on {days[0]} ({champion})")
+    state, detail = _states()[SYMBOL]  # and it says which safeguard held the retrain
+    assert state == "drift alarm" and detail.startswith(f"significant drift on {days[0]} ({champion}); retraining held: "
+                                                        "automatic retraining is off")
     monkeypatch.setenv("MLSA_ENABLE_AUTO_RETRAIN", "1")
     _cycle(days[1])
     _cycle(days[2])
