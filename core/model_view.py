@@ -18,7 +18,7 @@ from core.charts import validation_figure
 from core.direction import DIRECTION
 from core.direction_charts import reliability_figure
 from core.drift_report import DriftReport, should_retrain
-from core.registry import ModelIntegrityError
+from core.registry import SERVABLE_TYPES, ModelIntegrityError
 from core.runbook import runbook_caption
 from core.text import escape_markdown
 
@@ -237,3 +237,17 @@ RETRAIN_STOPPED = "Retraining stopped on a database fault; the deployed model is
 RETRAIN_FAILED = "Retraining failed; the deployed model is unchanged"
 DRIFT_CHECK_HELP = "Training window vs the last trading days; stored in the history"
 EMPTY_QUEUE = "Approval queue: empty (automatic retrains on critical drift wait here for a person)."
+
+
+def deployable(model: dict) -> bool:
+    """Whether Deploy can act on `model`: not already live, and a price model (the serving path forecasts prices)."""
+    return model["status"] != "deployed" and model["model_type"] in SERVABLE_TYPES
+
+
+def deploy_help(model: dict) -> str | None:
+    """Why Deploy is greyed out, in words (None when it is not)."""
+    if model["status"] == "deployed":
+        return "This model is already deployed."
+    if model["model_type"] not in SERVABLE_TYPES:
+        return "Only a price model can be deployed: the serving path forecasts next-day closes, not directions."
+    return None

@@ -36,7 +36,7 @@ if warning := model_view.skill_warning(model):
     st.warning(warning)
 pending = st.session_state.get("mm_pending")  # deploy / rollback wait here for a confirmation
 a1, a2, a3, _ = st.columns([1, 1, 1, 2])
-if a1.button("Deploy", disabled=model["status"] == "deployed", key="mm_deploy"):
+if a1.button("Deploy", disabled=not model_view.deployable(model), key="mm_deploy", help=model_view.deploy_help(model)):
     st.session_state["mm_pending"] = pending = {"action": "deploy", "model_id": model_id}
 if a2.button(f"Roll back {ticker}", key="mm_rollback", **model_view.rollback_button(ticker)):
     st.session_state["mm_pending"] = pending = {"action": "rollback", "symbol": ticker}
