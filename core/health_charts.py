@@ -32,9 +32,12 @@ def regime_figure(regimes: pd.DataFrame, title: str = "Error by market regime") 
                    text=[f"{s:+.3f}" if np.isfinite(s) else "no days" for s in regimes["skill"].astype(float)],
                    textposition="top center", hoverinfo="skip"),
     ])
-    fig.update_layout(barmode="group", yaxis2=dict(overlaying="y", side="right", title="skill", zeroline=True))
     apply_layout(fig, title, height=360, yaxis_title="MAE ($)")
-    return fig.update_layout(hovermode="closest")
+    # after the house layout, so the skill axis keeps its own round ticks instead of the MAE axis' grid
+    fig.update_layout(barmode="group", hovermode="closest", legend=dict(y=-0.3),
+                      yaxis2=dict(overlaying="y", side="right", title="skill", zeroline=True, tickmode="auto",
+                                  nticks=6, tickformat="+.2f", showgrid=False))
+    return fig
 
 
 def feature_decile_figure(deciles: pd.DataFrame, title: str = "Skill by decile of the top SHAP features") -> go.Figure:
