@@ -24,6 +24,7 @@ from core.config import get_settings
 from core.features import CURRENT_SIGNATURE, feature_signature
 from core.model_files import LoadedModel, atomic_write, file_sha256, model_folder, unreadable_message
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
+from core.text import to_strict_json
 from core.training import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def register(
                 shutil.rmtree(folder)
             artifact = model_files.save_estimator(trained.model_type, trained.estimator, folder)
             atomic_write(folder / "validation.csv", lambda tmp: trained.validation.to_csv(tmp, index_label="date"))
-            atomic_write(folder / PERFORMANCE_FILE, lambda tmp: tmp.write_text(to_json(
+            atomic_write(folder / PERFORMANCE_FILE, lambda tmp: tmp.write_text(to_strict_json(
                 {"model_id": model_id, "model_type": trained.model_type, **trained.metrics})))
             db["models"].insert({
                 "model_id": model_id, "symbol": trained.symbol, "model_type": trained.model_type,

@@ -38,6 +38,24 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=_json_default, sort_keys=True)
 
 
+def to_strict_json(value: Any) -> str:
+    """`to_json` for files other programs read: NaN and infinities (an undefined metric, e.g. ROC AUC of a
+    one-class fold) become null, because strict JSON parsers reject Python's bare `NaN`."""
+    return json.dumps(_finite(value), default=_json_default, sort_keys=True, allow_nan=False, indent=1)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if hasattr(value, "item") and not hasattr(value, "__len__"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()

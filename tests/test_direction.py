@@ -145,7 +145,10 @@ def test_registered_direction_model_is_typed_has_its_metrics_file_and_serves_p_u
     model_id = register(trained_small, db=fresh_db)
     row = get_model(model_id, db=fresh_db)
     assert row["model_type"] == "direction" and model_id.startswith("direction_v1_AAPL_")
-    written = json.loads((model_folder(model_id) / PERFORMANCE_FILE).read_text())
+    def refuse(constant):  # strict JSON: a bare NaN / Infinity in the file is an error for other programs
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    written = json.loads((model_folder(model_id) / PERFORMANCE_FILE).read_text(), parse_constant=refuse)
     assert written["accuracy"] == pytest.approx(trained_small.metrics["accuracy"]) and written["model_type"] == "direction"
     result = forecast_direction(model_id, db=fresh_db)
     assert 0 < result.p_up < 1 and result.belief_low <= result.belief_high

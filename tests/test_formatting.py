@@ -34,3 +34,16 @@ def test_the_why_column_names_the_test_that_held_the_verdict_back():
     assert "PSI 7.20 ≥ 0.25 ✓" in why and "KS p 1.0e-24" in why and "PSI p 0.310 ≥ 0.05 ✗" in why
     value, label = drift_view.prediction_label({"psi": 4.8, "p_value": 1e-9, "psi_p_value": 0.4, "drift": False})
     assert value == "4.80" and label.startswith("no drift") and "PSI p 0.400" in label
+
+
+def test_strict_json_writes_null_for_undefined_numbers():
+    import json
+
+    import numpy as np
+
+    from core.text import to_strict_json
+
+    text = to_strict_json({"auc": float("nan"), "gain": np.float64(np.inf), "folds": [np.float32(0.5), -np.inf],
+                           "n": np.int64(3)})
+    assert json.loads(text) == {"auc": None, "gain": None, "folds": [0.5, None], "n": 3}
+    assert "NaN" not in text and "Infinity" not in text
