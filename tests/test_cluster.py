@@ -30,8 +30,10 @@ VOLATILE = {"id", "created_at", "logged_at", "at", "heartbeat_at", "finished_at"
 
 @pytest.fixture(scope="module")
 def scheduler():
-    """A LocalCluster of 2 processes with 1 thread each; a task whose worker dies twice is given up (KilledWorker)."""
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    """A LocalCluster of 2 processes with 1 thread each; a task whose worker dies twice is given up (KilledWorker).
+    Worker saturation 1.0: a worker holds only the task it runs, so a killed worker takes no queued bystander with
+    it (the scheduler counts every task held by a dead worker as suspect; at the default 1.1 a second task was)."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1, "distributed.scheduler.worker-saturation": 1.0}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                       silence_logs=50) as local:
             yield local.scheduler_address
