@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import page_app
-from core import alerts, store, store_faults
+from core import alerts
 from core.config import MASK, redact
-from test_faults_storage import (PY, ROOT, _advice_is_safe, _closed_smtp, _env, _new_db, _one_line, _page_text, _scheduler,
+from test_faults_storage import (PY, ROOT, write_while_held, _advice_is_safe, _closed_smtp, _env, _new_db, _one_line, _page_text, _scheduler,
                                  _without_dac_override, _write_as_user, holding)
 
 MALFORMED = [
@@ -144,17 +144,7 @@ def test_the_busy_message_is_one_line_and_hides_a_secret_on_the_holders_command_
     """)
     holder = subprocess.Popen([PY, "-c", code, "--note\nline two\tthree\x1b[31m", f"--hook={secret_url}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
-        db = store.get_db(path)
-        with pytest.raises(store_faults.DatabaseLocked) as caught:
-            with store.transaction(db):
-                store.audit(db, "test", "write", "x")
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-        store.close_all()
-    message = str(caught.value)
+    message = str(write_while_held(holder, path))
     assert f"pid {holder.pid} (python -c import sqlite3, sys, time conn = " in message, message
     assert not re.search(r"[\x00-\x1f\x7f]", message), repr(message)
     assert "CMDSECRET123" not in message and "hooks.slack.com" not in message

@@ -50,6 +50,22 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def write_while_held(holder: subprocess.Popen, path: Path, match: str | None = None) -> store_faults.DatabaseLocked:
+    """Once `holder` prints "held" (it holds the write lock of `path`), a write must raise DatabaseLocked
+    (matching `match`); the holder is killed and every connection closed whatever happens."""
+    try:
+        assert holder.stdout.readline().strip() == "held", holder.stderr.read()
+        db = store.get_db(path)
+        with pytest.raises(store_faults.DatabaseLocked, match=match) as caught:
+            with store.transaction(db):
+                store.audit(db, "test", "write", "x")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        store.close_all()
+    return caught.value
+
+
 @contextlib.contextmanager
 def holding(path: Path, journal: str = "wal"):
     """A second process that opens `path` with plain sqlite3 and holds an exclusive write lock until the
@@ -194,17 +210,8 @@ def test_the_scheduler_is_named_when_it_holds_the_database(tmp_path, monkeypatch
     """)
     scheduler = subprocess.Popen([PY, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=_env(MLSA_DB_PATH=str(path)))
-    try:
-        assert scheduler.stdout.readline().strip() == "held", scheduler.stderr.read()
-        monkeypatch.setenv("MLSA_DB_BUSY_TIMEOUT", "1")
-        db = store.get_db(path)
-        with pytest.raises(store_faults.DatabaseLocked, match=rf"held by the scheduler \(pid {scheduler.pid}: python -c"):
-            with store.transaction(db):
-                store.audit(db, "test", "write", "x")
-    finally:
-        scheduler.kill()
-        scheduler.wait(timeout=30)
-        store.close_all()
+    monkeypatch.setenv("MLSA_DB_BUSY_TIMEOUT", "1")
+    write_while_held(scheduler, path, match=rf"held by the scheduler \(pid {scheduler.pid}: python -c")
 
 
 # --- read-only ----------------------------------------------------------------------------------------
