@@ -16,7 +16,7 @@ import sqlite_utils
 from core import drift_watch
 from core.config import get_settings
 from core.drift_kernels import MIN_SAMPLES, DriftInputError
-from core.drift_report import (FEATURE_TABLE_COLUMNS, DriftReport, combine, json_safe, report_reasons, overall_severity, concept_check,
+from core.drift_report import (FEATURE_TABLE_COLUMNS, DriftReport, combine, report_reasons, overall_severity, concept_check,
                                performance_check, prediction_check, streaming_check)
 from core.drift_stats import compare_frames
 from core.features import build_features
@@ -24,6 +24,7 @@ from core.market import MarketDataError, last_trading_day, load_prices
 from core.predict import prediction_log
 from core.registry import get_model, validation_predictions
 from core.store import get_db, to_json, transaction, utc_now
+from core.text import json_safe
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,21 +77,6 @@ class DriftReport:
 
 FEATURE_TABLE_COLUMNS = ["feature", "psi", "ks_stat", "p_value", "wasserstein", "verdict", "psi_p_value",
                          "out_of_range", "missing_ref", "missing_cur", "new_categories", "note"]
-
-
-
-def json_safe(value: Any) -> Any:
-    """JSON-safe scalars: NaN / inf become None, numpy scalars become Python ones."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
 
 
 

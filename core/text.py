@@ -10,6 +10,7 @@ every page and core module can use it without reaching across layers.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -41,17 +42,18 @@ def to_json(value: Any) -> str:
 def to_strict_json(value: Any) -> str:
     """`to_json` for files other programs read: NaN and infinities (an undefined metric, e.g. ROC AUC of a
     one-class fold) become null, because strict JSON parsers reject Python's bare `NaN`."""
-    return json.dumps(_finite(value), default=_json_default, sort_keys=True, allow_nan=False, indent=1)
+    return json.dumps(json_safe(value), default=_json_default, sort_keys=True, allow_nan=False, indent=1)
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """JSON-safe values: NaN / inf become None, numpy scalars become Python ones (dicts and lists walked)."""
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    if hasattr(value, "item") and not hasattr(value, "__len__"):  # numpy scalars
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item"):  # numpy scalars
         value = value.item()
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
