@@ -80,7 +80,7 @@ st.caption("Drift alarm -> retraining -> challenger in a shadow A/B test -> awai
 acting = loop[loop["loop state"] != "healthy"]  # one link per ticker that needs a look, opened on its model
 for start in range(0, len(acting), 4):
     for column, (_, row) in zip(st.columns(4), acting.iloc[start:start + 4].iterrows()):
-        link(row["page"], f"{row['ticker']}: {row['loop state']} → {row['act on']}", where=column,
+        link(row["page"], f"{row['ticker']} → {row['act on']}", where=column, help=f"{row['ticker']}: {row['loop state']}",
              query_params={"ticker": row["ticker"], "model": row["model"]})
 
 if board.sparklines:

@@ -310,7 +310,7 @@ def test_loop_state_per_ticker_and_the_model_timeline_follow_the_loop(champion, 
     assert not at.exception
     table = next(d.value for d in at.dataframe if "loop state" in d.value.columns)
     assert table.set_index("ticker").loc[SYMBOL, "loop state"] == "challenger in test"
-    assert "AB_Tests" in [element.proto.page for element in at.get("page_link") if "challenger in test" in element.proto.label]
+    assert "AB_Tests" in [element.proto.page for element in at.get("page_link") if "challenger in test" in element.proto.help]
     ab_page = page_app("pages/4_AB_Tests.py").run()  # which shows the shadow test, arm B at 0 % of the traffic
     assert not ab_page.exception and any("shadow" in m.value for m in [*ab_page.markdown, *ab_page.caption])
     i = 3
