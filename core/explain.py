@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -33,7 +32,7 @@ import sqlite_utils
 from core.config import get_settings
 from core.features import TARGET, build_features, check_feature_frame, direction_labels
 from core.market import MarketDataError, load_prices
-from core.model_files import MODEL_CARD, atomic_write, model_folder
+from core.model_files import MODEL_CARD, model_folder
 from core.registry import get_model, load_model
 from core.training import MODEL_LABELS
 
@@ -285,48 +284,6 @@ def explain_window(model_id: str, start=None, end=None, days: int | None = None,
     return Explanation(model_id=model_id, model_type=row["model_type"], shap=result, frame=frame, calibrated=calibrated)
 
 
-# --- the registered window, stored beside the model (what the page opens on without computing) ---------------
-
-def save_window(explanation: Explanation, artifact_sha256: str, path: Path) -> None:
-    """Store the explained rows, their SHAP values, calibrated P(up) and each feature's dependence partner."""
-    frame = explanation.frame
-    names = explanation.shap.feature_names
-    partners = [interaction_partner(explanation.shap, explanation.X, name) for name in names]
-    arrays = dict(values=explanation.shap.values, base_value=explanation.shap.base_value, output=explanation.shap.output,
-                  frame=frame.to_numpy(dtype=float), columns=np.array(frame.columns, dtype=str),
-                  dates=frame.index.to_numpy(dtype="datetime64[ns]"), features=np.array(names, dtype=str),
-                  partners=np.array(partners, dtype=str), artifact_sha256=np.array(artifact_sha256),
-                  model_type=np.array(explanation.model_type))
-    if explanation.calibrated is not None:
-        arrays["calibrated"] = explanation.calibrated
-    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
-
-
-def stored_explanation(model_id: str, db: sqlite_utils.Database | None = None) -> Explanation | None:
-    """The window explained at registration, read from `SHAP_WINDOW` (no model, no SHAP, no heavy import),
-    or None when it is missing, unreadable or written for another artifact."""
-    row = get_model(model_id, db=db)
-    path = model_folder(model_id) / SHAP_WINDOW
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as data:
-            if str(data["artifact_sha256"]) != row["artifact_sha256"]:
-                return None
-            names = [str(n) for n in data["features"]]
-            frame = pd.DataFrame(data["frame"], columns=[str(c) for c in data["columns"]],
-                                 index=pd.DatetimeIndex(data["dates"], name=None))
-            result = ShapValues(values=data["values"], base_value=float(data["base_value"]), feature_names=names,
-                                output=data["output"])
-            calibrated = data["calibrated"] if "calibrated" in data.files else None
-            partners = dict(zip(names, (str(p) for p in data["partners"])))
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("ignoring an unreadable stored SHAP window %s: %s", path, exc)
-        return None
-    return Explanation(model_id=model_id, model_type=row["model_type"], shap=result, frame=frame, calibrated=calibrated,
-                       partners=partners)
-
-
 def summary_rows(explanation: Explanation, max_rows: int = SUMMARY_MAX_ROWS) -> tuple[np.ndarray, str | None]:
     """Row positions for the summary plots: all of them, or `max_rows` evenly spaced days over the whole
     window (deterministic, every season kept), and the sentence that says so (None when all are shown).
@@ -432,15 +389,6 @@ def dependence_partner(explanation: Explanation, feature: str) -> str:
     if explanation.partners and feature in explanation.partners:
         return explanation.partners[feature]
     return interaction_partner(explanation.shap, explanation.X, feature)
-
-
-def stored_importance(model_id: str, db: sqlite_utils.Database | None = None) -> dict | None:
-    """The importance document written at registration (`IMPORTANCE_JSON`) if it is this artifact's, else None."""
-    try:
-        document = json.loads((model_folder(model_id) / IMPORTANCE_JSON).read_text())
-    except (OSError, ValueError):
-        return None
-    return document if document.get("artifact_sha256") == get_model(model_id, db=db)["artifact_sha256"] else None
 
 
 def compare_importance(first: ShapValues, second: ShapValues, labels: tuple[str, str]) -> pd.DataFrame:

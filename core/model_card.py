@@ -20,7 +20,8 @@ import sqlite_utils
 from core.config import get_settings
 from core.explain_charts import shap_beeswarm_figure
 from core.explain import (CARD_FILE, IMPORTANCE_CSV, IMPORTANCE_JSON, SHAP_WINDOW, SUMMARY_HTML, SUMMARY_PNG, Explanation,
-                          explain_window, global_importance, permutation_importance_frame, save_window)
+                          explain_window, global_importance, permutation_importance_frame)
+from core.explain_store import save_window
 from core.figure_export import RenderUnavailable, render_png
 from core.model_files import atomic_write, model_folder
 from core.registry import get_model

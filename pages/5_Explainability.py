@@ -3,7 +3,7 @@ Opens on what registration stored (the window, its SHAP values, importance): not
 import pandas as pd
 import streamlit as st
 
-from core import explain, explain_local, registry
+from core import explain, explain_local, explain_store, registry
 from core import explain_view as view
 from core.explain_charts import (importance_bar_figure, importance_compare_figure, lime_weights_figure, shap_beeswarm_figure,
                                  shap_dependence_figure, shap_waterfall_figure)
@@ -26,8 +26,8 @@ def cached_permutation(model_id: str, artifact_sha256: str, start: str, end: str
 
 
 @st.cache_data(show_spinner=False)
-def cached_stored(model_id: str, artifact_sha256: str) -> tuple[explain.Explanation | None, dict | None]:  # files only
-    return explain.stored_explanation(model_id), explain.stored_importance(model_id)
+def cached_stored(model_id: str, artifact_sha256: str, stamp: tuple) -> tuple[explain.Explanation | None, dict | None]:
+    return explain_store.stored_explanation(model_id), explain_store.stored_importance(model_id)
 
 
 trading_days = st.cache_data(show_spinner=False)(view.trading_days)
@@ -50,7 +50,7 @@ st.query_params.update({"ticker": symbol, "model": model_id})  # the URL follows
 sha = {i: m["artifact_sha256"] for i, m in candidates.items()}
 kind = view.KINDS[kind_name := view.kind(candidates[model_id])]
 with page_guard(st.error, st.stop):
-    stored, document = cached_stored(model_id, sha[model_id])
+    stored, document = cached_stored(model_id, sha[model_id], explain_store.stored_stamp(model_id))  # files only
 picked = c_range.date_input("Date range", **view.range_bounds(days, stored), key=f"ex_range_{model_id}")  # per model
 if not isinstance(picked, tuple) or len(picked) != 2:
     st.info("Pick the end of the date range.")
@@ -138,7 +138,7 @@ with tab_compare:
         other = st.selectbox("Compare with", others, index=other_index, key="ex_other")
         try:
             with st.spinner(f"SHAP values of {other}…"):  # stored windows: files only; a picked range: computed once
-                other_values = (cached_stored(other, sha[other])[0] if use_stored
+                other_values = (cached_stored(other, sha[other], explain_store.stored_stamp(other))[0] if use_stored
                                 else cached_explanation(other, sha[other], start, end))
             table = explain.compare_importance(view.compared(other_values, other).shap, values, (other, model_id))
             st.caption(view.compare_caption(use_stored, kind["compare_units"]))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import explain, model_card
+from core import explain, explain_local, explain_store, model_card
 from core.features import FEATURE_COLUMNS, TARGET
 
 DOMINANT = "rsi_14"
@@ -87,17 +87,17 @@ def test_waterfall_steps_add_up_in_both_units_and_lime_runs(demo_registry):
     model_id = _models("AAPL")["xgb"]
     explanation = explain.explain_window(model_id)
     day = explanation.frame.index[-3]
-    summary = explain.day_summary(explanation, day)
-    in_return = explain.waterfall_steps(explanation, day, top=5)
+    summary = explain_local.day_summary(explanation, day)
+    in_return = explain_local.waterfall_steps(explanation, day, top=5)
     assert len(in_return) == 6 and in_return["step"].iloc[-1] == f"{len(FEATURE_COLUMNS) - 5} other features"
     assert in_return["cumulative"].iloc[-1] == pytest.approx(summary["predicted_return"], abs=1e-6)
-    in_price = explain.waterfall_steps(explanation, day, top=5, units="price")
+    in_price = explain_local.waterfall_steps(explanation, day, top=5, units="price")
     assert summary["base_close"] + in_price["delta"].sum() == pytest.approx(summary["predicted_close"], abs=1e-6)
     assert summary["actual_close"] == pytest.approx(summary["last_close"] * np.exp(explanation.frame[TARGET].loc[day]))
     with pytest.raises(explain.ExplainError, match="not a trading day"):
-        explain.waterfall_steps(explanation, "1990-01-01")
+        explain_local.waterfall_steps(explanation, "1990-01-01")
 
-    lime = explain.lime_explanation(model_id, explanation, day, num_features=6, num_samples=500)
+    lime = explain_local.lime_explanation(model_id, explanation, day, num_features=6, num_samples=500)
     assert len(lime["weights"]) == 6 and np.isfinite(lime["weights"]["weight"]).all()
     assert lime["model_prediction"] == pytest.approx(summary["predicted_return"])
 
@@ -324,7 +324,6 @@ def test_direction_model_explained_registered_and_reconciled(fresh_db, monkeypat
     exactly with the raw P(up) from predict_proba, the calibrated P(up), and LIME on the predicted class."""
     from scipy.special import expit, logit
 
-    from core import explain_local
     from core.direction import train_direction
     from core.lifecycle import register_with_artifacts as register
     from core.registry import load_model
@@ -339,7 +338,7 @@ def test_direction_model_explained_registered_and_reconciled(fresh_db, monkeypat
     assert "| rank | feature | mean abs SHAP (log-odds) | permutation (log loss rise) |" in files["model_card"].read_text()
 
     computed = explain.explain_window(model_id)
-    stored = explain.stored_explanation(model_id)
+    stored = explain_store.stored_explanation(model_id)
     np.testing.assert_array_equal(stored.shap.values, computed.shap.values)
     assert stored.frame.index.equals(computed.frame.index) and set(stored.partners) == set(FEATURE_COLUMNS)
     top = explain.global_importance(computed.shap)
@@ -375,10 +374,10 @@ def test_a_stored_window_for_another_artifact_is_ignored(fresh_db, monkeypatch):
     monkeypatch.setenv("MLSA_EXPLAIN_IMAGE_FORMAT", "html")
     first = register(_synthetic_trained("xgb", n_estimators=10), reason="synthetic test")
     second = register(_synthetic_trained("rf", n_estimators=10), reason="synthetic test")
-    assert explain.stored_explanation(first) is not None and explain.stored_importance(first) is not None
+    assert explain_store.stored_explanation(first) is not None and explain_store.stored_importance(first) is not None
     folder = explain.model_folder
     (folder(first) / explain.SHAP_WINDOW).write_bytes((folder(second) / explain.SHAP_WINDOW).read_bytes())
     (folder(first) / explain.IMPORTANCE_JSON).write_bytes((folder(second) / explain.IMPORTANCE_JSON).read_bytes())
-    assert explain.stored_explanation(first) is None and explain.stored_importance(first) is None
+    assert explain_store.stored_explanation(first) is None and explain_store.stored_importance(first) is None
     (folder(second) / explain.SHAP_WINDOW).write_bytes(b"not a zip file")
-    assert explain.stored_explanation(second) is None  # unreadable: ignored (the page offers to compute)
+    assert explain_store.stored_explanation(second) is None  # unreadable: ignored (the page offers to compute)
