@@ -136,7 +136,7 @@ def test_a_direction_model_is_explained_in_log_odds_and_probability(registry_cop
     model_id = register_with_artifacts(train_direction("AAPL", "xgb", window_days=400, params={"n_estimators": 20}),
                                        reason="test", db=registry_copy)
     at = page_app(PAGE).run()
-    assert model_id in at.selectbox(key="ex_model").options  # listed beside the price models
+    assert f"{model_id} (candidate)" in at.selectbox(key="ex_model").options  # listed beside the price models
     at.selectbox(key="ex_model").set_value(model_id).run()
     assert not at.exception and not at.error
     assert any("SHAP works in log-odds" in c.value and "nothing recomputed" in c.value for c in at.caption)
@@ -153,8 +153,9 @@ def test_a_direction_model_is_explained_in_log_odds_and_probability(registry_cop
     assert any("no other model of this kind" in info.value for info in at.info)  # classifiers compare with classifiers
     last_day = load_prices("AAPL").index[-1].date()
     at.date_input(key=f"ex_range_{model_id}").set_value((last_day - timedelta(days=120), last_day)).run()
-    assert not at.exception and not at.error
-    assert at.metric[3].value == "not known yet"  # the data's last day: its next close is not in the data
+    assert not at.exception and not at.error and not any("nothing recomputed" in c.value for c in at.caption)  # computed
+    at.selectbox(key="ex_day").select_index(0).run()  # the range's newest day, the data's last
+    assert at.metric[3].value == "not known yet"  # its next close is not in the data
 
 
 def test_nothing_heavy_runs_on_load(demo_registry, monkeypatch):
