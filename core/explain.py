@@ -20,6 +20,7 @@ import os
 import tempfile
 import threading
 import weakref
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,7 +237,7 @@ def _read_cached(path: Path, names: list[str]) -> ShapValues | None:
         with np.load(path) as data:
             return ShapValues(values=data["values"], base_value=float(data["base_value"]), feature_names=names,
                               output=data["output"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("ignoring an unreadable SHAP cache file %s: %s", path, exc)
         return None
 

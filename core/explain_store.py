@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,8 @@ def save_window(explanation: Explanation, artifact_sha256: str, path: Path) -> N
 def stored_stamp(model_id: str) -> tuple[int, int]:
     """The stored window's and importance file's mtimes (ns; 0 when missing): a page cache key that changes when
     Model Management rewrites them, so a page never keeps showing "not stored" for files written since."""
-    folder = model_folder(model_id)
-    return tuple((folder / name).stat().st_mtime_ns if (folder / name).exists() else 0 for name in (SHAP_WINDOW, IMPORTANCE_JSON))
+    paths = (model_folder(model_id) / SHAP_WINDOW, model_folder(model_id) / IMPORTANCE_JSON)
+    return tuple(path.stat().st_mtime_ns if path.exists() else 0 for path in paths)
 
 
 def stored_explanation(model_id: str, db: sqlite_utils.Database | None = None) -> Explanation | None:
@@ -63,7 +64,7 @@ def stored_explanation(model_id: str, db: sqlite_utils.Database | None = None) -
                                 output=data["output"])
             calibrated = data["calibrated"] if "calibrated" in data.files else None
             partners = dict(zip(names, (str(p) for p in data["partners"])))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated or damaged: compute instead
         log.warning("ignoring an unreadable stored SHAP window %s: %s", path, exc)
         return None
     return Explanation(model_id=model_id, model_type=row["model_type"], shap=result, frame=frame, calibrated=calibrated,

@@ -379,5 +379,8 @@ def test_a_stored_window_for_another_artifact_is_ignored(fresh_db, monkeypatch):
     (folder(first) / explain.SHAP_WINDOW).write_bytes((folder(second) / explain.SHAP_WINDOW).read_bytes())
     (folder(first) / explain.IMPORTANCE_JSON).write_bytes((folder(second) / explain.IMPORTANCE_JSON).read_bytes())
     assert explain_store.stored_explanation(first) is None and explain_store.stored_importance(first) is None
-    (folder(second) / explain.SHAP_WINDOW).write_bytes(b"not a zip file")
-    assert explain_store.stored_explanation(second) is None  # unreadable: ignored (the page offers to compute)
+    window = folder(second) / explain.SHAP_WINDOW
+    whole = window.read_bytes()
+    for damaged in (b"not a zip file", whole[: len(whole) // 2]):  # garbage, and a file cut short
+        window.write_bytes(damaged)
+        assert explain_store.stored_explanation(second) is None  # unreadable: ignored (the page offers to compute)
