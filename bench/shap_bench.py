@@ -1,15 +1,28 @@
-"""SHAP bench: core.explain.shap_values vs shap.TreeExplainer on the same 300-tree depth-6 XGBoost model, 1,000 rows.
+"""SHAP bench: core.explain.shap_values vs shap.TreeExplainer on the same 300-tree depth-6 XGBoost model, 1,000 rows;
+and (--page) the Explainability page's first visit and warm load, this code against an earlier commit.
 
 Run: .venv/bin/python bench/shap_bench.py   (self-contained: a temporary registry, offline, bundled AAPL data)
 Prints cold / memory-cached / disk-cached times of this module, shap.TreeExplainer's time in the same run and
 the ratio, the default-window times of the app's own rf and xgb models, and the per-model cost of the artifacts
-written at registration. No thresholds: speed is reported, not asserted.
+written at registration.
+
+Run: .venv/bin/python bench/shap_bench.py --page [--before REV]   (~2-4 min)
+Registers AAPL rf + xgb (xgb deployed) and an XGBoost direction model with their artifacts, then times the
+Explainability page through AppTest: its first visit in a fresh process (as after a server start; min and
+median of 3, and its CPU time) and warm (min of 3 runs after one in the same process), for this worktree and the code of
+commit REV (default d9bbe0e, the last one whose page computed SHAP and permutation importance on load),
+interleaved, on the same state, with the ratio, and which model libraries each first visit imported. The
+earlier code leaves SHAP values in the disk cache on its first visit, so its later first visits are
+favoured. No thresholds: speed is reported, not asserted.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +42,24 @@ from core.training import train_model  # noqa: E402
 
 SYMBOL, ROWS, REPEATS = "AAPL", 1000, 5
 BENCH_PARAMS = {"n_estimators": 300, "max_depth": 6}
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = "pages/5_Explainability.py"
+PAGE_VISIT = """
+import json, sys, time
+from streamlit.testing.v1 import AppTest
+times = []
+for run in range({runs}):
+    started, cpu = time.perf_counter(), time.process_time()
+    app = AppTest.from_file({home!r}, default_timeout=600).switch_page({page!r})
+    app.query_params.update({query!r})
+    app.run()
+    times.append(time.perf_counter() - started)
+    if run == 0:
+        first_cpu = time.process_time() - cpu
+        heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {{"sklearn", "xgboost", "shap", "lime"}})
+print(json.dumps({{"times": times, "cpu": first_cpu, "heavy": heavy, "failed": bool(app.exception),
+                  "shown": app.selectbox(key="ex_model").value}}))
+"""
 
 
 def timed(call) -> tuple[float, object]:
@@ -92,8 +123,70 @@ def main() -> None:
           f"{again:.2f} s after; files: {', '.join(sorted(p.name for p in files.values()))}")
 
 
+def visit(tree: Path, query: dict, runs: int) -> dict:
+    """Run the page `runs` times in one fresh process with the code in `tree`; the first run is the first visit."""
+    code = PAGE_VISIT.format(runs=runs, home=str(tree / "Home.py"), page=PAGE, query=query)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def page_bench(before: str) -> None:
+    from core.direction import train_direction
+    from core.registry import deploy
+
+    os.environ["MLSA_EXPLAIN_IMAGE_FORMAT"] = "html"  # Chromium is not what is measured here
+    print("registering AAPL rf + xgb and a direction model with their artifacts ...", flush=True)
+    register_with_artifacts(train_model(SYMBOL, "rf"), reason="page bench")
+    deploy(register_with_artifacts(train_model(SYMBOL, "xgb"), reason="page bench"), reason="page bench", override=True)
+    direction_id = register_with_artifacts(train_direction(SYMBOL, "xgb", window_days=600, params={"n_estimators": 40}),
+                                           reason="page bench")
+    trees = {"this worktree": ROOT}
+    old = Path(_TMP) / "before"
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", before], capture_output=True)
+    if archive.returncode == 0:
+        old.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+        trees = {f"before ({before})": old, **trees}
+    else:
+        print(f"commit {before!r} not found: measuring this worktree only")
+    first: dict[str, list[float]] = {name: [] for name in trees}
+    cpu: dict[str, list[float]] = {name: [] for name in trees}
+    warm, heavy = {}, {}
+    for round_ in range(3):  # interleaved, so load from other processes hits both alike
+        for name, tree in trees.items():
+            result = visit(tree, {}, runs=4 if round_ == 0 else 1)
+            assert not result["failed"], f"{name}: the page failed"
+            first[name].append(result["times"][0])
+            cpu[name].append(result["cpu"])
+            if round_ == 0:
+                warm[name], heavy[name] = min(result["times"][1:]), result["heavy"]
+    print(f"\nExplainability page, {SYMBOL}'s deployed xgb model (AppTest; first visit = a fresh process; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"{'code':<28}{'first visit min':>16}{'median':>8}{'CPU min':>9}{'warm min':>10}  model libraries imported")
+    for name in trees:
+        print(f"{name:<28}{min(first[name]):>15.2f}s{statistics.median(first[name]):>7.2f}s{min(cpu[name]):>8.2f}s"
+              f"{warm[name]:>9.2f}s  {', '.join(heavy[name]) or 'none'}")
+    if len(trees) == 2:
+        (b, a) = trees
+        print(f"{'ratio before / after':<28}{min(first[b]) / min(first[a]):>15.1f}x"
+              f"{statistics.median(first[b]) / statistics.median(first[a]):>7.1f}x{min(cpu[b]) / min(cpu[a]):>8.1f}x"
+              f"{warm[b] / warm[a]:>9.1f}x")
+    result = visit(ROOT, {"model": direction_id}, runs=4)
+    assert not result["failed"] and result["shown"] == direction_id
+    print(f"{'after, a direction model':<28}{result['times'][0]:>15.2f}s{'':>8}{result['cpu']:>8.2f}s"
+          f"{min(result['times'][1:]):>9.2f}s  {', '.join(result['heavy']) or 'none'}   (one first visit)")
+    print("CPU = the first visit's process CPU time: what it costs without waiting for other processes' load")
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--page", action="store_true", help="time the Explainability page instead of SHAP itself")
+    parser.add_argument("--before", default="d9bbe0e", help="the commit to compare the page with (default d9bbe0e)")
+    args = parser.parse_args()
     try:
-        main()
+        page_bench(args.before) if args.page else main()
     finally:
         shutil.rmtree(_TMP, ignore_errors=True)

@@ -1,11 +1,15 @@
-"""Explainability: exact TreeSHAP values (cached), global and permutation importance, LIME; which artifact files exist.
+"""Explainability: exact SHAP values (cached), global and permutation importance, LIME; which artifact files exist.
 
-SHAP values live in the model's output space, the next-day log return: for every row,
-base value + sum(contributions) == prediction. XGBoost uses its booster's native exact TreeSHAP
-(`pred_contribs=True`, multithreaded C++), a random forest `shap.TreeExplainer`. Results are cached
-per (model artifact, data window) in memory and as `.npz` files in the model's folder, so a page
-reload or a second call does not recompute. The files written from these values (importance, summary
-figure, model card) are `core.model_card`; `artifact_files` lists the ones a model has.
+SHAP values live in the model's output space: the next-day log return for a price model, the
+log-odds of "up" for a direction model. For every row, base value + sum(contributions) == output.
+XGBoost uses its booster's native exact TreeSHAP (`pred_contribs=True`, multithreaded C++), a random
+forest `shap.TreeExplainer`. A direction model is a calibrated wrapper around several members (each
+trained on a longer stretch of the window): its SHAP values explain the members' mean log-odds before
+calibration (exact, SHAP is linear), i.e. the raw P(up) = sigmoid(output); the calibrated P(up) is
+reported beside it. Results are cached per (model artifact, data window) in memory and as `.npz`
+files in the model's folder. Registration also stores the explained window itself (`SHAP_WINDOW`), so
+the page opens on stored numbers without computing (`stored_explanation`). The files written from
+these values (importance, summary figure, model card) are `core.model_card`.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import os
 import tempfile
 import threading
 import weakref
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +31,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import get_settings
-from core.features import TARGET, build_features, check_feature_frame
+from core.features import TARGET, build_features, check_feature_frame, direction_labels
 from core.market import MarketDataError, load_prices
 from core.model_files import MODEL_CARD, model_folder
 from core.registry import get_model, load_model
@@ -41,6 +46,8 @@ PERMUTATION_REPEATS = 5
 SUMMARY_MAX_ROWS = 750  # days drawn in the summary plots and shuffled for permutation importance (page stays < 3 s)
 CARD_FILE, IMPORTANCE_JSON, IMPORTANCE_CSV = MODEL_CARD, "importance.json", "importance.csv"  # the card last
 SUMMARY_PNG, SUMMARY_HTML = "shap_summary.png", "shap_summary.html"
+DIRECTION = "direction"  # core.direction.DIRECTION, not imported from there: it loads scipy.stats (~1 s on a first visit)
+SHAP_WINDOW = "shap_window.npz"  # the registered window's rows, SHAP values and dependence partners
 
 
 class ExplainError(ValueError):
@@ -49,7 +56,8 @@ class ExplainError(ValueError):
 
 @dataclass(frozen=True)
 class ShapValues:
-    """SHAP contributions (rows x features) in log-return space, with the base value and the model output."""
+    """SHAP contributions (rows x features) in the model's output space (log return, or log-odds of up), with the
+    base value and the output."""
 
     values: np.ndarray
     base_value: float
@@ -65,10 +73,16 @@ class Explanation:
     model_type: str
     shap: ShapValues
     frame: pd.DataFrame  # FEATURE_COLUMNS + target (NaN where unknown) + close, indexed by date
+    calibrated: np.ndarray | None = None  # direction models: the calibrated P(up) per row (what Forecast shows)
+    partners: dict[str, str] | None = None  # stored dependence partners (feature -> feature), when registration kept them
 
     @property
     def X(self) -> pd.DataFrame:
         return self.frame[self.shap.feature_names]
+
+    @property
+    def is_direction(self) -> bool:
+        return self.model_type == DIRECTION
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -141,9 +155,36 @@ def _cache_dir(model_id: str) -> Path:
     return model_folder(model_id) / "shap_cache"
 
 
+def _member_log_odds_shap(estimator: Any, matrix: np.ndarray) -> tuple[np.ndarray, float]:
+    """(values, base) in log-odds of one fitted classifier: XGBoost's exact TreeSHAP of its margin, or, for the
+    standardised logistic regression, coefficient x standardised value (exact; the base is the intercept, the
+    log-odds at the training mean, as shap.LinearExplainer with that mean as background)."""
+    if hasattr(estimator, "get_booster"):
+        import xgboost as xgb
+
+        contribs = estimator.get_booster().predict(xgb.DMatrix(matrix), pred_contribs=True)
+        return contribs[:, :-1].astype(float), float(contribs[0, -1])
+    scaler, logistic = estimator[0], estimator[-1]
+    return scaler.transform(matrix) * logistic.coef_[0], float(logistic.intercept_[0])
+
+
+def direction_shap(calibrated_model: Any, matrix: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """(values, base, output) of a calibrated direction model in log-odds: the members' mean, before calibration.
+
+    SHAP values add, so the mean of the members' exact values explains their mean log-odds exactly;
+    sigmoid(output) is the raw (uncalibrated) P(up)."""
+    parts = [_member_log_odds_shap(member.estimator, matrix) for member in calibrated_model.calibrated_classifiers_]
+    values = np.mean([v for v, _ in parts], axis=0)
+    base = float(np.mean([b for _, b in parts]))
+    return values, base, base + values.sum(axis=1)
+
+
 def _tree_shap(model_id: str, model_type: str, loaded: Any, matrix: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Exact TreeSHAP (values, base value, model output): XGBoost's native pred_contribs, or shap.TreeExplainer."""
+    """Exact SHAP (values, base value, model output): XGBoost's native pred_contribs, shap.TreeExplainer, or
+    a direction model's members in log-odds (`direction_shap`)."""
     estimator = loaded.estimator
+    if model_type == DIRECTION:
+        return direction_shap(estimator, matrix)
     if model_type == "xgb":
         import xgboost as xgb
 
@@ -196,7 +237,7 @@ def _read_cached(path: Path, names: list[str]) -> ShapValues | None:
         with np.load(path) as data:
             return ShapValues(values=data["values"], base_value=float(data["base_value"]), feature_names=names,
                               output=data["output"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("ignoring an unreadable SHAP cache file %s: %s", path, exc)
         return None
 
@@ -237,8 +278,11 @@ def explain_window(model_id: str, start=None, end=None, days: int | None = None,
         frame = model_window(row, db=db)
     else:
         frame = window_features(row["symbol"], start=start, end=end, days=days, db=db)
-    return Explanation(model_id=model_id, model_type=row["model_type"], shap=shap_values(model_id, frame, db=db),
-                       frame=frame)
+    result = shap_values(model_id, frame, db=db)
+    calibrated = None
+    if row["model_type"] == DIRECTION:
+        calibrated = load_model(model_id, db=db).estimator.predict_proba(check_feature_frame(frame, result.feature_names))[:, 1]
+    return Explanation(model_id=model_id, model_type=row["model_type"], shap=result, frame=frame, calibrated=calibrated)
 
 
 def summary_rows(explanation: Explanation, max_rows: int = SUMMARY_MAX_ROWS) -> tuple[np.ndarray, str | None]:
@@ -298,7 +342,8 @@ def _return_predictor_class() -> type:
 
 def permutation_importance_frame(model_id: str, frame: pd.DataFrame, n_repeats: int = PERMUTATION_REPEATS,
                                  db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """sklearn permutation importance on `frame` (rows with a known target): the rise in MAE (log return)."""
+    """sklearn permutation importance on `frame` (rows with a known target): the rise in MAE (log return) of a
+    price model, the rise in log loss of a direction model's calibrated P(up)."""
     from sklearn.inspection import permutation_importance
 
     loaded = load_model(model_id, db=db)
@@ -307,13 +352,28 @@ def permutation_importance_frame(model_id: str, frame: pd.DataFrame, n_repeats: 
     rows = frame.loc[frame[TARGET].notna()]
     if len(rows) < 20:
         raise ExplainError(f"Permutation importance needs at least 20 days with a known next-day return, got {len(rows)}.")
-    result = permutation_importance(
-        _return_predictor_class()(loaded), check_feature_frame(rows, loaded.feature_columns), rows[TARGET].to_numpy(),
-        scoring="neg_mean_absolute_error", n_repeats=n_repeats, random_state=0, n_jobs=1,
-    )
+    X = check_feature_frame(rows, loaded.feature_columns)
+    if loaded.model_type == DIRECTION:
+        y = direction_labels(rows)
+        if len(np.unique(y)) < 2:
+            raise ExplainError("Permutation importance of a direction model needs days that went up and days that went down.")
+        estimator, target, scoring = loaded.estimator, y, "neg_log_loss"
+    else:
+        estimator, target, scoring = _return_predictor_class()(loaded), rows[TARGET].to_numpy(), "neg_mean_absolute_error"
+    result = permutation_importance(estimator, X, target, scoring=scoring, n_repeats=n_repeats, random_state=0, n_jobs=1)
     table = pd.DataFrame({"feature": loaded.feature_columns, "permutation_mean": result.importances_mean,
                           "permutation_std": result.importances_std})
     return table.sort_values("permutation_mean", ascending=False, ignore_index=True)
+
+
+def window_permutation(model_id: str, explanation: Explanation) -> tuple[pd.DataFrame | None, str | None]:
+    """(permutation importance indexed by feature, None) on the window's capped rows (a long range costs what a short
+    one does), or (None, why not) when it cannot be computed there."""
+    try:
+        rows, _ = summary_rows(explanation)
+        return permutation_importance_frame(model_id, explanation.frame.iloc[rows]).set_index("feature"), None
+    except ExplainError as exc:
+        return None, str(exc)
 
 
 def interaction_partner(result: ShapValues, X: pd.DataFrame, feature: str) -> str:
@@ -323,6 +383,13 @@ def interaction_partner(result: ShapValues, X: pd.DataFrame, feature: str) -> st
     index = result.feature_names.index(feature)
     order = shap.utils.approximate_interactions(index, result.values, X[result.feature_names].to_numpy(dtype=float))
     return next(result.feature_names[i] for i in order if i != index)
+
+
+def dependence_partner(explanation: Explanation, feature: str) -> str:
+    """The partner stored with the registered window (no shap import), else `interaction_partner` on these rows."""
+    if explanation.partners and feature in explanation.partners:
+        return explanation.partners[feature]
+    return interaction_partner(explanation.shap, explanation.X, feature)
 
 
 def compare_importance(first: ShapValues, second: ShapValues, labels: tuple[str, str]) -> pd.DataFrame:
@@ -335,83 +402,9 @@ def compare_importance(first: ShapValues, second: ShapValues, labels: tuple[str,
     return table.sort_values(labels[1], ascending=False).rename_axis("feature").reset_index()
 
 
-# --- one prediction: waterfall and LIME ---------------------------------------------------------------
-
-def waterfall_steps(explanation: Explanation, day, top: int = 10, units: str = "return") -> pd.DataFrame:
-    """Steps from the base value to the prediction for one day: the `top` features by |SHAP|, the rest pooled.
-
-    units="return": exact SHAP values (log return). units="price": the same steps in $, applied in
-    order of |SHAP| as last_close * (exp(cumulative) - exp(previous cumulative)); the steps add up
-    exactly to the predicted close, but a step's $ size depends on that order (exp is not linear).
-    """
-    if units not in ("return", "price"):
-        raise ExplainError(f"units must be 'return' or 'price', got {units!r}.")
-    position = explanation.frame.index.get_indexer([pd.Timestamp(day)])[0]
-    if position < 0:
-        raise ExplainError(f"{pd.Timestamp(day).date()} is not a trading day of the explained window.")
-    contributions = pd.Series(explanation.shap.values[position], index=explanation.shap.feature_names)
-    order = contributions.abs().sort_values(ascending=False).index
-    shown = contributions[order[:top]]
-    rest = contributions[order[top:]]
-    labels = [f"{name} = {explanation.frame[name].iloc[position]:.4g}" for name in shown.index]
-    deltas = shown.to_numpy()
-    if len(rest):
-        labels.append(f"{len(rest)} other features")
-        deltas = np.append(deltas, rest.sum())
-    cumulative = explanation.shap.base_value + np.cumsum(deltas)
-    if units == "price":
-        last_close = float(explanation.frame["close"].iloc[position])
-        levels = last_close * np.exp(np.concatenate([[explanation.shap.base_value], cumulative]))
-        deltas, cumulative = np.diff(levels), levels[1:]
-    return pd.DataFrame({"step": labels, "delta": deltas, "cumulative": cumulative})
-
-
-def day_summary(explanation: Explanation, day) -> dict[str, Any]:
-    """Base value, prediction and actual (if known) for one day, in log return and in $."""
-    position = explanation.frame.index.get_indexer([pd.Timestamp(day)])[0]
-    if position < 0:
-        raise ExplainError(f"{pd.Timestamp(day).date()} is not a trading day of the explained window.")
-    last_close = float(explanation.frame["close"].iloc[position])
-    predicted = float(explanation.shap.output[position])
-    actual = explanation.frame[TARGET].iloc[position]
-    return {
-        "day": explanation.frame.index[position], "last_close": last_close,
-        "base_return": explanation.shap.base_value, "base_close": last_close * np.exp(explanation.shap.base_value),
-        "predicted_return": predicted, "predicted_close": last_close * np.exp(predicted),
-        "actual_return": None if pd.isna(actual) else float(actual),
-        "actual_close": None if pd.isna(actual) else last_close * float(np.exp(actual)),
-    }
-
-
-def lime_explanation(model_id: str, explanation: Explanation, day, num_features: int = 10, num_samples: int = 2000,
-                     db: sqlite_utils.Database | None = None) -> dict[str, Any]:
-    """LIME (local linear surrogate, regression mode) for one day; training data = the model's training window."""
-    from lime.lime_tabular import LimeTabularExplainer
-
-    row = get_model(model_id, db=db)
-    loaded = load_model(model_id, db=db)
-    position = explanation.frame.index.get_indexer([pd.Timestamp(day)])[0]
-    if position < 0:
-        raise ExplainError(f"{pd.Timestamp(day).date()} is not a trading day of the explained window.")
-    training = window_features(row["symbol"], start=row["train_start"], end=row["train_end"], db=db)
-    explainer = LimeTabularExplainer(
-        check_feature_frame(training, loaded.feature_columns), mode="regression",
-        feature_names=loaded.feature_columns, discretize_continuous=True, random_state=0,
-    )
-    instance = explanation.X.iloc[position].to_numpy(dtype=float)
-    result = explainer.explain_instance(instance, loaded.predict_returns, num_features=num_features,
-                                        num_samples=num_samples)
-    weights = pd.DataFrame(result.as_list(), columns=["condition", "weight"])
-    intercept = result.intercept
-    intercept = next(iter(intercept.values())) if isinstance(intercept, dict) else intercept
-    return {"weights": weights, "intercept": float(intercept),
-            "local_prediction": float(np.ravel(result.local_pred)[0]), "model_prediction": float(explanation.shap.output[position]),
-            "score": float(result.score)}
-
-
 def artifact_files(model_id: str) -> dict[str, Path]:
     """The artifacts that exist for `model_id` (for download buttons): name -> path."""
     folder = model_folder(model_id)
     names = {"model_card": CARD_FILE, "importance_json": IMPORTANCE_JSON, "importance_csv": IMPORTANCE_CSV,
-             "summary_png": SUMMARY_PNG, "summary_html": SUMMARY_HTML}
+             "summary_png": SUMMARY_PNG, "summary_html": SUMMARY_HTML}  # SHAP_WINDOW is the page's, not a download
     return {key: folder / name for key, name in names.items() if (folder / name).exists()}

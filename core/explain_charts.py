@@ -31,7 +31,7 @@ def _swarm_offsets(x: np.ndarray, bins: int = 60, width: float = 0.38) -> np.nda
 
 
 def shap_beeswarm_figure(values: np.ndarray, X: pd.DataFrame, feature_names: list[str], max_features: int = 15,
-                         title: str = "") -> go.Figure:
+                         title: str = "", units: str = "next-day log return") -> go.Figure:
     """SHAP summary: one row per feature (most important on top), one point per day, coloured by the feature's value."""
     importance = np.abs(values).mean(axis=0)
     top = np.argsort(-importance)[:max_features][::-1]  # plotted bottom-up
@@ -52,7 +52,7 @@ def shap_beeswarm_figure(values: np.ndarray, X: pd.DataFrame, feature_names: lis
     ))
     fig.add_vline(x=0, line_color=PALETTE["muted"], line_width=1)
     fig.update_yaxes(tickvals=list(range(len(top))), ticktext=[feature_names[j] for j in top], range=[-0.7, len(top) - 0.3])
-    fig.update_xaxes(title="SHAP value (contribution to the next-day log return)")
+    fig.update_xaxes(title=f"SHAP value (contribution to the {units})")
     apply_layout(fig, title, height=max(360, 34 * len(top) + 120))
     fig.update_layout(hovermode="closest")
     return fig
@@ -71,7 +71,8 @@ def importance_bar_figure(importance: pd.Series, title: str = "", xaxis_title: s
     return fig
 
 
-def importance_compare_figure(table: pd.DataFrame, label_a: str, label_b: str, top: int = 15) -> go.Figure:
+def importance_compare_figure(table: pd.DataFrame, label_a: str, label_b: str, top: int = 15,
+                              units: str = "log return") -> go.Figure:
     """Mean |SHAP| of two model versions side by side per feature (ordered by the second)."""
     shown = table.sort_values(label_b, ascending=False).head(top)[::-1]
     fig = go.Figure([
@@ -79,27 +80,35 @@ def importance_compare_figure(table: pd.DataFrame, label_a: str, label_b: str, t
         go.Bar(name=label_b, x=shown[label_b], y=shown["feature"], orientation="h", marker_color=PALETTE["model"]),
     ])
     fig.update_layout(barmode="group")
-    fig.update_xaxes(title="mean |SHAP| (log return)")
+    fig.update_xaxes(title=f"mean |SHAP| ({units})")
     apply_layout(fig, height=max(360, 36 * len(shown) + 120))
     fig.update_layout(hovermode="closest")
     return fig
 
 
+WATERFALL_FORMATS = {  # units -> (level format, step format, x-axis title)
+    "return": ("{:+.2e}", "{:+.2e}", "predicted next-day log return"),
+    "price": ("${:,.2f}", None, "predicted close ($)"),  # steps as +$0.123 / -$0.123
+    "log-odds": ("{:+.3f}", "{:+.3f}", "log-odds of up (before calibration)"),
+    "probability": ("{:.1%}", "{:+.2%}", "P(up) before calibration"),
+}
+
+
 def shap_waterfall_figure(steps: pd.DataFrame, base: float, prediction: float, units: str = "return",
                           title: str = "") -> go.Figure:
     """From the base value (top) through each feature's contribution to the model's prediction (bottom)."""
-    fmt = "${:,.2f}" if units == "price" else "{:+.2e}"
-    delta_text = [(f"{'+' if d >= 0 else '-'}${abs(d):,.3f}" if units == "price" else f"{d:+.2e}") for d in steps["delta"]]
+    level_fmt, step_fmt, axis_title = WATERFALL_FORMATS[units]
     fig = go.Figure(go.Waterfall(
         orientation="h", measure=["absolute", *["relative"] * len(steps), "total"],
         y=["base value", *steps["step"], "prediction"], x=[base, *steps["delta"], prediction],
-        text=[fmt.format(base), *delta_text, fmt.format(prediction)],
+        text=[level_fmt.format(base), *(step_fmt.format(d) if step_fmt else f"{'+' if d >= 0 else '-'}${abs(d):,.3f}"
+                                         for d in steps["delta"]), level_fmt.format(prediction)],
         textposition="outside", cliponaxis=False, increasing=dict(marker_color=PALETTE["good"]), decreasing=dict(marker_color=PALETTE["bad"]),
         totals=dict(marker_color=PALETTE["model"]), connector=dict(line=dict(color=PALETTE["muted"], width=1)),
     ))
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title="predicted close ($)" if units == "price" else "predicted next-day log return")
-    if units == "price":  # zoom on the path: bars from $0 would flatten cents-sized steps
+    fig.update_xaxes(title=axis_title)
+    if units in ("price", "probability"):  # zoom on the path: bars from 0 would flatten small steps
         levels = np.array([base, *steps["cumulative"], prediction], dtype=float)
         pad = max(np.ptp(levels) * 0.3, abs(base) * 1e-4)
         fig.update_xaxes(range=[levels.min() - pad, levels.max() + pad])
@@ -124,13 +133,13 @@ def shap_dependence_figure(feature_values: np.ndarray, shap_column: np.ndarray, 
     return fig
 
 
-def lime_weights_figure(weights: pd.DataFrame) -> go.Figure:
-    """LIME's local linear weights per feature condition (green pushes the return up, red down)."""
+def lime_weights_figure(weights: pd.DataFrame, xaxis_title: str = "LIME weight (log return)") -> go.Figure:
+    """LIME's local linear weights per feature condition (green pushes the output up, red down)."""
     shown = weights.iloc[::-1]
     colors = np.where(shown["weight"].to_numpy() >= 0, PALETTE["good"], PALETTE["bad"])
     fig = go.Figure(go.Bar(x=shown["weight"], y=shown["condition"], orientation="h", marker_color=colors,
                            hovertemplate="%{y}: %{x:+.2e}<extra></extra>"))
-    fig.update_xaxes(title="LIME weight (log return)")
+    fig.update_xaxes(title=xaxis_title)
     apply_layout(fig, "LIME local surrogate", height=max(320, 30 * len(shown) + 110))
     fig.update_layout(hovermode="closest")
     return fig

@@ -19,8 +19,9 @@ import sqlite_utils
 
 from core.config import get_settings
 from core.explain_charts import shap_beeswarm_figure
-from core.explain import (CARD_FILE, IMPORTANCE_CSV, IMPORTANCE_JSON, SUMMARY_HTML, SUMMARY_PNG, Explanation,
+from core.explain import (CARD_FILE, IMPORTANCE_CSV, IMPORTANCE_JSON, SHAP_WINDOW, SUMMARY_HTML, SUMMARY_PNG, Explanation,
                           explain_window, global_importance, permutation_importance_frame)
+from core.explain_store import save_window
 from core.figure_export import RenderUnavailable, render_png
 from core.model_files import atomic_write, model_folder
 from core.registry import get_model
@@ -29,6 +30,10 @@ from core.direction import DIRECTION
 from core.training import MODEL_LABELS
 
 log = logging.getLogger(__name__)
+
+# (SHAP units, permutation importance's meaning), by "is a direction model"
+IMPORTANCE_UNITS = {False: ("next-day log return", "rise in MAE (log return) when the feature is shuffled"),
+                    True: ("log-odds of up", "rise in log loss of the calibrated P(up) when the feature is shuffled")}
 
 
 def _write_png(fig, path: Path) -> None:
@@ -77,7 +82,7 @@ def write_model_artifacts(model_id: str, db: sqlite_utils.Database | None = None
     folder = model_folder(model_id)
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    if row["model_type"] in ("naive", DIRECTION):  # SHAP of a calibrated classifier is not built yet
+    if row["model_type"] == "naive":
         card = model_card_markdown(row, None, None, None)
     else:
         document = None if refresh else _reusable_importance(row, folder)
@@ -85,7 +90,7 @@ def write_model_artifacts(model_id: str, db: sqlite_utils.Database | None = None
             document = _write_importance(model_id, row, folder, db)
         importance = pd.DataFrame(document["features"])
         written.update({"importance_json": folder / IMPORTANCE_JSON, "importance_csv": folder / IMPORTANCE_CSV,
-                        "summary_figure": folder / document["summary_figure"]})
+                        "summary_figure": folder / document["summary_figure"], "shap_window": folder / SHAP_WINDOW})
         card = model_card_markdown(row, importance, document["window"], document["summary_figure"],
                                    document.get("summary_figure_note", ""))
     atomic_write(folder / CARD_FILE, lambda tmp: tmp.write_text(card))
@@ -102,23 +107,27 @@ def _reusable_importance(row: dict, folder: Path) -> dict | None:
         return None
     current = (document.get("artifact_sha256") == row["artifact_sha256"]
                and document.get("window", {}).get("days") == get_settings().explain_window_days
-               and (folder / document.get("summary_figure", "-")).exists() and (folder / IMPORTANCE_CSV).exists())
+               and (folder / document.get("summary_figure", "-")).exists() and (folder / IMPORTANCE_CSV).exists()
+               and (folder / SHAP_WINDOW).exists())
     return document if current else None
 
 
 def _write_importance(model_id: str, row: dict, folder: Path, db: sqlite_utils.Database) -> dict:
-    """Compute SHAP + permutation importance on the model's window; write the JSON, CSV and summary figure."""
+    """Compute SHAP + permutation importance on the model's window; write the JSON, CSV, summary figure and the
+    window itself (`SHAP_WINDOW`: what the Explainability page opens on without computing)."""
     explanation = explain_window(model_id, db=db)
+    save_window(explanation, row["artifact_sha256"], folder / SHAP_WINDOW)
     permutation = permutation_importance_frame(model_id, explanation.frame, db=db)
     importance = importance_table(explanation, permutation)
     window = {"start": f"{explanation.frame.index[0]:%Y-%m-%d}", "end": f"{explanation.frame.index[-1]:%Y-%m-%d}",
               "rows": len(explanation.frame), "days": get_settings().explain_window_days}
     figure = shap_beeswarm_figure(explanation.shap.values, explanation.X, explanation.shap.feature_names,
-                                  title=f"SHAP summary: {model_id} ({window['start']} to {window['end']})")
+                                  title=f"SHAP summary: {model_id} ({window['start']} to {window['end']})",
+                                  units=IMPORTANCE_UNITS[explanation.is_direction][0])
     figure_name, figure_note = _write_summary_figure(figure, folder)
     document = {
         "model_id": model_id, "written_at": utc_now(), "artifact_sha256": row["artifact_sha256"],
-        "units": "mean |SHAP| in next-day log return; permutation = rise in MAE (log return)",
+        "units": "mean |SHAP| in {}; permutation = {}".format(*IMPORTANCE_UNITS[explanation.is_direction]),
         "window": window, "base_value": explanation.shap.base_value, "summary_figure": figure_name,
         "summary_figure_note": figure_note, "features": importance.to_dict("records"),
     }
@@ -190,7 +199,8 @@ def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict
         lines[3] = (f"Say whether **{row['symbol']}** closes above today's close on the next trading day, as a calibrated "
                     f"P(up). Direction classifier ({row['params'].get('estimator')}), version {row['version']}, status "
                     f"**{row['status']}**. For decision support; not investment advice.")
-        return "\n".join([*lines, *_direction_metric_lines(m), "", "## Certification", *certification_status(row)]) + "\n"
+        return "\n".join([*lines, *_direction_metric_lines(m), "", "## Certification", *certification_status(row), "",
+                          *_importance_lines(importance, figure_name, figure_note, direction=True)]) + "\n"
     lines += ["## Metrics vs naive (walk-forward validation)", "", "| metric | model | naive |", "|---|---|---|"]
     for key, name, fmt in (("mae", "MAE ($)", "{:.4f}"), ("rmse", "RMSE ($)", "{:.4f}"), ("mape", "MAPE (%)", "{:.3f}"),
                            ("directional_accuracy", "Directional accuracy (%)", "{:.1f}")):
@@ -211,15 +221,23 @@ def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict
               "- Validation metrics come from the walk-forward folds; live performance can differ (see drift monitoring).",
               "- Importance is computed on the last training days, which the final model has seen: it describes the model, "
               "not proof that a feature causes returns. Correlated features (returns, moving averages) share credit.", ""]
-    lines.append("## Feature importance, top 10")
+    return "\n".join([*lines, *_importance_lines(importance, figure_name, figure_note)]) + "\n"
+
+
+def _importance_lines(importance: pd.DataFrame | None, figure_name: str | None, figure_note: str,
+                      direction: bool = False) -> list[str]:
+    """The card's top-10 importance table: mean |SHAP| in log return (or log-odds) and permutation importance."""
+    lines = ["## Feature importance, top 10"]
     if importance is None:
-        lines.append("Not applicable: the naive baseline uses no features.")
-    else:
-        lines += ["", "| rank | feature | mean abs SHAP (log return) | permutation (MAE rise) |", "|---|---|---|---|"]
-        for record in importance.head(10).to_dict("records"):
-            lines.append(f"| {record['shap_rank']} | `{record['feature']}` | {record['mean_abs_shap']:.3e} | "
-                         f"{record['permutation_mean']:.3e} ± {record['permutation_std']:.1e} |")
-        lines += ["", f"Summary figure: `{figure_name}`" + (f" ({figure_note})" if figure_note else "")
-                  + f"; full table: `{IMPORTANCE_CSV}`, `{IMPORTANCE_JSON}`."]
-    return "\n".join(lines) + "\n"
+        return [*lines, "Not applicable: the naive baseline uses no features."]
+    shap_units, permutation_units = ("log-odds", "log loss rise") if direction else ("log return", "MAE rise")
+    lines += ["", f"| rank | feature | mean abs SHAP ({shap_units}) | permutation ({permutation_units}) |", "|---|---|---|---|"]
+    for record in importance.head(10).to_dict("records"):
+        lines.append(f"| {record['shap_rank']} | `{record['feature']}` | {record['mean_abs_shap']:.3e} | "
+                     f"{record['permutation_mean']:.3e} ± {record['permutation_std']:.1e} |")
+    if direction:
+        lines += ["", "SHAP explains the calibrated model's underlying classifiers (the mean log-odds of its members "
+                  "before calibration); calibration then maps that raw P(up) to the P(up) served."]
+    return [*lines, "", f"Summary figure: `{figure_name}`" + (f" ({figure_note})" if figure_note else "")
+            + f"; full table: `{IMPORTANCE_CSV}`, `{IMPORTANCE_JSON}`."]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import explain, model_card
+from core import explain, explain_local, explain_store, model_card
 from core.features import FEATURE_COLUMNS, TARGET
 
 DOMINANT = "rsi_14"
@@ -87,17 +87,17 @@ def test_waterfall_steps_add_up_in_both_units_and_lime_runs(demo_registry):
     model_id = _models("AAPL")["xgb"]
     explanation = explain.explain_window(model_id)
     day = explanation.frame.index[-3]
-    summary = explain.day_summary(explanation, day)
-    in_return = explain.waterfall_steps(explanation, day, top=5)
+    summary = explain_local.day_summary(explanation, day)
+    in_return = explain_local.waterfall_steps(explanation, day, top=5)
     assert len(in_return) == 6 and in_return["step"].iloc[-1] == f"{len(FEATURE_COLUMNS) - 5} other features"
     assert in_return["cumulative"].iloc[-1] == pytest.approx(summary["predicted_return"], abs=1e-6)
-    in_price = explain.waterfall_steps(explanation, day, top=5, units="price")
+    in_price = explain_local.waterfall_steps(explanation, day, top=5, units="price")
     assert summary["base_close"] + in_price["delta"].sum() == pytest.approx(summary["predicted_close"], abs=1e-6)
     assert summary["actual_close"] == pytest.approx(summary["last_close"] * np.exp(explanation.frame[TARGET].loc[day]))
     with pytest.raises(explain.ExplainError, match="not a trading day"):
-        explain.waterfall_steps(explanation, "1990-01-01")
+        explain_local.waterfall_steps(explanation, "1990-01-01")
 
-    lime = explain.lime_explanation(model_id, explanation, day, num_features=6, num_samples=500)
+    lime = explain_local.lime_explanation(model_id, explanation, day, num_features=6, num_samples=500)
     assert len(lime["weights"]) == 6 and np.isfinite(lime["weights"]["weight"]).all()
     assert lime["model_prediction"] == pytest.approx(summary["predicted_return"])
 
@@ -282,3 +282,105 @@ def test_windows_know_the_last_actual_and_stay_inside_the_training_data(demo_reg
     assert len(window) == 250 and window.index[-1] < pd.Timestamp(model["train_end"])
     with pytest.raises(explain.ExplainError, match="cannot explain"):
         explain.window_features("AAPL", start="2030-01-01", end="2030-02-01")
+
+
+# --- direction models: SHAP in log-odds, the probability waterfall, LIME in classification mode -------------
+
+def _direction_rows():
+    frame = explain.window_features("AAPL", start="2009-01-02", end="2010-12-31")
+    return frame.loc[frame[TARGET].notna()]
+
+
+@pytest.mark.parametrize("estimator", ["xgb", "logit"])
+def test_direction_shap_sums_to_the_members_log_odds_and_matches_shap(estimator):
+    """Each member's SHAP values sum to its margin (log-odds of its predict_proba); the explained output is their
+    mean; XGBoost members agree with shap.TreeExplainer, logistic ones with shap.LinearExplainer (mean background)."""
+    import shap
+    from scipy.special import logit
+
+    from core.direction import calibrated, make_classifier
+    from core.features import direction_labels
+
+    rows = _direction_rows()
+    X, y = rows[FEATURE_COLUMNS].to_numpy(), direction_labels(rows)
+    model = calibrated(make_classifier(estimator, {"n_estimators": 30, "max_depth": 3} if estimator == "xgb" else {}), X, y)
+    values, base, output = explain.direction_shap(model, X[-120:])
+    member_log_odds = [logit(m.estimator.predict_proba(X[-120:])[:, 1]) for m in model.calibrated_classifiers_]
+    np.testing.assert_allclose(output, np.mean(member_log_odds, axis=0), atol=1e-5)
+    np.testing.assert_allclose(base + values.sum(axis=1), output, atol=1e-9)
+    first = model.calibrated_classifiers_[0].estimator
+    if estimator == "xgb":
+        reference = shap.TreeExplainer(first).shap_values(X[-120:])  # log-odds (raw margin) of a binary XGBoost
+    else:
+        scaled = first[0].transform(X)
+        reference = shap.LinearExplainer(first[-1], np.zeros((1, X.shape[1]))).shap_values(scaled[-120:])
+    one_values, _ = explain._member_log_odds_shap(first, X[-120:])
+    np.testing.assert_allclose(one_values, reference, atol=1e-5)
+    assert np.std(values) > 0
+
+
+def test_direction_model_explained_registered_and_reconciled(fresh_db, monkeypatch):
+    """A registered direction model: its importance files and stored window, the probability waterfall that reconciles
+    exactly with the raw P(up) from predict_proba, the calibrated P(up), and LIME on the predicted class."""
+    from scipy.special import expit, logit
+
+    from core.direction import train_direction
+    from core.lifecycle import register_with_artifacts as register
+    from core.registry import load_model
+
+    monkeypatch.setenv("MLSA_EXPLAIN_IMAGE_FORMAT", "html")
+    model_id = register(train_direction("AAPL", "xgb", train_end="2010-12-31", window_days=400,
+                                        params={"n_estimators": 20}), reason="synthetic test")
+    files = explain.artifact_files(model_id)
+    assert {"importance_json", "importance_csv", "model_card", "summary_html"} <= set(files)
+    document = json.loads(files["importance_json"].read_text())
+    assert "log-odds" in document["units"] and "log loss" in document["units"] and document["window"]["rows"] == 250
+    assert "| rank | feature | mean abs SHAP (log-odds) | permutation (log loss rise) |" in files["model_card"].read_text()
+
+    computed = explain.explain_window(model_id)
+    stored = explain_store.stored_explanation(model_id)
+    np.testing.assert_array_equal(stored.shap.values, computed.shap.values)
+    assert stored.frame.index.equals(computed.frame.index) and set(stored.partners) == set(FEATURE_COLUMNS)
+    top = explain.global_importance(computed.shap)
+    assert [r["feature"] for r in document["features"]][:5] == list(top.index[:5])
+
+    estimator = load_model(model_id).estimator
+    X = computed.X.to_numpy()
+    raw = expit(np.mean([logit(m.estimator.predict_proba(X)[:, 1]) for m in estimator.calibrated_classifiers_], axis=0))
+    np.testing.assert_allclose(stored.calibrated, estimator.predict_proba(X)[:, 1], atol=1e-12)
+    for day in computed.frame.index[[-1, 0, 100]]:
+        summary = explain_local.day_summary(stored, day)
+        position = computed.frame.index.get_loc(day)
+        steps = explain_local.waterfall_steps(stored, day, top=5, units="probability")
+        assert summary["base_p"] + steps["delta"].sum() == pytest.approx(summary["raw_p"], abs=1e-12)
+        assert steps["cumulative"].iloc[-1] == pytest.approx(raw[position], abs=1e-6)  # float32 trees
+        log_odds = explain_local.waterfall_steps(stored, day, top=5, units="log-odds")
+        assert summary["base_log_odds"] + log_odds["delta"].sum() == pytest.approx(summary["log_odds"], abs=1e-9)
+        assert summary["actual_up"] == bool(computed.frame[TARGET].iloc[position] > 0)
+    with pytest.raises(explain.ExplainError, match="no \\$ units|no price units"):
+        explain_local.waterfall_steps(stored, day, units="price")
+
+    lime = explain_local.lime_explanation(model_id, stored, day, num_features=6, num_samples=500)
+    probabilities = estimator.predict_proba(stored.X.loc[[day]].to_numpy())[0]
+    predicted = int(probabilities[1] >= 0.5)
+    assert lime["label"] == ("up" if predicted else "down") and len(lime["weights"]) == 6
+    assert lime["model_prediction"] == pytest.approx(probabilities[predicted])
+    assert np.isfinite(lime["weights"]["weight"]).all() and np.isfinite(lime["local_prediction"])
+
+
+def test_a_stored_window_for_another_artifact_is_ignored(fresh_db, monkeypatch):
+    from core.lifecycle import register_with_artifacts as register
+
+    monkeypatch.setenv("MLSA_EXPLAIN_IMAGE_FORMAT", "html")
+    first = register(_synthetic_trained("xgb", n_estimators=10), reason="synthetic test")
+    second = register(_synthetic_trained("rf", n_estimators=10), reason="synthetic test")
+    assert explain_store.stored_explanation(first) is not None and explain_store.stored_importance(first) is not None
+    folder = explain.model_folder
+    (folder(first) / explain.SHAP_WINDOW).write_bytes((folder(second) / explain.SHAP_WINDOW).read_bytes())
+    (folder(first) / explain.IMPORTANCE_JSON).write_bytes((folder(second) / explain.IMPORTANCE_JSON).read_bytes())
+    assert explain_store.stored_explanation(first) is None and explain_store.stored_importance(first) is None
+    window = folder(second) / explain.SHAP_WINDOW
+    whole = window.read_bytes()
+    for damaged in (b"not a zip file", whole[: len(whole) // 2]):  # garbage, and a file cut short
+        window.write_bytes(damaged)
+        assert explain_store.stored_explanation(second) is None  # unreadable: ignored (the page offers to compute)
