@@ -99,6 +99,19 @@ class LoadedModel:
             return np.mean([tree.tree_.predict(X32)[:, 0] for tree in self.estimator.estimators_], axis=0)
         return np.asarray(self.estimator.predict(X), dtype=float)
 
+    def predict_up(self, X: np.ndarray) -> np.ndarray:
+        """P(up) of a direction model (a `CalibratedClassifierCV`): the same numbers as `predict_proba(X)[:, 1]`
+        (tested), without its per-call input validation and label bookkeeping, which cost ~10 ms for one row
+        against ~0.5 ms for the members' raw scores (XGBoost's `inplace_predict`, or the logistic regression's
+        decision function, which is what the calibrators were fitted on) passed through their calibrators and
+        averaged."""
+        scores = []
+        for member in self.estimator.calibrated_classifiers_:
+            inner = member.estimator
+            raw = inner.get_booster().inplace_predict(X) if hasattr(inner, "get_booster") else inner.decision_function(X)
+            scores.append(member.calibrators[0].predict(np.asarray(raw, dtype=float)))
+        return np.clip(np.mean(scores, axis=0), 0.0, 1.0)
+
 
 def unreadable_message(model_id: str, path: Path, exc: OSError) -> str:
     """Why a model file cannot be read, in words: which file, why, and what to check (never a raw OSError)."""
