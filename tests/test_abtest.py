@@ -293,7 +293,7 @@ def test_a_direction_test_compares_its_arms_on_log_loss_computed_by_hand(registr
         create_experiment("by mae", "MSFT", [(arms[0], 0.5), (arms[1], 0.5)], "2012-06-01")
     experiment_id = create_experiment("direction", "MSFT", [(arms[0], 0.5), (arms[1], 0.5)], "2012-06-01",
                                       duration_days=60, min_samples=5, metric="log_loss")
-    logged = simulate(experiment_id, "2012-06-01", "2012-07-31")
+    logged = simulate(experiment_id, "2012-06-01", "2012-07-30")
     rows = pd.read_sql_query("SELECT id, arm, p_up, predicted_close, last_close, actual_close FROM predictions "
                              "WHERE experiment_id = ? AND served = 1", registry_copy.conn, params=[experiment_id])
     assert len(rows) == logged > 20 and rows["p_up"].between(0, 1).all() and rows["predicted_close"].isna().all()
