@@ -157,6 +157,11 @@ def test_monitoring_drift_and_ab_pages_with_a_direction_model(registry_copy):
         predict("MSFT", day, kind="direction")
     backfill_actuals(days[-1], symbol="MSFT")
     upsert_daily_metrics(days[0], days[-1])
+    for page in (None, "pages/2_Model_Management.py"):  # Home's $ aggregates stay the price models'
+        at = page_app(page)
+        at.query_params["model"] = model_id
+        at.run()
+        assert not at.exception, (page, at.exception)
 
     mon = page_app("pages/6_Monitoring.py")
     mon.query_params.update({"ticker": "MSFT", "model": model_id})
