@@ -13,7 +13,7 @@ A served prediction is evidence (A/B samples, live metrics and alerts count it),
   request of the same day routed to a working arm returns it instead of adding a second.
 
 Two kinds of request (`core.registry.model_kind`): a price forecast (`predict`, the default) and a direction
-forecast (`predict(..., kind="direction")`, `predict_direction`): P(up) of the ticker's deployed direction
+forecast (`predict(..., kind="direction")`): P(up) of the ticker's deployed direction
 model, or of a direction A/B test's arm. Both go through the same routing, evidence rules and log; a
 direction row stores `p_up` and leaves the price columns NULL, and every price read here skips it.
 """
