@@ -375,7 +375,7 @@ def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_util
     with transaction(db):
         current = deployed_model(symbol, db=db, kind=kind)
         if current is None:
-            raise RegistryError(f"No {kind} model is deployed for {symbol}: nothing to roll back.")
+            raise RegistryError(f"No {'' if kind == 'price' else kind + ' '}model is deployed for {symbol}: nothing to roll back.")
         _check_current(symbol, current, expected_current, "nothing was rolled back", db)
         target = _rollback_target(symbol, current["model_id"], to, db, kind)
         load_model(target, db=db)
