@@ -180,6 +180,16 @@ def _m007_direction_serving(db: sqlite_utils.Database) -> None:
     for name in DIRECTION_METRIC_COLUMNS:
         if name not in present:
             db.execute(f"ALTER TABLE daily_metrics ADD COLUMN {name} REAL")
+    # the app never leaves two deployed models of one kind (deploy archives the previous one); a database edited by
+    # hand might: the one deployed last (audit log) stays, the others are archived, said in the log and on the row
+    extra = db.execute(
+        "SELECT model_id FROM (SELECT m.model_id, ROW_NUMBER() OVER (PARTITION BY m.symbol, m.model_type = 'direction' "
+        "ORDER BY (SELECT MAX(a.id) FROM audit_log a WHERE a.target = m.model_id AND a.action IN ('deploy', 'rollback')) "
+        "DESC NULLS LAST, m.created_at DESC) AS rank FROM models m WHERE m.status = 'deployed') WHERE rank > 1").fetchall()
+    for (model_id,) in extra:
+        db.execute("UPDATE models SET status = 'archived', reason = COALESCE(reason || '; ', '') || ? WHERE model_id = ?",
+                   ["archived by migration 007: another model of its ticker and kind was deployed later", model_id])
+        log.warning("migration 007: archived %s (another model of its ticker and kind was deployed later)", model_id)
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS models_one_deployed_per_kind ON models "
                "(symbol, model_type = 'direction') WHERE status = 'deployed'")
 

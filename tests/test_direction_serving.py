@@ -164,3 +164,30 @@ def test_drift_of_a_direction_model_reads_its_probabilities_and_fails_when_they_
     assert wrong.performance["degraded"] and wrong.severity in ("significant", "critical")
     assert any(r.startswith("Brier ") and "accuracy 0.0%" in r for r in wrong.reasons)
     assert wrong.prediction["drift"] or wrong.prediction["psi"] > report.prediction["psi"]
+
+
+def test_migration_007_keeps_the_model_deployed_last_when_a_hand_edited_database_has_two(fresh_db, caplog):
+    """Two deployed price models of one ticker (impossible through the app, possible by hand): the migration keeps
+    the one deployed last, archives the other with the reason on its row and a warning, and the index then holds."""
+    import sqlite3
+
+    from core import schema, store
+    from core.registry import deployed_model, get_model
+
+    fresh_db.execute("DROP INDEX models_one_deployed_per_kind")
+    rows = [{"model_id": f"rf_v{v}_XYZ", "symbol": "XYZ", "model_type": "rf", "version": v, "status": "deployed",
+             "created_at": "2024-01-0{v}", "features_json": "[]", "metrics_json": "{}", "params_json": "{}"} for v in (1, 2)]
+    fresh_db["models"].insert_all(rows)
+    for model_id in ("rf_v2_XYZ", "rf_v1_XYZ"):  # v1 was deployed last, although v2 is newer
+        fresh_db["audit_log"].insert({"at": "2024-02-01", "actor": "test", "action": "deploy", "target": model_id})
+    fresh_db.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
+    fresh_db.conn.commit()
+    store.close_all()
+    with caplog.at_level("WARNING"):
+        db = store.get_db()  # migrates
+    assert store.schema_version(db) == len(schema.MIGRATIONS)
+    assert deployed_model("XYZ", db=db)["model_id"] == "rf_v1_XYZ"
+    assert get_model("rf_v2_XYZ", db=db)["status"] == "archived"
+    assert "archived by migration 007" in get_model("rf_v2_XYZ", db=db)["reason"] and "rf_v2_XYZ" in caplog.text
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute("UPDATE models SET status = 'deployed' WHERE model_id = 'rf_v2_XYZ'")
