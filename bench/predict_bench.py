@@ -1,10 +1,13 @@
-"""Latency of the serving path: `predict` over 1,000 calls on the demo registry (goal: P95 < 20 ms).
+"""Latency of the serving path: `predict` over 1,000 calls on the demo registry (goal: P95 < 20 ms), for the price
+models and, in the same run, for direction models (`predict(kind="direction")`, P(up) served and logged).
 
 Runs on a copy of the demo database (data/app.db when it exists, else a small demo built in a
 temporary folder) so the user's prediction log is not touched. For comparison it times, in the same
-run, the plain way: features over the whole history and the estimator's own `predict`.
+run, the plain way: features over the whole history and the estimator's own `predict` (`predict_proba` for
+a direction model). The direction models (XGBoost, grid-searched and calibrated, one per ticker) are trained
+here up to the first requested day, so every timed request is served and logged.
 
-    .venv/bin/python bench/predict_bench.py [--calls 1000]
+    .venv/bin/python bench/predict_bench.py [--calls 1000] [--no-direction]
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ def percentiles(ms: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--no-direction", action="store_true", help="time the price models only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlsa-bench-") as tmp:
         prepare(Path(tmp))
@@ -84,7 +88,48 @@ def main() -> int:
               f"{'met' if np.percentile(served, 95) < 20 else 'NOT met'})")
         print(f"  plain way    : {percentiles(plain)}   (whole-history features + estimator.predict, no log write)")
         print(f"  ratio P50 plain / serving: {np.median(plain) / np.median(served):.1f}x")
+        if not args.no_direction:
+            time_direction(symbols, days, requests, served, args.calls)
     return 0
+
+
+def time_direction(symbols: list[str], days: dict, requests: list, price_ms: list[float], calls: int) -> None:
+    """P(up) requests through the serving path (logged once each), beside the price path's figures of this run
+    and the plain way (whole-history features + the calibrated classifier's own predict_proba)."""
+    from core.direction import train_direction
+    from core.features import FEATURE_COLUMNS, build_features
+    from core.market import load_prices
+    from core.predict import predict
+    from core.registry import deploy, load_model, register
+
+    models = {}
+    for symbol in symbols:  # trained on the closes before the first requested day: every request can be logged
+        started = time.perf_counter()
+        trained = train_direction(symbol, "xgb", train_end=days[symbol][0], window_days=750)
+        models[symbol] = register(trained)
+        deploy(models[symbol], override=True, reason="predict_bench: latency only", actor="bench")
+        print(f"trained and deployed {models[symbol]} in {time.perf_counter() - started:.1f} s")
+    for symbol in symbols:  # warm the model cache, as a running app would have it
+        predict(symbol, days[symbol][-1], log_prediction=False, kind="direction")
+    served = []
+    for symbol, day in requests:
+        started = time.perf_counter()
+        predict(symbol, day, kind="direction")  # the full path, including the prediction log write
+        served.append((time.perf_counter() - started) * 1000)
+    plain = []
+    estimators = {s: load_model(models[s]).estimator for s in symbols}
+    for symbol, day in requests[: max(100, calls // 5)]:
+        started = time.perf_counter()
+        features = build_features(load_prices(symbol, end=day), symbol, dropna=False)
+        estimators[symbol].predict_proba(features[FEATURE_COLUMNS].iloc[[-1]].to_numpy())
+        plain.append((time.perf_counter() - started) * 1000)
+    print(f"predict(kind='direction') over {len(served)} calls (P(up), served and logged)")
+    print(f"  direction    : {percentiles(served)}   (goal: P95 < 20 ms, "
+          f"{'met' if np.percentile(served, 95) < 20 else 'NOT met'})")
+    print(f"  price (above): {percentiles(price_ms)}")
+    print(f"  plain way    : {percentiles(plain)}   (whole-history features + predict_proba, no log write)")
+    print(f"  ratio P95 direction / price: {np.percentile(served, 95) / np.percentile(price_ms, 95):.2f}x; "
+          f"P50 plain / direction: {np.median(plain) / np.median(served):.1f}x")
 
 
 if __name__ == "__main__":

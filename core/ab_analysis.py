@@ -13,6 +13,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.ab_stats import DECISION_RULE, SRM_ALPHA, ArmComparison, compare_arms
+from core.direction_stats import probability_losses
 from core.registry import get_model
 from core.store import get_db
 
@@ -59,15 +60,19 @@ def _observations(experiment: dict, as_of: str | None, db: sqlite_utils.Database
     clause, params = ("AND as_of <= ?", [as_of]) if as_of else ("", [])
     first_scored = first_scored_day(experiment, db)
     frame = pd.read_sql_query(
-        "SELECT id, arm, model_id, as_of, target_date, request_key, served, last_close, predicted_close, "
+        "SELECT id, arm, model_id, as_of, target_date, request_key, served, last_close, predicted_close, p_up, "
         "CASE WHEN ? IS NULL OR target_date <= ? THEN actual_close END AS actual_close "
         f"FROM predictions WHERE experiment_id = ? AND as_of >= ? {clause} ORDER BY target_date, id",
         db.conn, params=[as_of, as_of, experiment["id"], first_scored, *params],
     )
-    frame["actual_close"] = frame["actual_close"].astype(float)  # all unknown yet: an object column of None
+    numeric = ["actual_close", "predicted_close", "p_up", "last_close"]  # all unknown yet: an object column of None
+    frame[numeric] = frame[numeric].astype(float)
     frame["abs_error"] = (frame["predicted_close"] - frame["actual_close"]).abs()
     frame["ape"] = frame["abs_error"] / frame["actual_close"] * 100
-    frame["loss"] = frame["abs_error"] if experiment["metric"] == "mae" else frame["ape"]
+    frame["up"] = (frame["actual_close"] > frame["last_close"]).astype(float).where(frame["actual_close"].notna())
+    frame["log_loss"], frame["brier"] = probability_losses(frame["p_up"].to_numpy(), frame["up"].to_numpy())
+    frame["loss"] = frame[experiment["metric"] if experiment["metric"] in ("log_loss", "brier") else
+                          ("abs_error" if experiment["metric"] == "mae" else "ape")]
     frame["direction_hit"] = np.where(
         frame["last_close"].notna() & frame["actual_close"].notna(),
         np.sign(frame["predicted_close"] - frame["last_close"]) == np.sign(frame["actual_close"] - frame["last_close"]),
@@ -88,6 +93,9 @@ def _arm_table(experiment: dict, used: pd.DataFrame, all_rows: pd.DataFrame) -> 
             "served": int(served.get(name, 0)), "n": len(group),
             "MAE $": group["abs_error"].mean(), "RMSE $": float(np.sqrt((group["abs_error"] ** 2).mean())),
             "MAPE %": group["ape"].mean(), "direction %": group["direction_hit"].astype(float).mean() * 100,
+            **({"log loss": group["log_loss"].mean(), "Brier": group["brier"].mean(),
+                "accuracy %": ((group["p_up"] >= 0.5) == (group["up"] == 1)).mean() * 100}
+               if experiment["metric"] in ("log_loss", "brier") else {}),
         })
     return pd.DataFrame(rows)
 

@@ -15,24 +15,32 @@ from core.charts import PALETTE, apply_layout
 AB_ARM_COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"]
 
 
-def ab_cumulative_mae_figure(observations: pd.DataFrame) -> go.Figure:
-    """Cumulative MAE of each arm by target date (the arm's running average absolute error in $)."""
+# per loss column: (its name, its axis title); a direction test's arms are judged on a scoring rule of P(up)
+LOSS_LABELS = {"abs_error": ("MAE", "MAE ($)"), "log_loss": ("log loss", "log loss of P(up)"),
+               "brier": ("Brier score", "Brier score of P(up)")}
+
+
+def ab_cumulative_mae_figure(observations: pd.DataFrame, loss: str = "abs_error") -> go.Figure:
+    """Cumulative loss of each arm by target date (the arm's running average absolute error in $, or log loss)."""
+    name, axis = LOSS_LABELS[loss]
     fig = go.Figure()
     for i, (arm, rows) in enumerate(observations.sort_values(["target_date", "id"]).groupby("arm", sort=True)):
-        cumulative = rows["abs_error"].expanding().mean()
+        cumulative = rows[loss].expanding().mean()
         fig.add_trace(go.Scatter(x=pd.to_datetime(rows["target_date"]), y=cumulative, mode="lines", name=f"Arm {arm}",
                                  line=dict(color=AB_ARM_COLORS[i % len(AB_ARM_COLORS)], width=2)))
-    return apply_layout(fig, "Cumulative MAE per arm", height=320, yaxis_title="MAE ($)")
+    return apply_layout(fig, f"Cumulative {name} per arm", height=320, yaxis_title=axis)
 
 
-def ab_error_distribution_figure(observations: pd.DataFrame) -> go.Figure:
-    """Distribution of the daily absolute errors of each arm (a box with every point; from MAX_POINTS values on,
+def ab_error_distribution_figure(observations: pd.DataFrame, loss: str = "abs_error") -> go.Figure:
+    """Distribution of the daily losses of each arm (a box with every point; from MAX_POINTS values on,
     `apply_layout` draws it from its quartiles, without the points)."""
+    name, axis = LOSS_LABELS[loss]
     fig = go.Figure()
     for i, (arm, rows) in enumerate(observations.groupby("arm", sort=True)):
-        fig.add_trace(go.Box(y=rows["abs_error"], name=f"Arm {arm}", boxpoints="all", jitter=0.4, pointpos=0,
+        fig.add_trace(go.Box(y=rows[loss], name=f"Arm {arm}", boxpoints="all", jitter=0.4, pointpos=0,
                              marker=dict(size=4), line=dict(color=AB_ARM_COLORS[i % len(AB_ARM_COLORS)])))
-    fig = apply_layout(fig, "Daily absolute errors", height=320, yaxis_title="|error| ($)")
+    fig = apply_layout(fig, "Daily absolute errors" if loss == "abs_error" else f"Daily {name}", height=320,
+                       yaxis_title="|error| ($)" if loss == "abs_error" else axis)
     fig.update_layout(showlegend=False, hovermode="closest")
     return fig
 

@@ -17,6 +17,7 @@ from core.ab_validation import iso_day, verify_arms
 from core.abtest import get_experiment
 from core.market import load_prices
 from core.predict import backfill_actuals, predict
+from core.registry import get_model, model_kind
 from core.store import get_db
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def simulate(experiment_id: int, start, end, db: sqlite_utils.Database | None = 
     verify_arms([(a["arm"], a["model_id"]) for a in experiment["arms"]], db)
     days = load_prices(experiment["symbol"], start=lo, end=hi, db=db).index
     before = db.execute("SELECT COALESCE(MAX(id), 0) FROM predictions").fetchone()[0]
-    logged = sum(predict(experiment["symbol"], day, db=db).prediction_id > before for day in days)  # new rows only
+    kind = model_kind(get_model(experiment["arms"][0]["model_id"], db=db)["model_type"])  # a direction test: P(up) requests
+    logged = sum(predict(experiment["symbol"], day, db=db, kind=kind).prediction_id > before for day in days)  # new rows only
     backfill_actuals(days[-1], symbol=experiment["symbol"], db=db)
     log.info("experiment %d: replayed %s..%s, %d of %d days newly logged", experiment["id"], iso_day(days[0]),
              iso_day(days[-1]), logged, len(days))

@@ -17,10 +17,13 @@ import sqlite_utils
 from core.ab_stats import ExperimentError
 from core.market import load_prices
 from core.predict import in_training_window
-from core.registry import RegistryError, get_model, load_model
+from core.registry import RegistryError, get_model, load_model, model_kind
 from core.store import get_db
 
-METRICS = {"mae": "mean absolute error ($)", "mape": "mean absolute percentage error (%)"}
+METRICS = {"mae": "mean absolute error ($)", "mape": "mean absolute percentage error (%)",
+           "log_loss": "log loss of P(up) (direction models)", "brier": "Brier score of P(up) (direction models)"}
+# a test compares arms of one kind, on a loss of that kind: $ / % errors of prices, or a proper scoring rule of P(up)
+KIND_METRICS = {"price": ("mae", "mape"), "direction": ("log_loss", "brier")}
 
 MAX_ARMS = 6
 MAX_NAME_LENGTH = 120
@@ -103,6 +106,18 @@ def start_day(value) -> pd.Timestamp:
     return start.normalize()
 
 
+def default_metric(model_ids: Sequence[str], db: sqlite_utils.Database | None = None) -> str:
+    """The loss a test of these arms is judged on: MAE for price models, log loss (a proper scoring rule of
+    P(up), per prediction) for direction models. Mixed arms get the first arm's; `validate_new` refuses them."""
+    if not model_ids:
+        return "mae"
+    try:
+        kind = model_kind(get_model(str(model_ids[0]), db=db or get_db())["model_type"])
+    except RegistryError:
+        return "mae"  # an unknown arm: `validate_new` says so in words
+    return KIND_METRICS[kind][0]
+
+
 def validate_new(name, symbol, arms, confidence_level, metric, db, shadow: bool = False) -> None:
     """Refuse, with a sentence saying what to change, anything the statistics or the storage cannot take."""
     if not name:
@@ -131,6 +146,7 @@ def validate_new(name, symbol, arms, confidence_level, metric, db, shadow: bool 
     low, high = CONFIDENCE_LEVEL
     if not low < confidence_level <= high:
         raise ExperimentError(f"confidence_level must be above {low} and at most {high}, got {confidence_level}.")
+    kinds: set[str] = set()
     for letter, (model_id, _) in zip(string.ascii_uppercase, arms):
         try:
             model = get_model(str(model_id), db=db)
@@ -138,6 +154,13 @@ def validate_new(name, symbol, arms, confidence_level, metric, db, shadow: bool 
             raise ExperimentError(f"Arm {letter}: {exc}") from exc
         if model["symbol"] != symbol:
             raise ExperimentError(f"{model_id} forecasts {model['symbol']}, not {symbol}: all arms need the same ticker.")
+        kinds.add(model_kind(model["model_type"]))
+    if len(kinds) > 1:
+        raise ExperimentError("The arms mix price and direction models: a test compares models of one kind "
+                              "(a price forecast and a P(up) have no common loss).")
+    if kinds and metric not in KIND_METRICS[next(iter(kinds))]:
+        kind = next(iter(kinds))
+        raise ExperimentError(f"A test of {kind} models is judged on {' or '.join(KIND_METRICS[kind])}, not {metric}.")
     verify_arms([(letter, str(model_id)) for letter, (model_id, _) in zip(string.ascii_uppercase, arms)], db)
 
 

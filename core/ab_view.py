@@ -12,13 +12,13 @@ from datetime import date
 
 import pandas as pd
 
-from core import ab_replay, abtest
+from core import ab_replay, ab_validation, abtest
 from core.ab_charts import (ab_cumulative_mae_figure, ab_error_distribution_figure, ab_sample_counts_figure,
                             ab_significance_figure)
 from core.ab_stats import DECISION_RULE, ExperimentError
 from core.formatting import ERROR_METRIC_FORMATS, NOT_ENOUGH, finite, signed_pct
 from core.market import MarketDataError
-from core.registry import SERVABLE_TYPES, CertificationRequired, RegistryError, get_model, list_models
+from core.registry import DEPLOYABLE_TYPES, CertificationRequired, RegistryError, get_model, list_models
 from core.runbook import runbook_caption
 from core.text import escape_markdown
 
@@ -36,8 +36,9 @@ OVERRIDE_LABEL = "Deploy the uncertified winner anyway (override, recorded in th
 
 
 def arm_model_ids(symbol: str) -> list[str]:
-    """The models of `symbol` an arm can use, the deployed one first (the natural control)."""
-    servable = list_models(symbol, model_types=SERVABLE_TYPES)  # an arm is served by the price forecast path
+    """The models of `symbol` an arm can use (price or direction models; a test takes one kind), deployed first
+    (the natural control)."""
+    servable = list_models(symbol, model_types=DEPLOYABLE_TYPES)
     return [m["model_id"] for m in sorted(servable, key=lambda m: m["status"] != "deployed")]
 
 
@@ -120,9 +121,10 @@ def figures(analysis) -> dict:
     """The four charts of an `ExperimentAnalysis` with observations, by widget key, in reading order:
     cumulative MAE, significance over time, error distribution, samples per arm."""
     observations, result = analysis.observations, analysis.comparison
-    return {"ab_cumulative": ab_cumulative_mae_figure(observations),
+    loss = analysis.experiment["metric"] if analysis.experiment["metric"] in ("log_loss", "brier") else "abs_error"
+    return {"ab_cumulative": ab_cumulative_mae_figure(observations, loss),
             "ab_significance": ab_significance_figure(analysis.track, result.alpha_per_comparison),
-            "ab_errors": ab_error_distribution_figure(observations),
+            "ab_errors": ab_error_distribution_figure(observations, loss),
             "ab_counts": ab_sample_counts_figure(analysis.arms, analysis.experiment["min_samples"])}
 
 
@@ -194,7 +196,7 @@ def create_test(name: str, symbol: str, model_ids: Sequence[str], shares: Sequen
     arms = [(m, s / 100) for m, s in zip(model_ids, shares)]
     try:
         new_id = abtest.create_experiment(name, symbol, arms, start, int(duration), int(min_samples), float(confidence),
-                                          shadow=shadow, actor="ui")
+                                          shadow=shadow, actor="ui", metric=ab_validation.default_metric(model_ids))
     except ExperimentError as exc:
         return None, escape_markdown(str(exc))
     return new_id, created_message(new_id, name, symbol)

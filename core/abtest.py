@@ -26,7 +26,7 @@ from core.config import get_settings
 from core.formatting import NOT_ENOUGH, finite, interval, number, p_value
 from core.market import next_trading_day
 from core.predict import in_training_window, log_external_prediction, set_experiment_actual
-from core.registry import deploy, deployed_model, get_model
+from core.registry import deploy, deployed_model, get_model, model_kind
 from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,8 @@ def stop(
             )
         db.execute("UPDATE experiments SET status = 'stopped', winner = ?, stopped_at = ? WHERE id = ? AND status = 'running'",
                    [analysis.winner, analysis.as_of, experiment["id"]])
-        current = deployed_model(experiment["symbol"], db=db)
+        kind = model_kind(get_model(experiment["arms"][0]["model_id"], db=db)["model_type"])  # the arms' kind
+        current = deployed_model(experiment["symbol"], db=db, kind=kind)
         if deploy_winner and analysis.winner_model_id and (current is None or current["model_id"] != analysis.winner_model_id):
             extra = {"override": True} if override else {}
             deploy(analysis.winner_model_id, actor=actor, db=db, expected_champion=current["model_id"] if current else None,

@@ -26,7 +26,7 @@ from core.drift import check_within_data, data_ends
 from core.market import MarketDataError, load_prices
 from core.metrics import METRICS_LOOKBACK_DAYS, upsert_daily_metrics
 from core.predict import backfill_actuals, predict
-from core.registry import get_model, list_models
+from core.registry import get_model, list_models, model_kind
 from core.retrain import check_validation_window
 from core.retrain_jobs import reconcile
 from core.store import audit, get_db, transaction
@@ -107,8 +107,15 @@ def _step_backfill(model: dict, day: str, context: dict, db: sqlite_utils.Databa
     return f"{backfill_actuals(day, symbol=model['symbol'], db=db)} actuals filled"
 
 
+def _price_only(model: dict, what: str) -> None:
+    """A step that exists for price models only skips a direction model, saying so (not a failure)."""
+    if model_kind(model["model_type"]) != "price":
+        raise StepSkipped(f"{what} cover price models; a direction model is scored by the metrics and drift steps")
+
+
 def _step_watch(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
     """Hook (issue 13): advance the model's sequential detectors to the day (fits its profile the first time)."""
+    _price_only(model, "the sequential detectors")
     stored = drift_watch.update([model["model_id"]], day, db=db).get(model["model_id"], 0)
     return f"{stored} day(s) of sequential detectors stored"
 
@@ -154,6 +161,7 @@ def _step_alerts(model: dict, day: str, context: dict, db: sqlite_utils.Database
 
 
 def _step_retrain(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
+    _price_only(model, "automatic retraining and challengers")
     tested = lifecycle.advance_challenger(model["symbol"], day, db=db)  # the open shadow test first: it may deploy
     window = check_validation_window(model["symbol"], day, db=db)
     report = context.get("report")
@@ -170,14 +178,16 @@ def _step_retrain(model: dict, day: str, context: dict, db: sqlite_utils.Databas
 
 def _step_forecast(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
     trading_day = _day(load_prices(model["symbol"], end=day, db=db).index[-1])
-    served = db.execute("SELECT 1 FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 LIMIT 1",
-                        [model["symbol"], trading_day]).fetchone()
+    kind = model_kind(model["model_type"])  # a ticker's price and direction models each serve once a day
+    served = db.execute("SELECT 1 FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 AND (p_up IS NULL) = ? "
+                        "LIMIT 1", [model["symbol"], trading_day, int(kind == "price")]).fetchone()
     if served:
         return f"forecast for {trading_day} already logged"
-    made = predict(model["symbol"], trading_day, db=db)
+    made = predict(model["symbol"], trading_day, db=db, kind=kind)
     # count it in today's metrics now, so a second run of the same day finds nothing new to add
     upsert_daily_metrics(trading_day, trading_day, [made.model_id], db=db)
-    return f"forecast {made.target_date}: ${made.predicted_close:.2f} by {made.model_id}"
+    said = f"P(up) {made.p_up:.1%}" if made.p_up is not None else f"${made.predicted_close:.2f}"
+    return f"forecast {made.target_date}: {said} by {made.model_id}"
 
 
 STEP_FUNCTIONS: dict[str, Callable[[dict, str, dict, sqlite_utils.Database], str]] = {

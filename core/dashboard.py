@@ -1,5 +1,8 @@
 """The Home dashboard's data: read-only aggregates across the tables, one SQL query per concern.
 
+Per ticker, "the deployed model" here is its price model (a ticker may also have a deployed direction model,
+`core.registry.model_kind`; its P(up) and scores are on Forecast and Monitoring, not in these $ aggregates).
+
 Nothing here writes. Every function works on an empty database (fresh install, tables other modules
 have not filled yet) and returns empty frames or None, which the page words as "no drift check yet"
 and so on. `as_of` (default: everything stored) bounds the dated concerns: live error, drift checks,
@@ -68,7 +71,7 @@ def deployed_models(db: sqlite_utils.Database) -> pd.DataFrame:
         " WHERE a.target = m.model_id AND a.action IN ('deploy', 'rollback') ORDER BY a.id DESC LIMIT 1) AS override, "
         "(SELECT a.at FROM audit_log a WHERE a.target = m.model_id AND a.action IN ('deploy', 'rollback') "
         " ORDER BY a.id DESC LIMIT 1) AS deployed_at "
-        "FROM models m WHERE m.status = 'deployed'", db.conn,
+        "FROM models m WHERE m.status = 'deployed' AND m.model_type != 'direction'", db.conn,
     )
 
 
@@ -86,7 +89,7 @@ def live_errors(db: sqlite_utils.Database, as_of=None, days: int = LIVE_DAYS) ->
     return pd.read_sql_query(
         f"SELECT m.symbol, COUNT(*) AS n, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
         f"AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, MIN(p.as_of) AS start, MAX(p.as_of) AS end "
-        f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' AND {_SCORED} "
+        f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' AND m.model_type != 'direction' AND {_SCORED} "
         f"AND p.as_of <= :until AND p.as_of >= {_first_of_last_days('predictions', 'as_of', _SCORED)} "
         f"GROUP BY m.symbol", db.conn, params={"until": _until(as_of), "skip": days - 1},
     )
@@ -98,7 +101,7 @@ def latest_drift(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
     return pd.read_sql_query(
         "SELECT m.symbol, c.model_id, c.as_of, c.overall_drift, c.severity FROM models m "
         "JOIN drift_checks c ON c.id = (SELECT n.id FROM drift_checks n WHERE n.model_id = m.model_id AND n.as_of <= ? "
-        "ORDER BY n.as_of DESC, n.id DESC LIMIT 1) WHERE m.status = 'deployed'", db.conn, params=[_until(as_of)],
+        "ORDER BY n.as_of DESC, n.id DESC LIMIT 1) WHERE m.status = 'deployed' AND m.model_type != 'direction'", db.conn, params=[_until(as_of)],
     )
 
 
@@ -169,14 +172,14 @@ def daily_errors(db: sqlite_utils.Database, as_of=None, days: int = SPARK_POINTS
     params = {"until": _until(as_of), "skip": days - 1}
     metrics = pd.read_sql_query(
         f"SELECT m.symbol, m.model_id, d.date AS day, d.mae, d.naive_mae, 'daily_metrics' AS source "
-        f"FROM models m JOIN daily_metrics d ON d.model_id = m.model_id WHERE m.status = 'deployed' AND {_MEASURED} "
+        f"FROM models m JOIN daily_metrics d ON d.model_id = m.model_id WHERE m.status = 'deployed' AND m.model_type != 'direction' AND {_MEASURED} "
         f"AND d.date <= :until AND d.date >= {_first_of_last_days('daily_metrics', 'date', _MEASURED, alias='d')}",
         db.conn, params=params,
     )
     logged = pd.read_sql_query(
         f"SELECT m.symbol, m.model_id, p.as_of AS day, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
         f"AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, 'prediction log' AS source "
-        f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' "
+        f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' AND m.model_type != 'direction' "
         f"AND NOT EXISTS (SELECT 1 FROM daily_metrics d WHERE d.model_id = m.model_id AND {_MEASURED} AND d.date <= :until) "
         f"AND {_SCORED} AND p.as_of <= :until AND p.as_of >= {_first_of_last_days('predictions', 'as_of', _SCORED)} "
         f"GROUP BY m.symbol, p.as_of", db.conn, params=params,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import pandas as pd
 import plotly.graph_objects as go
 
 from core.charts import PALETTE, apply_layout
@@ -44,3 +45,14 @@ def confusion_figure(confusion: Sequence[Sequence[int]], title: str = "Confusion
     fig.update_layout(hovermode="closest")
     fig.update_yaxes(autorange="reversed")
     return fig
+
+
+def live_brier_figure(daily: pd.DataFrame, window: int, title: str = "Rolling Brier score vs the baselines") -> go.Figure:
+    """Rolling mean Brier score of the served P(up) and of both baselines on the same days (one direction model's
+    scored `daily_metrics` rows, oldest first); lower is better, 0.25 is a coin flip."""
+    fig = go.Figure()
+    for column, name, color in (("brier", "model", PALETTE["model"]), ("always_up_brier", "always up", PALETTE["naive"]),
+                                ("persistence_brier", "same as today", PALETTE["warn"])):
+        fig.add_trace(go.Scatter(x=daily["date"], y=daily[column].rolling(window, min_periods=1).mean(), mode="lines",
+                                 name=name, line=dict(color=color, dash="solid" if name == "model" else "dot")))
+    return apply_layout(fig, title, height=320, yaxis_title=f"Brier score, {window}-day mean")

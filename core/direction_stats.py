@@ -51,6 +51,15 @@ def classification_metrics(y_true: np.ndarray, p_up: np.ndarray, threshold: floa
     }
 
 
+def probability_losses(p_up: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log loss, Brier score) of each P(up) against its outcome (1 up, 0 not, NaN unknown): the proper scoring
+    rules a direction A/B test compares arms on, and the daily metrics average. P(up) is clipped like
+    `classification_metrics` does (a 0 / 1 probability that is wrong has infinite log loss)."""
+    p = np.clip(np.asarray(p_up, dtype=float), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    y = np.asarray(up, dtype=float)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p)), (p - y) ** 2
+
+
 def majority_baseline(train_labels: np.ndarray, n: int) -> np.ndarray:
     """"Always up" (or always down, whichever the training fold saw more): P(up) = the fold's up rate, n times.
 

@@ -15,14 +15,14 @@ import sqlite_utils
 
 from core import drift_watch
 from core.config import get_settings
-from core.drift_kernels import MIN_SAMPLES, DriftInputError
-from core.drift_report import (FEATURE_TABLE_COLUMNS, DriftReport, combine, report_reasons, overall_severity, concept_check,
-                               performance_check, prediction_check, streaming_check)
+from core.drift_kernels import MIN_SAMPLES, DriftInputError, ks_test
+from core.drift_report import (FEATURE_TABLE_COLUMNS, MIN_PERF_SAMPLES, DriftReport, combine, report_reasons, overall_severity,
+                               concept_check, performance_check, prediction_check, streaming_check, volatility_check)
 from core.drift_stats import compare_frames
 from core.features import build_features
 from core.market import MarketDataError, last_trading_day, load_prices
 from core.predict import prediction_log
-from core.registry import get_model, validation_predictions
+from core.registry import DIRECTION_TYPE, get_model, validation_predictions
 from core.store import get_db, to_json, transaction, utc_now
 from core.text import json_safe
 
@@ -159,18 +159,26 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     except MarketDataError as exc:
         raise DriftInputError(f"{model_id}: {exc}") from exc
     validation = validation_predictions(model_id)
-    errors = _model_errors(model_id, as_of, db)
     window_start = _day(current.index[0])
-    recent = errors[errors["as_of"] >= window_start]
-    performance = performance_check(recent, validation, settings)
     prices = load_prices(model["symbol"], start=reference.index[0] - pd.Timedelta(days=7), end=as_of, db=db)["close"]
     returns = np.log(prices).diff()
-    concept = concept_check(returns.loc[reference.index].dropna().to_numpy(), returns.loc[current.index].dropna().to_numpy(),
-                            recent, validation, settings)
-    prediction = prediction_check(recent["pred_return"].to_numpy(), validation, settings)
-    streaming = streaming_check(errors, validation, window_start)
+    if model["model_type"] == DIRECTION_TYPE:  # a classifier: its P(up) and scoring rules, not price errors
+        performance, concept, prediction, streaming, own_reasons = classifier_checks(
+            model_id, as_of, window_start, validation, returns.loc[reference.index].dropna().to_numpy(),
+            returns.loc[current.index].dropna().to_numpy(), settings, db)
+    else:
+        errors = _model_errors(model_id, as_of, db)
+        recent = errors[errors["as_of"] >= window_start]
+        performance = performance_check(recent, validation, settings)
+        concept = concept_check(returns.loc[reference.index].dropna().to_numpy(), returns.loc[current.index].dropna().to_numpy(),
+                                recent, validation, settings)
+        prediction = prediction_check(recent["pred_return"].to_numpy(), validation, settings)
+        streaming = streaming_check(errors, validation, window_start)
+        own_reasons = []
     severity = overall_severity(comparison.dataset_drift, performance, concept, prediction, streaming, comparison.features)
-    reasons = report_reasons(comparison, performance, concept, prediction, streaming, settings)
+    reasons = own_reasons + report_reasons(comparison, {**performance, "degraded": performance["degraded"] and not own_reasons},
+                                           {**concept, "bias_drift": concept["bias_drift"] and not own_reasons},
+                                           prediction, streaming, settings)
     sequential = drift_watch.alarms(model_id, as_of, db=db)  # the window test says what changed, the alarms when
     severity, reasons = combine(severity, reasons, sequential)
     features = comparison.features.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
@@ -191,6 +199,73 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     log.info("drift check %s as of %s: %s (%d reasons)", model_id, report.as_of, severity, len(reasons))
     return report
 
+
+
+# --- direction models: drift of P(up) and of its scoring rules ------------------------------------------
+
+def _served_probabilities(model_id: str, as_of, db: sqlite_utils.Database) -> pd.DataFrame:
+    """The model's P(up) rows (served and shadow) made up to `as_of`: as_of, p_up, and `up` (1 / 0) where the next
+    close was known on `as_of` (NaN otherwise)."""
+    frame = prediction_log(model_id=model_id, end=as_of, served_only=False, db=db, kind="direction")
+    known = frame["actual_close"].notna() & (frame["target_date"] <= _day(as_of))
+    up = (frame["actual_close"].astype(float) > frame["last_close"].astype(float)).astype(float).where(known)
+    return pd.DataFrame({"as_of": frame["as_of"].to_numpy(), "p_up": frame["p_up"].astype(float).to_numpy(),
+                         "up": up.to_numpy()})
+
+
+def classifier_checks(model_id: str, as_of, window_start: str, validation: pd.DataFrame, reference_returns: np.ndarray,
+                      current_returns: np.ndarray, settings, db: sqlite_utils.Database) -> tuple[dict, dict, dict, dict, list[str]]:
+    """(performance, concept, prediction, streaming, reasons) of a direction model, in the shapes of the price checks.
+
+    Reference = its walk-forward validation P(up) and labels. Prediction drift: the window's P(up) against the
+    validation P(up) (the same three tests as a feature). Performance: Brier score and accuracy of the scored
+    P(up) in the window against validation; degraded when Brier rose, or accuracy fell, by more than the
+    performance threshold (relative). Concept: the market's volatility and returns as for any model, and the
+    calibration bias (mean P(up) - outcome) by a Welch t-test. Streaming: ADWIN / Page-Hinkley on the daily
+    |P(up) - outcome|, in units of its validation mean. The reasons say it in classifier words.
+    """
+    from scipy import stats  # lazy: only a check needs it
+
+    served = _served_probabilities(model_id, as_of, db)
+    recent = served[served["as_of"] >= window_start]
+    scored = recent.dropna(subset=["up"])
+    p_val, y_val = validation["p_up"].to_numpy(dtype=float), validation["label"].to_numpy(dtype=float)
+    brier_val, accuracy_val = float(np.mean((p_val - y_val) ** 2)), float(np.mean((p_val >= 0.5) == (y_val == 1)))
+    threshold = settings.drift_perf_threshold
+    performance = {"kind": "direction", "n": int(len(scored)), "validation_brier": brier_val,
+                   "validation_accuracy": accuracy_val, "recent_brier": None, "recent_accuracy": None,
+                   "recent_mae": None, "change_pct": None, "accuracy_change_pct": None, "degraded": False,
+                   "threshold_pct": threshold * 100, "note": ""}
+    concept = {**volatility_check(reference_returns, current_returns, settings.drift_ks_alpha),
+               "error_bias_validation": float(np.mean(p_val - y_val)), "error_bias_recent": None, "bias_p_value": None,
+               "bias_drift": False}
+    reasons = []
+    if len(scored) < MIN_PERF_SAMPLES:
+        performance["note"] = f"{len(scored)} scored P(up) in the window; {MIN_PERF_SAMPLES} needed to judge performance"
+    else:
+        p, y = scored["p_up"].to_numpy(), scored["up"].to_numpy()
+        brier, accuracy = float(np.mean((p - y) ** 2)), float(np.mean((p >= 0.5) == (y == 1)))
+        change = (brier / brier_val - 1) * 100 if brier_val > 0 else float("nan")
+        accuracy_change = (accuracy / accuracy_val - 1) * 100 if accuracy_val > 0 else float("nan")
+        degraded = bool(change > threshold * 100 or accuracy_change < -threshold * 100)
+        performance.update(recent_brier=brier, recent_accuracy=accuracy, change_pct=change,
+                           accuracy_change_pct=accuracy_change, degraded=degraded)
+        bias_p = float(stats.ttest_ind(p - y, p_val - y_val, equal_var=False).pvalue)
+        concept.update(error_bias_recent=float(np.mean(p - y)), bias_p_value=bias_p,
+                       bias_drift=bool(bias_p < settings.drift_ks_alpha))
+        if degraded:
+            reasons.append(f"Brier {brier:.4f} vs {brier_val:.4f} on validation ({change:+.0f}%), accuracy {accuracy:.1%} "
+                           f"vs {accuracy_val:.1%}: beyond the {threshold:.0%} threshold")
+        if concept["bias_drift"]:
+            reasons.append(f"P(up) is off by {concept['error_bias_recent']:+.3f} on average (validation "
+                           f"{concept['error_bias_validation']:+.3f}, t-test p={bias_p:.1e}): its calibration moved")
+    concept["returns_ks_stat"], concept["returns_p_value"] = ks_test(reference_returns, current_returns)
+    concept["drift"] = bool(concept["volatility_drift"] or concept["bias_drift"])
+    prediction = prediction_check(recent["p_up"].to_numpy(), validation.assign(pred_return=validation["p_up"]), settings)
+    errors = pd.DataFrame({"as_of": served["as_of"], "error": served["p_up"] - served["up"]}).dropna()
+    streaming = streaming_check(errors, validation.assign(pred_return=validation["p_up"], actual_return=validation["label"]),
+                                window_start)
+    return performance, concept, prediction, streaming, reasons
 
 
 # --- storage -------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ frames and dicts; `verdict_history` reads stored checks (read-only).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,20 @@ def feature_table(features: pd.DataFrame, settings: Settings | None = None) -> p
     table = table.sort_values(["verdict", "psi"], key=lambda c: c.map(order) if c.name == "verdict" else -c)
     columns = ["feature", "verdict", "why", "psi", "psi_p_value", "p_value", "ks_stat", "wasserstein"]
     return table[[c for c in columns if c in table.columns]].reset_index(drop=True)
+
+
+def performance_card(performance: Mapping) -> dict:
+    """The live-error card (st.metric keyword arguments) of a drift report: recent MAE vs validation for a price
+    model, recent Brier score of P(up) (and accuracy) vs validation for a direction model."""
+    change = performance.get("change_pct")
+    if performance.get("kind") == "direction":
+        value = f"{performance['recent_brier']:.4f}" if performance.get("recent_brier") is not None else "n/a"
+        delta = (f"{change:+.0f}% vs validation {performance['validation_brier']:.4f}; accuracy "
+                 f"{performance['recent_accuracy']:.1%}" if change is not None else performance["note"])
+        return dict(label="Recent Brier score", value=value, delta=delta, delta_color="inverse" if change is not None else "off")
+    return dict(label="Recent MAE", value=f"${performance['recent_mae']:.3f}" if performance["recent_mae"] is not None else "n/a",
+                delta=f"{change:+.0f}% (MAPE) vs validation" if change is not None else performance["note"],
+                delta_color="inverse" if change is not None else "off")
 
 
 def prediction_label(prediction: dict, settings: Settings | None = None) -> tuple[str, str]:

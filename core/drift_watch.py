@@ -45,7 +45,7 @@ import sqlite_utils
 from core.config import get_settings
 from core.drift_report import RANGE, combine, in_words, reason, retrain_trigger  # noqa: F401 (alarms in words)
 from core.market import MarketDataError, load_prices
-from core.registry import get_model, list_models
+from core.registry import SERVABLE_TYPES, get_model, list_models
 from core.sequential import DETECTORS, fit_profile
 from core.store import get_db, transaction, utc_now
 from core.watch_inputs import day_inputs, day_inputs_many, day_text, reference_inputs
@@ -126,8 +126,8 @@ def _profiles(model_ids: Sequence[str], db: sqlite_utils.Database) -> dict[str, 
 
 def _models(model_ids: Sequence[str] | None, db: sqlite_utils.Database) -> list[dict]:
     """The models asked for (default: every deployed one); many are read in one query, not one each."""
-    if model_ids is None:
-        return list_models(status="deployed", db=db)
+    if model_ids is None:  # the detectors watch price errors: a deployed direction model is not theirs
+        return list_models(status="deployed", db=db, model_types=SERVABLE_TYPES)
     if len(model_ids) <= 1:
         return [get_model(m, db=db) for m in model_ids]
     every = {m["model_id"]: m for m in list_models(db=db)}

@@ -16,7 +16,7 @@ import sqlite_utils
 
 from core import model_health
 from core.explain import ExplainError, artifact_files, window_features
-from core.registry import get_model
+from core.registry import DIRECTION_TYPE, get_model
 from core.store import get_db
 
 TOP_FEATURES = 3
@@ -75,6 +75,9 @@ def model_health_view(model_id: str | None, db: sqlite_utils.Database | None = N
         return ModelHealth("", note="No predictions with known actuals yet: the model health appears once some are scored.")
     db = db or get_db()
     model = get_model(model_id, db=db)
+    if model["model_type"] == DIRECTION_TYPE:
+        return ModelHealth(model_id, note=f"{model_id} is a direction model: its live accuracy, Brier score and log loss "
+                                          "beside the baselines are on the Accuracy tab; health by regime covers price models.")
     scored = scored_predictions(model, db)
     if scored.empty:
         return ModelHealth(model_id, note=f"{model_id} has no served forecast with a known actual close after its "

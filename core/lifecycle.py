@@ -155,10 +155,13 @@ def pending_action(pending: dict, db: sqlite_utils.Database | None = None) -> tu
     if pending["action"] == "deploy":
         model = registry.get_model(pending["model_id"], db=db)
         what, symbol, needs_override = f"deploy **{pending['model_id']}**", model["symbol"], not model["certified"]
+        kind = registry.model_kind(model["model_type"])
     else:
-        what, symbol, needs_override = f"roll back **{pending['symbol']}** to its previous version", pending["symbol"], False
+        kind = pending.get("kind", "price")
+        what, symbol, needs_override = (f"roll back **{pending['symbol']}**'s {kind} model to its previous version",
+                                        pending["symbol"], False)
     if "expected_champion" not in pending:
-        current = registry.deployed_model(symbol, db=db)
+        current = registry.deployed_model(symbol, db=db, kind=kind)
         pending["expected_champion"] = current["model_id"] if current else registry.NO_CHAMPION
     return what, pending["expected_champion"] or "none", needs_override
 
@@ -181,7 +184,7 @@ def confirm_action(pending: dict, override: bool = False, override_reason: str =
                                      expected_champion=expected)
         else:
             result = registry.rollback(pending["symbol"], actor=actor, reason="rolled back from Model Management", db=db,
-                                       expected_current=expected)
+                                       expected_current=expected, kind=pending.get("kind", "price"))
     except registry.ChampionChanged as changed:
         pending["expected_champion"] = changed.actual or registry.NO_CHAMPION
         raise registry.ChampionChanged(
@@ -221,10 +224,7 @@ def confirm_for_page(pending: dict, override: bool, override_reason: str) -> tup
 
 def check_drift_for_page(model_id: str) -> tuple[dict | None, str | None]:
     """Check for Drift on the last trading day: (the stored report as a dict, None), or (None, why not)."""
-    if registry.get_model(model_id)["model_type"] not in registry.SERVABLE_TYPES:
-        return None, (f"{model_id} is a direction model: drift checks on its predicted probabilities are not built yet; "
-                      "its calibration and accuracy on validation are on the Forecast page.")
-    try:
+    try:  # a direction model is checked on its P(up) and scoring rules (`drift.classifier_checks`)
         return drift.check_model(model_id).to_dict(), None
     except (DriftInputError, RegistryError, ModelIntegrityError, ValueError) as exc:
         return None, f"{exc} This button checks the last trading day; the Drift page lets you pick the date."

@@ -65,7 +65,8 @@ def loop_states(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
     """Per ticker with a deployed model: the loop's state, since when / how far, and the page that acts on it."""
     db = db or get_db()
     rows = []
-    deployed = db.execute("SELECT symbol, model_id FROM models WHERE status = 'deployed' ORDER BY symbol").fetchall()
+    deployed = db.execute("SELECT symbol, model_id FROM models WHERE status = 'deployed' AND model_type != 'direction' "
+                          "ORDER BY symbol").fetchall()  # the loop (drift, retrain, challenger) is the price models'
     for symbol, model_id in deployed:
         job = next(iter(db.query(
             "SELECT j.id, j.status, j.trigger, j.challenger_id, j.decision, j.details_json, m.symbol FROM retrain_jobs j "

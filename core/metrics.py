@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.direction_stats import persistence_baseline, probability_losses
+from core.market import load_prices
+from core.schema import DIRECTION_METRIC_COLUMNS
 from core.store import get_db, transaction, where_clause
 
 METRICS_LOOKBACK_DAYS = 14  # calendar days recomputed each run so late actuals are counted
@@ -38,7 +41,7 @@ def compute_daily_metrics(start, end, model_ids: list[str] | None = None,
     does; shadow (not served) predictions count for their own model.
     """
     db = db or get_db()
-    clauses, params = ["as_of >= ?", "as_of <= ?"], [_day(start), _day(end)]
+    clauses, params = ["as_of >= ?", "as_of <= ?", "p_up IS NULL"], [_day(start), _day(end)]  # P(up) rows: direction_daily_metrics
     if model_ids is not None:
         if not model_ids:
             return pd.DataFrame(columns=["model_id", "date", *METRIC_COLUMNS])
@@ -80,12 +83,13 @@ def upsert_daily_metrics(start, end, model_ids: list[str] | None = None,
     """Recompute and upsert `daily_metrics` for [start, end]; returns the number of rows written."""
     db = db or get_db()
     metrics = compute_daily_metrics(start, end, model_ids, db=db)
+    classifier_rows = upsert_direction_metrics(start, end, model_ids, db=db)  # direction models, in classifier terms
     if metrics.empty:
-        return 0
+        return classifier_rows
     records = metrics.astype(object).where(metrics.notna(), None).to_dict("records")
     with transaction(db):
         db["daily_metrics"].upsert_all(records, pk=("model_id", "date"))
-    return len(records)
+    return len(records) + classifier_rows
 
 
 def monitored_models(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
@@ -127,7 +131,7 @@ def interval_widths(model_id: str | None = None, symbol: str | None = None, star
     """Prediction-interval widths in % of the last close (two columns of the log, no error columns); pages pass
     a window (`recent_interval_widths`), so a load never reads the whole history."""
     db = db or get_db()
-    clauses, params = ["served = 1"], []
+    clauses, params = ["served = 1", "p_up IS NULL"], []  # a served P(up) has no interval
     for column, value in (("model_id", model_id), ("symbol", symbol)):
         if value:
             clauses.append(f"{column} = ?")
@@ -183,3 +187,91 @@ def psi_history(model_id: str | None = None, symbol: str | None = None,
     frame["max_psi"] = frame["max_psi"].astype(float)
     frame["as_of"] = pd.to_datetime(frame["as_of"])
     return frame
+
+
+# --- direction models: served P(up) scored in classifier terms ---------------------------------------------
+
+DIRECTION_DAILY_COLUMNS = ["n_predictions", *DIRECTION_METRIC_COLUMNS, "latency_p50", "latency_p95", "latency_p99"]
+BASELINES = ("always_up", "persistence")
+
+
+def training_baseline_rates(symbol: str, train_start: str, train_end: str,
+                            db: sqlite_utils.Database | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """(up rate, today-up flags, labels) of a direction model's training days: what its two baselines learn from,
+    as `core.direction` builds them on each fold (always up = the up rate; same as today = how often tomorrow
+    repeated today). Only closes up to `train_end` are read: the baselines never see the scored days."""
+    closes = load_prices(symbol, start=pd.Timestamp(train_start) - pd.Timedelta(days=10), end=train_end, db=db)["close"]
+    went_up = (closes.diff() > 0).to_numpy()
+    labels = (closes.shift(-1) > closes).to_numpy()
+    days = (closes.index >= pd.Timestamp(train_start)) & (np.arange(len(closes)) < len(closes) - 1)  # a known next close
+    return float(labels[days].mean()), went_up[days].astype(int), labels[days].astype(int)
+
+
+def direction_daily_metrics(start, end, model_ids: list[str] | None = None,
+                            db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Per (direction model, prediction day) in [start, end]: volume, latency, and once the next close is known,
+    accuracy (%), Brier score and log loss of the served P(up), beside the "always up" and "same as today"
+    baselines on the same days (both learnt from the model's training window). Shadow rows count for their model."""
+    db = db or get_db()
+    where, params = where_clause(("p.p_up IS NOT NULL", True), ("p.as_of >= ?", _day(start)), ("p.as_of <= ?", _day(end)))
+    if model_ids is not None:
+        if not model_ids:
+            return pd.DataFrame(columns=["model_id", "date", *DIRECTION_DAILY_COLUMNS])
+        where += f" AND p.model_id IN ({', '.join('?' * len(model_ids))})"
+        params.extend(model_ids)
+    frame = pd.read_sql_query(  # the close before as_of (the primary key's index): did "today" go up?
+        "SELECT p.model_id, p.as_of, p.p_up, p.last_close, p.actual_close, p.latency_ms, m.symbol, m.train_start, "
+        "m.train_end, (SELECT q.close FROM prices q WHERE q.symbol = p.symbol AND q.date < p.as_of "
+        f"ORDER BY q.date DESC LIMIT 1) AS previous_close FROM predictions p JOIN models m ON m.model_id = p.model_id {where}",
+        db.conn, params=params)
+    if frame.empty:
+        return pd.DataFrame(columns=["model_id", "date", *DIRECTION_DAILY_COLUMNS])
+    numeric = ["p_up", "last_close", "actual_close", "latency_ms", "previous_close"]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    known = frame["actual_close"].notna()
+    up = (frame["actual_close"] > frame["last_close"]).astype(float).where(known)
+    today_up = (frame["last_close"] > frame["previous_close"]).to_numpy()
+    probabilities = {"": frame["p_up"].to_numpy(), "always_up_": np.full(len(frame), np.nan),
+                     "persistence_": np.full(len(frame), np.nan)}
+    for (symbol, train_start, train_end), rows in frame.groupby(["symbol", "train_start", "train_end"]).groups.items():
+        rate, train_today_up, train_labels = training_baseline_rates(symbol, train_start, train_end, db=db)
+        at = frame.index.get_indexer(rows)
+        probabilities["always_up_"][at] = rate
+        probabilities["persistence_"][at] = persistence_baseline(train_today_up, train_labels, today_up[at])
+    for prefix, p in probabilities.items():
+        frame[f"{prefix}log_loss"], frame[f"{prefix}brier"] = probability_losses(p, up.to_numpy())
+        frame[f"{prefix}accuracy"] = ((p >= 0.5) == (up == 1)).astype(float).where(known) * 100
+    grouped = frame.groupby(["model_id", "as_of"])
+    out = grouped[list(DIRECTION_METRIC_COLUMNS)].mean()
+    out["n_predictions"] = grouped.size()
+    latency = grouped["latency_ms"].quantile([0.5, 0.95, 0.99]).unstack()
+    out["latency_p50"], out["latency_p95"], out["latency_p99"] = latency[0.5], latency[0.95], latency[0.99]
+    return out.reset_index().rename(columns={"as_of": "date"})[["model_id", "date", *DIRECTION_DAILY_COLUMNS]]
+
+
+def upsert_direction_metrics(start, end, model_ids: list[str] | None = None,
+                             db: sqlite_utils.Database | None = None) -> int:
+    """Recompute and upsert the direction models' `daily_metrics` rows for [start, end] (`upsert_daily_metrics`
+    calls it, so every caller scores both kinds); returns the number of rows written."""
+    db = db or get_db()
+    metrics = direction_daily_metrics(start, end, model_ids, db=db)
+    if metrics.empty:
+        return 0
+    records = metrics.astype(object).where(metrics.notna(), None).to_dict("records")
+    with transaction(db):
+        db["daily_metrics"].upsert_all(records, pk=("model_id", "date"))
+    return len(records)
+
+
+def direction_live_summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The model and both baselines over the scored days of `metrics` (one direction model's daily rows),
+    prediction-weighted: accuracy %, Brier, log loss and the days counted (what Monitoring shows)."""
+    done = metrics.dropna(subset=["brier"])
+    weights = done["n_predictions"].to_numpy(dtype=float)
+    rows = []
+    for who, prefix in (("model", ""), ("always up", "always_up_"), ("same as today", "persistence_")):
+        average = {name: float(np.average(done[f"{prefix}{name}"], weights=weights)) if len(done) else float("nan")
+                   for name in ("accuracy", "brier", "log_loss")}
+        rows.append({"who": who, "accuracy %": average["accuracy"], "Brier": average["brier"],
+                     "log loss": average["log_loss"], "days": int(done["date"].nunique())})
+    return pd.DataFrame(rows)

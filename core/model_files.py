@@ -99,6 +99,31 @@ class LoadedModel:
             return np.mean([tree.tree_.predict(X32)[:, 0] for tree in self.estimator.estimators_], axis=0)
         return np.asarray(self.estimator.predict(X), dtype=float)
 
+    def predict_up(self, X: np.ndarray) -> np.ndarray:
+        """P(up) of a direction model (a `CalibratedClassifierCV`): the same numbers as `predict_proba(X)[:, 1]`
+        (tested), without its per-call input validation and label bookkeeping, which cost ~10 ms for one row
+        against ~0.5 ms for the members' raw scores (XGBoost's `inplace_predict`, or the logistic regression's
+        decision function, which is what the calibrators were fitted on) passed through their calibrators and
+        averaged."""
+        scores = []
+        for member in self.estimator.calibrated_classifiers_:
+            scores.append(member.calibrators[0].predict(_raw_score(member.estimator, X)))
+        return np.clip(np.mean(scores, axis=0), 0.0, 1.0)
+
+
+def _raw_score(classifier: Any, X: np.ndarray) -> np.ndarray:
+    """What a calibrator of `CalibratedClassifierCV` was fitted on: XGBoost's margin-free score (`inplace_predict`),
+    or a standardised logistic regression's decision function, computed from its fitted numbers (the pipeline's
+    own call validates the input three times over, ~2 ms a member under load, for the same numbers)."""
+    if hasattr(classifier, "get_booster"):
+        return np.asarray(classifier.get_booster().inplace_predict(X), dtype=float)
+    steps = getattr(classifier, "named_steps", {})
+    scaler, logit = steps.get("standardscaler"), steps.get("logisticregression")
+    if scaler is None or logit is None or len(steps) != 2:
+        return np.asarray(classifier.decision_function(X), dtype=float)
+    standardised = (np.asarray(X, dtype=float) - scaler.mean_) / scaler.scale_
+    return standardised @ logit.coef_[0] + logit.intercept_[0]
+
 
 def unreadable_message(model_id: str, path: Path, exc: OSError) -> str:
     """Why a model file cannot be read, in words: which file, why, and what to check (never a raw OSError)."""

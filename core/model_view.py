@@ -18,7 +18,7 @@ from core.charts import validation_figure
 from core.direction import DIRECTION
 from core.direction_charts import reliability_figure
 from core.drift_report import DriftReport, should_retrain
-from core.registry import SERVABLE_TYPES, ModelIntegrityError
+from core.registry import DEPLOYABLE_TYPES, ModelIntegrityError
 from core.runbook import runbook_caption
 from core.text import escape_markdown
 
@@ -191,9 +191,9 @@ def rollback_help(symbol: str, back_to: str | None) -> str:
     return f"Redeploy {back_to}" if back_to else f"{symbol} has no earlier deployed version to go back to"
 
 
-def rollback_button(symbol: str, db: sqlite_utils.Database | None = None) -> dict[str, Any]:
+def rollback_button(symbol: str, db: sqlite_utils.Database | None = None, kind: str = "price") -> dict[str, Any]:
     """The Roll back button's state (keyword arguments of `st.button`): disabled with nothing to go back to, and its help."""
-    back_to = registry.rollback_candidate(symbol, db=db)
+    back_to = registry.rollback_candidate(symbol, db=db, kind=kind)
     return {"disabled": back_to is None, "help": rollback_help(symbol, back_to)}
 
 
@@ -240,14 +240,14 @@ EMPTY_QUEUE = "Approval queue: empty (automatic retrains on critical drift wait 
 
 
 def deployable(model: dict) -> bool:
-    """Whether Deploy can act on `model`: not already live, and a price model (the serving path forecasts prices)."""
-    return model["status"] != "deployed" and model["model_type"] in SERVABLE_TYPES
+    """Whether Deploy can act on `model`: not already live, and of a type with a serving path (price or direction)."""
+    return model["status"] != "deployed" and model["model_type"] in DEPLOYABLE_TYPES
 
 
 def deploy_help(model: dict) -> str | None:
     """Why Deploy is greyed out, in words (None when it is not)."""
     if model["status"] == "deployed":
         return "This model is already deployed."
-    if model["model_type"] not in SERVABLE_TYPES:
-        return "Only a price model can be deployed: the serving path forecasts next-day closes, not directions."
+    if model["model_type"] not in DEPLOYABLE_TYPES:
+        return f"A {model['model_type']} model has no serving path, so it cannot be deployed."
     return None

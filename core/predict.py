@@ -11,6 +11,11 @@ A served prediction is evidence (A/B samples, live metrics and alerts count it),
 - a broken A/B arm never takes serving down: its requests fall back to the deployed model, with an
   alert (`experiment_arm_broken`); that fallback row is the day's one served row in the test too, so a
   request of the same day routed to a working arm returns it instead of adding a second.
+
+Two kinds of request (`core.registry.model_kind`): a price forecast (`predict`, the default) and a direction
+forecast (`predict(..., kind="direction")`): P(up) of the ticker's deployed direction
+model, or of a direction A/B test's arm. Both go through the same routing, evidence rules and log; a
+direction row stores `p_up` and leaves the price columns NULL, and every price read here skips it.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from core.features import build_features, check_feature_frame
 from core.training import naive_metrics, price_metrics, skill
 from core.market import MarketDataError, load_prices, next_trading_day
 from core.model_files import LoadedModel
-from core.registry import RegistryError, deployed_model, load_model
+from core.registry import DIRECTION_TYPE, RegistryError, deployed_model, load_model, model_kind
 from core.store import get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,7 @@ class Prediction:
     arm: str | None = None
     prediction_id: int | None = None
     logged_at: str | None = None  # when the served row was first written (None: not logged)
+    p_up: float | None = None  # a direction model's P(close of target_date > last_close); its price fields are NaN
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,12 +98,13 @@ class Route:
     experiment_id: int | None = None
     arm: str | None = None
     shadows: tuple[tuple[str, str], ...] = ()
+    kind: str = "price"  # what the request asks for: "price" or "direction"
 
 
-def _route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None) -> Route:
-    """The running A/B experiment's arm for this request, else the deployed model."""
-    route = active_route(db, symbol, request_key, day)
-    return route if route is not None else _deployed_route(db, symbol)
+def _route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None, kind: str = "price") -> Route:
+    """The running A/B experiment's arm for this request, else the deployed model (both of the request's kind)."""
+    route = active_route(db, symbol, request_key, day, kind=kind)
+    return replace(route, kind=kind) if route is not None else _deployed_route(db, symbol, kind)
 
 
 def route(experiment: Mapping, request_key: str) -> Route:
@@ -108,12 +115,13 @@ def route(experiment: Mapping, request_key: str) -> Route:
     return Route(model_id=chosen["model_id"], experiment_id=experiment["id"], arm=chosen["arm"], shadows=shadows)
 
 
-def active_route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None) -> Route | None:
+def active_route(db: sqlite_utils.Database, symbol: str, request_key: str, day=None, kind: str = "price") -> Route | None:
     """The route for a request on `symbol` when a running experiment covers `day`, else None (serving hook).
 
     A request dated before the test's start or after its planned end is served by the deployed model
     (replays of past days must not meet a challenger that was not live then), and so is a day inside
-    any arm's training window: arms are scored only on days none of them was trained on. One small
+    any arm's training window: arms are scored only on days none of them was trained on. Only a test whose
+    arms are of the request's `kind` routes it (a direction test never answers a price request). One small
     query per request: experiments is a tiny table and experiment_arms is keyed by experiment id.
     """
     on_day = _day(day) if day is not None else None
@@ -121,8 +129,8 @@ def active_route(db: sqlite_utils.Database, symbol: str, request_key: str, day=N
         "SELECT e.id, e.shadow, a.arm, a.model_id, a.traffic_share, m.train_end FROM experiments e "
         "JOIN experiment_arms a ON a.experiment_id = e.id JOIN models m ON m.model_id = a.model_id "
         "WHERE e.symbol = ? AND e.status = 'running' AND (? IS NULL OR ? BETWEEN e.start_date AND e.end_date) "
-        "ORDER BY a.arm",
-        [symbol, on_day, on_day],
+        "AND (m.model_type = ?) = ? ORDER BY a.arm",
+        [symbol, on_day, on_day, DIRECTION_TYPE, int(kind == "direction")],
     ).fetchall()
     if not rows or (on_day is not None and in_training_window(max(r[5] for r in rows), on_day)):
         return None
@@ -131,11 +139,12 @@ def active_route(db: sqlite_utils.Database, symbol: str, request_key: str, day=N
     return route(experiment, request_key)
 
 
-def _deployed_route(db: sqlite_utils.Database, symbol: str) -> Route:
-    deployed = deployed_model(symbol, db=db)
+def _deployed_route(db: sqlite_utils.Database, symbol: str, kind: str = "price") -> Route:
+    deployed = deployed_model(symbol, db=db, kind=kind)
     if deployed is None:
-        raise RegistryError(f"No model is deployed for {symbol}: train one and deploy it on Model Management.")
-    return Route(model_id=deployed["model_id"])
+        what = "model" if kind == "price" else "direction model"
+        raise RegistryError(f"No {what} is deployed for {symbol}: train one and deploy it on Model Management.")
+    return Route(model_id=deployed["model_id"], kind=kind)
 
 
 def _serving_model(db: sqlite_utils.Database, symbol: str, route: Route, day) -> tuple[LoadedModel, Route]:
@@ -151,7 +160,7 @@ def _serving_model(db: sqlite_utils.Database, symbol: str, route: Route, day) ->
     except RegistryError as exc:  # ModelIntegrityError included
         if route.experiment_id is None:
             raise
-        fallback = _deployed_route(db, symbol)
+        fallback = _deployed_route(db, symbol, route.kind)
         _report_broken_arm(db, route, exc, day, f"its requests are served by the deployed model {fallback.model_id}")
         return load_model(fallback.model_id, db=db), fallback
 
@@ -172,6 +181,18 @@ def feature_row(symbol: str, as_of, db: sqlite_utils.Database) -> tuple[pd.Times
     return features.index[-1], float(features["close"].iloc[-1]), features.iloc[[-1]], list(features.columns)
 
 
+def estimate(model: LoadedModel, last_close: float, features: pd.DataFrame) -> dict[str, float]:
+    """The answer of one model to one request, as `Prediction` fields: a price forecast, or a direction model's
+    P(up) (its price fields NaN)."""
+    if model.model_type == DIRECTION_TYPE:
+        nan = float("nan")
+        p_up = float(model.predict_up(check_feature_frame(features, model.feature_columns))[0])
+        return {"p_up": p_up, "predicted_return": nan, "predicted_close": nan, "lower": nan, "upper": nan}
+    predicted_return, predicted_close, lower, upper = forecast(model, last_close, features)
+    return {"p_up": None, "predicted_return": predicted_return, "predicted_close": predicted_close,
+            "lower": lower, "upper": upper}
+
+
 def forecast(model: LoadedModel, last_close: float, features: pd.DataFrame) -> tuple[float, float, float, float]:
     """(predicted return, predicted close, lower, upper) for one feature row."""
     X = check_feature_frame(features, model.feature_columns)
@@ -187,8 +208,10 @@ def predict(
     request_key: str | None = None,
     log_prediction: bool = True,
     db: sqlite_utils.Database | None = None,
+    kind: str = "price",
 ) -> Prediction:
-    """Forecast the close of the trading day after `as_of` (default: the last day with data).
+    """Forecast the close of the trading day after `as_of` (default: the last day with data); with
+    `kind="direction"`, P(up) of the ticker's deployed direction model (or direction test arm) instead.
 
     `log_prediction=True` serves a request: the forecast is logged once. A request already logged
     for the same (symbol, day, model, experiment arm) returns the logged row (same prediction_id,
@@ -202,7 +225,7 @@ def predict(
     if features.isna().to_numpy()[:, :-2].any():
         raise MarketDataError(f"{symbol}: not enough history before {day.date()} to build the features.")
     request_key = request_key or f"{symbol}:{day:%Y-%m-%d}"
-    routed = _route(db, symbol, request_key, day)
+    routed = _route(db, symbol, request_key, day, kind)
     if log_prediction and (logged := _logged_request(db, symbol, f"{day:%Y-%m-%d}", routed)) is not None:
         return logged  # asked before: the logged answer, without loading or running a model
     model, route = _serving_model(db, symbol, routed, day)
@@ -215,13 +238,14 @@ def predict(
             )
         if route != routed and (logged := _logged_request(db, symbol, f"{day:%Y-%m-%d}", route)) is not None:
             return logged  # a broken arm's request, already answered by the deployed model
-    predicted_return, predicted_close, lower, upper = forecast(model, last_close, features)
+    if model_kind(model.model_type) != kind:  # e.g. an A/B arm re-pointed at another kind of model
+        raise RegistryError(f"{route.model_id} is a {model.model_type} model: it cannot answer a {kind} request.")
+    answer = estimate(model, last_close, features)
     latency_ms = (time.perf_counter() - started) * 1000
     target = next_trading_day(symbol, day, db=db)
     prediction = Prediction(
         symbol=symbol, as_of=f"{day:%Y-%m-%d}", target_date=f"{target:%Y-%m-%d}", last_close=last_close,
-        predicted_close=predicted_close, lower=lower, upper=upper, predicted_return=predicted_return,
-        model_id=route.model_id, latency_ms=latency_ms, experiment_id=route.experiment_id, arm=route.arm,
+        model_id=route.model_id, latency_ms=latency_ms, experiment_id=route.experiment_id, arm=route.arm, **answer,
     )
     if not log_prediction:
         return prediction
@@ -250,8 +274,7 @@ def _shadow_rows(db: sqlite_utils.Database, served: Prediction, route: Route, fe
             shadow_route = Route(model_id=shadow_id, experiment_id=route.experiment_id, arm=arm)
             _report_broken_arm(db, shadow_route, exc, served.as_of, "its shadow forecasts are not logged")
             continue
-        s_ret, s_close, s_lower, s_upper = forecast(shadow_model, served.last_close, features)
-        shadow = replace(served, predicted_close=s_close, lower=s_lower, upper=s_upper, predicted_return=s_ret,
+        shadow = replace(served, **estimate(shadow_model, served.last_close, features),
                          model_id=shadow_id, arm=arm, latency_ms=(time.perf_counter() - shadow_started) * 1000)
         rows.append(_row(shadow, request_key, served=False))
     return rows
@@ -290,38 +313,43 @@ def _logged_request(db: sqlite_utils.Database, symbol: str, as_of: str, route: R
         cursor = db.execute(
             "SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 AND (experiment_id = ? OR "
             "(experiment_id IS NULL AND created_at >= (SELECT created_at FROM experiments WHERE id = ?))) "
-            "ORDER BY experiment_id IS NULL, id LIMIT 1", [symbol, as_of, route.experiment_id, route.experiment_id])
+            "AND (p_up IS NULL) = ? ORDER BY experiment_id IS NULL, id LIMIT 1",
+            [symbol, as_of, route.experiment_id, route.experiment_id, int(route.kind == "price")])
     row = cursor.fetchone()
     return _from_row(dict(zip([c[0] for c in cursor.description], row, strict=True))) if row else None
 
 
-def logged_forecast(symbol: str, as_of, db: sqlite_utils.Database | None = None) -> Prediction | None:
+def logged_forecast(symbol: str, as_of, db: sqlite_utils.Database | None = None, kind: str = "price") -> Prediction | None:
     """The forecast served for `symbol` on trading day `as_of`, as logged (the latest if several models
-    served that day), or None. Looking at a past day reads this: a page view is not a request."""
+    served that day), or None. Looking at a past day reads this: a page view is not a request. `kind="direction"`:
+    the served P(up) instead."""
     db = db or get_db()
-    cursor = db.execute("SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 ORDER BY id DESC LIMIT 1",
-                        [(symbol or "").strip().upper(), _day(as_of)])
+    cursor = db.execute("SELECT * FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 AND (p_up IS NULL) = ? "
+                        "ORDER BY id DESC LIMIT 1", [(symbol or "").strip().upper(), _day(as_of), int(kind == "price")])
     row = cursor.fetchone()
     return _from_row(dict(zip([c[0] for c in cursor.description], row, strict=True))) if row else None
 
 
 def _from_row(row: dict) -> Prediction:
-    last_close, predicted_close = row["last_close"], row["predicted_close"]
+    last_close = row["last_close"]
+    predicted_close = float("nan") if row["predicted_close"] is None else row["predicted_close"]
     with np.errstate(divide="ignore", invalid="ignore"):
         predicted_return = float(np.log(predicted_close / last_close)) if last_close else float("nan")
     return Prediction(
         symbol=row["symbol"], as_of=row["as_of"], target_date=row["target_date"], last_close=last_close,
         predicted_close=predicted_close, lower=row["lower"], upper=row["upper"], predicted_return=predicted_return,
         model_id=row["model_id"], latency_ms=row["latency_ms"], experiment_id=row["experiment_id"], arm=row["arm"],
-        prediction_id=row["id"], logged_at=row["created_at"],
+        prediction_id=row["id"], logged_at=row["created_at"], p_up=row.get("p_up"),
     )
 
 
 def _row(prediction: Prediction, request_key: str, served: bool) -> dict:
+    price = prediction.p_up is None  # a direction row leaves the price columns NULL
     return {
-        "model_id": prediction.model_id, "symbol": prediction.symbol, "as_of": prediction.as_of,
-        "target_date": prediction.target_date, "predicted_close": prediction.predicted_close,
-        "lower": prediction.lower, "upper": prediction.upper, "last_close": prediction.last_close,
+        "model_id": prediction.model_id, "symbol": prediction.symbol, "as_of": prediction.as_of, "p_up": prediction.p_up,
+        "target_date": prediction.target_date, "predicted_close": prediction.predicted_close if price else None,
+        "lower": prediction.lower if price else None, "upper": prediction.upper if price else None,
+        "last_close": prediction.last_close,
         "latency_ms": prediction.latency_ms, "experiment_id": prediction.experiment_id, "arm": prediction.arm,
         "request_key": request_key, "actual_close": None, "served": int(served), "created_at": utc_now(),
     }
@@ -371,11 +399,13 @@ def set_experiment_actual(prediction_id: int, actual_close: float, db: sqlite_ut
 
 def prediction_log(
     symbol: str | None = None, model_id: str | None = None, start=None, end=None,
-    served_only: bool = True, db: sqlite_utils.Database | None = None,
+    served_only: bool = True, db: sqlite_utils.Database | None = None, kind: str = "price",
 ) -> pd.DataFrame:
-    """Predictions as a frame (newest last), with error columns where the actual is known."""
+    """Predictions as a frame (newest last), with error columns where the actual is known; `kind`: the price
+    forecasts (default) or the served P(up) of direction models (`p_up`; their error columns are NaN)."""
     db = db or get_db()
     where, params = where_clause(("symbol = ?", symbol), ("model_id = ?", model_id),
+                                 ("p_up IS NULL", kind == "price"), ("p_up IS NOT NULL", kind == "direction"),
                                  ("as_of >= ?", f"{pd.Timestamp(start):%Y-%m-%d}" if start is not None else None),
                                  ("as_of <= ?", f"{pd.Timestamp(end):%Y-%m-%d}" if end is not None else None),
                                  ("served = 1", served_only))
@@ -399,7 +429,7 @@ def live_performance(symbol: str, as_of=None, days: int = 30, db: sqlite_utils.D
     db = db or get_db()
     until = f"{pd.Timestamp(as_of):%Y-%m-%d}" if as_of is not None else "9999-12-31"
     where, params = where_clause(("symbol = ?", symbol), ("model_id = ?", model_id), ("served = 1", True),
-                                 ("actual_close IS NOT NULL", True), ("as_of <= ?", until), ("target_date <= ?", until))
+                                 ("actual_close IS NOT NULL", True), ("p_up IS NULL", True), ("as_of <= ?", until), ("target_date <= ?", until))
     first = db.execute(  # the first of the last `days` scored days, walking the index back: never the whole history
         f"SELECT as_of FROM predictions {where} GROUP BY as_of ORDER BY as_of DESC LIMIT 1 OFFSET ?", [*params, days - 1],
     ).fetchone()

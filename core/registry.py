@@ -30,7 +30,10 @@ from core.training import TrainedModel
 log = logging.getLogger(__name__)
 
 PERFORMANCE_FILE = "performance_metrics.json"  # every model's walk-forward metrics, beside its artifact
-SERVABLE_TYPES = ("naive", "rf", "xgb")  # price forecasters; direction models are not served by `core.predict` yet
+SERVABLE_TYPES = ("naive", "rf", "xgb")  # price forecasters, served by `core.predict.predict`
+DIRECTION_TYPE = "direction"  # classifiers of tomorrow's direction, served by `core.predict.predict_direction`
+DEPLOYABLE_TYPES = (*SERVABLE_TYPES, DIRECTION_TYPE)
+KINDS = ("price", "direction")  # a ticker has at most one deployed model of each kind (store migration 007)
 STATUSES = ("candidate", "deployed", "archived", "rolled_back", "rejected")  # rejected: failed a retrain's gate
 
 
@@ -141,8 +144,15 @@ def list_models(symbol: str | None = None, status: str | None = None, db: sqlite
     return rows if model_types is None else [r for r in rows if r["model_type"] in model_types]
 
 
-def deployed_model(symbol: str, db: sqlite_utils.Database | None = None) -> dict | None:
-    found = list_models(symbol, "deployed", db=db)
+def model_kind(model_type: str) -> str:
+    """"price" or "direction": what a deployed model answers. Deployment, rollback and A/B routing are per kind,
+    so deploying a direction model never archives the ticker's price model, nor the reverse."""
+    return "direction" if model_type == DIRECTION_TYPE else "price"
+
+
+def deployed_model(symbol: str, db: sqlite_utils.Database | None = None, kind: str = "price") -> dict | None:
+    """The ticker's deployed model of `kind` (default: the price model, what most callers serve), or None."""
+    found = [m for m in list_models(symbol, "deployed", db=db) if model_kind(m["model_type"]) == kind]
     return found[0] if found else None
 
 
@@ -278,7 +288,7 @@ def _check_current(symbol: str, current: dict | None, expected: str | None, refu
 
 def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
            override: bool = False, expected_champion: str | None = None) -> dict:
-    """Make `model_id` the one deployed model of its ticker; the previous one is archived.
+    """Make `model_id` the one deployed model of its ticker and kind (`model_kind`); the previous one is archived.
 
     An uncertified model (core.certification) is refused with `CertificationRequired` unless
     `override=True` with a `reason`; the override and the reason are written to the audit log.
@@ -289,13 +299,13 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
     db = db or get_db()
     with transaction(db):
         model = get_model(model_id, db=db)
-        _check_current(model["symbol"], deployed_model(model["symbol"], db=db), expected_champion,
+        kind = model_kind(model["model_type"])
+        _check_current(model["symbol"], deployed_model(model["symbol"], db=db, kind=kind), expected_champion,
                        f"{model_id} was not deployed", db)
         if model["status"] == "deployed":
             raise RegistryError(f"{model_id} is already deployed.")
-        if model["model_type"] not in SERVABLE_TYPES:
-            raise RegistryError(f"{model_id} is a {model['model_type']} model: the serving path forecasts prices, so only "
-                                "a price model can be deployed; its P(up) is shown on the Forecast page.")
+        if model["model_type"] not in DEPLOYABLE_TYPES:
+            raise RegistryError(f"{model_id} is a {model['model_type']} model, which has no serving path: it cannot be deployed.")
         load_model(model_id, db=db)  # never deploy a file that would fail to load (checked before certification)
         if not model["certified"] and not override:
             raise CertificationRequired(
@@ -304,32 +314,32 @@ def deploy(model_id: str, actor: str = "user", reason: str = "", db: sqlite_util
             )
         if not model["certified"] and not reason.strip():
             raise CertificationRequired(f"Deploying the uncertified {model_id} with an override needs a reason for the audit log.")
-        previous = deployed_model(model["symbol"], db=db)
+        previous = deployed_model(model["symbol"], db=db, kind=kind)
         if previous:
             _set_status(db, previous["model_id"], "archived")
         _set_status(db, model_id, "deployed")
         audit(db, actor, "deploy", model_id, {
-            "symbol": model["symbol"], "previous": previous["model_id"] if previous else None, "reason": reason,
+            "symbol": model["symbol"], "kind": kind, "previous": previous["model_id"] if previous else None, "reason": reason,
             "certified": bool(model["certified"]), "override": bool(override and not model["certified"]),
         })
     log.info("deployed %s (previous: %s)", model_id, previous["model_id"] if previous else None)
     return {"deployed": model_id, "previous": previous["model_id"] if previous else None}
 
 
-def deployment_history(symbol: str, db: sqlite_utils.Database | None = None) -> list[str]:
-    """Model ids deployed for `symbol`, oldest first (from the audit log)."""
+def deployment_history(symbol: str, db: sqlite_utils.Database | None = None, kind: str = "price") -> list[str]:
+    """Model ids of `kind` deployed for `symbol`, oldest first (from the audit log)."""
     db = db or get_db()
     rows = db.query(
         "SELECT a.target FROM audit_log a JOIN models m ON m.model_id = a.target "
-        "WHERE a.action IN ('deploy', 'rollback') AND m.symbol = ? ORDER BY a.id",
-        [symbol],
+        "WHERE a.action IN ('deploy', 'rollback') AND m.symbol = ? AND (m.model_type = ?) = ? ORDER BY a.id",
+        [symbol, DIRECTION_TYPE, int(kind == "direction")],
     )
     return [r["target"] for r in rows]
 
 
-def _rollback_target(symbol: str, current_id: str, to: str | None, db: sqlite_utils.Database) -> str:
-    """The archived model deployed most recently before `current_id`, or `to` if it qualifies."""
-    history = [m for m in reversed(deployment_history(symbol, db=db)) if m != current_id]
+def _rollback_target(symbol: str, current_id: str, to: str | None, db: sqlite_utils.Database, kind: str = "price") -> str:
+    """The archived model of `kind` deployed most recently before `current_id`, or `to` if it qualifies."""
+    history = [m for m in reversed(deployment_history(symbol, db=db, kind=kind)) if m != current_id]
     eligible = [m for m in history if (row := get_model(m, db=db, missing_ok=True)) and row["status"] == "archived"]
     if to is not None:
         if to not in eligible:
@@ -340,33 +350,34 @@ def _rollback_target(symbol: str, current_id: str, to: str | None, db: sqlite_ut
     return eligible[0]
 
 
-def rollback_candidate(symbol: str, db: sqlite_utils.Database | None = None) -> str | None:
-    """The model a rollback of `symbol` would go back to, or None (then "Roll back" has nothing to do)."""
+def rollback_candidate(symbol: str, db: sqlite_utils.Database | None = None, kind: str = "price") -> str | None:
+    """The model a rollback of `symbol`'s `kind` would go back to, or None (then "Roll back" has nothing to do)."""
     db = db or get_db()
-    current = deployed_model(symbol, db=db)
+    current = deployed_model(symbol, db=db, kind=kind)
     if current is None:
         return None
     try:
-        return _rollback_target(symbol, current["model_id"], None, db)
+        return _rollback_target(symbol, current["model_id"], None, db, kind)
     except RegistryError:
         return None
 
 
 def rollback(symbol: str, actor: str = "user", reason: str = "", db: sqlite_utils.Database | None = None,
-             to: str | None = None, expected_current: str | None = None) -> dict:
+             to: str | None = None, expected_current: str | None = None, kind: str = "price") -> dict:
     """Redeploy the version that was deployed before the current one; the current one is marked rolled_back.
 
     `to` names the model to go back to (the validation window goes back to the champion it replaced,
-    whatever was deployed in between); `expected_current` makes it a compare-and-swap like `deploy`.
+    whatever was deployed in between); `expected_current` makes it a compare-and-swap like `deploy`. `kind`: which
+    of the ticker's deployed models (price or direction) is rolled back.
     The audit record and the rolled-back model's reason name both models.
     """
     db = db or get_db()
     with transaction(db):
-        current = deployed_model(symbol, db=db)
+        current = deployed_model(symbol, db=db, kind=kind)
         if current is None:
-            raise RegistryError(f"No model is deployed for {symbol}: nothing to roll back.")
+            raise RegistryError(f"No {'' if kind == 'price' else kind + ' '}model is deployed for {symbol}: nothing to roll back.")
         _check_current(symbol, current, expected_current, "nothing was rolled back", db)
-        target = _rollback_target(symbol, current["model_id"], to, db)
+        target = _rollback_target(symbol, current["model_id"], to, db, kind)
         load_model(target, db=db)
         _set_status(db, current["model_id"], "rolled_back")
         _set_status(db, target, "deployed")

@@ -165,7 +165,36 @@ def _m006_drift_watch_resume(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE drift_watch_state SET state_json = NULL WHERE alarm = 0")
 
 
+DIRECTION_METRIC_COLUMNS = ("accuracy", "brier", "log_loss", "always_up_accuracy", "always_up_brier", "always_up_log_loss",
+                            "persistence_accuracy", "persistence_brier", "persistence_log_loss")
+
+
+def _m007_direction_serving(db: sqlite_utils.Database) -> None:
+    """Direction models are served (issue 15): a served P(up) is a prediction row with `p_up` (its price
+    columns stay NULL), scored in classifier terms in `daily_metrics` beside the two baselines; and a ticker
+    may have one deployed model per kind (a price model and a direction model), which a partial unique
+    index makes the database enforce (two deploys racing can never leave two of one kind deployed)."""
+    if "p_up" not in db["predictions"].columns_dict:
+        db.execute("ALTER TABLE predictions ADD COLUMN p_up REAL")
+    present = set(db["daily_metrics"].columns_dict)
+    for name in DIRECTION_METRIC_COLUMNS:
+        if name not in present:
+            db.execute(f"ALTER TABLE daily_metrics ADD COLUMN {name} REAL")
+    # the app never leaves two deployed models of one kind (deploy archives the previous one); a database edited by
+    # hand might: the one deployed last (audit log) stays, the others are archived, said in the log and on the row
+    extra = db.execute(
+        "SELECT model_id FROM (SELECT m.model_id, ROW_NUMBER() OVER (PARTITION BY m.symbol, m.model_type = 'direction' "
+        "ORDER BY (SELECT MAX(a.id) FROM audit_log a WHERE a.target = m.model_id AND a.action IN ('deploy', 'rollback')) "
+        "DESC NULLS LAST, m.created_at DESC) AS rank FROM models m WHERE m.status = 'deployed') WHERE rank > 1").fetchall()
+    for (model_id,) in extra:
+        db.execute("UPDATE models SET status = 'archived', reason = COALESCE(reason || '; ', '') || ? WHERE model_id = ?",
+                   ["archived by migration 007: another model of its ticker and kind was deployed later", model_id])
+        log.warning("migration 007: archived %s (another model of its ticker and kind was deployed later)", model_id)
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS models_one_deployed_per_kind ON models "
+               "(symbol, model_type = 'direction') WHERE status = 'deployed'")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner, _m004_drift_watch,
-    _m005_scale_indexes, _m006_drift_watch_resume,
+    _m005_scale_indexes, _m006_drift_watch_resume, _m007_direction_serving,
 ]

@@ -1,5 +1,5 @@
-"""Forecast: the next close with its interval, the deployed model against naive, the newest direction model's P(up),
-and training new models. A page view is not a request: a served day shows the logged row, any other a what-if
+"""Forecast: the next close with its interval, the deployed model against naive, the direction model's P(up) (the
+deployed one, else the newest; its own "Serve and log"), and training new models. A page view is not a request: a served day shows the logged row, any other a what-if
 (computed, never logged); only "Serve and log", offered for the ticker's latest data day, serves a forecast, and
 the serving path logs it once. User text (typed tickers, messages quoting them, model ids built from them) goes
 through `escape_markdown`.
@@ -110,7 +110,7 @@ if model is not None:
     getattr(st, kind)(verdict)
     st.caption("Direction % for naive is the share of up days (the \"always up\" baseline): naive itself predicts no move.")
 
-if section := direction_view.direction_section(symbol, day):  # the newest direction model's P(up): a what-if, not logged
+if section := direction_view.direction_section(symbol, day, state=st.session_state):  # P(up): served, or a what-if
     st.subheader(section.title)
     for col, card in zip(st.columns(4), section.cards):
         col.metric(**card)

@@ -27,7 +27,7 @@ if table.empty:
 st.dataframe(table, hide_index=True, column_config=model_view.number_columns(st.column_config.NumberColumn))
 model_id = st.selectbox("Model", table["model_id"].tolist(), index=model_view.default_model_index(table), key="mm_model")
 model = registry.get_model(model_id)
-ticker = model["symbol"]
+ticker, kind = model["symbol"], registry.model_kind(model["model_type"])  # price / direction: deployed apart
 st.query_params["model"] = model_id  # the URL names what is shown, so it can be shared
 st.subheader(f"{model_id}")
 for column, card in zip(st.columns(4), model_view.headline(model)):
@@ -38,8 +38,8 @@ pending = st.session_state.get("mm_pending")  # deploy / rollback wait here for 
 a1, a2, a3, _ = st.columns([1, 1, 1, 2])
 if a1.button("Deploy", disabled=not model_view.deployable(model), key="mm_deploy", help=model_view.deploy_help(model)):
     st.session_state["mm_pending"] = pending = {"action": "deploy", "model_id": model_id}
-if a2.button(f"Roll back {ticker}", key="mm_rollback", **model_view.rollback_button(ticker)):
-    st.session_state["mm_pending"] = pending = {"action": "rollback", "symbol": ticker}
+if a2.button(f"Roll back {ticker}", key="mm_rollback", **model_view.rollback_button(ticker, kind=kind)):
+    st.session_state["mm_pending"] = pending = {"action": "rollback", "symbol": ticker, "kind": kind}
 if pending:
     what, current_id, needs_override = lifecycle.pending_action(pending)
     with st.container(border=True):

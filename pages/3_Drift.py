@@ -7,7 +7,7 @@ from core import drift, drift_kernels, drift_report, drift_watch, registry, runb
 from core.charts import SEVERITY_COLORS, empty_figure_note
 from core.drift_charts import (drift_error_stream_figure, drift_overlay_figure, drift_verdict_history_figure, onset_price_figure,
                                sequential_statistics_figure)
-from core.drift_view import PSI_P_EXPLAINED, feature_table, prediction_label, verdict_history
+from core.drift_view import PSI_P_EXPLAINED, feature_table, performance_card, prediction_label, verdict_history
 from core.formatting import number
 from core.config import get_settings
 from core.text import escape_markdown
@@ -21,7 +21,7 @@ st.caption("Compares the features of the last trading days with the model's trai
            "with validation, the market's volatility, its predictions, and streams its daily errors through ADWIN and Page-Hinkley.")
 
 with page_guard(st.error, st.stop):
-    models = registry.list_models(model_types=registry.SERVABLE_TYPES)  # drift of direction models: not built yet
+    models = registry.list_models(model_types=registry.DEPLOYABLE_TYPES)  # price and direction models
 if not models:
     st.info("No models yet. Train one on the Forecast page (or run `python -m core.demo`).")
     st.stop()
@@ -91,9 +91,7 @@ if data and data["model_id"] == model_id:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Drifted features", f"{report.dataset['n_drifted']} / {report.dataset['n_features']}",
               f"{report.dataset['drifted_share']:.0%}", delta_color="off", delta_arrow="off")
-    m2.metric("Recent MAE", f"${perf['recent_mae']:.3f}" if perf["recent_mae"] is not None else "n/a",
-              f"{perf['change_pct']:+.0f}% (MAPE) vs validation" if perf["change_pct"] is not None else perf["note"],
-              delta_color="inverse" if perf["change_pct"] is not None else "off")
+    m2.metric(**performance_card(perf))  # MAE of a price model, Brier score of a direction model's P(up)
     m3.metric("Volatility vs training", "x" + number(concept.get("volatility_ratio"), ".2f"),
               f"Levene p={number(concept.get('volatility_p_value'), '.1e')}", delta_color="off", delta_arrow="off")
     psi_value, psi_why = prediction_label(report.prediction)

@@ -1,7 +1,7 @@
 """Monitoring: volume, latency, error rate, intervals, rolling accuracy vs naive, model health by regime, PSI, alerts, retrain jobs."""
 import streamlit as st
 
-from core import alerts, charts, health_charts, retrain_jobs, runbook
+from core import alerts, charts, direction_view, health_charts, retrain_jobs, runbook
 from core.config import get_settings
 from core.cycle import cycle_history, last_cycle_run
 from core.health_view import default_model, display_table, model_health_view
@@ -80,9 +80,9 @@ with tab_traffic:
         st.plotly_chart(charts.interval_width_figure(widths), key="mon_widths")
         st.caption(f"Interval widths of the served predictions of the last {WIDTH_WINDOW_DAYS} days shown.")
 with tab_accuracy:
-    if done.empty:
-        st.info("No predictions with known actuals yet.")
-    else:
+    for element, kwargs in direction_view.monitoring_elements(metrics, prices_scored=not done.empty):  # P(up) models
+        getattr(st, element)(**kwargs)
+    if not done.empty:
         window = st.slider("Rolling window (trading days)", 5, 60, 20, key="mon_window")
         for name, group in done.groupby("model_id"):
             if note := charts.empty_figure_note(group["date"].nunique(), "scored days"):

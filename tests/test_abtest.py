@@ -1,11 +1,13 @@
 """A/B tests: routing, the statistics (against scipy and by simulation), storage, serving hook, stop + deploy."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -269,3 +271,45 @@ def test_external_prediction_is_judged_on_the_next_trading_day(registry_copy):
     pid = record_prediction(experiment_id, champion, 30.0, as_of="2012-09-07")  # a Friday
     target = registry_copy.execute("SELECT target_date FROM predictions WHERE id = ?", [pid]).fetchone()[0]
     assert target == "2012-09-10"
+
+
+def test_a_direction_test_compares_its_arms_on_log_loss_computed_by_hand(registry_copy):
+    """Two direction models of MSFT as arms; each served P(up) is then set to a known value per arm, so the log
+    loss of every prediction is -ln(p) on an up day and -ln(1 - p) on a down day, by hand."""
+    from core.ab_replay import simulate
+    from core.abtest import ExperimentError, analyze, create_experiment
+    from core.ab_validation import default_metric
+    from core.direction import train_direction
+    from core.registry import register
+
+    arms = [register(train_direction("MSFT", "logit", train_end="2012-05-31", window_days=300), db=registry_copy),
+            register(train_direction("MSFT", "logit", train_end="2012-05-31", window_days=500), db=registry_copy)]
+    assert default_metric(arms) == "log_loss"
+    with pytest.raises(ExperimentError, match="mix price and direction"):
+        create_experiment("mixed", "MSFT", [(arms[0], 0.5), (registry_copy.execute(
+            "SELECT model_id FROM models WHERE symbol = 'MSFT' AND status = 'deployed'").fetchone()[0], 0.5)],
+            "2012-06-01", metric="log_loss")
+    with pytest.raises(ExperimentError, match="judged on log_loss or brier"):
+        create_experiment("by mae", "MSFT", [(arms[0], 0.5), (arms[1], 0.5)], "2012-06-01")
+    experiment_id = create_experiment("direction", "MSFT", [(arms[0], 0.5), (arms[1], 0.5)], "2012-06-01",
+                                      duration_days=60, min_samples=5, metric="log_loss")
+    logged = simulate(experiment_id, "2012-06-01", "2012-07-30")
+    rows = pd.read_sql_query("SELECT id, arm, p_up, predicted_close, last_close, actual_close FROM predictions "
+                             "WHERE experiment_id = ? AND served = 1", registry_copy.conn, params=[experiment_id])
+    assert len(rows) == logged > 20 and rows["p_up"].between(0, 1).all() and rows["predicted_close"].isna().all()
+    assert set(rows["arm"]) == {"A", "B"}
+    known = {"A": 0.6, "B": 0.45}
+    for arm, p in known.items():
+        registry_copy.execute("UPDATE predictions SET p_up = ? WHERE experiment_id = ? AND arm = ?", [p, experiment_id, arm])
+    registry_copy.conn.commit()
+    analysis = analyze(experiment_id)
+    scored = rows.dropna(subset=["actual_close"])
+    for arm, p in known.items():
+        up = (scored.loc[scored["arm"] == arm, "actual_close"] > scored.loc[scored["arm"] == arm, "last_close"]).to_numpy()
+        by_hand = float(np.mean([-math.log(p) if went_up else -math.log(1 - p) for went_up in up]))
+        assert analysis.comparison.mean_loss[arm] == pytest.approx(by_hand)
+        row = analysis.arms.set_index("arm").loc[arm]
+        assert row["log loss"] == pytest.approx(by_hand) and row["n"] == len(up)
+        assert row["Brier"] == pytest.approx(float(np.mean([(p - went_up) ** 2 for went_up in up])))
+    difference = analysis.comparison.comparisons[0].difference
+    assert difference == pytest.approx(analysis.comparison.mean_loss["B"] - analysis.comparison.mean_loss["A"])

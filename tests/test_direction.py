@@ -139,7 +139,7 @@ def test_walk_forward_is_time_ordered_and_scores_every_baseline(trained_small):
 
 def test_registered_direction_model_is_typed_has_its_metrics_file_and_serves_p_up(trained_small, fresh_db):
     from core.direction import forecast_direction
-    from core.registry import PERFORMANCE_FILE, RegistryError, deploy, get_model, register
+    from core.registry import PERFORMANCE_FILE, CertificationRequired, deploy, get_model, register
     from core.model_files import model_folder
 
     model_id = register(trained_small, db=fresh_db)
@@ -155,8 +155,9 @@ def test_registered_direction_model_is_typed_has_its_metrics_file_and_serves_p_u
     assert result.as_of == row["train_end"] and not result.in_sample
     inside = forecast_direction(model_id, "2012-01-03", db=fresh_db)
     assert inside.in_sample
-    with pytest.raises(RegistryError, match="only a price model can be deployed"):
-        deploy(model_id, override=True, reason="test", db=fresh_db)
+    with pytest.raises(CertificationRequired):  # deployable now, behind the same certification gate as a price model
+        deploy(model_id, db=fresh_db)
+    assert deploy(model_id, override=True, reason="test", db=fresh_db) == {"deployed": model_id, "previous": None}
 
 
 def test_certification_in_classifier_terms_fails_honestly_below_the_baseline(trained_small, fresh_db, monkeypatch):
