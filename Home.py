@@ -58,15 +58,16 @@ st.dataframe(  # the columns an analyst acts on come first and fit 1400 px; the 
         "live MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
         "naive MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
         "skill (30 d)": st.column_config.NumberColumn(format="%+.3f", width="small",
-                                                      help="1 − MAE_model / MAE_naive over the last 30 days"),
+                                                      help="1 − MAE_model / MAE_naive over the last 30 scored days"),
         "verdict": st.column_config.TextColumn(width="medium"),
         "certification": st.column_config.TextColumn(width="medium"),
         TREND_COLUMN: st.column_config.LineChartColumn(help=f"{SPARK_WINDOW}-day rolling MAE of the deployed model"),
     },
 )
-st.caption(f"Live error: the deployed model's own served predictions of the last {LIVE_DAYS} trading days with a known "
-           "close (\"no live history yet\" until it has some; a predecessor's forecasts never count). Skill = "
-           "1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's. Certification: five robustness "
+st.caption(f"Live error: the deployed model's own served predictions of its last {LIVE_DAYS} days with a known close, "
+           "out of sample (\"no live history yet\" until it has some; a predecessor's forecasts never count). Skill = "
+           "1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's; \"beats\" or \"worse than naive\" only "
+           "when a paired test's 95% interval of the daily $ gain excludes 0, else \"on par\". Certification: five robustness "
            "checks on Model Management; \"(override)\" means the model went live without passing them.")
 t1, t2, t3 = st.columns(3)
 link("pages/1_Forecast.py", "Forecast a ticker or train a model", where=t1)

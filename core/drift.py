@@ -21,6 +21,7 @@ from core.drift_report import (FEATURE_TABLE_COLUMNS, DriftReport, combine, repo
 from core.drift_stats import compare_frames
 from core.features import build_features
 from core.market import MarketDataError, last_trading_day, load_prices
+from core.metrics import live_days, skill_drop
 from core.predict import prediction_log
 from core.registry import get_model, validation_predictions
 from core.store import get_db, to_json, transaction, utc_now
@@ -163,6 +164,11 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     window_start = _day(current.index[0])
     recent = errors[errors["as_of"] >= window_start]
     performance = performance_check(recent, validation, settings)
+    # degraded = live skill vs naive credibly below validation skill on the same days (core.metrics), not $ or %
+    # errors of a volatile live period against a calm validation one
+    judged = skill_drop(live_days([model_id], as_of, db=db), model["metrics"].get("skill"))
+    performance.update(degraded=judged["degraded"], live_skill=judged["live_skill"], validation_skill=judged["validation_skill"],
+                       skill_drop=judged["drop"], skill_days=judged["days"], skill_p_value=judged["p_value"])
     prices = load_prices(model["symbol"], start=reference.index[0] - pd.Timedelta(days=7), end=as_of, db=db)["close"]
     returns = np.log(prices).diff()
     concept = concept_check(returns.loc[reference.index].dropna().to_numpy(), returns.loc[current.index].dropna().to_numpy(),
