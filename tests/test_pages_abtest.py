@@ -53,7 +53,8 @@ def test_create_through_form_then_stop(registry_copy):
 
     stop = at.button(key="ab_stop")
     assert stop.label == "Stop test" and stop.proto.type == "secondary"  # no winner: nothing to deploy
-    assert any(c.value.startswith("No winner:") and "deploys nothing" in c.value for c in at.caption)
+    reasons = [c.value.replace("\\", "") for c in at.caption]  # escaped markdown: "No winner\\: ..."
+    assert any(r.startswith("No winner: Keep collecting") and "deploys nothing" in r for r in reasons)
     stop.click().run()
     assert any("Confirm: stop **MSFT rf vs xgb** and deploy nothing?" in m.value for m in at.markdown)
     at.button(key="ab_confirm").click().run()
@@ -203,7 +204,7 @@ def test_a_winner_is_deployed_through_the_registry_gate(registry_copy):
     assert not at.exception
     stop = at.button(key="ab_stop")
     assert stop.label == "Stop and deploy winner" and stop.proto.type == "primary"
-    assert any(f"({challenger}) wins" in c.value.replace("\\", "") for c in at.caption)
+    assert any(f"({challenger}) wins" in c.value.replace("\\", "") and "registry" in c.value for c in at.caption)
     stop.click().run()
     assert any("and deploy arm B" in m.value for m in at.markdown)
     at.button(key="ab_confirm").click().run()
