@@ -106,10 +106,16 @@ def model_health_view(model_id: str | None, db: sqlite_utils.Database | None = N
                        caption=_headline(model_id, len(joined), regimes, deciles))
 
 
-def default_model(metrics: pd.DataFrame) -> str | None:
-    """The model to judge when the page shows "All": the one with the most scored days in `metrics`."""
+def default_model(metrics: pd.DataFrame, db: sqlite_utils.Database | None = None) -> str | None:
+    """The model to judge when the page shows "All": the deployed model (the one Home shows) with the most scored
+    days in `metrics`, else the model with the most scored days."""
     scored = metrics.dropna(subset=["mae"])
-    return None if scored.empty else str(scored.groupby("model_id")["date"].nunique().idxmax())
+    if scored.empty:
+        return None
+    days = scored.groupby("model_id")["date"].nunique()
+    deployed = {row[0] for row in (db or get_db()).execute("SELECT model_id FROM models WHERE status = 'deployed'")}
+    live = days[days.index.isin(deployed)]
+    return str((live if not live.empty else days).idxmax())
 
 
 def skill_card(model_id: str | None, db: sqlite_utils.Database | None = None) -> dict:

@@ -101,3 +101,19 @@ def test_home_forecast_monitoring_and_the_alert_show_the_same_live_skill(demo_re
         known_on = log.loc[log["as_of"] == recent.index[-1], "target_date"].max()  # the day its last close was known
         alert = skill_drop(live_days([model_id], known_on, db=db), model["metrics"]["skill"])
         assert alert["live_skill"] == pytest.approx(expected) and alert["days"] == len(recent)
+
+
+def test_the_monitoring_tile_shows_homes_number_for_the_ticker(demo_registry):
+    """Monitoring opened on a ticker with "All" models judges its deployed model: the number Home shows."""
+    from conftest import page_app
+
+    from core.dashboard import load_dashboard
+
+    home = load_dashboard().tickers.set_index("ticker").loc["MSFT"]
+    at = page_app("pages/6_Monitoring.py")
+    at.query_params["ticker"] = "MSFT"
+    at = at.run()
+    assert not at.exception
+    tile = next(m for m in at.metric if m.label.startswith("Live skill"))
+    assert tile.value == f"{home['skill (30 d)']:+.3f}" and tile.delta == home["verdict"]
+    assert demo_registry["MSFT"] in tile.proto.help
