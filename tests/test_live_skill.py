@@ -117,3 +117,17 @@ def test_the_monitoring_tile_shows_homes_number_for_the_ticker(demo_registry):
     tile = next(m for m in at.metric if m.label.startswith("Live skill"))
     assert tile.value == f"{home['skill (30 d)']:+.3f}" and tile.delta == home["verdict"]
     assert demo_registry["MSFT"] in tile.proto.help
+
+
+def test_the_drift_verdicts_performance_part_is_the_skill_rule(demo_registry):
+    """The drift check's "degraded" is `skill_drop` on the live days, not the MAPE change against validation."""
+    from core.drift import check_model
+    from core.metrics import live_days, skill_drop
+    from core.registry import get_model
+
+    for model_id in demo_registry.values():
+        report = check_model(model_id, store=False)
+        judged = skill_drop(live_days([model_id], report.as_of), get_model(model_id)["metrics"]["skill"])
+        performance = report.performance
+        assert performance["degraded"] == judged["degraded"]
+        assert performance["live_skill"] == pytest.approx(judged["live_skill"]) and performance["skill_days"] == judged["days"]
