@@ -4,8 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.charts import skill_color, sparkline
-from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard
+from core.charts import sparkline
+from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard, verdict_color
 from core.loop_view import loop_states
 from core.text import escape_markdown
 from core.store import page_guard
@@ -86,7 +86,7 @@ for start in range(0, len(acting), 4):
 
 if board.sparklines:
     st.subheader(f"{SPARK_WINDOW}-day MAE of the deployed model, per ticker ($)")
-    skills = board.tickers.set_index("ticker")["skill (30 d)"]
+    verdicts = board.tickers.set_index("ticker")["verdict"]
     cards = st.columns(min(4, len(board.sparklines)))
     for i, (symbol, series) in enumerate(board.sparklines.items()):
         with cards[i % len(cards)].container(border=True):
@@ -94,9 +94,10 @@ if board.sparklines:
                         f"on {series.index[-1]:%Y-%m-%d}")
             st.caption(f"{escape_markdown(series.attrs['model_id'])} · {series.index[0]:%Y-%m-%d} → "
                        f"{series.index[-1]:%Y-%m-%d} · scale: low and high in $")
-            st.plotly_chart(sparkline(series, skill_color(skills.get(symbol))), key=f"home_spark_{symbol}",
+            st.plotly_chart(sparkline(series, verdict_color(verdicts.get(symbol))), key=f"home_spark_{symbol}",
                             width="stretch", config={"displayModeBar": False})
-    st.caption(f"Green when the ticker beats naive over the last {LIVE_DAYS} days, red when it does not."
+    st.caption(f"Green when the ticker credibly beats naive over its last {LIVE_DAYS} scored days, red when it is "
+               "credibly worse, grey when on par (the verdict column)."
                + (f" Cards for the {SPARK_CARDS} tickers with the lowest skill; the table's \"{TREND_COLUMN}\" column "
                   "has every ticker." if board.tickers[TREND_COLUMN].notna().sum() > len(board.sparklines) else ""))
 else:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.charts import PALETTE
 from core.market import available_symbols, cached_symbols, coverage
 from core.metrics import LIVE_SKILL_DAYS, first_of_last_days, live_days, live_skill_table
 from core.store import get_db
@@ -216,6 +217,12 @@ def live_verdict(deployed: bool, words: str | None) -> str:
     if not deployed:
         return "—"
     return words or "no live history yet"
+
+
+def verdict_color(words: str | None) -> str:
+    """A sparkline card's colour from the live-skill words, as the table says them: green only when the model
+    credibly beats naive, red when it is credibly worse, grey otherwise (on par, too few days, no history)."""
+    return {"beats naive": PALETTE["good"], "worse than naive": PALETTE["bad"]}.get(words or "", PALETTE["muted"])
 
 
 def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:

@@ -131,3 +131,12 @@ def test_the_drift_verdicts_performance_part_is_the_skill_rule(demo_registry):
         performance = report.performance
         assert performance["degraded"] == judged["degraded"]
         assert performance["live_skill"] == pytest.approx(judged["live_skill"]) and performance["skill_days"] == judged["days"]
+
+
+def test_a_sparkline_card_is_coloured_by_the_words_not_the_sign():
+    from core.charts import PALETTE
+    from core.dashboard import verdict_color
+
+    assert verdict_color("beats naive") == PALETTE["good"] and verdict_color("worse than naive") == PALETTE["bad"]
+    assert {verdict_color(w) for w in ("on par with naive", "too few days to judge", "no live history yet", None)} == {
+        PALETTE["muted"]}
