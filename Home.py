@@ -4,8 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.charts import skill_color, sparkline
-from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard
+from core.charts import sparkline
+from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard, verdict_color
 from core.loop_view import loop_states
 from core.text import escape_markdown
 from core.store import page_guard
@@ -58,15 +58,16 @@ st.dataframe(  # the columns an analyst acts on come first and fit 1400 px; the 
         "live MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
         "naive MAE $ (30 d)": st.column_config.NumberColumn(format="$%.3f"),
         "skill (30 d)": st.column_config.NumberColumn(format="%+.3f", width="small",
-                                                      help="1 − MAE_model / MAE_naive over the last 30 days"),
+                                                      help="1 − MAE_model / MAE_naive over the last 30 scored days"),
         "verdict": st.column_config.TextColumn(width="medium"),
         "certification": st.column_config.TextColumn(width="medium"),
         TREND_COLUMN: st.column_config.LineChartColumn(help=f"{SPARK_WINDOW}-day rolling MAE of the deployed model"),
     },
 )
-st.caption(f"Live error: the deployed model's own served predictions of the last {LIVE_DAYS} trading days with a known "
-           "close (\"no live history yet\" until it has some; a predecessor's forecasts never count). Skill = "
-           "1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's. Certification: five robustness "
+st.caption(f"Live error: the deployed model's own served predictions of its last {LIVE_DAYS} days with a known close, "
+           "out of sample (\"no live history yet\" until it has some; a predecessor's forecasts never count). Skill = "
+           "1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's; \"beats\" or \"worse than naive\" only "
+           "when a paired test's 95% interval of the daily $ gain excludes 0, else \"on par\". Certification: five robustness "
            "checks on Model Management; \"(override)\" means the model went live without passing them.")
 t1, t2, t3 = st.columns(3)
 link("pages/1_Forecast.py", "Forecast a ticker or train a model", where=t1)
@@ -85,7 +86,7 @@ for start in range(0, len(acting), 4):
 
 if board.sparklines:
     st.subheader(f"{SPARK_WINDOW}-day MAE of the deployed model, per ticker ($)")
-    skills = board.tickers.set_index("ticker")["skill (30 d)"]
+    verdicts = board.tickers.set_index("ticker")["verdict"]
     cards = st.columns(min(4, len(board.sparklines)))
     for i, (symbol, series) in enumerate(board.sparklines.items()):
         with cards[i % len(cards)].container(border=True):
@@ -93,9 +94,10 @@ if board.sparklines:
                         f"on {series.index[-1]:%Y-%m-%d}")
             st.caption(f"{escape_markdown(series.attrs['model_id'])} · {series.index[0]:%Y-%m-%d} → "
                        f"{series.index[-1]:%Y-%m-%d} · scale: low and high in $")
-            st.plotly_chart(sparkline(series, skill_color(skills.get(symbol))), key=f"home_spark_{symbol}",
+            st.plotly_chart(sparkline(series, verdict_color(verdicts.get(symbol))), key=f"home_spark_{symbol}",
                             width="stretch", config={"displayModeBar": False})
-    st.caption(f"Green when the ticker beats naive over the last {LIVE_DAYS} days, red when it does not."
+    st.caption(f"Green when the ticker credibly beats naive over its last {LIVE_DAYS} scored days, red when it is "
+               "credibly worse, grey when on par (the verdict column)."
                + (f" Cards for the {SPARK_CARDS} tickers with the lowest skill; the table's \"{TREND_COLUMN}\" column "
                   "has every ticker." if board.tickers[TREND_COLUMN].notna().sum() > len(board.sparklines) else ""))
 else:

@@ -8,6 +8,7 @@ one goes through `escape_markdown`, so a name is never rendered as a link, image
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 
 import pandas as pd
@@ -18,7 +19,8 @@ from core.ab_charts import (ab_cumulative_mae_figure, ab_error_distribution_figu
 from core.ab_stats import DECISION_RULE, ExperimentError
 from core.formatting import ERROR_METRIC_FORMATS, NOT_ENOUGH, finite, signed_pct
 from core.market import MarketDataError
-from core.registry import DEPLOYABLE_TYPES, CertificationRequired, RegistryError, get_model, list_models
+from core.registry import (DEPLOYABLE_TYPES, CertificationRequired, RegistryError, deployed_model, get_model, list_models,
+                           model_kind)
 from core.runbook import runbook_caption
 from core.text import escape_markdown
 
@@ -156,10 +158,41 @@ def replayed_message(start: date, end: date, days: int) -> str:
                            "served were not logged again.")
 
 
-def confirm_text(experiment: Mapping, analysis) -> str:
-    """The stop-and-deploy confirmation: which test stops and what it deploys."""
+@dataclass(frozen=True)
+class StopAction:
+    """The stop button as the test's state calls for it: deploy only a trustworthy winner that is not live yet."""
+
+    label: str
+    kind: str  # the button type: "primary" only when stopping deploys a winner
+    deploy: bool
+    reason: str  # escaped markdown, shown beside the button
+
+
+def stop_action(analysis) -> StopAction:
+    """"Stop and deploy winner" (primary, through the registry's certification gate) when the decision rule
+    named a winner that is not the deployed model and the traffic split is sound; otherwise "Stop test",
+    which deploys nothing, with the reason."""
+    winner, result = analysis.winner_model_id, analysis.comparison
+    if winner is None:
+        why = f"No winner: {analysis.recommendation} Stopping deploys nothing; the deployed model stays."
+        return StopAction("Stop test", "secondary", False, escape_markdown(why))
+    if result.srm_flag:
+        why = (f"Arm {analysis.winner} leads, but the sample ratio is broken (chi-square p = {result.srm_p:.2g}): its "
+               "win cannot be trusted. Stopping deploys nothing.")
+        return StopAction("Stop test", "secondary", False, escape_markdown(why))
+    current = deployed_model(analysis.experiment["symbol"], kind=model_kind(get_model(winner)["model_type"]))
+    if current is not None and current["model_id"] == winner:
+        why = f"Arm {analysis.winner} ({winner}) wins and is already deployed: stopping keeps it, nothing to deploy."
+        return StopAction("Stop test", "secondary", False, escape_markdown(why))
+    why = (f"Arm {analysis.winner} ({winner}) wins: stopping deploys it through the registry "
+           "(certification gate and audit, as a deploy on Model Management).")
+    return StopAction("Stop and deploy winner", "primary", True, escape_markdown(why))
+
+
+def confirm_text(experiment: Mapping, analysis, deploy: bool = True) -> str:
+    """The stop confirmation: which test stops and what it deploys."""
     target = (f"deploy arm {analysis.winner} (**{escape_markdown(analysis.winner_model_id)}**)"
-              if analysis.winner_model_id else "deploy nothing (no winner)")
+              if deploy and analysis.winner_model_id else "deploy nothing")
     return f"Confirm: stop **{escape_markdown(experiment['name'])}** and {target}?"
 
 
@@ -169,14 +202,15 @@ def stopped_message(done: Mapping) -> str:
                            else f"Stopped. Nothing deployed. {done['recommendation']}")
 
 
-def stop_test(experiment_id: int, override: bool) -> tuple[str, str, bool]:
-    """Stop a test and deploy its winner (`abtest.stop`); (flash kind, escaped message, needs override).
+def stop_test(experiment_id: int, override: bool, deploy: bool = True) -> tuple[str, str, bool]:
+    """Stop a test and, with `deploy` (`StopAction.deploy`), deploy its winner (`abtest.stop`); (flash kind,
+    escaped message, needs override).
 
     An uncertified winner without `override` stops nothing and asks for the override; a refusal says why.
     A database fault is not caught here: the page's action guard reports it.
     """
     try:
-        done = abtest.stop(experiment_id, deploy_winner=True, actor="ui", override=override)
+        done = abtest.stop(experiment_id, deploy_winner=deploy, actor="ui", override=override)
     except CertificationRequired as exc:
         return "error", escape_markdown(f"{exc} Tick the override box to deploy it anyway."), True
     except (ExperimentError, RegistryError) as exc:

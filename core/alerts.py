@@ -9,8 +9,10 @@ delivery is recorded in `audit_log` (action `alert_delivered` / `alert_delivery_
 `core.config.redact` before it is logged or stored: urllib quotes a malformed webhook URL whole, and
 the URL is the secret.
 
-Thresholds (the project's seeds): accuracy drop > 5 points of skill (1 - MAE/MAE_naive) against the
-model's validation skill, feature PSI > `MLSA_DRIFT_PSI_THRESHOLD` (0.25), latency P95 > 3x its
+Thresholds (the project's seeds): accuracy drop > 5 points of live skill (1 - MAE/MAE_naive, the one
+definition of `core.metrics`: the model's last 30 scored, served, out-of-sample days) below the model's
+validation skill, and credibly below it (`core.metrics.skill_drop`: skill vs naive on the same days, so
+a volatile month that makes every forecast's $ error larger is not a degradation), feature PSI > `MLSA_DRIFT_PSI_THRESHOLD` (0.25), latency P95 > 3x its
 median of the previous 20 days, error rate (failed cycle steps) > 1%.
 """
 from __future__ import annotations
@@ -22,20 +24,17 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-import numpy as np
 import pandas as pd
 import sqlite_utils
 
 from core.config import Settings, get_settings, redact
-from core.metrics import live_skill, metrics_frame
+from core.metrics import SKILL_DROP, live_days, metrics_frame, skill_drop
 from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("info", "warning", "critical")
 DRIFT_SEVERITY = {"moderate": "info", "significant": "warning", "critical": "critical"}
-ACCURACY_DROP = 0.05  # skill points below validation skill
-ACCURACY_MIN_DAYS = 10  # days with actuals needed before judging live accuracy
 LATENCY_SPIKE_FACTOR = 3.0
 LATENCY_BASELINE_DAYS = 20
 LATENCY_MIN_BASELINE = 5
@@ -125,23 +124,19 @@ def alerts_frame(symbol: str | None = None, model_id: str | None = None, unackno
 # --- conditions ---------------------------------------------------------------------------------------
 
 def conditions(model: dict, as_of, metrics: pd.DataFrame, report, error_rate: float,
-               settings: Settings | None = None) -> list[Condition]:
-    """The alert conditions that hold for `model` on `as_of`, from its daily metrics and drift report.
+               settings: Settings | None = None, live: pd.DataFrame | None = None) -> list[Condition]:
+    """The alert conditions that hold for `model` on `as_of`, from its daily metrics, live days and drift report.
 
-    `metrics` is the model's `daily_metrics` rows up to `as_of` (oldest first); `report` a drift report
-    or None. Pure: no database, so each threshold is tested directly.
+    `metrics` is the model's `daily_metrics` rows up to `as_of` (oldest first, for latency); `live` its
+    `core.metrics.live_days` rows on `as_of` (the scored days live skill is judged on); `report` a drift
+    report or None. Pure: no database, so each threshold is tested directly.
     """
     settings = settings or get_settings()
     found: list[Condition] = []
-    done = metrics.dropna(subset=["mae", "naive_mae"]).tail(settings.drift_window_days)
-    validation_skill = model.get("metrics", {}).get("skill")
-    if len(done) >= ACCURACY_MIN_DAYS and validation_skill is not None:
-        skill_now = live_skill(done)
-        drop = validation_skill - skill_now
-        if np.isfinite(skill_now) and drop > ACCURACY_DROP:
-            found.append(Condition("accuracy_drop", "critical" if drop > 4 * ACCURACY_DROP else "warning",
-                                   f"Live skill {skill_now:+.3f} over {len(done)} days vs validation {validation_skill:+.3f} "
-                                   f"(drop {drop:.3f} > {ACCURACY_DROP})."))
+    if live is not None:
+        drop = skill_drop(live, model.get("metrics", {}).get("skill"))
+        if drop["degraded"]:
+            found.append(Condition("accuracy_drop", drop["severity"], skill_drop_message(drop)))
     latency = metrics.dropna(subset=["latency_p95"])
     if len(latency) > LATENCY_MIN_BASELINE:
         latest = latency.iloc[-1]
@@ -177,13 +172,20 @@ def conditions(model: dict, as_of, metrics: pd.DataFrame, report, error_rate: fl
     return found
 
 
+def skill_drop_message(drop: dict) -> str:
+    """The accuracy alert's words: live vs validation skill, the drop and its evidence (`core.metrics.skill_drop`)."""
+    return (f"Live skill {drop['live_skill']:+.3f} over {drop['days']} scored days vs validation {drop['validation_skill']:+.3f} "
+            f"(drop {drop['drop']:.3f} > {SKILL_DROP}, one-sided p = {drop['p_value']:.3f}).")
+
+
 def evaluate_model(model: dict, as_of, report, error_rate: float, db: sqlite_utils.Database | None = None) -> list[str]:
     """Raise the alerts whose conditions hold today; returns the kinds newly raised (duplicates skipped)."""
     db = db or get_db()
     start = pd.Timestamp(as_of) - pd.Timedelta(days=120)
     metrics = metrics_frame(model_id=model["model_id"], start=start, end=as_of, db=db)
+    live = live_days([model["model_id"]], as_of, db=db)
     raised = []
-    for condition in conditions(model, as_of, metrics, report, error_rate):
+    for condition in conditions(model, as_of, metrics, report, error_rate, live=live):
         if raise_alert(model["model_id"], condition.kind, condition.severity, condition.message, condition.day or as_of,
                        db=db, detail=condition.detail) is not None:
             raised.append(condition.kind)

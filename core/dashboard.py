@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.charts import PALETTE
 from core.market import available_symbols, cached_symbols, coverage
+from core.metrics import LIVE_SKILL_DAYS, first_of_last_days, live_days, live_skill_table
 from core.store import get_db
 
 log = logging.getLogger(__name__)
 
-LIVE_DAYS = 30          # live MAE vs naive over the last 30 trading days with actuals, as on Forecast
+LIVE_DAYS = LIVE_SKILL_DAYS  # live skill: core.metrics' one definition, as on Forecast and Monitoring
 SPARK_WINDOW = 20       # rolling MAE window (trading days) of the sparkline
 SPARK_POINTS = 120      # days shown in the sparkline
 SPARK_CARDS = 12        # sparkline cards drawn on Home (each a chart); every ticker's trend is also a table column
@@ -39,13 +41,6 @@ _MEASURED = "d.mae IS NOT NULL AND d.n_predictions > 0"  # a daily_metrics row w
 
 def _until(as_of) -> str:
     return _FAR_FUTURE if as_of is None else f"{pd.Timestamp(as_of):%Y-%m-%d}"
-
-
-def _first_of_last_days(table: str, day: str, condition: str, alias: str = "p") -> str:
-    """SQL for the first of the last `:skip + 1` days up to `:until` on which the outer row's model `m` has a row
-    of `table` meeting `condition` ('' when it has fewer): one walk back along the (model_id, day) index."""
-    return (f"ifnull((SELECT {alias}.{day} FROM {table} {alias} WHERE {alias}.model_id = m.model_id AND {condition} "
-            f"AND {alias}.{day} <= :until GROUP BY {alias}.{day} ORDER BY {alias}.{day} DESC LIMIT 1 OFFSET :skip), '')")
 
 
 # --- one query per concern ----------------------------------------------------------------------------
@@ -76,23 +71,14 @@ def deployed_models(db: sqlite_utils.Database) -> pd.DataFrame:
 
 
 def live_errors(db: sqlite_utils.Database, as_of=None, days: int = LIVE_DAYS) -> pd.DataFrame:
-    """Per ticker: MAE of its deployed model's served predictions vs naive over its last `days`
-    prediction days with actuals.
+    """Per ticker: the live skill of its deployed model (`core.metrics.live_skill_table`: days, start, end, MAE
+    and naive MAE in $, skill, the interval of the gain over naive, verdict) over its last `days` scored days.
 
-    Scores belong to the model that earned them: only the deployed model's own predictions count,
-    so a ticker whose model was just deployed has no row (no live history yet), never its
-    predecessor's numbers. The same numbers as `core.predict.live_performance(..., model_id=...)`,
-    for every ticker in one query that reads only those days: per deployed model, the first of its last
-    `days` scored days is found walking back along the (model_id, as_of) index, and the rows from there on
-    are read through it (never the whole log, never a rank over it).
+    Scores belong to the model that earned them: only the deployed model's own served predictions count,
+    so a ticker whose model was just deployed has no row (no live history yet), never its predecessor's
+    numbers. The same numbers Forecast, Monitoring and the accuracy alert show for that model.
     """
-    return pd.read_sql_query(
-        f"SELECT m.symbol, COUNT(*) AS n, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
-        f"AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, MIN(p.as_of) AS start, MAX(p.as_of) AS end "
-        f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' AND m.model_type != 'direction' AND {_SCORED} "
-        f"AND p.as_of <= :until AND p.as_of >= {_first_of_last_days('predictions', 'as_of', _SCORED)} "
-        f"GROUP BY m.symbol", db.conn, params={"until": _until(as_of), "skip": days - 1},
-    )
+    return live_skill_table(live_days(None, as_of, days, db=db))
 
 
 def latest_drift(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
@@ -173,7 +159,7 @@ def daily_errors(db: sqlite_utils.Database, as_of=None, days: int = SPARK_POINTS
     metrics = pd.read_sql_query(
         f"SELECT m.symbol, m.model_id, d.date AS day, d.mae, d.naive_mae, 'daily_metrics' AS source "
         f"FROM models m JOIN daily_metrics d ON d.model_id = m.model_id WHERE m.status = 'deployed' AND m.model_type != 'direction' AND {_MEASURED} "
-        f"AND d.date <= :until AND d.date >= {_first_of_last_days('daily_metrics', 'date', _MEASURED, alias='d')}",
+        f"AND d.date <= :until AND d.date >= {first_of_last_days('daily_metrics', 'date', _MEASURED, alias='d')}",
         db.conn, params=params,
     )
     logged = pd.read_sql_query(
@@ -181,7 +167,7 @@ def daily_errors(db: sqlite_utils.Database, as_of=None, days: int = SPARK_POINTS
         f"AVG(ABS(p.last_close - p.actual_close)) AS naive_mae, 'prediction log' AS source "
         f"FROM models m JOIN predictions p ON p.model_id = m.model_id WHERE m.status = 'deployed' AND m.model_type != 'direction' "
         f"AND NOT EXISTS (SELECT 1 FROM daily_metrics d WHERE d.model_id = m.model_id AND {_MEASURED} AND d.date <= :until) "
-        f"AND {_SCORED} AND p.as_of <= :until AND p.as_of >= {_first_of_last_days('predictions', 'as_of', _SCORED)} "
+        f"AND {_SCORED} AND p.as_of <= :until AND p.as_of >= {first_of_last_days('predictions', 'as_of', _SCORED)} "
         f"GROUP BY m.symbol, p.as_of", db.conn, params=params,
     )
     frames = [f for f in (metrics, logged) if not f.empty]
@@ -228,13 +214,18 @@ def drift_label(overall_drift, severity) -> str:
     return f"⚠️ drift ({severity})" if int(overall_drift) else "✅ no drift"
 
 
-def live_verdict(deployed: bool, skill: float | None) -> str:
-    """The deployed model's live standing in words; "no live history yet" when it has not been scored."""
+def live_verdict(deployed: bool, words: str | None) -> str:
+    """The deployed model's live standing in words (`core.metrics.skill_words`); "no live history yet" when it
+    has not been scored."""
     if not deployed:
         return "—"
-    if skill is None or not np.isfinite(skill):
-        return "no live history yet"
-    return "beats naive" if skill > 0 else "loses to naive"
+    return words or "no live history yet"
+
+
+def verdict_color(words: str | None) -> str:
+    """A sparkline card's colour from the live-skill words, as the table says them: green only when the model
+    credibly beats naive, red when it is credibly worse, grey otherwise (on par, too few days, no history)."""
+    return {"beats naive": PALETTE["good"], "worse than naive": PALETTE["bad"]}.get(words or "", PALETTE["muted"])
 
 
 def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
@@ -255,12 +246,12 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
         model = deployed.loc[symbol] if symbol in deployed.index else None
         perf = live.loc[symbol] if symbol in live.index else None
         check = drift.loc[symbol] if symbol in drift.index else None
-        skill = (1 - perf["mae"] / perf["naive_mae"]) if perf is not None and perf["naive_mae"] > 0 else None
+        skill = perf["skill"] if perf is not None else None
         counts = alert_counts.loc[symbol] if symbol in alert_counts.index else None
         rows.append({  # the columns an analyst acts on first; the data span last
             "ticker": symbol,
             "deployed model": model["model_id"] if model is not None else "none",
-            "verdict": live_verdict(model is not None, skill),
+            "verdict": live_verdict(model is not None, perf["verdict"] if perf is not None else None),
             "skill (30 d)": skill,
             "last drift": drift_label(check["overall_drift"], check["severity"]) if check is not None
             else ("no drift check yet" if model is not None else "—"),

@@ -21,6 +21,7 @@ from core.drift_report import (FEATURE_TABLE_COLUMNS, MIN_PERF_SAMPLES, DriftRep
 from core.drift_stats import compare_frames
 from core.features import build_features
 from core.market import MarketDataError, last_trading_day, load_prices
+from core.metrics import live_days, skill_drop
 from core.predict import prediction_log
 from core.registry import DIRECTION_TYPE, get_model, validation_predictions
 from core.store import get_db, to_json, transaction, utc_now
@@ -170,6 +171,12 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
         errors = _model_errors(model_id, as_of, db)
         recent = errors[errors["as_of"] >= window_start]
         performance = performance_check(recent, validation, settings)
+        # degraded = live skill vs naive credibly below validation skill on the same days (core.metrics), not $ or %
+        # errors of a volatile live period against a calm validation one
+        judged = skill_drop(live_days([model_id], as_of, db=db), model["metrics"].get("skill"))
+        performance.update(degraded=judged["degraded"], live_skill=judged["live_skill"],
+                           validation_skill=judged["validation_skill"], skill_drop=judged["drop"],
+                           skill_days=judged["days"], skill_p_value=judged["p_value"])
         concept = concept_check(returns.loc[reference.index].dropna().to_numpy(), returns.loc[current.index].dropna().to_numpy(),
                                 recent, validation, settings)
         prediction = prediction_check(recent["pred_return"].to_numpy(), validation, settings)

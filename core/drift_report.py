@@ -201,8 +201,8 @@ def report_reasons(comparison: FrameComparison, performance: dict, concept: dict
         else:
             reasons.append(f"missing values in {row.feature} rose from {row.missing_ref:.0%} to {row.missing_cur:.0%}")
     if performance["degraded"]:
-        reasons.append(f"MAE {performance['change_pct']:+.0f}% vs validation (MAPE {performance['recent_mape']:.2f}% vs "
-                       f"{performance['validation_mape']:.2f}%; MAE ${performance['recent_mae']:.2f} vs ${performance['validation_mae']:.2f})")
+        reasons.append(f"live skill {performance['live_skill']:+.3f} vs validation {performance['validation_skill']:+.3f} "
+                       f"over {performance['skill_days']} scored days (skill vs naive on the same days)")
     if concept["volatility_drift"]:
         reasons.append(f"volatility x{concept['volatility_ratio']:.2f} vs training (Levene p={concept['volatility_p_value']:.1e})")
     if concept["bias_drift"]:

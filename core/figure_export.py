@@ -10,7 +10,10 @@ its queue, and a Chromium that starts but never answers blocks `fig.to_image` fo
   (a ~3 s start paid once per process, then about 0.3 s a figure); the caller waits on a future with
   a timeout (`MLSA_RENDER_TIMEOUT_S`, default 20 s). After a timeout the renderer is marked broken
   for the rest of the process, so later figures fall back at once instead of waiting again.
-- Nothing is registered with `atexit` that could join a stuck thread: the thread is a daemon.
+- Nothing is registered with `atexit` that could join a stuck thread: the thread is a daemon. The one exit
+  hook (`_close_at_exit`) kills the browser's process tree and then removes its temporary profile itself:
+  left to `tempfile`'s own finalizer, the profile was removed while Chromium still wrote into it and the
+  interpreter printed a harmless but alarming "Directory not empty" traceback on exit.
 - A timeout or a failure kills the browser's whole process tree (choreographer's wrapper, the browser
   and whatever it started, found through /proc by parent and by process group) with SIGKILL: a browser
   that ignores SIGTERM must not outlive the renderer, nor this process.
@@ -18,9 +21,11 @@ its queue, and a Chromium that starts but never answers blocks `fig.to_image` fo
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -32,6 +37,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 20.0
+CLOSE_TIMEOUT_S = 5.0  # at exit, how long the browser gets to quit before it is killed
 WIDTH, HEIGHT = 1000, 640
 
 
@@ -127,6 +133,20 @@ def kill_tree(root: int, popen: subprocess.Popen | None = None) -> list[int]:
     return pids
 
 
+def remove_profile(handle: Any) -> None:
+    """Remove a kaleido browser's temporary Chromium profile, once its processes are dead, and detach
+    `tempfile`'s exit finalizer so nothing tries again at exit (choreographer keeps the directory in
+    `_browser_impl.tmp_dir`; a handle without one is left alone)."""
+    tmp_dir = getattr(getattr(handle, "_browser_impl", None), "tmp_dir", None)
+    if tmp_dir is None:
+        return
+    finalizer = getattr(getattr(tmp_dir, "temp_dir", None), "_finalizer", None)
+    if finalizer is not None:
+        finalizer.detach()
+    shutil.rmtree(tmp_dir.path, ignore_errors=True)
+    tmp_dir.exists = Path(tmp_dir.path).exists()  # choreographer's own clean() then finds nothing to do
+
+
 class _Renderer:
     """One event loop on a daemon thread, holding one open kaleido browser across calls."""
 
@@ -145,18 +165,39 @@ class _Renderer:
             browser = self.starting = kaleido.Kaleido(n=1)
             await browser.open()
             self.browser, self.starting = browser, None
+            _hook_exit()
         return await self.browser.calc_fig(fig, opts={"format": "png", "width": WIDTH, "height": HEIGHT})
 
-    def kill_browser(self) -> list[int]:
-        """SIGKILL the browser's process tree (open or still opening) and forget it; returns the pids."""
+    def kill_browser(self, reason: str = "") -> list[int]:
+        """SIGKILL the browser's process tree (open or still opening), remove its profile and forget it; returns
+        the pids. With a `reason` (a timeout, a failure) the kill is logged as a warning."""
         handles = [h for h in (self.browser, self.starting) if h is not None]
         self.browser = self.starting = None
+        for handle in handles:  # its watchdog would wake on the kill, warn "Wait expired" and clean up a second time
+            if (watchdog := getattr(handle, "_watch_dog_task", None)) is not None and not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(watchdog.cancel)
         popens = [p for h in handles if isinstance(p := getattr(h, "subprocess", None), subprocess.Popen)]
         roots = [(p.pid, p) for p in popens] or [(pid, None) for pid in _renderer_children(find_chromium())]
         killed = [pid for root, popen in roots for pid in kill_tree(root, popen)]
-        if killed:
-            log.warning("killed the PNG renderer's browser processes %s", killed)
+        for handle in handles:  # dead now: nothing writes into the profile any more
+            remove_profile(handle)
+        if killed and reason:
+            log.warning("killed the PNG renderer's browser processes %s (%s)", killed, reason)
         return killed
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Close the browser the way choreographer does (its watchdog cancelled, Chromium asked to quit and
+        waited for, then its profile removed), on the render thread, waiting at most `timeout` seconds; a
+        browser that does not close in time, or a renderer already broken, is killed instead."""
+        browser = self.browser
+        if browser is not None and not self.broken:
+            self.browser = None
+            try:
+                asyncio.run_coroutine_threadsafe(browser.close(), self.loop).result(timeout)
+            except Exception:  # a timeout, or a browser that died meanwhile: kill whatever is left
+                log.debug("closing the PNG renderer's browser failed; killing it", exc_info=True)
+                self.browser = browser
+        self.kill_browser()  # a no-op when closed: no handle, no child of ours left running
 
     def run(self, make: Callable[[], Awaitable[bytes]], timeout: float) -> bytes:
         async def guarded() -> bytes:
@@ -173,7 +214,7 @@ class _Renderer:
         except concurrent.futures.TimeoutError:
             future.cancel()
             self.broken = f"kaleido did not answer within {timeout:g} s"
-            self.kill_browser()  # a browser that ignores SIGTERM must not outlive the render, nor this process
+            self.kill_browser(self.broken)  # a browser that ignores SIGTERM must not outlive the render, nor this process
             raise RenderUnavailable(self.broken) from None
 
 
@@ -199,12 +240,38 @@ def render_png(fig, timeout: float | None = None) -> bytes:
         except RenderUnavailable:
             raise
         except Exception as exc:  # ChromeNotFoundError, a crashed browser, a kaleido error
-            renderer.kill_browser()  # whatever it left running; the next call starts a new browser
+            renderer.kill_browser("kaleido failed")  # whatever it left running; the next call starts a new browser
             raise RenderUnavailable(f"kaleido failed ({type(exc).__name__}: {exc})") from exc
 
 
+def _close_at_exit() -> None:
+    """At interpreter exit: close the idle browser, then remove its profile (quietly, in that order). Bounded
+    (`CLOSE_TIMEOUT_S`, then SIGKILL and a reap), never a join of the render thread."""
+    renderer = _renderer
+    if renderer is not None:
+        try:
+            renderer.close()
+        except Exception:  # at exit nothing is worth a traceback; the process ends either way
+            log.debug("closing the PNG renderer at exit failed", exc_info=True)
+
+
+_exit_hooked = False
+
+
+def _hook_exit() -> None:
+    """Register `_close_at_exit` once, after the first browser made its profile: exit hooks run last-registered
+    first, so it runs before `tempfile`'s finalizer would try to remove the profile under a live Chromium."""
+    global _exit_hooked
+    if not _exit_hooked:
+        atexit.register(_close_at_exit)
+        _exit_hooked = True
+
+
 def _reset_for_tests() -> None:
-    """Forget the renderer (tests simulate a hung or missing browser)."""
+    """Close and forget the renderer (tests simulate a hung or missing browser); a forgotten open browser would
+    outlive it and die noisily at exit."""
     global _renderer
     with _lock:
+        if _renderer is not None:
+            _renderer.close()
         _renderer = None

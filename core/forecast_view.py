@@ -13,12 +13,13 @@ import pandas as pd
 
 from core import direction
 from core.market import MarketDataError, load_prices, source_label
+from core.metrics import LIVE_SKILL_DAYS, SKILL_CONFIDENCE, live_skill_of
 from core.runbook import runbook_caption
 from core.text import escape_markdown
 from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, Progress, TrainedModel, train_model
 
 CHART_DAYS = 180  # the chart range opens on the last 180 days
-LIVE_DAYS = 30  # live performance is measured over the last 30 days
+LIVE_DAYS = LIVE_SKILL_DAYS  # live performance: core.metrics' one definition (Home, Monitoring, alerts too)
 
 XGB_LEARNING_RATES = [0.01, 0.02, 0.03, 0.05, 0.1, 0.2]
 SERVE_HELP = ("Serve the forecast for the latest data day through the serving path and log it once; "
@@ -167,22 +168,35 @@ def chart_forecast(forecast: Mapping | None) -> dict | None:
             "upper": forecast["upper"] if forecast["upper"] is not None else point}
 
 
-def skill_verdict(model: Mapping, live: Mapping | None) -> tuple[str, str]:
-    """("warning" | "success", text): how the deployed model fares against naive, live or on validation.
+def skill_verdict(model: Mapping, as_of=None) -> tuple[str, str]:
+    """("warning" | "success" | "info", text): how the deployed model fares against naive, live (the live skill
+    of `core.metrics`, the number Home and Monitoring show) or, before it has been scored, on validation.
 
-    Green only for a certified model that beats naive.
+    Green only for a certified model that credibly beats naive; "on par" when the evidence does not say.
     """
-    skill_now = live["skill"] if live else model["metrics"]["skill"]
-    where = (f"over the last {LIVE_DAYS} days live" if live
-             else "on validation (no live history yet: it has not served a scored forecast)")
+    live = live_skill_of(model["model_id"], as_of)
     certified = "" if model["certified"] else " It is not certified (Model Management runs the five checks)."
     name = escape_markdown(model["model_id"])
-    if skill_now <= 0:
-        return "warning", (f"{name} loses to the naive forecast {where} (skill {skill_now:+.3f}). "
-                           f"For daily stock returns this is common: treat its forecast with that in mind.{certified}")
-    if certified:
+    if live["days"] == 0:
+        skill_now = model["metrics"]["skill"]
+        where = "on validation (no live history yet: it has not served a scored forecast)"
+        if skill_now <= 0:
+            return "warning", (f"{name} loses to the naive forecast {where} (skill {skill_now:+.3f}). "
+                               f"For daily stock returns this is common: treat its forecast with that in mind.{certified}")
         return "warning", f"{name} beats the naive forecast {where} (skill {skill_now:+.3f}).{certified}"
-    return "success", f"{name} beats the naive forecast {where} (skill {skill_now:+.3f})."
+    where = f"over its last {live['days']} scored days live (skill {live['skill']:+.3f})"
+    gain = (f"the daily gain over naive is \\${live['gain_low']:+.3f} to \\${live['gain_high']:+.3f} "
+            f"({SKILL_CONFIDENCE:.0%} interval)")
+    verdict = live["verdict"]
+    if verdict == "beats naive":
+        return ("success" if model["certified"] else "warning"), f"{name} beats the naive forecast {where}: {gain}.{certified}"
+    if verdict == "worse than naive":
+        return "warning", (f"{name} is worse than the naive forecast {where}: {gain}. Treat its forecast with that "
+                           f"in mind.{certified}")
+    if verdict == "on par with naive":
+        return "info", (f"{name} is on par with the naive forecast {where}: {gain}, which includes 0, so the "
+                        f"difference could be luck. For daily stock returns this is common.{certified}")
+    return "info", f"{name} has {live['days']} scored days live (skill {live['skill']:+.3f}): too few to judge.{certified}"
 
 
 def trained_summary(new_id: str, metrics: Mapping) -> tuple:

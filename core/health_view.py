@@ -16,6 +16,7 @@ import sqlite_utils
 
 from core import model_health
 from core.explain import ExplainError, artifact_files, window_features
+from core.metrics import SKILL_CONFIDENCE, live_skill_of
 from core.registry import DIRECTION_TYPE, get_model
 from core.store import get_db
 
@@ -62,10 +63,17 @@ def _headline(model_id: str, days: int, regimes: pd.DataFrame, deciles: pd.DataF
     parts = [f"{model_id}: {days} served forecasts scored against the actual close (none inside the training window); "
              "skill = 1 - MAE / naive MAE on the same days; regime and decile cut points come from the training window."]
     for label, table, name in (("regime", regimes, "group"), ("feature decile", deciles, "decile")):
-        worst = model_health.weakest(table) if not table.empty else None
+        if table.empty:
+            continue
+        worst = model_health.weakest(table)
         if worst is not None:
             where = f"{worst['feature']} decile {worst[name]}" if label == "feature decile" else str(worst[name])
-            parts.append(f"Weakest {label}: {where} (skill {worst['skill']:+.3f} over {int(worst['days'])} days).")
+            parts.append(f"Weakest {label}: {where} (skill {worst['skill']:+.3f} over {int(worst['days'])} days, "
+                         f"{worst['gap_low']:+.3f} to {worst['gap_high']:+.3f} below the other days at "
+                         f"{model_health.STANDOUT_CONFIDENCE:.0%}).")
+        else:
+            parts.append(f"No {label} stands out: the lowest skills are within the noise of the other days "
+                         "(bootstrap interval of the difference includes 0).")
     return " ".join(parts)
 
 
@@ -101,14 +109,35 @@ def model_health_view(model_id: str | None, db: sqlite_utils.Database | None = N
                        caption=_headline(model_id, len(joined), regimes, deciles))
 
 
-def default_model(metrics: pd.DataFrame) -> str | None:
-    """The model to judge when the page shows "All": the one with the most scored days in `metrics`."""
+def default_model(metrics: pd.DataFrame, db: sqlite_utils.Database | None = None) -> str | None:
+    """The model to judge when the page shows "All": the deployed model (the one Home shows) with the most scored
+    days in `metrics`, else the model with the most scored days."""
     scored = metrics.dropna(subset=["mae"])
-    return None if scored.empty else str(scored.groupby("model_id")["date"].nunique().idxmax())
+    if scored.empty:
+        return None
+    days = scored.groupby("model_id")["date"].nunique()
+    deployed = {row[0] for row in (db or get_db()).execute("SELECT model_id FROM models WHERE status = 'deployed'")}
+    live = days[days.index.isin(deployed)]
+    return str((live if not live.empty else days).idxmax())
+
+
+def skill_card(model_id: str | None, db: sqlite_utils.Database | None = None) -> dict:
+    """`st.metric` arguments for a model's live skill: the number and words of `core.metrics.live_skill_of`, the
+    ones Home, Forecast and the accuracy alert show for the same model."""
+    live = live_skill_of(model_id, db=db) if model_id else None
+    if live is None or live["days"] == 0:
+        return {"label": "Live skill", "value": "—", "delta": "no live history yet", "delta_color": "off", "delta_arrow": "off"}
+    color = {"beats naive": "green", "worse than naive": "red"}.get(live["verdict"], "gray")
+    return {"label": f"Live skill (last {live['days']} scored days)", "value": f"{live['skill']:+.3f}", "delta": live["verdict"],
+            "delta_color": color, "delta_arrow": "off",
+            "help": f"{model_id}: 1 − MAE/MAE_naive over its served, scored days {live['start']} → {live['end']}; daily gain "
+                    f"over naive \\${live['gain_low']:+.3f} to \\${live['gain_high']:+.3f} ({SKILL_CONFIDENCE:.0%} interval)"}
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """A regime or decile table for the page: $ and skill rounded, share in %, the columns named as elsewhere."""
     shown = table.rename(columns={"group": "regime", "mae": "MAE $", "naive_mae": "naive MAE $", "skill": "skill vs naive"})
     shown["share"] = (table["share"] * 100).round(0)
+    gap = [f"{lo:+.3f} to {hi:+.3f}" if pd.notna(lo) else "" for lo, hi in zip(table["gap_low"], table["gap_high"])]
+    shown = shown.drop(columns=["gap_low", "gap_high", "stands_out"]).assign(**{"skill vs other days (interval)": gap})
     return shown.rename(columns={"share": "share %"}).round({"MAE $": 3, "naive MAE $": 3, "skill vs naive": 3})

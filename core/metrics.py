@@ -6,6 +6,15 @@ percentiles are known at once, its error columns (MAE / RMSE in $, MAPE and dire
 daily cycle (`core.cycle`) therefore recomputes the last `METRICS_LOOKBACK_DAYS` calendar days each
 run (an upsert, so running a day twice changes nothing). Also the read-only views the Monitoring
 page draws: interval widths from the prediction log and the largest PSI of each stored drift check.
+
+Live skill has ONE definition, here (`live_skill_table` / `live_skill_of`), which Home, Forecast, Monitoring
+and the accuracy alert all show: 1 - MAE_model / MAE_naive over the model's last `LIVE_SKILL_DAYS` scored
+days, where a day counts when the model SERVED a forecast made that day (shadow rows are not what users
+saw), its actual close is known by `as_of`, and the day is not inside its training window (out of sample).
+Each day weighs the same. Its words ("beats naive" / "on par with naive" / "worse than naive") come from a
+paired t-test of the daily MAE difference (naive - model, $) over those days: a verdict other than "on par"
+needs the `SKILL_CONFIDENCE` interval of the mean difference to exclude 0 (for one-step forecasts this is
+the Diebold-Mariano test with absolute-error loss).
 """
 from __future__ import annotations
 
@@ -21,6 +30,10 @@ from core.market import load_prices
 from core.schema import DIRECTION_METRIC_COLUMNS
 from core.store import get_db, transaction, where_clause
 
+LIVE_SKILL_DAYS = 30  # THE live-skill window: scored, served, out-of-sample days (Home, Forecast, Monitoring, alert)
+LIVE_SKILL_MIN_DAYS = 10  # fewer scored days give no verdict ("too few days to judge") and no accuracy alert
+SKILL_CONFIDENCE = 0.95  # the paired test's interval that must exclude 0 before a verdict says beats / worse
+SKILL_DROP = 0.05  # degraded: live skill this far below validation skill, and credibly below it
 METRICS_LOOKBACK_DAYS = 14  # calendar days recomputed each run so late actuals are counted
 WIDTH_WINDOW_DAYS = 365  # the interval-width histogram shows the last year's predictions
 METRIC_COLUMNS = ["n_predictions", "mae", "rmse", "mape", "directional_accuracy", "naive_mae",
@@ -116,14 +129,131 @@ def metrics_frame(model_id: str | None = None, symbol: str | None = None, start=
     return frame
 
 
-def live_skill(metrics: pd.DataFrame) -> float:
-    """1 - MAE_model / MAE_naive over the given metric rows (prediction-weighted), NaN without actuals."""
-    done = metrics.dropna(subset=["mae", "naive_mae"])
-    if done.empty:
-        return float("nan")
-    weights = done["n_predictions"].to_numpy(dtype=float)
-    naive = float(np.sum(done["naive_mae"].to_numpy() * weights))
-    return float(1 - np.sum(done["mae"].to_numpy() * weights) / naive) if naive > 0 else float("nan")
+_FAR_FUTURE = "9999-12-31"
+# a forecast that counts for live skill: served by model m, its actual known by :until, out of sample (one made on
+# train_end targets the first close the model never saw: `core.predict.in_training_window`)
+_LIVE = "p.served = 1 AND p.predicted_close IS NOT NULL AND p.actual_close IS NOT NULL AND p.as_of >= substr(m.train_end, 1, 10) AND p.target_date <= :until"
+
+
+def first_of_last_days(table: str, day: str, condition: str, alias: str = "p") -> str:
+    """SQL for the first of the last `:skip + 1` days up to `:until` on which the outer row's model `m` has a row
+    of `table` meeting `condition` ('' when it has fewer): one walk back along the (model_id, day) index."""
+    return (f"ifnull((SELECT {alias}.{day} FROM {table} {alias} WHERE {alias}.model_id = m.model_id AND {condition} "
+            f"AND {alias}.{day} <= :until GROUP BY {alias}.{day} ORDER BY {alias}.{day} DESC LIMIT 1 OFFSET :skip), '')")
+
+
+def live_days(model_ids: list[str] | None = None, as_of=None, days: int = LIVE_SKILL_DAYS,
+              db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """Per model and scored day (the last `days` of them up to `as_of`): symbol, model and naive MAE in $.
+
+    `model_ids=None` means every deployed model (Home). Reads only those days: the first of them is found
+    walking back along the (model_id, as_of) index, never a pass over the whole log.
+    """
+    db = db or get_db()
+    until = _FAR_FUTURE if as_of is None else _day(as_of)
+    if model_ids is None:
+        chosen, params = "m.status = 'deployed'", {}
+    else:
+        chosen = "m.model_id IN (SELECT value FROM json_each(:ids))"
+        params = {"ids": json.dumps(list(model_ids))}
+    frame = pd.read_sql_query(
+        f"SELECT m.model_id, m.symbol, p.as_of AS day, COUNT(*) AS n, AVG(ABS(p.predicted_close - p.actual_close)) AS mae, "
+        f"AVG(ABS(p.last_close - p.actual_close)) AS naive_mae FROM models m JOIN predictions p ON p.model_id = m.model_id "
+        f"WHERE {chosen} AND {_LIVE} AND p.as_of <= :until AND p.as_of >= {first_of_last_days('predictions', 'as_of', _LIVE)} "
+        f"GROUP BY m.model_id, p.as_of ORDER BY m.model_id, p.as_of", db.conn,
+        params={**params, "until": until, "skip": days - 1},
+    )
+    return frame.astype({"mae": float, "naive_mae": float})
+
+
+LIVE_SKILL_COLUMNS = ["model_id", "symbol", "days", "start", "end", "mae", "naive_mae", "skill",
+                      "gain_low", "gain_high", "verdict"]
+
+
+def skill_words(days: int, gain_low: float, gain_high: float) -> str:
+    """The verdict for a live skill: "beats naive" / "worse than naive" only when the confidence interval of
+    the daily MAE gain over naive ($, naive - model) excludes 0, else "on par with naive"."""
+    if days == 0:
+        return "no live history yet"
+    if days < LIVE_SKILL_MIN_DAYS or not (np.isfinite(gain_low) and np.isfinite(gain_high)):
+        return "too few days to judge"
+    if gain_low > 0:
+        return "beats naive"
+    if gain_high < 0:
+        return "worse than naive"
+    return "on par with naive"
+
+
+def _t_interval(mean: np.ndarray, std: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The two-sided t interval of a mean (what scipy.stats.ttest_1samp(...).confidence_interval gives)."""
+    from scipy import stats  # lazy: only pages that judge skill need it
+
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * np.asarray(std, dtype=float) / np.sqrt(n)
+    half = np.where(n >= 2, half, np.nan)
+    return mean - half, mean + half
+
+
+def live_skill_table(days_frame: pd.DataFrame, confidence: float = SKILL_CONFIDENCE) -> pd.DataFrame:
+    """Per model, from `live_days` rows: days, first and last day, MAE and naive MAE ($, each day weighs the
+    same), skill, the confidence interval of the mean daily gain over naive ($) and the verdict in words."""
+    if days_frame.empty:
+        return pd.DataFrame(columns=LIVE_SKILL_COLUMNS)
+    frame = days_frame.assign(gain=days_frame["naive_mae"] - days_frame["mae"])
+    grouped = frame.groupby("model_id", sort=True)
+    out = grouped.agg(symbol=("symbol", "first"), days=("day", "size"), start=("day", "min"), end=("day", "max"),
+                      mae=("mae", "mean"), naive_mae=("naive_mae", "mean"), gain_mean=("gain", "mean"),
+                      gain_std=("gain", "std"))
+    out["skill"] = np.where(out["naive_mae"] > 0, 1 - out["mae"] / out["naive_mae"].where(out["naive_mae"] > 0), np.nan)
+    out["gain_low"], out["gain_high"] = _t_interval(out["gain_mean"].to_numpy(), out["gain_std"].to_numpy(),
+                                                    out["days"].to_numpy(), confidence)
+    out["verdict"] = [skill_words(int(d), lo, hi) for d, lo, hi in zip(out["days"], out["gain_low"], out["gain_high"])]
+    return out.reset_index()[LIVE_SKILL_COLUMNS]
+
+
+def live_skill_of(model_id: str, as_of=None, days: int = LIVE_SKILL_DAYS,
+                  db: sqlite_utils.Database | None = None) -> dict:
+    """One model's live skill row (`live_skill_table`) as a dict; days 0 and NaN numbers when never scored."""
+    table = live_skill_table(live_days([model_id], as_of, days, db=db))
+    if table.empty:
+        return {"model_id": model_id, "symbol": None, "days": 0, "start": None, "end": None, "mae": float("nan"),
+                "naive_mae": float("nan"), "skill": float("nan"), "gain_low": float("nan"), "gain_high": float("nan"),
+                "verdict": skill_words(0, float("nan"), float("nan"))}
+    return table.iloc[0].to_dict()
+
+
+def skill_drop(days_frame: pd.DataFrame, validation_skill: float | None, confidence: float = SKILL_CONFIDENCE) -> dict:
+    """Has live skill fallen below the validation skill? Judged as skill vs naive ON THE SAME DAYS, so a volatile
+    live period against a calm validation period (every error larger in $ or %) is not a degradation.
+
+    Degraded when, over at least `LIVE_SKILL_MIN_DAYS` scored days, live skill is more than `SKILL_DROP` below the
+    validation skill AND credibly below it: the daily excess `mae - (1 - validation_skill) * naive_mae` (0 on a
+    day the model keeps its validation skill) has a one-sided `confidence` interval above 0.
+    Returns live_skill, validation_skill, drop, days, p_value, degraded, severity ("critical" past 4x the limit).
+    """
+    days = len(days_frame)
+    result = {"live_skill": float("nan"), "validation_skill": validation_skill, "drop": float("nan"), "days": days,
+              "p_value": float("nan"), "degraded": False, "severity": None}
+    if days == 0 or validation_skill is None or not np.isfinite(validation_skill):
+        return result
+    mae, naive = days_frame["mae"].to_numpy(dtype=float), days_frame["naive_mae"].to_numpy(dtype=float)
+    live = float(1 - mae.mean() / naive.mean()) if naive.mean() > 0 else float("nan")
+    result.update(live_skill=live, drop=float(validation_skill - live))
+    if days < LIVE_SKILL_MIN_DAYS or not np.isfinite(live):
+        return result
+    excess = mae - (1 - validation_skill) * naive
+    std = excess.std(ddof=1)
+    if std > 1e-9 * max(1.0, float(np.abs(excess).mean())):  # not a rounding error's spread
+        from scipy import stats  # lazy
+
+        p_value = float(stats.ttest_1samp(excess, 0.0, alternative="greater").pvalue)
+    else:  # every day the same excess: certain
+        p_value = 0.0 if excess.mean() > 0 else 1.0
+    degraded = bool(result["drop"] > SKILL_DROP and p_value < 1 - confidence)
+    result.update(p_value=p_value, degraded=degraded,
+                  severity=("critical" if result["drop"] > 4 * SKILL_DROP else "warning") if degraded else None)
+    return result
 
 
 def interval_widths(model_id: str | None = None, symbol: str | None = None, start=None, end=None,

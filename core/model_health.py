@@ -11,6 +11,13 @@ every day and a shifted market shows up as days piling into one end (as PSI's bi
 - Feature deciles: the deciles of a feature over the reference window, applied to the scored days.
 
 Skill is 1 - MAE_model / MAE_naive on the same days, naive being "tomorrow's close = today's".
+
+A group is only called the weakest when it credibly is: the lowest-skill group of a split (with at least
+`MIN_DAYS_TO_RANK` days) gets a bootstrap interval of its skill minus the skill of the split's other days
+(scipy.stats.bootstrap, Bonferroni over the split's ranked groups, since it was picked as the lowest), and
+`stands_out` only when that interval lies below 0. Otherwise the page says no group stands out.
+Ranges are written in the units users think in: returns, volatility, distance to a moving average and
+MACD (a fraction of the price) in %, RSI in points, volume in standard deviations, weekdays by name.
 """
 from __future__ import annotations
 
@@ -21,7 +28,11 @@ VOLATILITY_FEATURE = "volatility_20"
 VOLATILITY_REGIMES = ("calm", "normal", "turbulent")
 DIRECTIONS = ("up day", "down day", "flat day")
 MIN_DAYS_TO_RANK = 5  # a group with fewer scored days is shown but never named the weakest
-ERROR_COLUMNS = ["days", "share", "mae", "naive_mae", "skill"]
+ERROR_COLUMNS = ["days", "share", "mae", "naive_mae", "skill", "gap_low", "gap_high", "stands_out"]
+STANDOUT_CONFIDENCE = 0.95  # before the Bonferroni split over a split's ranked groups
+BOOTSTRAP_RESAMPLES = 1999
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")  # trading days: day_of_week 0..4
+PERCENT_FEATURES = ("ret_", "volatility_", "close_to_sma_", "macd")  # fractions (of a price or log returns) -> %
 
 
 class HealthError(ValueError):
@@ -51,8 +62,37 @@ def grouped_errors(scored: pd.DataFrame, codes: np.ndarray, labels: list[str]) -
         naive = np.bincount(codes, weights=naive_abs_error, minlength=len(labels)) / days
         skill = np.where(naive > 0, 1 - mae / naive, np.nan)
         share = days / len(codes) if len(codes) else np.full(len(labels), np.nan)
-    return pd.DataFrame({"group": labels, "days": days, "share": share, "mae": mae, "naive_mae": naive, "skill": skill},
+    gap_low, gap_high = np.full(len(labels), np.nan), np.full(len(labels), np.nan)
+    ranked = np.flatnonzero((days >= MIN_DAYS_TO_RANK) & np.isfinite(skill))
+    if len(ranked) >= 2:  # one group alone has no "rest" to differ from
+        lowest = ranked[np.argmin(skill[ranked])]
+        gap_low[lowest], gap_high[lowest] = skill_gap_interval(
+            abs_error, naive_abs_error, codes == lowest, 1 - (1 - STANDOUT_CONFIDENCE) / len(ranked))
+    return pd.DataFrame({"group": labels, "days": days, "share": share, "mae": mae, "naive_mae": naive, "skill": skill,
+                         "gap_low": gap_low, "gap_high": gap_high, "stands_out": gap_high < 0},
                         columns=["group", *ERROR_COLUMNS])
+
+
+def skill_gap_interval(abs_error: np.ndarray, naive_abs_error: np.ndarray, in_group: np.ndarray,
+                       confidence: float, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of skill(group days) - skill(the other days): each side's days resampled
+    on their own (scipy.stats.bootstrap over day indices, vectorised); seeded, so a page shows the same words
+    on every rerun. (nan, nan) when the rest has fewer than `MIN_DAYS_TO_RANK` days."""
+    from scipy import stats  # lazy: only the Monitoring page's health tab needs it
+
+    group, rest = np.flatnonzero(in_group), np.flatnonzero(~np.asarray(in_group, dtype=bool))
+    if len(group) < MIN_DAYS_TO_RANK or len(rest) < MIN_DAYS_TO_RANK:
+        return float("nan"), float("nan")
+
+    def gap(g: np.ndarray, r: np.ndarray, axis: int = -1) -> np.ndarray:
+        g, r = g.astype(int), r.astype(int)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ((1 - abs_error[g].mean(axis) / naive_abs_error[g].mean(axis))
+                    - (1 - abs_error[r].mean(axis) / naive_abs_error[r].mean(axis)))
+
+    result = stats.bootstrap((group, rest), gap, vectorized=True, paired=False, confidence_level=confidence,
+                             n_resamples=BOOTSTRAP_RESAMPLES, method="percentile", random_state=seed)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def tercile_edges(reference: np.ndarray | pd.Series) -> np.ndarray:
@@ -78,10 +118,30 @@ def bin_index(values: np.ndarray | pd.Series, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(edges, dtype=float), np.asarray(values, dtype=float), side="left")
 
 
-def _ranges(edges: np.ndarray, fmt: str) -> list[str]:
+def _ranges(edges: np.ndarray, fmt: str, suffix: str = "") -> list[str]:
     bounds = [-np.inf, *edges, np.inf]
-    return [("≤ " + format(hi, fmt)) if lo == -np.inf else ("> " + format(lo, fmt)) if hi == np.inf
-            else f"{format(lo, fmt)} to {format(hi, fmt)}" for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return [(("≤ " + format(hi, fmt)) if lo == -np.inf else ("> " + format(lo, fmt)) if hi == np.inf
+             else f"{format(lo, fmt)} to {format(hi, fmt)}") + suffix for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _weekday_ranges(edges: np.ndarray) -> list[str]:
+    """Right-closed bins of weekday numbers (0 = Monday) named by the days they hold ("none" for an empty tie)."""
+    bounds = [-1, *np.floor(np.asarray(edges, dtype=float)).astype(int), len(WEEKDAYS) - 1]
+    names = [WEEKDAYS[lo + 1:hi + 1] for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return ["none" if not days else days[0] if len(days) == 1 else f"{days[0]}–{days[-1]}" for days in names]
+
+
+def feature_ranges(feature: str, edges: np.ndarray) -> list[str]:
+    """The bins cut at `edges` in the units users think in (see the module docstring), not raw fractions."""
+    if feature == "day_of_week":
+        return _weekday_ranges(edges)
+    if feature.startswith(PERCENT_FEATURES):
+        return _ranges(np.asarray(edges, dtype=float) * 100, ".2f", " %")
+    if feature == "rsi_14":
+        return _ranges(edges, ".0f")
+    if feature.startswith("volume_z"):
+        return _ranges(edges, "+.2f", " σ")
+    return _ranges(edges, ".4g")
 
 
 def regime_errors(scored: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -119,13 +179,14 @@ def feature_decile_errors(scored: pd.DataFrame, reference: pd.DataFrame, feature
         edges = decile_edges(reference[feature])
         table = grouped_errors(scored, bin_index(scored[feature], edges), [str(i) for i in range(1, 11)])
         table.insert(0, "feature", feature)
-        table.insert(2, "range", _ranges(edges, ".4g"))
+        table.insert(2, "range", feature_ranges(feature, edges))
         tables.append(table.rename(columns={"group": "decile"}))
     columns = ["feature", "decile", "range", *ERROR_COLUMNS]
     return pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
 
 
 def weakest(table: pd.DataFrame, min_days: int = MIN_DAYS_TO_RANK) -> pd.Series | None:
-    """The row with the lowest skill among groups with at least `min_days` days, or None."""
-    ranked = table[(table["days"] >= min_days) & table["skill"].notna()]
+    """The row with the lowest skill among groups with at least `min_days` days whose skill is credibly below
+    the rest of their split (`stands_out`), or None: then no group stands out."""
+    ranked = table[(table["days"] >= min_days) & table["skill"].notna() & table["stands_out"].astype(bool)]
     return None if ranked.empty else ranked.loc[ranked["skill"].idxmin()]

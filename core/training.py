@@ -31,6 +31,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
             "colsample_bytree": 0.8, "min_child_weight": 5.0, "reg_lambda": 1.0},
 }
 Progress = Callable[[float, str], None]
+XGB_THREADS = 1  # XGBoost fits: one thread unless a caller asks for more (see make_estimator)
 
 
 class NaiveModel:
@@ -46,10 +47,13 @@ class NaiveModel:
 def make_estimator(model_type: str, params: dict[str, Any] | None = None, n_jobs: int | None = None):
     """A fresh, unfitted estimator of `model_type` with DEFAULT_PARAMS overridden by `params`.
 
-    `n_jobs` defaults to `MLSA_TRAIN_THREADS` (2, one per core): more threads than free cores make
-    XGBoost's OpenMP threads spin and joblib poll, which cost 5x in the two-worker demo build.
+    `n_jobs` defaults to `MLSA_TRAIN_THREADS` (2, one per core) for the random forest, whose joblib threads
+    build whole trees and do not spin, and to `XGB_THREADS` (1) for XGBoost, as for the direction classifier:
+    its OpenMP threads synchronise at every tree level and spin while they wait, so 2 threads on 2 cores
+    shared with anything else (another training, the app) fit 13-19x SLOWER than 1 (bench/threads_bench.py).
     """
-    n_jobs = get_settings().train_threads if n_jobs is None else n_jobs
+    if n_jobs is None:
+        n_jobs = XGB_THREADS if model_type == "xgb" else get_settings().train_threads
     if model_type not in MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}.")
     merged = {**DEFAULT_PARAMS[model_type], **(params or {})}

@@ -106,7 +106,7 @@ if model is not None:
     st.subheader("Model vs naive (tomorrow = today)")
     formats = {column: st.column_config.NumberColumn(format=f) for column, f in ERROR_METRIC_FORMATS.items()}
     st.dataframe(comparison_table(model, live), hide_index=True, column_config=formats)
-    kind, verdict = view.skill_verdict(model, live)
+    kind, verdict = view.skill_verdict(model, as_of)  # the live skill Home and Monitoring show
     getattr(st, kind)(verdict)
     st.caption("Direction % for naive is the share of up days (the \"always up\" baseline): naive itself predicts no move.")
 

@@ -71,7 +71,6 @@ with st.expander("New A/B test", expanded=experiments.empty):
 
 if experiments.empty:
     st.stop()
-
 # --- one test --------------------------------------------------------------------------------------------
 labels = view.test_labels(experiments)
 linked = view.linked_test(st.query_params.get("test", ""), list(labels))
@@ -106,7 +105,6 @@ st.download_button("Download results (CSV)", analysis.results_csv, f"ab_test_{ex
 if exp["status"] != "running":
     st.stop()
 
-# --- replay and stop -------------------------------------------------------------------------------------
 with st.expander("Replay historical days through the serving path"):
     first_day, last_day, kind, text = view.replay_window(exp)
     getattr(st, kind)(text)
@@ -127,18 +125,20 @@ with st.expander("Replay historical days through the serving path"):
                         st.session_state["ab_flash_success"] = message
                         st.rerun()
 
-if st.button("Stop and deploy winner", type="primary", key="ab_stop"):
+action = view.stop_action(analysis)  # deploy only a trustworthy winner; else "Stop test" with the reason
+st.caption(action.reason)
+if st.button(action.label, type=action.kind, key="ab_stop"):
     st.session_state["ab_pending_stop"] = exp["id"]
 if st.session_state.get("ab_pending_stop") == exp["id"]:
     with st.container(border=True):
-        st.markdown(view.confirm_text(exp, analysis))
+        st.markdown(view.confirm_text(exp, analysis, action.deploy))
         needs_override = st.session_state.get("ab_needs_override") == exp["id"]
         override = needs_override and st.checkbox(view.OVERRIDE_LABEL, key="ab_override")
         b1, b2 = st.columns([1, 5])
         if b1.button("Confirm", type="primary", key="ab_confirm"):
             # a busy, read-only or full database: its message, the test keeps running and the panel stays open
             with action_guard(lambda message: st.session_state.update(ab_flash_error=escape_markdown(message))):
-                kind, message, needs_override = view.stop_test(exp["id"], override)
+                kind, message, needs_override = view.stop_test(exp["id"], override, action.deploy)
                 st.session_state[f"ab_flash_{kind}"] = message
                 if needs_override:
                     st.session_state["ab_needs_override"] = exp["id"]

@@ -4,8 +4,8 @@ import streamlit as st
 from core import alerts, charts, direction_view, health_charts, retrain_jobs, runbook
 from core.config import get_settings
 from core.cycle import cycle_history, last_cycle_run
-from core.health_view import default_model, display_table, model_health_view
-from core.metrics import WIDTH_WINDOW_DAYS, live_skill, metrics_frame, monitored_models, psi_history, recent_interval_widths
+from core.health_view import default_model, display_table, model_health_view, skill_card
+from core.metrics import WIDTH_WINDOW_DAYS, metrics_frame, monitored_models, psi_history, recent_interval_widths
 from core.store import page_guard
 from core.text import escape_markdown
 
@@ -50,9 +50,8 @@ symbol_arg, model_arg = (None if symbol == "All" else symbol), (None if model_id
 done = metrics.dropna(subset=["mae"])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Predictions", f"{int(metrics['n_predictions'].sum()):,}", f"{metrics['date'].nunique()} days", delta_color="off", delta_arrow="off")
-skill = live_skill(done.tail(20 * max(1, done["model_id"].nunique())))
-m2.metric("Live skill (last 20 days)", f"{skill:+.3f}", "beats naive" if skill > 0 else "loses to naive",
-          delta_color="green" if skill > 0 else "red", delta_arrow="off")
+with page_guard(st.error, st.stop):  # the one live skill (core.metrics): Home, Forecast and the alert show it too
+    m2.metric(**skill_card(model_arg or default_model(metrics)))
 m3.metric("Latency P95 (median day)", f"{metrics['latency_p95'].median():.1f} ms")
 with page_guard(st.error, st.stop):
     open_alerts = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg, unacknowledged_only=True)

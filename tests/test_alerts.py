@@ -25,13 +25,19 @@ def _kinds(found) -> dict:
     return {c.kind: c.severity for c in found}
 
 
+def _live(days=30, mae=1.0, naive=1.0) -> pd.DataFrame:
+    """`core.metrics.live_days` rows: one scored day each, model and naive MAE in $."""
+    dates = pd.bdate_range("2020-01-01", periods=days).strftime("%Y-%m-%d")
+    return pd.DataFrame({"model_id": MODEL["model_id"], "symbol": "TEST", "day": dates, "n": 1, "mae": mae, "naive_mae": naive})
+
+
 def test_thresholds_fire_only_above_their_limits():
     from core.alerts import conditions
 
     as_of = _metrics()["date"].iloc[-1]
-    assert conditions(MODEL, as_of, _metrics(mae=1.0, naive=1.0), None, 0.0) == []  # skill 0: drop 0.02 < 0.05
-    assert _kinds(conditions(MODEL, as_of, _metrics(mae=1.05, naive=1.0), None, 0.0)) == {"accuracy_drop": "warning"}
-    assert _kinds(conditions(MODEL, as_of, _metrics(mae=1.5, naive=1.0), None, 0.0)) == {"accuracy_drop": "critical"}
+    assert conditions(MODEL, as_of, _metrics(), None, 0.0, live=_live(mae=1.0, naive=1.0)) == []  # skill 0: drop 0.02 < 0.05
+    assert _kinds(conditions(MODEL, as_of, _metrics(), None, 0.0, live=_live(mae=1.05, naive=1.0))) == {"accuracy_drop": "warning"}
+    assert _kinds(conditions(MODEL, as_of, _metrics(), None, 0.0, live=_live(mae=1.5, naive=1.0))) == {"accuracy_drop": "critical"}
     assert _kinds(conditions(MODEL, as_of, _metrics(p95=5.0, last_p95=40.0), None, 0.0)) == {"latency_spike": "warning"}
     assert conditions(MODEL, as_of, _metrics(p95=5.0, last_p95=12.0), None, 0.0) == []  # 2.4x: no spike
     assert conditions(MODEL, as_of, _metrics(p95=1.0, last_p95=4.0), None, 0.0) == []  # under the floor
@@ -44,7 +50,22 @@ def test_thresholds_fire_only_above_their_limits():
     assert _kinds(found) == {"drift": "critical", "psi": "critical"}
     assert "2 feature(s)" in [c for c in found if c.kind == "psi"][0].message
     # too few days with actuals: accuracy is not judged
-    assert conditions(MODEL, as_of, _metrics(days=5, mae=3.0), None, 0.0) == []
+    assert conditions(MODEL, as_of, _metrics(), None, 0.0, live=_live(days=5, mae=3.0)) == []
+
+
+def test_a_volatile_live_month_is_not_an_accuracy_drop():
+    """Every $ error twice the validation period's (a volatile month) with the validation skill kept: no alert;
+    the same $ errors with the naive forecast doing better: an alert. Judged as skill vs naive on the same days."""
+    from core.alerts import conditions
+
+    as_of = _metrics()["date"].iloc[-1]
+    rng = np.random.default_rng(3)
+    naive = rng.uniform(1.5, 2.5, 30) * 2  # twice the validation period's errors
+    kept = _live(mae=naive * (1 - MODEL["metrics"]["skill"]) + rng.normal(0, 0.05, 30), naive=naive)
+    assert conditions(MODEL, as_of, _metrics(), None, 0.0, live=kept) == []
+    lost = _live(mae=naive * 1.15 + rng.normal(0, 0.05, 30), naive=naive)
+    [alert] = conditions(MODEL, as_of, _metrics(), None, 0.0, live=lost)
+    assert alert.kind == "accuracy_drop" and "scored days" in alert.message
 
 
 def test_a_repeated_condition_raises_one_alert_per_day(fresh_db):
@@ -170,14 +191,18 @@ def test_email_channel_and_offline_mode(fresh_db, monkeypatch):
     assert message["To"] == "ops@example.test" and "drift" in message["Subject"]
 
 
-def test_evaluate_model_reads_daily_metrics(fresh_db):
+def test_evaluate_model_reads_the_served_predictions(fresh_db):
+    """The alert judges the live days of `core.metrics.live_days`: served, scored, out-of-sample predictions."""
     from core.alerts import evaluate_model
 
     fresh_db["models"].insert({"model_id": MODEL["model_id"], "symbol": "TEST", "model_type": "rf", "version": 1,
-                               "status": "deployed", "metrics_json": json.dumps(MODEL["metrics"])})
-    rows = _metrics(mae=1.2, naive=1.0).assign(model_id=MODEL["model_id"], date=lambda f: f["date"].dt.strftime("%Y-%m-%d"))
-    fresh_db["daily_metrics"].insert_all(rows.replace({np.nan: None}).to_dict("records"), pk=("model_id", "date"))
-    as_of = rows["date"].iloc[-1]
+                               "status": "deployed", "train_end": "2019-12-31", "metrics_json": json.dumps(MODEL["metrics"])})
+    days = pd.bdate_range("2020-01-01", periods=30)
+    fresh_db["predictions"].insert_all([
+        {"symbol": "TEST", "model_id": MODEL["model_id"], "as_of": f"{d:%Y-%m-%d}", "target_date": f"{d + pd.offsets.BDay():%Y-%m-%d}",
+         "served": served, "last_close": 100.0, "actual_close": 101.0, "predicted_close": predicted}
+        for d in days for served, predicted in ((1, 101.0 + 1.2), (0, 101.0))])  # the shadow rows are perfect: never counted
+    as_of = f"{days[-1] + pd.offsets.BDay():%Y-%m-%d}"
     assert evaluate_model(MODEL, as_of, None, 0.0) == ["accuracy_drop"]
     assert evaluate_model(MODEL, as_of, None, 0.0) == []
 

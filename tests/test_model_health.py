@@ -88,7 +88,54 @@ def test_feature_decile_errors_by_hand():
         model_health.feature_decile_errors(scored, reference, ["macd"])
 
 
-def test_weakest_skips_groups_with_too_few_days():
-    table = pd.DataFrame({"group": ["a", "b", "c"], "days": [10, 2, 8], "skill": [0.1, -0.9, -0.2]})
+def test_weakest_skips_groups_with_too_few_days_and_groups_that_do_not_stand_out():
+    table = pd.DataFrame({"group": ["a", "b", "c"], "days": [10, 2, 8], "skill": [0.1, -0.9, -0.2],
+                          "stands_out": [False, True, True]})
     assert model_health.weakest(table)["group"] == "c"  # b is worse but has 2 days
     assert model_health.weakest(table, min_days=20) is None
+    assert model_health.weakest(table.assign(stands_out=False)) is None  # lowest, but within the noise
+
+
+def _noisy_days(n: int, seed: int, model_factor: np.ndarray) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    last = np.full(n, 100.0)
+    actual = last + rng.normal(0, 2.0, n)
+    predicted = actual + rng.normal(0, 2.0, n) * model_factor
+    return _scored(predicted, last, actual)
+
+
+def test_a_group_is_weakest_only_when_its_gap_is_credible():
+    codes = np.repeat([0, 1, 2], 60)
+    # group c errs three times as much as a and b: its skill is credibly below the other days
+    clear = model_health.grouped_errors(_noisy_days(180, 1, np.repeat([1.0, 1.0, 3.0], 60)), codes, ["a", "b", "c"])
+    assert clear["stands_out"].tolist() == [False, False, True]
+    assert clear.loc[2, "gap_high"] < 0 and model_health.weakest(clear)["group"] == "c"
+    # every group the same model: one is lowest by chance, none stands out
+    same = model_health.grouped_errors(_noisy_days(180, 2, np.ones(180)), codes, ["a", "b", "c"])
+    lowest = int(same["skill"].idxmin())
+    assert same.loc[lowest, "gap_low"] < 0 < same.loc[lowest, "gap_high"]
+    assert not same["stands_out"].any() and model_health.weakest(same) is None
+
+
+def test_the_gap_interval_brackets_the_observed_gap_and_is_reproducible():
+    scored = _noisy_days(120, 3, np.repeat([1.0, 1.5], 60))
+    error = np.abs(scored["predicted_close"] - scored["actual_close"]).to_numpy()
+    naive = np.abs(scored["last_close"] - scored["actual_close"]).to_numpy()
+    in_group = np.arange(120) >= 60
+    observed = (1 - error[in_group].mean() / naive[in_group].mean()) - (1 - error[~in_group].mean() / naive[~in_group].mean())
+    low, high = model_health.skill_gap_interval(error, naive, in_group, 0.95)
+    assert low < observed < high
+    assert model_health.skill_gap_interval(error, naive, in_group, 0.95) == (low, high)  # seeded: same words each rerun
+    wider = model_health.skill_gap_interval(error, naive, in_group, 0.99)
+    assert wider[0] < low and wider[1] > high
+
+
+def test_decile_ranges_are_in_the_units_users_think_in():
+    assert model_health.feature_ranges("ret_1d", np.array([-0.0123, 0.0456]))[1] == "-1.23 to 4.56 %"
+    assert model_health.feature_ranges("volatility_20", np.array([0.01]))[0] == "≤ 1.00 %"
+    assert model_health.feature_ranges("close_to_sma_50", np.array([0.05]))[1] == "> 5.00 %"
+    assert model_health.feature_ranges("rsi_14", np.array([30.4, 70.2])) == ["≤ 30", "30 to 70", "> 70"]
+    assert model_health.feature_ranges("volume_z_20", np.array([-1.0]))[0] == "≤ -1.00 σ"
+    days = model_health.feature_ranges("day_of_week", model_health.decile_edges(np.tile(np.arange(5.0), 20)))
+    assert days[0] == "Mon" and days[-1] == "none"  # tied edges: empty deciles say so
+    assert [d for d in days if d != "none"] == ["Mon", "Tue", "Wed", "Thu", "Fri"]

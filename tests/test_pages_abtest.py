@@ -1,7 +1,7 @@
 """The A/B Tests page through AppTest: the demo tests listed, a test created through the form, then stopped."""
 from __future__ import annotations
 
-
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from conftest import page_app
@@ -51,8 +51,12 @@ def test_create_through_form_then_stop(registry_copy):
     assert any("started on MSFT" in s.value for s in at.success)
     assert at.metric[0].value == "running"
 
-    at.button(key="ab_stop").click().run()
-    assert any("Confirm: stop **MSFT rf vs xgb**" in m.value for m in at.markdown)
+    stop = at.button(key="ab_stop")
+    assert stop.label == "Stop test" and stop.proto.type == "secondary"  # no winner: nothing to deploy
+    reasons = [c.value.replace("\\", "") for c in at.caption]  # escaped markdown: "No winner\\: ..."
+    assert any(r.startswith("No winner: Keep collecting") and "deploys nothing" in r for r in reasons)
+    stop.click().run()
+    assert any("Confirm: stop **MSFT rf vs xgb** and deploy nothing?" in m.value for m in at.markdown)
     at.button(key="ab_confirm").click().run()
     assert not at.exception
     assert any("Stopped" in s.value for s in at.success)
@@ -174,3 +178,40 @@ def test_switching_tests_resets_the_replay_dates(registry_copy):
     at.selectbox(key="ab_test").set_value(aapl).run()
     expected = tuple(date.fromisoformat(d) for d in replay_bounds(get_experiment(aapl)))
     assert (at.date_input(key=f"ab_replay_start_{aapl}").value, at.date_input(key=f"ab_replay_end_{aapl}").value) == expected
+
+
+def test_a_winner_is_deployed_through_the_registry_gate(registry_copy):
+    """A test whose challenger arm clearly wins offers "Stop and deploy winner" (primary); an uncertified winner
+    needs the override, then the registry deploys it and audits the deploy."""
+    from core import abtest
+    from core.market import load_prices
+    from core.registry import deployed_model, get_model, list_models
+
+    champion = deployed_model("MSFT")["model_id"]
+    challenger = next(m["model_id"] for m in list_models("MSFT") if m["model_id"] != champion and m["model_type"] != "naive")
+    start = max(get_model(champion)["train_end"], get_model(challenger)["train_end"])
+    closes = load_prices("MSFT", start=start)["close"]
+    test_id = abtest.create_experiment("MSFT clear winner", "MSFT", [(champion, 0.5), (challenger, 0.5)], start,
+                                       duration_days=90, min_samples=10)
+    rng = np.random.default_rng(0)
+    for day, last, actual in zip(closes.index[:40], closes.iloc[:40], closes.iloc[1:41]):
+        for model_id, error in ((champion, 2.0), (challenger, 0.05)):
+            abtest.record_prediction(test_id, model_id, actual + error + rng.normal(0, 0.01), day, last_close=last,
+                                     actual_close=actual)
+    at = page_app(PAGE)
+    at.query_params["test"] = str(test_id)
+    at = at.run()
+    assert not at.exception
+    stop = at.button(key="ab_stop")
+    assert stop.label == "Stop and deploy winner" and stop.proto.type == "primary"
+    assert any(f"({challenger}) wins" in c.value.replace("\\", "") and "registry" in c.value for c in at.caption)
+    stop.click().run()
+    assert any("and deploy arm B" in m.value for m in at.markdown)
+    at.button(key="ab_confirm").click().run()
+    if not get_model(challenger)["certified"]:  # the registry's gate: an uncertified winner needs the override
+        assert any("override" in e.value for e in at.error) and deployed_model("MSFT")["model_id"] == champion
+        at.checkbox(key="ab_override").check().run()
+        at.button(key="ab_confirm").click().run()
+    assert not at.exception
+    assert deployed_model("MSFT")["model_id"] == challenger
+    assert list(registry_copy.query("SELECT 1 FROM audit_log WHERE action = 'deploy' AND target = ?", [challenger]))

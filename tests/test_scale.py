@@ -95,7 +95,7 @@ def test_live_errors_equal_the_forecast_pages_numbers(registry_copy, demo_regist
     earlier = live_errors(registry_copy, as_of, days=10).set_index("symbol")
     for symbol, model_id in demo_registry.items():
         expected = live_performance(symbol, days=30, model_id=model_id)
-        assert live.loc[symbol, "n"] == expected["n"]
+        assert live.loc[symbol, "days"] == expected["n"]  # one served forecast a day
         assert live.loc[symbol, "mae"] == pytest.approx(expected["mae"])
         assert live.loc[symbol, "naive_mae"] == pytest.approx(expected["naive_mae"])
         assert (live.loc[symbol, "start"], live.loc[symbol, "end"]) == (expected["start"], expected["end"])

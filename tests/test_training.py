@@ -102,3 +102,14 @@ def test_train_end_is_the_last_trading_day_seen(demo_registry):
     trained = train_model("MSFT", "naive", train_end="2010-07-04", window_days=400)  # a Sunday
     assert trained.train_end == pd.Timestamp("2010-07-02")
     assert trained.validation.index.max() < trained.train_end
+
+
+def test_xgboost_fits_on_one_thread_and_the_forest_on_the_setting(monkeypatch):
+    """XGBoost's OpenMP threads spin on a shared 2-core machine (bench/threads_bench.py): one thread unless asked;
+    the random forest's joblib threads follow MLSA_TRAIN_THREADS."""
+    from core.training import XGB_THREADS, make_estimator
+
+    monkeypatch.setenv("MLSA_TRAIN_THREADS", "2")
+    assert XGB_THREADS == 1 and make_estimator("xgb").get_params()["n_jobs"] == 1
+    assert make_estimator("rf").get_params()["n_jobs"] == 2
+    assert make_estimator("xgb", n_jobs=2).get_params()["n_jobs"] == 2  # an explicit request is kept
