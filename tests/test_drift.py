@@ -300,3 +300,28 @@ def test_check_model_refuses_a_day_beyond_the_data_and_stores_nothing(demo_regis
     first, end = drift.as_of_bounds(model_id, 30)
     assert end == last and pd.Timestamp(get_model(model_id)["train_end"]) < first < end
     assert drift.check_model(model_id, as_of=first, window_days=30, store=False).dataset["current_start"] > get_model(model_id)["train_end"]
+
+
+def test_streaming_check_runs_on_the_whole_stream_and_keeps_only_what_the_page_draws():
+    """ADWIN / Page-Hinkley see every day since deployment (a jump late in a long stream is found as on the whole
+    stream), but the report keeps the last STREAM_KEEP_DAYS days and their detections: a report's size no longer
+    grows with the days since deployment."""
+    from river.drift import PageHinkley
+
+    rng = np.random.default_rng(3)
+    days = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2020-01-01", periods=400)]
+    value = np.abs(rng.normal(0, 0.01, 400)) + np.where(np.arange(400) >= 360, 0.05, 0.0)
+    errors = pd.DataFrame({"as_of": days, "error": value})
+    validation = pd.DataFrame({"pred_return": np.zeros(200), "actual_return": np.full(200, 0.008)})
+    result = drift_report.streaming_check(errors, validation, window_start=days[-30])
+    keep = drift_report.STREAM_KEEP_DAYS
+    assert result["n"] == 400 and result["stream"]["date"] == days[-keep:] and len(result["stream"]["value"]) == keep
+    np.testing.assert_allclose(result["stream"]["value"], np.round(value[-keep:] / 0.008, 4))
+    detector, whole = PageHinkley(mode="up"), []
+    for day, v in zip(days, value / 0.008):
+        detector.update(v)
+        if detector.drift_detected:
+            whole.append(day)
+    assert result["page_hinkley"] == [d for d in whole if d >= days[-keep]] and result["in_window"]
+    assert result["n_detections"] >= len(result["adwin"]) + len(result["page_hinkley"])
+    assert len(json.dumps(result)) < 5_000
