@@ -38,9 +38,8 @@ from scipy import stats  # noqa: E402
 
 from core.calibration import Stream, calibrate, calm_days  # noqa: E402
 from core.config import get_settings  # noqa: E402
-from core.drift_watch import HOLD_DAYS  # noqa: E402
 from core.drift_kernels import column_stats  # noqa: E402
-from core.drift_stats import distribution_drift  # noqa: E402
+from core.drift_stats import HOLD_DAYS, check_budget, distribution_drift  # noqa: E402
 from core.drift_report import volatility_check  # noqa: E402
 from core.features import FEATURE_COLUMNS, WARMUP_DAYS, build_features  # noqa: E402
 from core.market import bundled_frame  # noqa: E402
@@ -472,14 +471,30 @@ def window_section(args: argparse.Namespace, settings) -> np.ndarray:
     print(f"{len(result['records'])} checks on the bundled series in {time.perf_counter() - started:.0f} s "
           f"(reference {args.reference_days} d, window {args.window} d, horizon {args.horizon} d)")
     configured = (settings.drift_psi_threshold, settings.drift_share_threshold)
+    alpha = check_budget(settings).window  # the window test's share of a check's false-alarm budget
     for psi_threshold in (0.25, 0.5):
         for share in (0.1, 0.15, 0.2, 0.3):
-            frame = evaluate(result["records"], psi_threshold, share, settings.drift_ks_alpha)
+            frame = evaluate(result["records"], psi_threshold, share, alpha)
             marker = "  <- configured" if (psi_threshold, share) == configured else ""
-            print(f"\nPSI >= {psi_threshold}, KS p < {settings.drift_ks_alpha}/20, share >= {share:.0%}{marker}")
+            print(f"\nPSI >= {psi_threshold}, KS p < {alpha:.3g}/20, PSI p < {alpha:.3g}, share >= {share:.0%}{marker}")
             print(pd.DataFrame(summarise(frame, args.horizon)).round(1).to_string(index=False))
-    frame = evaluate(result["records"], *configured, settings.drift_ks_alpha)
+    print(f"\nThe window test alone at the configured thresholds, by the alpha of its rule (KS p < alpha / 20, PSI p < "
+          f"alpha): {drift_ks_alpha_sweep(result['records'], configured, settings.drift_ks_alpha, alpha)}")
+    frame = evaluate(result["records"], *configured, alpha)
     return frame[(frame["scenario"] == "none") & frame["calm"]]["dataset"].to_numpy(dtype=bool)
+
+
+def drift_ks_alpha_sweep(records: list[dict], configured: tuple[float, float], total: float, window: float) -> str:
+    """Calm windows' false alarms and volatility x2 detections within 10 days, at the check's whole budget and
+    at the window test's share of it (what `check_model` uses)."""
+    parts = []
+    for alpha in sorted({total, window, 0.04, 0.03, 0.02}, reverse=True):
+        rows = {r["scenario"]: r for r in summarise(evaluate(records, *configured, alpha), 10)}
+        vol = next(v for k, v in rows.items() if k.startswith("volatility x2"))
+        tag = " (whole budget)" if alpha == total else " (window share, used)" if alpha == window else ""
+        parts.append(f"alpha {alpha:.3g}{tag}: calm false alarms {rows['calm windows: false alarms']['alarm %']:.1f}%, "
+                     f"vol x2 caught <= 10 d {vol['detected <= 10 d %']:.1f}%")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,11 +520,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - started:.0f} s ({(time.perf_counter() - started) / len(episodes):.2f} s per window)")
         current = summarise_sequential(episodes, args.window, args.seq_horizon, args.arl)
         if window_verdicts is not None and len(window_verdicts) == len(current):  # the same calm windows
-            both = window_verdicts | current
+            both, budget = window_verdicts | current, check_budget(settings)
+            n = len(both)
+            low, high = stats.beta.ppf(0.025, both.sum(), n - both.sum() + 1), stats.beta.ppf(0.975, both.sum() + 1,
+                                                                                               n - both.sum())
             print(f"\nA check on a calm window's last day (as the window test's false alarms are counted), "
-                  f"{len(both)} calm windows: the window test says drift in {100 * window_verdicts.mean():.1f}%, a "
-                  f"sequential alarm of its last {HOLD_DAYS} days is current in {100 * current.mean():.1f}%, the "
-                  f"combined verdict (either) in {100 * both.mean():.1f}%")
+                  f"{n} calm windows, {budget.describe()}: the window test says drift in "
+                  f"{100 * window_verdicts.mean():.1f}% (share {100 * budget.window:.1f}%), a sequential alarm of its "
+                  f"last {HOLD_DAYS} days is current in {100 * current.mean():.1f}% (share {100 * budget.sequential:.1f}%), "
+                  f"the combined verdict (either) in {100 * both.mean():.1f}% ({int(both.sum())} of {n}; 95% CI "
+                  f"{100 * np.nan_to_num(low):.1f}-{100 * high:.1f}%; budget {100 * budget.total:.0f}%)")
         speed(episodes[0]["profile"])
     return 0
 
