@@ -508,14 +508,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arl", type=float, default=settings.drift_arl_days, help="sequential: false-alarm budget, days")
     parser.add_argument("--seq-horizon", type=int, default=120, help="sequential: trading days watched after onset")
     parser.add_argument("--seq-step", type=int, help="sequential: trading days between windows (default: --step)")
+    parser.add_argument("--seq-cache", help="pickle file: reuse the sequential windows (profiles, oracles, inputs) "
+                                             "if it exists, else write them (same --step / --arl only)")
     parser.add_argument("--only", choices=("window", "sequential"), help="run one section only")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 250)
     window_verdicts = window_section(args, settings) if args.only != "sequential" else None
     if args.only != "window":
         started = time.perf_counter()
-        episodes = sequential_episodes(args.seq_step or args.step, args.horizon, args.window, args.reference_days,
-                                       args.seq_horizon, args.arl)
+        if args.seq_cache and Path(args.seq_cache).exists():
+            episodes = pd.read_pickle(args.seq_cache)
+        else:
+            episodes = sequential_episodes(args.seq_step or args.step, args.horizon, args.window, args.reference_days,
+                                           args.seq_horizon, args.arl)
+            if args.seq_cache:
+                pd.to_pickle(episodes, args.seq_cache)
         print(f"\n{len(episodes)} windows for the sequential detectors, profiles and oracles fitted in "
               f"{time.perf_counter() - started:.0f} s ({(time.perf_counter() - started) / len(episodes):.2f} s per window)")
         current = summarise_sequential(episodes, args.window, args.seq_horizon, args.arl)

@@ -50,7 +50,8 @@ def check_budget(settings: Settings | None = None) -> CheckBudget:
     settings = settings or get_settings()
     total = settings.drift_ks_alpha
     sequential = HOLD_DAYS / settings.drift_arl_days
-    return CheckBudget(total=total, sequential=sequential, window=max(total - sequential, MIN_WINDOW_SHARE * total))
+    window = round(max(total - sequential, MIN_WINDOW_SHARE * total), 12)  # 0.03, not 0.030000000000000002
+    return CheckBudget(total=total, sequential=sequential, window=window)
 
 
 def psi_band(value: float, settings: Settings | None = None) -> str:
