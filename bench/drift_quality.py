@@ -20,6 +20,10 @@ error. (c) One day's vectorised update for 1,000 models.
 
     .venv/bin/python bench/drift_quality.py [--step 60] [--horizon 15] [--window 30]
     .venv/bin/python bench/drift_quality.py --only sequential --seq-step 40   # more calm windows (~4 min)
+    .venv/bin/python bench/drift_quality.py --step 40 --cache /tmp/w40.pkl --seq-cache /tmp/s40.pkl  # the README's run
+
+The last lines split one check's false-alarm budget (`core.drift_stats.check_budget`): the window test at its
+share, a sequential alarm current on the window's last day (and on every day of the calm windows), and both.
 """
 from __future__ import annotations
 

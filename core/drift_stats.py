@@ -5,8 +5,9 @@ Two windows are compared: `reference` (the features a model was trained on) and 
 and the Wasserstein distance for every column. The dataset-level verdict controls false alarms across
 ~20 features with two guards at once: a feature counts as drifted only when PSI says the shift is
 large (>= `drift_psi_threshold`) AND KS says it is significant at a Bonferroni-corrected alpha
-(`drift_ks_alpha / n_features`); the dataset drifts only when the share of drifted features reaches
-`drift_share_threshold`.
+(`alpha / n_features`); the dataset drifts only when the share of drifted features reaches
+`drift_share_threshold`. A model's drift check runs the rule at the window test's share of the check's
+false-alarm budget (`check_budget`: drift_ks_alpha minus what the sequential alarms spend).
 """
 from __future__ import annotations
 
