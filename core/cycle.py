@@ -113,10 +113,31 @@ def _price_only(model: dict, what: str) -> None:
         raise StepSkipped(f"{what} cover price models; a direction model is scored by the metrics and drift steps")
 
 
+def _watch_all(models: list[dict], model_days: dict[str, str], db: sqlite_utils.Database) -> dict[str, Any]:
+    """The sequential detectors of all the day's models advanced in one batched `drift_watch.update` per model day
+    (normally one: one read per ticker, one vectorised step, one transaction). model_id -> days stored, or the
+    exception of its batch: that model's watch step then runs alone, so one model's fault stops no other."""
+    by_day: dict[str, list[str]] = {}
+    for model in models:
+        by_day.setdefault(model_days[model["model_id"]], []).append(model["model_id"])
+    done: dict[str, Any] = {}
+    for day, ids in by_day.items():
+        try:
+            stored = drift_watch.update(ids, day, db=db)
+        except Exception as exc:  # noqa: BLE001 - each model retries alone in its own step, which reports the fault
+            log.warning("%s: batched drift watch of %d models failed (%s); each runs alone", day, len(ids), exc)
+            stored = {model_id: exc for model_id in ids}
+        done.update({model_id: stored.get(model_id, 0) for model_id in ids})
+    return done
+
+
 def _step_watch(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
-    """Hook (issue 13): advance the model's sequential detectors to the day (fits its profile the first time)."""
+    """Hook (issue 13): the model's sequential detectors, advanced to the day by the cycle's batched update
+    (`_watch_all`); alone (fits its profile the first time) when that batch failed or did not include it."""
     _price_only(model, "the sequential detectors")
-    stored = drift_watch.update([model["model_id"]], day, db=db).get(model["model_id"], 0)
+    stored = context.get("watched", {}).get(model["model_id"])
+    if stored is None or isinstance(stored, Exception):
+        stored = drift_watch.update([model["model_id"]], day, db=db).get(model["model_id"], 0)
     return f"{stored} day(s) of sequential detectors stored"
 
 
@@ -197,9 +218,10 @@ STEP_FUNCTIONS: dict[str, Callable[[dict, str, dict, sqlite_utils.Database], str
 
 
 def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, should_stop: StopCheck | None,
-               db: sqlite_utils.Database, windows: Handle | None = None) -> dict[str, Any]:
+               db: sqlite_utils.Database, windows: Handle | None = None, watched: dict | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices, "windows": windows}
+    context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices, "windows": windows,
+                               "watched": watched or {}}
     entry: dict[str, Any] = {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok",
                              "steps_run": 0, "failed_steps": [], "errors": {}, "skipped_steps": {}}
     for step in STEPS:
@@ -300,6 +322,8 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
     entries, skipped = [], []
     with executor() as tasks:  # MLSA_DASK_SCHEDULER: the drift windows run on that cluster
         windows = _submit_drift_windows(tasks, models, model_days, db)
+        watched = _watch_all([m for m in models if model_days[m["model_id"]] >= m["train_end"]
+                              and model_kind(m["model_type"]) == "price"], model_days, db)
         for model in models:
             if should_stop is not None and should_stop():
                 break
@@ -310,7 +334,7 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
                                           f"{model['train_end']}); it runs from {model['train_end']}"})
                 continue
             entry = _run_model(model, model_day, rates.get(model["model_id"], 0.0),
-                               False, should_stop, db, windows.get(model["model_id"]))  # prices refreshed above
+                               False, should_stop, db, windows.get(model["model_id"]), watched)  # prices refreshed above
             entries.append({**entry, "as_of": model_day})
         ran_on = tasks.where
     summary = {

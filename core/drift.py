@@ -18,7 +18,7 @@ from core.config import get_settings
 from core.drift_kernels import MIN_SAMPLES, DriftInputError, ks_test
 from core.drift_report import (FEATURE_TABLE_COLUMNS, MIN_PERF_SAMPLES, DriftReport, combine, report_reasons, overall_severity,
                                concept_check, performance_check, prediction_check, streaming_check, volatility_check)
-from core.drift_stats import compare_frames
+from core.drift_stats import check_budget, compare_frames
 from core.features import build_features
 from core.market import MarketDataError, last_trading_day, load_prices
 from core.metrics import live_days, skill_drop
@@ -72,7 +72,8 @@ def compare_windows(model: dict, prices: pd.DataFrame, as_of, window_days: int, 
     """The heavy, pure part of a drift check (a cluster task): the two windows and their feature comparison.
     Plain inputs (the model's row, its `window_prices`, a settings snapshot), plain result; `check_model` does the rest."""
     reference, current = windows_from_prices(model, prices, as_of, window_days)
-    return reference, current, compare_frames(reference, current, settings=settings, serial=True)
+    return reference, current, compare_frames(reference, current, settings=settings, serial=True,
+                                              alpha=check_budget(settings).window)
 
 
 def data_ends(symbols: list[str], db: sqlite_utils.Database | None = None) -> dict[str, pd.Timestamp]:
@@ -148,13 +149,14 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     db = db or get_db()
     settings = get_settings()
     window_days = int(window_days or settings.drift_window_days)
+    budget = check_budget(settings)  # the window test and the sequential alarms share one false-alarm budget
     model = get_model(model_id, db=db)
     as_of = pd.Timestamp(as_of) if as_of is not None else default_as_of(model_id, db=db)
     check_within_data(as_of, data_ends([model["symbol"]], db=db))
     try:
         if windows is None:
             reference, current = model_windows(model, as_of, window_days, db)
-            comparison = compare_frames(reference, current, settings=settings, serial=True)
+            comparison = compare_frames(reference, current, settings=settings, serial=True, alpha=budget.window)
         else:
             reference, current, comparison = windows.result()
     except MarketDataError as exc:
@@ -196,7 +198,8 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
         prediction=json_safe(prediction), streaming=json_safe(streaming), sequential=json_safe(sequential),
         dataset=json_safe({"n_features": comparison.n_features, "n_drifted": comparison.n_drifted,
                         "drifted_share": comparison.drifted_share, "dataset_drift": comparison.dataset_drift,
-                        "alpha_corrected": comparison.alpha_corrected, "rule": comparison.rule,
+                        "alpha_corrected": comparison.alpha_corrected, "alpha": budget.window,
+                        "rule": f"{comparison.rule}; {budget.describe()}",
                         "reference_start": _day(reference.index[0]), "reference_end": _day(reference.index[-1]),
                         "current_start": window_start, "current_end": _day(current.index[-1])}),
         reference=reference, current=current,

@@ -21,6 +21,10 @@ from core.text import to_json
 SEVERITIES = ("none", "moderate", "significant", "critical")
 MIN_PERF_SAMPLES = 10  # predictions with actuals needed before the performance check speaks
 VOL_RATIO_LIMIT = 1.5  # realised volatility x1.5 (or /1.5) with a significant Levene test = concept drift
+# A report keeps the last 90 trading days of its error stream (the current window and the two before it: what the
+# Drift page draws) and the detections among them: the whole stream grows with every day since deployment and,
+# stored with every check, made each report ~100 KB and the table grow with the square of the days.
+STREAM_KEEP_DAYS = 90
 
 
 @dataclass
@@ -148,7 +152,8 @@ def prediction_check(recent_predictions: np.ndarray, validation: pd.DataFrame, s
 def streaming_check(errors: pd.DataFrame, validation: pd.DataFrame, window_start: str) -> dict:
     """ADWIN and Page-Hinkley (river, default parameters) over the daily absolute log-return errors in units
     of the validation mean absolute error, so the same defaults mean the same thing for every ticker.
-    Page-Hinkley watches increases only (mode="up"): a model whose error falls is not a problem."""
+    Page-Hinkley watches increases only (mode="up"): a model whose error falls is not a problem. The detectors
+    run over the whole stream; the result keeps its last `STREAM_KEEP_DAYS` days and their detections."""
     from river.drift import ADWIN, PageHinkley  # third-party, slow to import; only this check needs it
 
     scale = float(np.mean(np.abs(validation["pred_return"] - validation["actual_return"])))
@@ -164,8 +169,11 @@ def streaming_check(errors: pd.DataFrame, validation: pd.DataFrame, window_start
         if page_hinkley.drift_detected:
             ph_days.append(day)
     in_window = [d for d in adwin_days + ph_days if d >= window_start]
-    return {"n": int(len(stream)), "scale": scale, "adwin": adwin_days, "page_hinkley": ph_days,
-            "in_window": bool(in_window), "stream": {"date": list(stream.index), "value": stream.round(6).tolist()}}
+    shown = stream.iloc[-STREAM_KEEP_DAYS:]  # what the page draws; the detectors above saw the whole stream
+    since = shown.index[0] if len(shown) else window_start
+    return {"n": int(len(stream)), "scale": scale, "adwin": [d for d in adwin_days if d >= since],
+            "page_hinkley": [d for d in ph_days if d >= since], "n_detections": len(adwin_days) + len(ph_days),
+            "in_window": bool(in_window), "stream": {"date": list(shown.index), "value": shown.round(4).tolist()}}
 
 
 def overall_severity(dataset_drift: bool, performance: dict, concept: dict, prediction: dict, streaming: dict,

@@ -5,8 +5,9 @@ Two windows are compared: `reference` (the features a model was trained on) and 
 and the Wasserstein distance for every column. The dataset-level verdict controls false alarms across
 ~20 features with two guards at once: a feature counts as drifted only when PSI says the shift is
 large (>= `drift_psi_threshold`) AND KS says it is significant at a Bonferroni-corrected alpha
-(`drift_ks_alpha / n_features`); the dataset drifts only when the share of drifted features reaches
-`drift_share_threshold`.
+(`alpha / n_features`); the dataset drifts only when the share of drifted features reaches
+`drift_share_threshold`. A model's drift check runs the rule at the window test's share of the check's
+false-alarm budget (`check_budget`: drift_ks_alpha minus what the sequential alarms spend).
 """
 from __future__ import annotations
 
@@ -20,6 +21,38 @@ from core.config import Settings, get_settings
 from core.drift_kernels import PSI_EPSILON, check_frames, column_stats, column_matrix
 
 MISSING_RATE_JUMP = 0.10  # a rise of 10 points in the share of missing values is a data-quality drift
+HOLD_DAYS = 5  # trading days a sequential alarm stays current in a check's verdict (core/drift_watch.py)
+MIN_WINDOW_SHARE = 0.2  # the window test keeps at least this share of the check's budget, whatever the ARL
+
+
+@dataclass(frozen=True)
+class CheckBudget:
+    """One false-alarm budget per drift check, split between its two parts.
+
+    A check on a calm month says "drift" when its window test fires OR a sequential alarm of its last
+    `HOLD_DAYS` trading days is current, so P(false alarm) <= P(window) + P(sequential) (Bonferroni). The
+    detectors' share follows from their own budget: at one false alarm per `arl_days` model-days, an alarm
+    falls in a given `HOLD_DAYS`-day stretch with probability <= HOLD_DAYS / arl_days (2% at 5 / 250). The
+    window test gets what is left of `total` (drift_ks_alpha, 5%: 3% at the defaults), never less than
+    `MIN_WINDOW_SHARE` of it (an ARL under HOLD_DAYS / (0.8 total) = 125 days then spends more than `total`).
+    """
+
+    total: float
+    sequential: float
+    window: float
+
+    def describe(self) -> str:
+        return (f"false-alarm budget of a check {self.total:.0%}: window test {self.window:.1%} + a sequential alarm "
+                f"current (its last {HOLD_DAYS} days) {self.sequential:.1%}")
+
+
+def check_budget(settings: Settings | None = None) -> CheckBudget:
+    """The split of drift_ks_alpha between the window test and the sequential alarms (`CheckBudget`)."""
+    settings = settings or get_settings()
+    total = settings.drift_ks_alpha
+    sequential = HOLD_DAYS / settings.drift_arl_days
+    window = round(max(total - sequential, MIN_WINDOW_SHARE * total), 12)  # 0.03, not 0.030000000000000002
+    return CheckBudget(total=total, sequential=sequential, window=window)
 
 
 def psi_band(value: float, settings: Settings | None = None) -> str:
@@ -65,6 +98,7 @@ def compare_frames(
     bins: int = 10,
     settings: Settings | None = None,
     serial: bool = False,
+    alpha: float | None = None,
 ) -> FrameComparison:
     """Compare every column of `current` with `reference`; pure (no storage, no clock).
 
@@ -76,11 +110,14 @@ def compare_frames(
     Dataset drift: at least drift_share_threshold of the features drift (see the module docstring).
     With `serial` (rows are consecutive days), a feature must also have a PSI p-value (among the
     reference's own windows of the current length, see `psi_null`) under drift_ks_alpha.
+    `alpha` replaces drift_ks_alpha in the "drift" rule: a model's drift check passes the window test's share
+    of the check's budget (`check_budget`), since its sequential alarms spend the rest.
     """
     settings = settings or get_settings()
+    alpha = settings.drift_ks_alpha if alpha is None else float(alpha)
     numeric, other = check_frames(reference, current)
     k = len(numeric) + len(other)
-    alpha_corrected = settings.drift_ks_alpha / k
+    alpha_corrected = alpha / k
     ref_matrix, cur_matrix = column_matrix(reference, numeric), column_matrix(current, numeric)
     table = column_stats(ref_matrix, cur_matrix, bins, serial=serial) if numeric else pd.DataFrame()
     if not serial and numeric:
@@ -97,12 +134,12 @@ def compare_frames(
     features["missing_cur"] = np.concatenate([1 - table["n_cur"].to_numpy() / len(current) if numeric else [],
                                               current[other].isna().mean().to_numpy()])
     features["note"] = _constant_notes(table) + [""] * len(other) if numeric else [""] * len(other)
-    features["verdict"] = _verdicts(features, settings, alpha_corrected)
+    features["verdict"] = _verdicts(features, settings, alpha)
     n_drifted = int((features["verdict"] == "drift").sum())
     share = n_drifted / k
     rule = (f"feature drifts: PSI >= {settings.drift_psi_threshold:g} and KS p < {alpha_corrected:.2g} "
-            f"({settings.drift_ks_alpha:g} / {k})"
-            + (f" and PSI unusual vs the reference's own windows (p < {settings.drift_ks_alpha:g})" if serial else "")
+            f"({alpha:g} / {k})"
+            + (f" and PSI unusual vs the reference's own windows (p < {alpha:g})" if serial else "")
             + f"; dataset drifts: >= {settings.drift_share_threshold:.0%} of features")
     return FrameComparison(features=features, n_features=k, n_drifted=n_drifted, drifted_share=share,
                            dataset_drift=share >= settings.drift_share_threshold, alpha_corrected=alpha_corrected, rule=rule)
@@ -140,7 +177,7 @@ def distribution_drift(psi_values: np.ndarray, p_values: np.ndarray, psi_p_value
         return (psi_values >= psi_threshold) & (p_values < ks_alpha / n_features) & (psi_p_values < ks_alpha)
 
 
-def _verdicts(features: pd.DataFrame, settings: Settings, alpha_corrected: float) -> np.ndarray:
+def _verdicts(features: pd.DataFrame, settings: Settings, alpha: float) -> np.ndarray:
     psi_values, p = features["psi"].to_numpy(dtype=float), features["p_value"].to_numpy(dtype=float)
     psi_p = features["psi_p_value"].to_numpy(dtype=float)
     categorical = features["ks_stat"].isna().to_numpy() & np.isfinite(psi_values)
@@ -148,7 +185,7 @@ def _verdicts(features: pd.DataFrame, settings: Settings, alpha_corrected: float
     new_categories = features["new_categories"].map(bool).to_numpy()
     far_outside = features["out_of_range"].to_numpy(dtype=float) > 0
     drift = (distribution_drift(psi_values, np.where(categorical, np.nan, p), psi_p, len(features),
-                                settings.drift_psi_threshold, settings.drift_ks_alpha)
+                                settings.drift_psi_threshold, alpha)
              | missing_jump | new_categories | far_outside)
     moderate = ((psi_values >= settings.drift_psi_moderate) & np.where(categorical, True, p < settings.drift_ks_alpha)
                 & ~(psi_p >= settings.drift_ks_alpha))

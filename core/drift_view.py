@@ -27,19 +27,23 @@ PSI_P_EXPLAINED = ("PSI p: the share of the training window's own stretches of t
 VERDICT_CODES = {"none": 0, "insufficient data": 0, "moderate": 1, "drift": 2}
 
 
-def _tests(psi: float, ks_p: float, psi_p: float, n_features: int, settings: Settings) -> list[tuple[str, bool | None]]:
-    """The three tests of the drift rule: (sentence, passed?); None when the test does not apply."""
-    ks_alpha = settings.drift_ks_alpha / max(n_features, 1)
+def _tests(psi: float, ks_p: float, psi_p: float, n_features: int, settings: Settings,
+           alpha: float | None = None) -> list[tuple[str, bool | None]]:
+    """The three tests of the drift rule at `alpha` (default drift_ks_alpha; a model's check stores the window
+    test's share of its budget): (sentence, passed?); None when the test does not apply."""
+    alpha = settings.drift_ks_alpha if alpha is None else float(alpha)
+    ks_alpha = alpha / max(n_features, 1)
     tests = [(f"PSI {psi:.2f} {'≥' if psi >= settings.drift_psi_threshold else '<'} {settings.drift_psi_threshold:g}",
               bool(psi >= settings.drift_psi_threshold)) if finite(psi) else ("PSI: not enough data", None)]
     tests.append((f"KS p {p_value(ks_p)} {'<' if ks_p < ks_alpha else '≥'} {ks_alpha:.2g}", bool(ks_p < ks_alpha))
                   if finite(ks_p) else ("KS: not applicable", None))
-    tests.append((f"PSI p {p_value(psi_p)} {'<' if psi_p < settings.drift_ks_alpha else '≥'} {settings.drift_ks_alpha:g}",
-                  bool(psi_p < settings.drift_ks_alpha)) if finite(psi_p) else ("PSI p: not computed", None))
+    tests.append((f"PSI p {p_value(psi_p)} {'<' if psi_p < alpha else '≥'} {alpha:g}",
+                  bool(psi_p < alpha)) if finite(psi_p) else ("PSI p: not computed", None))
     return tests
 
 
-def feature_reason(row: pd.Series | dict, n_features: int, settings: Settings | None = None) -> str:
+def feature_reason(row: pd.Series | dict, n_features: int, settings: Settings | None = None,
+                   alpha: float | None = None) -> str:
     """One line: what drove this feature's verdict (shown next to it), e.g.
     "PSI 7.20 ≥ 0.25 ✓ · KS p 1.0e-24 < 0.0025 ✓ · PSI p 0.310 ≥ 0.05 ✗: usual in its training window".
 
@@ -54,7 +58,7 @@ def feature_reason(row: pd.Series | dict, n_features: int, settings: Settings | 
         return str(row["note"])
     if finite(row.get("out_of_range")) and row["out_of_range"] > 0:
         return f"{row['out_of_range']:.0%} of current values far outside the training range"
-    tests = _tests(row["psi"], row["p_value"], row.get("psi_p_value"), n_features, settings)
+    tests = _tests(row["psi"], row["p_value"], row.get("psi_p_value"), n_features, settings, alpha)
     text = " · ".join(f"{sentence} {'✓' if ok else '✗'}" if ok is not None else sentence for sentence, ok in tests)
     if verdict == "none" and tests[0][1] and tests[1][1] is not False and tests[2][1] is False:
         text += ": usual in its training window"
@@ -63,12 +67,13 @@ def feature_reason(row: pd.Series | dict, n_features: int, settings: Settings | 
     return text
 
 
-def feature_table(features: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """The report's per-feature table for reading: verdict and the reason next to each statistic."""
+def feature_table(features: pd.DataFrame, settings: Settings | None = None, alpha: float | None = None) -> pd.DataFrame:
+    """The report's per-feature table for reading: verdict and the reason next to each statistic (tests at
+    `alpha`: the report's `dataset["alpha"]`)."""
     settings = settings or get_settings()
     table = features.copy()
     n = len(table)
-    table["why"] = [feature_reason(row, n, settings) for _, row in table.iterrows()]
+    table["why"] = [feature_reason(row, n, settings, alpha) for _, row in table.iterrows()]
     order = {"drift": 0, "moderate": 1, "none": 2, "insufficient data": 3}
     table = table.sort_values(["verdict", "psi"], key=lambda c: c.map(order) if c.name == "verdict" else -c)
     columns = ["feature", "verdict", "why", "psi", "psi_p_value", "p_value", "ks_stat", "wasserstein"]

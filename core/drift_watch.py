@@ -25,7 +25,8 @@ latest stored day, packed (`core.watch_step.pack`), rewritten in place in the sa
 rows. When it does not match the latest stored day (rows deleted, a database from before it), the days are
 recomputed from `train_end`, which gives the same numbers (`replay`).
 
-An alarm is *current* for `HOLD_DAYS` trading days (its own day included). After an alarm a CUSUM starts
+An alarm is *current* for `HOLD_DAYS` trading days (its own day included; `core.drift_stats.check_budget`
+counts that stretch in a check's false-alarm budget: HOLD_DAYS / ARL). After an alarm a CUSUM starts
 again from zero; a change that lasts makes it alarm again, and alarms of one detector and direction whose
 new excursion starts within `HOLD_DAYS` of the previous alarm form one *episode*, reported with the onset
 of its first alarm ("changed since").
@@ -44,6 +45,7 @@ import sqlite_utils
 
 from core.config import get_settings
 from core.drift_report import RANGE, combine, in_words, reason, retrain_trigger  # noqa: F401 (alarms in words)
+from core.drift_stats import HOLD_DAYS  # trading days an alarm stays current (its share of a check's budget)
 from core.market import MarketDataError, load_prices
 from core.registry import SERVABLE_TYPES, get_model, list_models
 from core.sequential import DETECTORS, fit_profile
@@ -53,7 +55,6 @@ from core.watch_step import Advanced, DayInputs, advance, compact_detail, dumps,
 
 log = logging.getLogger(__name__)
 
-HOLD_DAYS = 5  # trading days an alarm stays current; alarms closer than this form one episode
 HISTORY_COLUMNS = ["as_of", "detector", "signal", "statistic", "threshold", "ratio", "alarm", "onset_day"]
 
 

@@ -4,6 +4,7 @@ PRAGMA user_version records how many have been applied. Append, never edit.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
@@ -194,7 +195,30 @@ def _m007_direction_serving(db: sqlite_utils.Database) -> None:
                "(symbol, model_type = 'direction') WHERE status = 'deployed'")
 
 
+def _m008_drift_report_streams(db: sqlite_utils.Database) -> None:
+    """Stored drift reports keep the last 90 trading days of their error stream and the detections among them
+    (core.drift_report.STREAM_KEEP_DAYS: what the Drift page draws), as new reports do; each held the whole
+    stream since deployment (~118 KB on a long-deployed model). Only reports with a longer stream are rewritten."""
+    keep, rewritten = 90, 0
+    rows = db.execute("SELECT id, report_json FROM drift_checks WHERE NOT json_valid(report_json) "  # NaN: read in Python
+                      "OR json_array_length(report_json, '$.streaming.stream.date') > ?", [keep]).fetchall()
+    for row_id, text in rows:
+        report = json.loads(text)
+        streaming = report.get("streaming") or {}
+        stream = streaming.get("stream") or {}
+        dates = stream.get("date") or []
+        if len(dates) <= keep:
+            continue
+        since = dates[-keep]
+        streaming["stream"] = {"date": dates[-keep:], "value": (stream.get("value") or [])[-keep:]}
+        for key in ("adwin", "page_hinkley"):
+            streaming[key] = [d for d in streaming.get(key) or [] if d >= since]
+        db.execute("UPDATE drift_checks SET report_json = ? WHERE id = ?", [json.dumps(report), row_id])
+        rewritten += 1
+    log.info("migration 008: %d drift report(s) trimmed to their last %d days of error stream", rewritten, keep)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m001_initial, _m002_served_predictions_unique, _m003_retrain_job_owner, _m004_drift_watch,
-    _m005_scale_indexes, _m006_drift_watch_resume, _m007_direction_serving,
+    _m005_scale_indexes, _m006_drift_watch_resume, _m007_direction_serving, _m008_drift_report_streams,
 ]

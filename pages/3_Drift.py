@@ -8,8 +8,8 @@ from core.charts import SEVERITY_COLORS, empty_figure_note
 from core.drift_charts import (drift_error_stream_figure, drift_overlay_figure, drift_verdict_history_figure, onset_price_figure,
                                sequential_statistics_figure)
 from core.drift_view import PSI_P_EXPLAINED, feature_table, performance_card, prediction_label, verdict_history
-from core.formatting import number
 from core.config import get_settings
+from core.formatting import number
 from core.text import escape_markdown
 from core.market import MarketDataError, load_prices
 from core.registry import ModelIntegrityError, RegistryError
@@ -104,7 +104,7 @@ if data and data["model_id"] == model_id:
     st.caption(f"Why: a feature drifts when all three tests agree: {escape_markdown(report.dataset.get('rule', ''))}. "
                f"{PSI_P_EXPLAINED}")
     col = st.column_config.NumberColumn
-    st.dataframe(feature_table(report.features), hide_index=True, key="drift_features_table", column_config={
+    st.dataframe(feature_table(report.features, alpha=report.dataset.get("alpha")), hide_index=True, key="drift_features_table", column_config={
         "why": st.column_config.TextColumn(width="large"), "psi": col("PSI", format="%.3f"),
         "psi_p_value": col("PSI p (own windows)", format="%.3f"), "p_value": col("KS p", format="%.2e"),
         "ks_stat": col(format="%.3f"), "wasserstein": col(format="%.2f")})

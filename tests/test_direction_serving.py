@@ -180,7 +180,7 @@ def test_migration_007_keeps_the_model_deployed_last_when_a_hand_edited_database
     fresh_db["models"].insert_all(rows)
     for model_id in ("rf_v2_XYZ", "rf_v1_XYZ"):  # v1 was deployed last, although v2 is newer
         fresh_db["audit_log"].insert({"at": "2024-02-01", "actor": "test", "action": "deploy", "target": model_id})
-    fresh_db.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) - 1}")
+    fresh_db.execute(f"PRAGMA user_version = {schema.MIGRATIONS.index(schema._m007_direction_serving)}")  # 007 runs again
     fresh_db.conn.commit()
     store.close_all()
     with caplog.at_level("WARNING"):

@@ -300,3 +300,125 @@ def test_check_model_refuses_a_day_beyond_the_data_and_stores_nothing(demo_regis
     first, end = drift.as_of_bounds(model_id, 30)
     assert end == last and pd.Timestamp(get_model(model_id)["train_end"]) < first < end
     assert drift.check_model(model_id, as_of=first, window_days=30, store=False).dataset["current_start"] > get_model(model_id)["train_end"]
+
+
+def test_streaming_check_runs_on_the_whole_stream_and_keeps_only_what_the_page_draws():
+    """ADWIN / Page-Hinkley see every day since deployment (a jump late in a long stream is found as on the whole
+    stream), but the report keeps the last STREAM_KEEP_DAYS days and their detections: a report's size no longer
+    grows with the days since deployment."""
+    from river.drift import PageHinkley
+
+    rng = np.random.default_rng(3)
+    days = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2020-01-01", periods=400)]
+    value = np.abs(rng.normal(0, 0.01, 400)) + np.where(np.arange(400) >= 360, 0.05, 0.0)
+    errors = pd.DataFrame({"as_of": days, "error": value})
+    validation = pd.DataFrame({"pred_return": np.zeros(200), "actual_return": np.full(200, 0.008)})
+    result = drift_report.streaming_check(errors, validation, window_start=days[-30])
+    keep = drift_report.STREAM_KEEP_DAYS
+    assert result["n"] == 400 and result["stream"]["date"] == days[-keep:] and len(result["stream"]["value"]) == keep
+    np.testing.assert_allclose(result["stream"]["value"], np.round(value[-keep:] / 0.008, 4))
+    detector, whole = PageHinkley(mode="up"), []
+    for day, v in zip(days, value / 0.008):
+        detector.update(v)
+        if detector.drift_detected:
+            whole.append(day)
+    assert result["page_hinkley"] == [d for d in whole if d >= days[-keep]] and result["in_window"]
+    assert result["n_detections"] >= len(result["adwin"]) + len(result["page_hinkley"])
+    assert len(json.dumps(result)) < 5_000
+
+
+def _trending_features(seed: int, volatility_after: float = 1.0):
+    """Features of a price that trends up strongly (+0.2% a day: x4 to x6 over 1,100 days), calm throughout, or
+    with its volatility x`volatility_after` in the last 30 days."""
+    from core.features import FEATURE_COLUMNS, build_features
+
+    rng = np.random.default_rng(seed)
+    n = 1100
+    returns = rng.normal(0.002, 0.012, n)
+    returns[-30:] = 0.002 + volatility_after * (returns[-30:] - 0.002)
+    close = 20 * np.exp(np.cumsum(returns))
+    prices = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "adj_close": close,
+                           "volume": rng.integers(1_000_000, 2_000_000, n).astype(float)},
+                          index=pd.bdate_range("2010-01-01", periods=n))
+    features = build_features(prices, "TREND")[FEATURE_COLUMNS]
+    return close, features.iloc[:-30], features.iloc[-30:]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_trending_but_calm_series_is_not_drift_and_a_volatility_change_is(seed):
+    """The model's features are scale-free (returns, ratios to moving averages, MACD / price, z-scores), so a
+    price that grew x4-x6 over the training window is no drift in a calm month, although its PSIs are large (a
+    30-day window of slow features covers a few of the reference's deciles); the same month with volatility x3
+    is drift, on the volatility features."""
+    budget = drift_stats.check_budget()
+    close, reference, current = _trending_features(seed)
+    assert close[-1] / close[0] > 3
+    calm = drift_stats.compare_frames(reference, current, serial=True, alpha=budget.window)
+    assert not calm.dataset_drift and calm.n_drifted == 0 and calm.features["psi"].max() > 1
+    _, reference, current = _trending_features(seed, volatility_after=3.0)
+    changed = drift_stats.compare_frames(reference, current, serial=True, alpha=budget.window)
+    drifted = set(changed.features.loc[changed.features["verdict"] == "drift", "feature"])
+    assert changed.dataset_drift and {"volatility_5", "volatility_10", "volatility_20"} <= drifted
+
+
+def test_one_false_alarm_budget_is_split_between_the_window_test_and_the_sequential_alarms(monkeypatch):
+    """drift_ks_alpha is the budget of a whole check: the sequential alarms take HOLD_DAYS / ARL (an alarm
+    current in the last HOLD_DAYS days), the window test the rest, never less than MIN_WINDOW_SHARE of it."""
+    from core.config import get_settings
+
+    budget = drift_stats.check_budget()
+    assert (budget.total, budget.sequential) == (0.05, 5 / 250) and budget.window == pytest.approx(0.03)
+    assert budget.window + budget.sequential == pytest.approx(budget.total)
+    assert "window test 3.0%" in budget.describe() and "2.0%" in budget.describe()
+    monkeypatch.setenv("MLSA_DRIFT_ARL_DAYS", "50")  # 10% for the alarms alone: the window keeps its floor
+    small = drift_stats.check_budget(get_settings())
+    assert small.sequential == pytest.approx(0.1) and small.window == pytest.approx(drift_stats.MIN_WINDOW_SHARE * 0.05)
+
+
+def test_the_rule_runs_at_the_alpha_it_is_given():
+    """Twenty features shifted by 0.6 sd: one has a KS p-value between 0.03 / 20 and 0.05 / 20, so it drifts at
+    the whole budget and not at the window test's share; the verdicts, the rule's text and the corrected alpha
+    follow the alpha given."""
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame(rng.normal(size=(2000, 20)))
+    current = pd.DataFrame(rng.normal(size=(30, 20))) + 0.6
+    at_05 = drift_stats.compare_frames(reference, current, alpha=0.05)
+    at_03 = drift_stats.compare_frames(reference, current, alpha=0.03)
+    assert at_05.n_drifted == at_03.n_drifted + 1
+    between = (at_05.features["verdict"] == "drift") & (at_03.features["verdict"] != "drift")
+    assert 0.03 / 20 <= float(at_05.features.loc[between, "p_value"].iloc[0]) < 0.05 / 20
+    assert at_05.alpha_corrected == pytest.approx(0.05 / 20) and at_03.alpha_corrected == pytest.approx(0.03 / 20)
+    assert "(0.03 / 20)" in at_03.rule
+    expected = drift_stats.distribution_drift(at_03.features["psi"].to_numpy(), at_03.features["p_value"].to_numpy(),
+                                              np.full(20, np.nan), 20, 0.25, 0.03)
+    np.testing.assert_array_equal(at_03.features["verdict"].to_numpy() == "drift", expected)
+
+
+def test_migration_trims_the_error_stream_of_reports_stored_whole(demo_registry, registry_copy):
+    """A report stored before the stream was trimmed (400 days of stream) is rewritten with the last 90 days and
+    the detections among them; everything else in it, and shorter reports, are untouched; the page's reader
+    still loads it."""
+    from core import store
+    from core.schema import MIGRATIONS, _m008_drift_report_streams
+
+    db, model_id = registry_copy, demo_registry["AAPL"]
+    days = [f"{d:%Y-%m-%d}" for d in pd.bdate_range("2015-01-01", periods=400)]
+    report = drift.check_model(model_id, store=False).to_dict()
+    report["streaming"] |= {"stream": {"date": days, "value": [1.0] * 400}, "adwin": [days[10], days[350]],
+                            "page_hinkley": [days[399]]}
+    with db.conn:
+        db.conn.execute("INSERT INTO drift_checks (model_id, as_of, window_days, overall_drift, severity, reasons_json, "
+                        "report_json, created_at) VALUES (?, ?, 30, 0, 'none', '[]', ?, 'test')",
+                        [model_id, report["as_of"], json.dumps(report)])
+        big = db.conn.execute("SELECT MAX(id) FROM drift_checks").fetchone()[0]
+        others = dict(db.conn.execute("SELECT id, report_json FROM drift_checks WHERE id != ?", [big]).fetchall())
+        db.conn.execute(f"PRAGMA user_version = {MIGRATIONS.index(_m008_drift_report_streams)}")  # 008 runs again
+    store.close_all()
+    db = store.get_db()  # migrates
+    assert store.schema_version(db) == len(MIGRATIONS)
+    trimmed = json.loads(db.execute("SELECT report_json FROM drift_checks WHERE id = ?", [big]).fetchone()[0])
+    assert trimmed["streaming"]["stream"] == {"date": days[-90:], "value": [1.0] * 90}
+    assert trimmed["streaming"]["adwin"] == [days[350]] and trimmed["streaming"]["page_hinkley"] == [days[399]]
+    assert {k: v for k, v in trimmed.items() if k != "streaming"} == {k: v for k, v in report.items() if k != "streaming"}
+    assert dict(db.execute("SELECT id, report_json FROM drift_checks WHERE id != ?", [big]).fetchall()) == others
+    assert drift_report.DriftReport.from_dict(trimmed).streaming["n"] == report["streaming"]["n"]

@@ -256,6 +256,35 @@ def test_daily_cycle_advances_the_detectors_before_the_drift_check(registry_copy
     assert check["sequential"] == []
 
 
+def test_daily_cycle_advances_all_models_in_one_batched_update_equal_to_one_at_a_time(registry_copy, monkeypatch):
+    """The cycle calls `drift_watch.update` once for all the day's models (one transaction), and the rows and
+    resume state it stores equal those each model gets when advanced alone."""
+    from core import drift_watch
+    from core.cycle import run_daily_cycle
+    from core.registry import list_models
+
+    db = registry_copy
+    deployed = [m["model_id"] for m in list_models(status="deployed", db=db)]
+    assert len(deployed) == 2
+    start = max(drift_watch.history_end(m, db) for m in deployed)
+    day = _days_after("AAPL", start, db)[1]
+    calls, real = [], drift_watch.update
+    monkeypatch.setattr(drift_watch, "update", lambda ids=None, day=None, db=None: calls.append(list(ids)) or
+                        real(ids, day, db=db))
+    summary = run_daily_cycle(day, db=db)
+    assert summary["failed"] == 0 and calls == [deployed]  # one batched call, no per-model call
+    assert all(drift_watch.history_end(m, db) == day for m in deployed)
+    rows = {m: _rows(db, m) for m in deployed}
+    states = drift_watch.resume_points(deployed, db)
+    with db.conn:  # back to before the cycle's days, then one model at a time
+        db.conn.execute("DELETE FROM drift_watch_state WHERE as_of > ?", [start])
+        db.conn.execute("DELETE FROM drift_watch_resume")
+    for model_id in deployed:
+        real([model_id], day, db=db)
+        pd.testing.assert_frame_equal(_rows(db, model_id), rows[model_id])
+    assert drift_watch.resume_points(deployed, db) == states
+
+
 def test_drift_page_shows_the_detectors_and_changed_since(error_jump):
     db, model, onset, alarm_day, days = error_jump
     at = page_app("pages/3_Drift.py").run()  # as the multipage app: the page links to Model Management
