@@ -161,7 +161,7 @@ def _print_replay(results: pd.DataFrame, seconds: float) -> None:
     for column in ("MAE loop on $", "MAE retraining off $", "MAE naive $"):
         print(f"  {column} (day-weighted mean over tickers): {np.average(results[column], weights=weights):.3f}")
     ratio = results["MAE loop on $"] / results["MAE retraining off $"]
-    print(f"  loop on / retraining off MAE ratio per ticker: " + ", ".join(f"{t} {r:.4f}" for t, r in zip(results["ticker"], ratio)))
+    print("  loop on / retraining off MAE ratio per ticker: " + ", ".join(f"{t} {r:.4f}" for t, r in zip(results["ticker"], ratio)))
 
 
 def main() -> None:

@@ -38,11 +38,10 @@ from core import training
 from core.alerts import raise_alert
 from core.cluster import executor, task_settings
 from core.config import get_settings
-from core.features import build_features, check_feature_frame
 from core.market import load_prices
 from core.drift_report import should_retrain
-from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, reject, rollback
-from core.retrain_jobs import (QUEUED, RetrainError, create_job, get_job, heartbeat, interrupt, is_queued, open_challenger,
+from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, reject, rollback
+from core.retrain_jobs import (QUEUED, RetrainError, counterfactual_predictions, create_job, get_job, heartbeat, interrupt, is_queued, open_challenger,
                                 owned_here, reconcile_jobs, record_challenger, update_job)
 from core.store import get_db, transaction
 
@@ -89,27 +88,6 @@ class GateResult:
 def _day(value) -> str:
     return f"{pd.Timestamp(value):%Y-%m-%d}"
 
-
-
-def counterfactual_predictions(model_id: str, days, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """What `model_id` predicts (price) for the close after each of `days`, beside that actual close.
-
-    The same features and arithmetic as the serving path, for days in the past: used to score a
-    champion on a challenger's holdout and a previous champion on the validation window.
-    """
-    db = db or get_db()
-    loaded = load_model(model_id, db=db)
-    days = pd.DatetimeIndex(days)
-    prices = load_prices(loaded.symbol, start=days.min() - pd.Timedelta(days=450), db=db)
-    features = build_features(prices, loaded.symbol, dropna=False)
-    missing = days.difference(features.index)
-    if len(missing):
-        raise RetrainError(f"{loaded.symbol}: no prices on {', '.join(_day(d) for d in missing[:3])}.")
-    rows = features.loc[days]
-    predicted = np.asarray(loaded.predict_returns(check_feature_frame(rows, loaded.feature_columns)))
-    close = rows["close"].to_numpy()
-    return pd.DataFrame({"last_close": close, "predicted_close": close * np.exp(predicted),
-                         "actual_close": close * np.exp(rows["target"].to_numpy())}, index=days)
 
 
 def validation_gate(trained: training.TrainedModel, champion_id: str, margin: float,

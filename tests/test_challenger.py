@@ -141,7 +141,7 @@ def test_a_better_challenger_wins_its_shadow_test_and_is_deployed_then_watched(c
     assert _jobs(fresh_db)[0]["status"] == "validated"
     later = fresh_db.execute("SELECT DISTINCT model_id FROM predictions WHERE served = 1 AND as_of > ?", [decided_on]).fetchall()
     assert later == [(challenger,)]
-    from core.challenger import decisions_worth  # what the deploy was worth on the days after it, by hand
+    from core.loop_view import decisions_worth  # what the deploy was worth on the days after it, by hand
 
     worth = decisions_worth(days[0], days[-1]).iloc[0]
     after = [d for d in days if decided_on < d < days[-1]]
@@ -151,6 +151,12 @@ def test_a_better_challenger_wins_its_shadow_test_and_is_deployed_then_watched(c
     naive = sum(abs(b[0] - a[0]) for a, b in zip(closes, closes[1:])) / len(after)  # both arms are naive models here
     assert worth["champion MAE $"] == pytest.approx(naive) and worth["challenger MAE $"] == pytest.approx(naive)
     assert worth["worth $"] == pytest.approx(0.0, abs=1e-9)
+    from core.loop_view import decision_worth, model_timeline, worth_in_words  # and the timeline shows it, to the data's end
+
+    afterwards = model_timeline(challenger).query("step == 'afterwards'")["evidence"].tolist()
+    last_day = fresh_db.execute("SELECT MAX(date) FROM prices WHERE symbol = ?", [SYMBOL]).fetchone()[0][:10]
+    assert afterwards == [worth_in_words(decision_worth(_jobs(fresh_db)[0]["id"], last_day))]
+    assert f"on the 60 trading days after {decided_on}" in afterwards[0] and "(deployed) was worth $+0.000 per day" in afterwards[0]
 
 
 def test_no_difference_until_the_maximum_duration_archives_the_challenger(champion, fresh_db, monkeypatch):
