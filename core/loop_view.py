@@ -87,8 +87,8 @@ def loop_states(db: sqlite_utils.Database | None = None) -> pd.DataFrame:
                 state = "drift alarm", f"{check[1]} drift on {check[0]} ({model_id})", "Drift"
             else:
                 state = "healthy", f"{model_id}" + (f", last drift check {check[0]}" if check else ""), "Monitoring"
-            if (last := _last_decided(symbol, db)) is not None:  # what the loop's last decision was worth since
-                state = state[0], f"{state[1]}; {last}", state[2]
+        if (last := _last_decided(symbol, db)) is not None:  # what the loop's last decision was worth since
+            state = state[0], f"{state[1]}; {last}", state[2]
         rows.append({"ticker": symbol, "loop state": state[0], "detail": state[1], "act on": state[2],
                      "page": PAGES[state[2]], "model": model_id})
     return pd.DataFrame(rows, columns=["ticker", "loop state", "detail", "act on", "page", "model"])
@@ -142,10 +142,11 @@ def decisions_worth(start, end, db: sqlite_utils.Database | None = None) -> pd.D
 
 def worth_in_words(row: dict) -> str | None:
     """The worth of a decided loop in one sentence (None before it has days after it)."""
-    if row.get("days after") is None:
+    days = row.get("days after")
+    if days is None or pd.isna(days):  # a row of a frame: NaN where another loop had days after and this one not
         return None
     kept = "deployed" if row["status"] in ("validating", "validated") else "kept the champion"
-    return (f"on the {row['days after']} trading days after {row['decided on']} ({row['after from']} to {row['after to']}): "
+    return (f"on the {int(days)} trading days after {row['decided on']} ({row['after from']} to {row['after to']}): "
             f"challenger {row['challenger']} MAE ${row['challenger MAE $']:.3f}, champion {row['champion']} "
             f"${row['champion MAE $']:.3f}, naive ${row['naive MAE $']:.3f}; the decision ({kept}) was worth "
             f"${row['worth $']:+.3f} per day")
