@@ -33,6 +33,7 @@ from core.market import load_prices
 from core.registry import ChampionChanged, archive, deploy, deployed_model, get_model
 from core.retrain_jobs import RetrainError, get_job, note_progress, open_challenger, update_job
 from core.store import get_db, transaction
+from core.text import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ def advance(symbol: str, day, actor: str = "scheduler", db: sqlite_utils.Databas
     day = _day(day)
     experiment = abtest.get_experiment(job["details"]["experiment_id"], db=db)
     challenger_id, champion_id = job["challenger_id"], job["details"]["previous_id"]
+    if day < experiment["start_date"]:  # a replay of earlier days: the test does not exist yet on `day`
+        return f"challenger {challenger_id}'s test starts on {experiment['start_date']}, after {day}"
     if experiment["status"] != "running":
         return _stopped_elsewhere(job, experiment, actor, db)
     current = deployed_model(symbol, db=db)
@@ -91,9 +94,10 @@ def advance(symbol: str, day, actor: str = "scheduler", db: sqlite_utils.Databas
                       f"{current['model_id'] if current else 'none'} during the test", day, actor, db)
     analysis = abtest.analyze(experiment["id"], as_of=day, db=db)
     comparison = analysis.comparison.comparisons[0]
-    evidence = {"look": day, "n": int(analysis.comparison.n["B"]), "min_samples": experiment["min_samples"],
-                "p_sequential": comparison.p_sequential, "champion_mae": analysis.comparison.mean_loss["A"],
-                "challenger_mae": analysis.comparison.mean_loss["B"], "improvement_pct": analysis.improvement_pct}
+    evidence = json_safe({  # an undefined number (no scored day yet) is stored as null: NaN is not JSON, and SQLite's
+        "look": day, "n": int(analysis.comparison.n["B"]), "min_samples": experiment["min_samples"],  # json_extract
+        "p_sequential": comparison.p_sequential, "champion_mae": analysis.comparison.mean_loss["A"],  # rejects it
+        "challenger_mae": analysis.comparison.mean_loss["B"], "improvement_pct": analysis.improvement_pct})
     if analysis.winner == "B":
         return _winner(job, experiment, evidence, day, actor, db, certify_model, on_deployed)
     if analysis.winner == "A":

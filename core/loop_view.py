@@ -49,7 +49,7 @@ def _job_state(job: dict, db: sqlite_utils.Database) -> tuple[str, str, str] | N
         look = details.get("last_look") or {}
         n, needed = look.get("n", 0), look.get("min_samples", get_settings().challenger_min_samples)
         return ("challenger in test", f"{challenger} since {details.get('test_opened', '?')}: {n} of {needed} samples"
-                + (f", p = {look['p_sequential']:.3g}" if "p_sequential" in look else ""), "A/B Tests")
+                + (f", p = {look['p_sequential']:.3g}" if look.get("p_sequential") is not None else ""), "A/B Tests")
     if status in ("awaiting_approval", "awaiting_deploy"):
         what = "deploy of the tested winner " + str(challenger) if status == "awaiting_deploy" else "retrain (critical drift)"
         return "awaiting approval", f"{what}, job {job['id']}", "Model Management"

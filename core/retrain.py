@@ -44,6 +44,7 @@ from core.registry import ChampionChanged, RegistryError, deploy, deployed_model
 from core.retrain_jobs import (QUEUED, RetrainError, counterfactual_predictions, create_job, get_job, heartbeat, interrupt, is_queued, open_challenger,
                                 owned_here, reconcile_jobs, record_challenger, update_job)
 from core.store import get_db, transaction
+from core.text import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         challenger_id = register_challenger(trained, parent_id=champion_id, actor=actor, db=db,
                                             reason=f"retrain ({trigger}) on {day}: {reason or 'requested'}",
                                             on_registered=on_registered)
-        outcome = {"gate": gate.to_dict(), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
+        outcome = {"gate": json_safe(gate.to_dict()), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
         result = {"job_id": job_id, "challenger_id": challenger_id, "gate": gate}
         if not gate.passed:
             with transaction(db):  # the job's verdict and the model's status change together

@@ -375,3 +375,22 @@ def test_critical_drift_still_waits_and_a_replay_reviewer_approves_it_into_a_tes
     with pytest.raises(SystemExit) as usage:  # the simulated reviewer exists only for a replay
         scheduled_tasks.main(["--once", "--approve"])
     assert usage.value.code == 2
+
+
+def test_a_replay_of_earlier_days_leaves_a_later_test_alone_and_every_look_is_valid_json(champion, fresh_db, monkeypatch):
+    """Replaying days before a running test opened (a second `--replay` over an earlier range) must not look at
+    it: that look had no scored day, its NaN numbers made the job's JSON invalid and SQLite refused every
+    later read as a damaged database. A look with no scored day yet stores null."""
+    from core.challenger import advance
+
+    loop_setup(monkeypatch)
+    days = _days(6)
+    _cycle(days[3])  # the test opens on days[3]
+    assert _jobs(fresh_db)[0]["status"] == "testing"
+    assert advance(SYMBOL, days[3]).startswith(f"challenger {_jobs(fresh_db)[0]['challenger_id']} in test")  # no scored day
+    for day in days[:3]:
+        assert "s test starts on " + days[3] in advance(SYMBOL, day)
+        _cycle(day)  # the whole cycle on an earlier day: no failure, the test untouched
+    assert fresh_db.execute("SELECT COUNT(*) FROM retrain_jobs WHERE NOT json_valid(details_json)").fetchone()[0] == 0
+    look = json.loads(fresh_db.execute("SELECT details_json FROM retrain_jobs WHERE status = 'testing'").fetchone()[0])["last_look"]
+    assert look["look"] == days[3] and look["n"] == 0 and look["champion_mae"] is None
