@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.charts import sparkline
 from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard, verdict_color
+from core import runbook
 from core.loop_view import loop_states
 from core.text import escape_markdown
 from core.store import page_guard
@@ -78,6 +79,7 @@ st.subheader("The loop, per ticker")
 st.dataframe(loop.drop(columns=["page", "model"]), hide_index=True, width="stretch")
 st.caption("Drift alarm -> retraining -> challenger in a shadow A/B test -> awaiting approval or deployed and watched "
            "for the validation window -> rolled back if it disappoints; each state names the page that acts on it.")
+st.expander(runbook.expander_label("loop")).markdown(runbook.section("loop"))  # what each state means, what to do
 acting = loop[loop["loop state"] != "healthy"]  # one link per ticker that needs a look, opened on its model
 for start in range(0, len(acting), 4):
     for column, (_, row) in zip(st.columns(4), acting.iloc[start:start + 4].iterrows()):

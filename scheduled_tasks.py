@@ -33,7 +33,7 @@ from core.cluster import ClusterUnavailable
 from core.config import get_settings, log_setting_names
 from core.drift import BeyondDataError, check_within_data, data_ends
 from core.market import MarketDataError, load_prices
-from core.challenger import decisions_worth
+from core.loop_view import decisions_worth
 from core.cycle import run_daily_cycle
 from core.lifecycle import approve_all
 from core.registry import list_models

@@ -31,9 +31,9 @@ from core.certification import certify
 from core.config import get_settings
 from core.market import load_prices
 from core.registry import ChampionChanged, archive, deploy, deployed_model, get_model
-from core.retrain import counterfactual_predictions
 from core.retrain_jobs import RetrainError, get_job, note_progress, open_challenger, update_job
 from core.store import get_db, transaction
+from core.text import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ def advance(symbol: str, day, actor: str = "scheduler", db: sqlite_utils.Databas
     day = _day(day)
     experiment = abtest.get_experiment(job["details"]["experiment_id"], db=db)
     challenger_id, champion_id = job["challenger_id"], job["details"]["previous_id"]
+    if day < experiment["start_date"]:  # a replay of earlier days: the test does not exist yet on `day`
+        return f"challenger {challenger_id}'s test starts on {experiment['start_date']}, after {day}"
     if experiment["status"] != "running":
         return _stopped_elsewhere(job, experiment, actor, db)
     current = deployed_model(symbol, db=db)
@@ -92,9 +94,10 @@ def advance(symbol: str, day, actor: str = "scheduler", db: sqlite_utils.Databas
                       f"{current['model_id'] if current else 'none'} during the test", day, actor, db)
     analysis = abtest.analyze(experiment["id"], as_of=day, db=db)
     comparison = analysis.comparison.comparisons[0]
-    evidence = {"look": day, "n": int(analysis.comparison.n["B"]), "min_samples": experiment["min_samples"],
-                "p_sequential": comparison.p_sequential, "champion_mae": analysis.comparison.mean_loss["A"],
-                "challenger_mae": analysis.comparison.mean_loss["B"], "improvement_pct": analysis.improvement_pct}
+    evidence = json_safe({  # an undefined number (no scored day yet) is stored as null: NaN is not JSON, and SQLite's
+        "look": day, "n": int(analysis.comparison.n["B"]), "min_samples": experiment["min_samples"],  # json_extract
+        "p_sequential": comparison.p_sequential, "champion_mae": analysis.comparison.mean_loss["A"],  # rejects it
+        "challenger_mae": analysis.comparison.mean_loss["B"], "improvement_pct": analysis.improvement_pct})
     if analysis.winner == "B":
         return _winner(job, experiment, evidence, day, actor, db, certify_model, on_deployed)
     if analysis.winner == "A":
@@ -222,42 +225,3 @@ def decline_deploy(job_id: int, actor: str = "ui", db: sqlite_utils.Database | N
     symbol = get_model(job["challenger_id"], db=db)["symbol"]
     return _close(job, {"status": "stopped"}, "archived", f"its deploy was declined by {actor}",
                   _day(load_prices(symbol, db=db).index[-1]), actor, db)
-
-
-# --- what the loop's decisions were worth afterwards ------------------------------------------------------
-
-AFTER_DAYS = 60  # trading days after a decision over which its worth is measured
-
-
-def _mae(frame: pd.DataFrame) -> float:
-    return float((frame["predicted_close"] - frame["actual_close"]).abs().mean())
-
-
-def decisions_worth(start, end, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """Each loop started in [start, end]: trigger day, how far it went (gate, test, decision) and what the
-    decision was worth on the (up to AFTER_DAYS) trading days after it, up to `end`: the MAE of the model
-    kept or deployed vs the other one, both scored the same way (`counterfactual_predictions`, the serving
-    path's arithmetic) on the same days, and naive's. `worth $` > 0: the decision lowered the error."""
-    db = db or get_db()
-    jobs = db.execute(
-        "SELECT j.id FROM retrain_jobs j WHERE j.status NOT IN ('blocked', 'declined', 'awaiting_approval') AND "
-        "json_extract(j.details_json, '$.as_of') BETWEEN ? AND ? ORDER BY j.id", [_day(start), _day(end)]).fetchall()
-    rows = []
-    for (job_id,) in jobs:
-        job = get_job(job_id, db=db)
-        details, challenger_id, champion_id = job["details"], job["challenger_id"], job["model_id"]
-        decided = details.get("decided_on") or details.get("as_of")
-        row = {"job": job_id, "ticker": get_model(champion_id, db=db)["symbol"], "trigger": job["trigger"],
-               "retrained on": details.get("as_of"), "status": job["status"], "decided on": decided,
-               "decision": job["decision"], "champion": champion_id, "challenger": challenger_id}
-        if challenger_id and job["status"] not in ("running", "testing", "failed", "interrupted"):
-            days = load_prices(row["ticker"], start=decided, end=end, db=db).index
-            days = days[(days > pd.Timestamp(decided)) & (days < pd.Timestamp(end))][:AFTER_DAYS]  # actuals known by `end`
-            if len(days):
-                old, new = counterfactual_predictions(champion_id, days, db=db), counterfactual_predictions(challenger_id, days, db=db)
-                kept_new = job["status"] in ("validating", "validated")
-                row.update({"days after": len(days), "champion MAE $": _mae(old), "challenger MAE $": _mae(new),
-                            "naive MAE $": float((old["last_close"] - old["actual_close"]).abs().mean()),
-                            "worth $": (_mae(old) - _mae(new)) if kept_new else (_mae(new) - _mae(old))})
-        rows.append(row)
-    return pd.DataFrame(rows)

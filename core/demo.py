@@ -5,6 +5,13 @@ about one year before the last bundled day, deploy the one with the better valid
 replay the year after the cutoff day by day through the real serving path (`predict`) and
 `backfill_actuals`, so the prediction log holds a year of history the other pages build on.
 
+The last `LOOP_DAYS` trading days of `LOOP_SYMBOL` (^IXIC: September to December 2018, the autumn sell-off)
+run through the real daily cycle with automatic retraining on and a simulated reviewer approving the
+approval queue each day (`scheduled_tasks.py --replay --approve`), so the shipped database holds the
+loop end to end with its honest outcome: drift, retrain, gate, shadow A/B test, decision, and what the
+decision was worth on the days after it (Home, Model Management's timeline). The app's own default
+stays MLSA_ENABLE_AUTO_RETRAIN=false; only this replay turns it on.
+
 Run `python -m core.demo` (the Makefile does it on first start); `--force` rebuilds from scratch.
 """
 from __future__ import annotations
@@ -27,7 +34,8 @@ from core.cluster import executor, task_settings
 from core.config import get_settings
 from core.market import MarketDataError, bundled_frame, load_prices
 from core.cycle import backfill_history, run_daily_cycle
-from core.lifecycle import certify_with_card, register_with_artifacts
+from core.lifecycle import approve_all, certify_with_card, register_with_artifacts
+from core.loop_view import decisions_worth, worth_in_words
 from core.predict import backfill_actuals, predict
 from core.registry import deploy, deployed_model, list_models
 from core.store import close_all, get_db
@@ -102,6 +110,37 @@ def replay(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) ->
 
 AB_DEMO_DAYS = (50, 30)  # trading days of the finished (shadow) and the running (50/50) demo A/B test
 CYCLE_DAYS = 12  # the last replayed trading days run through the real daily cycle (scheduler runs, alerts)
+LOOP_SYMBOL = "^IXIC"  # its last LOOP_DAYS run through the whole loop (automatic retraining on)
+# ~4 months: drift has to be confirmed on 3 checks, a challenger's shadow test lasts up to 30 days and its
+# decision needs days after it to be judged; ^IXIC's autumn-2018 sell-off drifts, retrains and tests within them
+LOOP_DAYS = 85
+LOOP_REVIEWER = "demo replay (simulated reviewer)"
+
+
+def run_loop_window(symbol: str, days: list[pd.Timestamp], report: Report) -> None:
+    """The real daily cycle for `symbol` on each of `days` with automatic retraining on, and the approval
+    queue approved each day by a simulated reviewer (critical drift still queues first); then each loop
+    it started, how it ended and what its decision was worth afterwards."""
+    previous = os.environ.get("MLSA_ENABLE_AUTO_RETRAIN")
+    os.environ["MLSA_ENABLE_AUTO_RETRAIN"] = "1"
+    try:
+        for day in days:
+            run_daily_cycle(day, symbols=[symbol], actor="scheduler (demo replay, automatic retraining on)")
+            approve_all(day, actor=LOOP_REVIEWER)
+    finally:
+        if previous is None:
+            os.environ.pop("MLSA_ENABLE_AUTO_RETRAIN")
+        else:
+            os.environ["MLSA_ENABLE_AUTO_RETRAIN"] = previous
+    worth = decisions_worth(days[0], days[-1])
+    report(f"  loop window {days[0]:%Y-%m-%d} to {days[-1]:%Y-%m-%d} for {symbol} (daily cycle, automatic retraining "
+           f"on): {len(worth)} retrain(s)" + (", " + ", ".join(f"{k} {v}" for k, v in worth["status"].value_counts().items())
+                                              if len(worth) else ""))
+    for row in worth.to_dict("records") if len(worth) else []:
+        if row["status"] != "rejected":
+            report(f"    job {row['job']} ({row['retrained on']}): {row['status']}: {row['decision']}")
+            if words := worth_in_words(row):
+                report(f"      {words}")
 
 
 def ab_demo_symbol(deployed: dict[str, str]) -> str | None:
@@ -201,7 +240,7 @@ def _train_unit(symbol: str) -> tuple[object, list[str]]:
 
 
 def _replay_unit(symbol: str, start: pd.Timestamp, end: pd.Timestamp, with_experiments: bool,
-                 running_until: pd.Timestamp) -> tuple[object, list[str]]:
+                 running_until: pd.Timestamp, loop_days: list[pd.Timestamp] | None = None) -> tuple[object, list[str]]:
     def work(report: Report) -> None:
         if with_experiments:
             n = replay_with_experiments(symbol, start, end, running_until=running_until)
@@ -209,6 +248,8 @@ def _replay_unit(symbol: str, start: pd.Timestamp, end: pd.Timestamp, with_exper
             n = replay(symbol, start, end)
         report(f"  replayed {n} trading days of {symbol} after {start:%Y-%m-%d}")
         backfill_monitoring(symbol, start, end, report)
+        if loop_days:
+            run_loop_window(symbol, loop_days, report)
     return _collect(work)
 
 
@@ -289,10 +330,14 @@ def build_demo(
             days = list(calendar)
             cycle_days = days[-CYCLE_DAYS:] if len(days) > 2 * CYCLE_DAYS else []
             replay_end = cycle_days[0] - pd.Timedelta(days=1) if cycle_days else days[-1]
-            replays += [pool.submit(_replay_unit, symbol, days[0], replay_end, symbol == ab_demo_symbol(deployed), days[-1])
-                        for symbol in group]
-            if cycle_days:
+            loop_days = days[-LOOP_DAYS:] if LOOP_SYMBOL in group and len(days) > 2 * LOOP_DAYS else []
+            if loop_days:  # first: the longest unit, it runs while the others replay
+                replays.insert(0, (LOOP_SYMBOL, days[0], loop_days[0] - pd.Timedelta(days=1), False, days[-1], loop_days))
+                group = [symbol for symbol in group if symbol != LOOP_SYMBOL]
+            replays += [(symbol, days[0], replay_end, symbol == ab_demo_symbol(deployed), days[-1]) for symbol in group]
+            if cycle_days and group:
                 cycles.append((cycle_days, group))
+        replays = [pool.submit(_replay_unit, *unit) for unit in replays]
         for future in replays:
             failed += _relay(future.result()[1], report)
         for days, group in cycles:  # one scheduler: the calendars' cycles run one after the other

@@ -5,9 +5,11 @@ recorded decision in `retrain_jobs` and `audit_log`:
 1. `MLSA_ENABLE_AUTO_RETRAIN` must be on (manual "Retrain Now" always works);
 2. the trigger must hold on `MLSA_RETRAIN_CONFIRMATIONS` (3) consecutive drift checks;
 3. no automatic retrain of the ticker within `MLSA_RETRAIN_COOLDOWN_DAYS` (7) days of the last one;
-4. the validation gate: on the last `HOLDOUT_DAYS` trading days up to `as_of`, the challenger's
-   walk-forward (out-of-sample) MAE must beat the champion's by `MLSA_RETRAIN_MARGIN` (2%) and beat
-   the naive baseline, else it stays a "candidate" and the job is "rejected";
+4. the validation gate: on the last `HOLDOUT_DAYS` trading days up to `as_of` that are out of sample
+   for both models (the champion is never scored on closes it was trained on; fewer than
+   `MIN_HOLDOUT_DAYS` such days and it is "too soon to judge"), the challenger's walk-forward MAE
+   must beat the champion's by `MLSA_RETRAIN_MARGIN` (2%) and beat the naive baseline, else it is
+   rejected and the job is "rejected";
 5. critical drift waits in the approval queue (Model Management) for a person.
 After a retrain deploys, the validation window (`MLSA_VALIDATION_WINDOW_DAYS`, 5 trading days)
 compares the new model's MAE with what the previous champion would have scored on the same days
@@ -36,17 +38,19 @@ from core import training
 from core.alerts import raise_alert
 from core.cluster import executor, task_settings
 from core.config import get_settings
-from core.features import build_features, check_feature_frame
 from core.market import load_prices
 from core.drift_report import should_retrain
-from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, load_model, reject, rollback
-from core.retrain_jobs import (QUEUED, RetrainError, create_job, get_job, heartbeat, interrupt, is_queued, open_challenger,
+from core.registry import ChampionChanged, RegistryError, deploy, deployed_model, get_model, reject, rollback
+from core.retrain_jobs import (QUEUED, RetrainError, counterfactual_predictions, create_job, get_job, heartbeat, interrupt, is_queued, open_challenger,
                                 owned_here, reconcile_jobs, record_challenger, update_job)
 from core.store import get_db, transaction
+from core.text import json_safe
 
 log = logging.getLogger(__name__)
 
 HOLDOUT_DAYS = 60
+# fewer out-of-sample days than this and a 2% margin is decided by a handful of closes: the gate waits
+MIN_HOLDOUT_DAYS = 20
 AUTO_TRIGGERS = ("drift", "performance")
 # Jobs that trained a challenger: they start the cooldown. "interrupted" is not one (a phantom never blocks).
 TRAINED = ("running", "rejected", "validating", "validated", "rolled_back", "failed", "superseded", "testing",
@@ -75,7 +79,7 @@ class GateResult:
     holdout_days: int
     holdout_start: str
     holdout_end: str
-    champion_in_sample_days: int
+    champion_in_sample_days: int  # of the last HOLDOUT_DAYS, days left out: the champion was trained on them
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,36 +91,28 @@ def _day(value) -> str:
 
 
 
-def counterfactual_predictions(model_id: str, days, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
-    """What `model_id` predicts (price) for the close after each of `days`, beside that actual close.
-
-    The same features and arithmetic as the serving path, for days in the past: used to score a
-    champion on a challenger's holdout and a previous champion on the validation window.
-    """
-    db = db or get_db()
-    loaded = load_model(model_id, db=db)
-    days = pd.DatetimeIndex(days)
-    prices = load_prices(loaded.symbol, start=days.min() - pd.Timedelta(days=450), db=db)
-    features = build_features(prices, loaded.symbol, dropna=False)
-    missing = days.difference(features.index)
-    if len(missing):
-        raise RetrainError(f"{loaded.symbol}: no prices on {', '.join(_day(d) for d in missing[:3])}.")
-    rows = features.loc[days]
-    predicted = np.asarray(loaded.predict_returns(check_feature_frame(rows, loaded.feature_columns)))
-    close = rows["close"].to_numpy()
-    return pd.DataFrame({"last_close": close, "predicted_close": close * np.exp(predicted),
-                         "actual_close": close * np.exp(rows["target"].to_numpy())}, index=days)
-
-
 def validation_gate(trained: training.TrainedModel, champion_id: str, margin: float,
                     db: sqlite_utils.Database | None = None) -> GateResult:
-    """Challenger vs champion vs naive on the last HOLDOUT_DAYS days of the challenger's walk-forward.
+    """Challenger vs champion vs naive on the last HOLDOUT_DAYS days out of sample for BOTH models.
 
-    The challenger's numbers there are out-of-sample (the last fold). Days on or before the
-    champion's own train_end are in-sample for the champion, which only favours it (a stricter gate);
-    their count is reported.
+    The challenger's numbers come from its walk-forward (each day predicted by a fold fitted before it).
+    The champion is scored only on days from its own train_end on: a day before it is a close the
+    champion was fitted on, and its in-sample error there (a random forest's is far below its live
+    error) made the gate reject challengers for the champion's memory, not its skill. Those days are
+    left out and counted; with fewer than MIN_HOLDOUT_DAYS left the gate cannot judge and rejects
+    ("too soon"), whatever the numbers.
     """
-    holdout = trained.validation.iloc[-HOLDOUT_DAYS:]
+    db = db or get_db()
+    champion_end = pd.Timestamp(get_model(champion_id, db=db)["train_end"])
+    recent = trained.validation.iloc[-HOLDOUT_DAYS:]
+    holdout = trained.validation[trained.validation.index >= champion_end].iloc[-HOLDOUT_DAYS:]
+    in_sample = int(np.sum(recent.index < champion_end))
+    if len(holdout) < MIN_HOLDOUT_DAYS:
+        reason = (f"rejected: too soon to judge: {len(holdout)} day(s) are out of sample for the champion (trained to "
+                  f"{_day(champion_end)}), at least {MIN_HOLDOUT_DAYS} needed")
+        nan = float("nan")
+        return GateResult(False, nan, nan, nan, margin, len(holdout), _day(champion_end), _day(recent.index.max()),
+                          in_sample, reason)
     champion = counterfactual_predictions(champion_id, holdout.index, db=db)
     actual = holdout["actual_close"].to_numpy()
     challenger_mae = float(np.mean(np.abs(holdout["predicted_close"].to_numpy() - actual)))
@@ -124,13 +120,13 @@ def validation_gate(trained: training.TrainedModel, champion_id: str, margin: fl
     naive_mae = float(np.mean(np.abs(holdout["last_close"].to_numpy() - actual)))
     beats_champion = challenger_mae <= champion_mae * (1 - margin)
     beats_naive = challenger_mae < naive_mae
+    span = f" over {len(holdout)} days"
     if beats_champion and beats_naive:
-        reason = f"passed: ${challenger_mae:.3f} vs champion ${champion_mae:.3f} (margin {margin:.0%}) and naive ${naive_mae:.3f}"
+        reason = f"passed: ${challenger_mae:.3f} vs champion ${champion_mae:.3f} (margin {margin:.0%}) and naive ${naive_mae:.3f}{span}"
     else:
         failed = [f"does not beat the champion by {margin:.0%} (${challenger_mae:.3f} vs ${champion_mae:.3f})"] if not beats_champion else []
         failed += [f"does not beat naive (${challenger_mae:.3f} vs ${naive_mae:.3f})"] if not beats_naive else []
-        reason = "rejected: " + "; ".join(failed)
-    in_sample = int(np.sum(holdout.index <= pd.Timestamp(get_model(champion_id, db=db)["train_end"])))
+        reason = "rejected: " + "; ".join(failed) + span
     return GateResult(beats_champion and beats_naive, challenger_mae, champion_mae, naive_mae, margin, len(holdout),
                       _day(holdout.index.min()), _day(holdout.index.max()), in_sample, reason)
 
@@ -194,7 +190,7 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
         challenger_id = register_challenger(trained, parent_id=champion_id, actor=actor, db=db,
                                             reason=f"retrain ({trigger}) on {day}: {reason or 'requested'}",
                                             on_registered=on_registered)
-        outcome = {"gate": gate.to_dict(), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
+        outcome = {"gate": json_safe(gate.to_dict()), "challenger_metrics": {"mae": trained.metrics["mae"], "skill": trained.metrics["skill"]}}
         result = {"job_id": job_id, "challenger_id": challenger_id, "gate": gate}
         if not gate.passed:
             with transaction(db):  # the job's verdict and the model's status change together
@@ -320,6 +316,10 @@ def auto_retrain(model_id: str, as_of, report, db: sqlite_utils.Database | None 
     if last and (pd.Timestamp(day) - pd.Timestamp(last)).days < settings.retrain_cooldown_days:
         return blocked(f"cooldown: last automatic retrain on {last}, fewer than {settings.retrain_cooldown_days} days ago "
                        "(a tested challenger's deploy day counts as one)")
+    judged = len(load_prices(model["symbol"], start=model["train_end"], end=day, db=db).index) - 1
+    if judged < MIN_HOLDOUT_DAYS:  # the gate would reject it unseen: do not spend a training on it
+        return blocked(f"too soon: {model_id} was trained to {model['train_end']}; the gate needs {MIN_HOLDOUT_DAYS} "
+                       f"days out of sample for it, {max(judged, 0)} so far")
     queued = db.execute(
         "SELECT j.id FROM retrain_jobs j JOIN models m ON m.model_id = j.model_id WHERE m.symbol = ? "
         f"AND {QUEUED}", [model["symbol"]]).fetchone()

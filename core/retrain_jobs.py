@@ -17,11 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlite_utils
 
 from core.config import get_settings
+from core.features import build_features, check_feature_frame
+from core.market import load_prices
 from core.model_files import MODEL_CARD, model_folder
+from core.registry import load_model
 from core.store import audit, get_db, to_json, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -377,3 +381,26 @@ def reconcile(db: sqlite_utils.Database | None = None, rewrite_artifacts: Callab
 
 
 # --- counterfactual predictions and the gate ----------------------------------------------------------
+
+
+# --- what a model would have predicted on past days (the gate, the validation window, a decision's worth) ---
+
+def counterfactual_predictions(model_id: str, days, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+    """What `model_id` predicts (price) for the close after each of `days`, beside that actual close.
+
+    The same features and arithmetic as the serving path, for days in the past: used to score a
+    champion on a challenger's holdout and a previous champion on the validation window.
+    """
+    db = db or get_db()
+    loaded = load_model(model_id, db=db)
+    days = pd.DatetimeIndex(days)
+    prices = load_prices(loaded.symbol, start=days.min() - pd.Timedelta(days=450), db=db)
+    features = build_features(prices, loaded.symbol, dropna=False)
+    missing = days.difference(features.index)
+    if len(missing):
+        raise RetrainError(f"{loaded.symbol}: no prices on {', '.join(_day(d) for d in missing[:3])}.")
+    rows = features.loc[days]
+    predicted = np.asarray(loaded.predict_returns(check_feature_frame(rows, loaded.feature_columns)))
+    close = rows["close"].to_numpy()
+    return pd.DataFrame({"last_close": close, "predicted_close": close * np.exp(predicted),
+                         "actual_close": close * np.exp(rows["target"].to_numpy())}, index=days)

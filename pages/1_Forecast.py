@@ -6,7 +6,7 @@ through `escape_markdown`.
 """
 import streamlit as st
 
-from core import direction_view, forecast_view as view
+from core import direction_view, forecast_view as view, runbook
 from core.charts import price_forecast_figure
 from core.formatting import ERROR_METRIC_FORMATS
 from core.lifecycle import register_with_artifacts
@@ -22,7 +22,6 @@ st.set_page_config(page_title="Forecast · ML Stock Agent", page_icon="🔮", la
 st.title("🔮 Forecast")
 
 prices_for = st.cache_data(show_spinner=False)(view.prices_with_source)  # (prices, source), cleared by "Refresh prices"
-
 with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: one clear message, no trace
     symbols = available_symbols()
 linked = (st.query_params.get("ticker") or "").strip().upper()  # a deep link (?ticker=MSFT) opens on its ticker
@@ -44,7 +43,8 @@ if refresh_col.button("Refresh prices", key="fc_refresh", help="Ask yfinance aga
     st.rerun()
 if refreshed := st.session_state.pop("fc_refreshed", None):
     st.info(escape_markdown(refreshed))
-
+if "yfinance" not in source:  # offline or unreachable: the runbook says why and what to check
+    src_col.expander(runbook.expander_label("troubleshooting")).markdown(runbook.section("troubleshooting"))
 first, last = prices.index[0].date(), prices.index[-1].date()
 picked = st.date_input("Chart range (the forecast shown is the one for its last day)", view.default_range(first, last),
                        min_value=first, max_value=last, key=f"fc_range_{symbol}")  # per ticker: its own latest data

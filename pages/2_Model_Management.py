@@ -76,6 +76,7 @@ with tab_cert:
     if certification := stored_certification(model):
         st.caption(model_view.certification_caption(certification))
         st.dataframe(checklist(certification), hide_index=True)
+        st.expander(runbook.expander_label("certification")).markdown(runbook.section("certification"))
     else:
         st.info(model_view.NO_CERTIFICATION)
     with st.form("mm_cert_form"):
@@ -122,7 +123,8 @@ with tab_retrain:
             with action_guard(st.error), st.spinner(model_view.job_spinner(job_id, approve_clicked)):
                 decision, job_error = lifecycle.decide_job_for_page(job_id, approved=approve_clicked)
                 (st.success if decision else st.error)(decision or job_error)
-    st.caption(f"Recent retrain jobs for {ticker}. " + runbook.runbook_caption("retrain", "What each job state means and what to do"))
+    st.caption(f"Recent retrain jobs for {ticker}.")
+    st.expander(runbook.expander_label("retrain")).markdown(runbook.section("retrain"))  # each job state, what to do
     st.dataframe(retrain_jobs.jobs_frame(symbol=ticker, limit=10), hide_index=True, key="mm_jobs")
 with tab_artifacts:
     artifacts = artifact_files(model_id)
@@ -135,16 +137,14 @@ with tab_artifacts:
             if not artifacts_error:
                 st.rerun()
             st.error(artifacts_error)
-with tab_detail:
-    st.dataframe(model_view.model_facts(model), hide_index=True, key="mm_facts")
-    st.download_button("Download metrics (JSON)", **model_view.metrics_download(model), key="mm_metrics_json")
+tab_detail.dataframe(model_view.model_facts(model), hide_index=True, key="mm_facts")
+tab_detail.download_button("Download metrics (JSON)", **model_view.metrics_download(model), key="mm_metrics_json")
 with tab_validation:
     figure, validation_error = model_view.validation_chart(model_id)
     if figure is None:
         st.error(validation_error)
     else:
         st.plotly_chart(figure, key="mm_validation_chart")
-with tab_lineage:
-    st.dataframe(model_view.family_table(model_id), hide_index=True, key="mm_family")
-with tab_audit:
-    st.dataframe(loop_view.model_timeline(model_id), hide_index=True)  # trained, gated, tested, deployed, watched... with evidence
+tab_lineage.dataframe(model_view.family_table(model_id), hide_index=True, key="mm_family")
+tab_audit.dataframe(loop_view.model_timeline(model_id), hide_index=True)  # trained, gated, tested, deployed... with evidence
+tab_audit.expander(runbook.expander_label("loop")).markdown(runbook.section("loop"))

@@ -84,8 +84,8 @@ if data and data["model_id"] == model_id:
         st.markdown(f"- {escape_markdown(reason)}")
     if not report.reasons:
         st.success("No drift detected.")
-    st.caption(f"Retrain? {'yes' if retrain else 'no'}: {escape_markdown(why)}  \nRule: {escape_markdown(report.dataset.get('rule', ''))}  \n"
-               + runbook.runbook_caption("drift", "What each severity means, what to check and what fixes it"))
+    st.caption(f"Retrain? {'yes' if retrain else 'no'}: {escape_markdown(why)}  \nRule: {escape_markdown(report.dataset.get('rule', ''))}")
+    st.expander(runbook.expander_label("drift")).markdown(runbook.section("drift"))  # each severity: check, fix
 
     perf, concept = report.performance, report.concept
     m1, m2, m3, m4 = st.columns(4)

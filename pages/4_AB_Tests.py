@@ -6,7 +6,7 @@ Experiment names are user text: every message that shows one goes through `escap
 import streamlit as st
 
 from core import ab_view as view
-from core import ab_validation, abtest
+from core import ab_validation, abtest, runbook
 from core.config import get_settings
 from core.market import available_symbols, last_trading_day
 from core.store import action_guard, page_guard
@@ -15,7 +15,7 @@ from core.text import escape_markdown
 st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="🧪", layout="wide")
 st.title("🧪 A/B Tests")
 st.caption(view.DECISION_CAPTION)
-
+st.expander(runbook.expander_label("ab")).markdown(runbook.section("ab"))  # each verdict: what it means, what to do
 for kind in ("success", "error"):  # flash messages are stored already escaped (see the module docstring)
     if message := st.session_state.pop(f"ab_flash_{kind}", None):
         getattr(st, kind)(message)

@@ -101,7 +101,7 @@ with tab_health:  # where does the model fail: by market regime and by decile of
         else:
             st.plotly_chart(health_charts.feature_decile_figure(health.deciles), key="mon_deciles")
             st.dataframe(display_table(health.deciles), hide_index=True, key="mon_decile_table")
-    st.caption(runbook.runbook_caption("health", "How to read this and what to do about a weak regime"))
+    st.expander(runbook.expander_label("health")).markdown(runbook.section("health"))  # reading it, a weak regime
 with tab_drift:
     psi = psi_history(model_id=model_arg, symbol=symbol_arg)
     if psi.empty:
@@ -116,7 +116,7 @@ with tab_drift:
                             .update_layout(title=f"{name}: PSI over time"), key=f"mon_psi_{name}")
 with tab_alerts:
     shown = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg)
-    st.caption(runbook.runbook_caption("alerts", "What each alert kind means and which button or command fixes it"))
+    st.expander(runbook.expander_label("alerts")).markdown(runbook.section("alerts"))  # each kind: its fix
     if shown.empty:
         st.info("No alerts.")
     else:

@@ -141,7 +141,7 @@ def test_a_better_challenger_wins_its_shadow_test_and_is_deployed_then_watched(c
     assert _jobs(fresh_db)[0]["status"] == "validated"
     later = fresh_db.execute("SELECT DISTINCT model_id FROM predictions WHERE served = 1 AND as_of > ?", [decided_on]).fetchall()
     assert later == [(challenger,)]
-    from core.challenger import decisions_worth  # what the deploy was worth on the days after it, by hand
+    from core.loop_view import decisions_worth  # what the deploy was worth on the days after it, by hand
 
     worth = decisions_worth(days[0], days[-1]).iloc[0]
     after = [d for d in days if decided_on < d < days[-1]]
@@ -151,6 +151,12 @@ def test_a_better_challenger_wins_its_shadow_test_and_is_deployed_then_watched(c
     naive = sum(abs(b[0] - a[0]) for a, b in zip(closes, closes[1:])) / len(after)  # both arms are naive models here
     assert worth["champion MAE $"] == pytest.approx(naive) and worth["challenger MAE $"] == pytest.approx(naive)
     assert worth["worth $"] == pytest.approx(0.0, abs=1e-9)
+    from core.loop_view import decision_worth, model_timeline, worth_in_words  # and the timeline shows it, to the data's end
+
+    afterwards = model_timeline(challenger).query("step == 'afterwards'")["evidence"].tolist()
+    last_day = fresh_db.execute("SELECT MAX(date) FROM prices WHERE symbol = ?", [SYMBOL]).fetchone()[0][:10]
+    assert afterwards == [worth_in_words(decision_worth(_jobs(fresh_db)[0]["id"], last_day))]
+    assert f"on the 60 trading days after {decided_on}" in afterwards[0] and "(deployed) was worth $+0.000 per day" in afterwards[0]
 
 
 def test_no_difference_until_the_maximum_duration_archives_the_challenger(champion, fresh_db, monkeypatch):
@@ -369,3 +375,22 @@ def test_critical_drift_still_waits_and_a_replay_reviewer_approves_it_into_a_tes
     with pytest.raises(SystemExit) as usage:  # the simulated reviewer exists only for a replay
         scheduled_tasks.main(["--once", "--approve"])
     assert usage.value.code == 2
+
+
+def test_a_replay_of_earlier_days_leaves_a_later_test_alone_and_every_look_is_valid_json(champion, fresh_db, monkeypatch):
+    """Replaying days before a running test opened (a second `--replay` over an earlier range) must not look at
+    it: that look had no scored day, its NaN numbers made the job's JSON invalid and SQLite refused every
+    later read as a damaged database. A look with no scored day yet stores null."""
+    from core.challenger import advance
+
+    loop_setup(monkeypatch)
+    days = _days(6)
+    _cycle(days[3])  # the test opens on days[3]
+    assert _jobs(fresh_db)[0]["status"] == "testing"
+    assert advance(SYMBOL, days[3]).startswith(f"challenger {_jobs(fresh_db)[0]['challenger_id']} in test")  # no scored day
+    for day in days[:3]:
+        assert "s test starts on " + days[3] in advance(SYMBOL, day)
+        _cycle(day)  # the whole cycle on an earlier day: no failure, the test untouched
+    assert fresh_db.execute("SELECT COUNT(*) FROM retrain_jobs WHERE NOT json_valid(details_json)").fetchone()[0] == 0
+    look = json.loads(fresh_db.execute("SELECT details_json FROM retrain_jobs WHERE status = 'testing'").fetchone()[0])["last_look"]
+    assert look["look"] == days[3] and look["n"] == 0 and look["champion_mae"] is None

@@ -145,6 +145,60 @@ def test_gate_numbers_against_a_hand_computation(champion, fresh_db, monkeypatch
     assert gate.passed == (0.5 <= naive * (1 - get_settings().retrain_margin))
 
 
+def _recent_champion(train_offset: int) -> str:
+    """A deployed naive champion trained to `_day(train_offset)`: its window overlaps a later challenger's holdout."""
+    from core.registry import deploy, register
+    from core.training import train_model
+
+    model_id = register(train_model(SYMBOL, "naive", train_end=_day(train_offset)), reason="recent champion")
+    deploy(model_id, reason="recent champion", override=True)
+    return model_id
+
+
+def test_gate_scores_the_champion_only_on_days_it_was_not_trained_on(champion, fresh_db, monkeypatch):
+    from core import training
+    from core.config import get_settings
+    from core.retrain import HOLDOUT_DAYS, validation_gate
+
+    recent = _recent_champion(10)
+    _stub_training(monkeypatch, error=0.5)
+    trained = training.train_model(SYMBOL, "naive", train_end=_day(40))
+    gate = validation_gate(trained, recent, get_settings().retrain_margin)
+    # rows _day(10) .. _day(39) (the last row's target is the close of _day(40)): out of sample for both
+    holdout = trained.validation.loc[_day(10):_day(39)]
+    assert (gate.holdout_start, gate.holdout_end, gate.holdout_days) == (_day(10), _day(39), 30)
+    assert gate.champion_in_sample_days == HOLDOUT_DAYS - 30
+    naive = np.mean(np.abs(holdout["last_close"] - holdout["actual_close"]))
+    assert gate.champion_mae == pytest.approx(naive) and gate.challenger_mae == pytest.approx(0.5)
+    assert "over 30 days" in gate.reason
+
+
+def test_gate_refuses_to_judge_with_too_few_out_of_sample_days(champion, fresh_db, monkeypatch):
+    from core import training
+    from core.retrain import MIN_HOLDOUT_DAYS, validation_gate
+
+    recent = _recent_champion(10)
+    _stub_training(monkeypatch, error=-0.001)  # near-perfect, yet there is nothing fair to compare it on
+    trained = training.train_model(SYMBOL, "naive", train_end=_day(10 + MIN_HOLDOUT_DAYS - 1))
+    gate = validation_gate(trained, recent, 0.02)
+    assert not gate.passed and gate.reason.startswith("rejected: too soon to judge")
+    assert gate.holdout_days == MIN_HOLDOUT_DAYS - 1
+
+
+def test_automatic_retrain_too_soon_after_the_champion_is_blocked_untrained(champion, fresh_db, monkeypatch):
+    from core.retrain import MIN_HOLDOUT_DAYS
+
+    monkeypatch.setenv("MLSA_ENABLE_AUTO_RETRAIN", "1")
+    monkeypatch.setenv("MLSA_RETRAIN_CONFIRMATIONS", "1")
+    recent = _recent_champion(0)
+    install_fake_drift(monkeypatch, lambda m, d: _drifting())
+    decisions = _confirmed_days(fresh_db, recent, monkeypatch, days=(MIN_HOLDOUT_DAYS - 1, MIN_HOLDOUT_DAYS))
+    assert decisions[0].startswith(f"blocked: too soon: {recent} was trained to {_day(0)}")
+    assert f"{MIN_HOLDOUT_DAYS - 1} so far" in decisions[0]
+    assert not decisions[1].startswith("blocked")  # the 20th out-of-sample day: the retrain runs
+    assert fresh_db["models"].count == 3  # the first champion, the recent one, one challenger
+
+
 def test_critical_drift_waits_for_approval(champion, fresh_db, monkeypatch):
     from core.registry import deployed_model
     from core.retrain_jobs import approval_queue

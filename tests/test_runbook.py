@@ -93,25 +93,42 @@ def test_every_section_the_pages_name_exists_and_the_pages_name_them(sources):
     assert runbook.headings("# Title\ntext\n## `drift`\nmore\n") == ["Title", "drift"]
 
 
-def _runbook_captions(at, section: str) -> list[str]:
-    heading = runbook.SECTIONS[section]
-    return [c.value for c in at.caption if "docs/RUNBOOK.md" in c.value and f"**{heading}**" in c.value]
+def test_a_section_is_the_text_under_its_heading_up_to_the_next_of_its_level():
+    text = "# Runbook\nintro\n## Alerts\nall alerts\n### `drift`\nthe drift alert\n## Troubleshooting\nfix it\n"
+    assert runbook.section("alerts", text) == "all alerts\n#### `drift`\nthe drift alert"  # sub-entries one level down
+    assert runbook.section("troubleshooting", text) == "fix it"
+    with pytest.raises(KeyError):
+        runbook.section("retrain", text)  # a heading the text lacks
+    shipped = runbook.section("retrain")  # the real file: every job state is in its section, the next section is not
+    assert "#### `testing`" in shipped and "#### `interrupted`" in shipped and "Model health" not in shipped
+    assert runbook.section("loop").startswith("Home shows one per ticker") and "#### challenger in test" in runbook.section("loop")
 
 
-def test_the_pages_point_to_the_runbook_where_the_states_appear(registry_copy):
-    """Drift (after a check), A/B Tests, Model Management (certification, retrain jobs) and Forecast (offline
-    data source) each name the runbook section for what they show; Monitoring's are in test_health_view."""
+def runbook_expanders(at, section: str) -> list[str]:
+    """The markdown inside the page's runbook expander(s) for `section` (the section's own text, not a pointer)."""
+    bodies = ["\n".join(m.value for m in e.markdown) for e in at.expander if e.label == runbook.expander_label(section)]
+    return [body for body in bodies if body == runbook.section(section)]
+
+
+def test_the_pages_show_the_runbook_section_where_the_states_appear(registry_copy):
+    """Home (loop states), Model Management (job states, certification, timeline), Drift (after a check), A/B
+    Tests and Forecast (offline data source) each hold the runbook section for what they show in an
+    expander: readable in the app, which serves no static files. Monitoring's are in test_health_view."""
     from conftest import page_app
 
+    home = page_app("Home.py").run()
+    assert not home.exception and runbook_expanders(home, "loop")
+    management = page_app("pages/2_Model_Management.py").run()
+    assert not management.exception
+    assert runbook_expanders(management, "retrain") and runbook_expanders(management, "loop")
+    assert runbook_expanders(management, "certification")  # the demo's deployed model was certified
     drift = page_app("pages/3_Drift.py").run()
     drift.button[0].click().run()  # Check for Drift
-    assert not drift.exception and _runbook_captions(drift, "drift")
+    assert not drift.exception and runbook_expanders(drift, "drift")
     ab = page_app("pages/4_AB_Tests.py").run()
-    assert not ab.exception and _runbook_captions(ab, "ab")
-    management = page_app("pages/2_Model_Management.py").run()
-    assert not management.exception and _runbook_captions(management, "retrain") and _runbook_captions(management, "certification")
+    assert not ab.exception and runbook_expanders(ab, "ab")
     forecast = page_app("pages/1_Forecast.py").run()  # offline: the bundled data or its cache, never yfinance
-    assert not forecast.exception and _runbook_captions(forecast, "troubleshooting")
+    assert not forecast.exception and runbook_expanders(forecast, "troubleshooting")
 
 
 def test_the_ab_form_opens_on_the_default_duration_setting(registry_copy, monkeypatch):
