@@ -266,13 +266,13 @@ def _fetch_into_cache(db: sqlite_utils.Database, symbol: str) -> tuple[str, str]
 
 def last_trading_day(symbol: str, db: sqlite_utils.Database | None = None,
                      cache: PriceCache | None = None) -> pd.Timestamp:
-    """The default `as_of`: the last day with a price for `symbol`. Read as the last cached day (one index
-    seek and one row, not the whole history), through `load_prices` so an uncached ticker is fetched first."""
+    """The default `as_of`: the last day with a price for `symbol`: the last cached day (one index seek, not the
+    whole history: the daily cycle dates 100 tickers with it), or through `load_prices` for a ticker not cached yet.
+    Its rows are validated where they are read."""
     if cache is not None:
         return cache.full(symbol).index[-1]
-    db = db or get_db()
-    span = _cached_span(db, (symbol or "").strip().upper())
-    return load_prices(symbol, start=span[1] if span else None, db=db).index[-1]
+    span = _cached_span(db or get_db(), (symbol or "").strip().upper())
+    return pd.Timestamp(span[1]) if span else load_prices(symbol, db=db).index[-1]
 
 
 def next_trading_day(symbol: str, as_of: pd.Timestamp, db: sqlite_utils.Database | None = None) -> pd.Timestamp:
