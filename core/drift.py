@@ -121,10 +121,12 @@ def default_as_of(model_id: str, db: sqlite_utils.Database | None = None) -> pd.
     return load_prices(get_model(model_id, db=db)["symbol"], db=db).index[-1]
 
 
-def _model_errors(model_id: str, as_of, db: sqlite_utils.Database) -> pd.DataFrame:
-    """Served predictions up to `as_of` with known actuals, with log-return errors (scale-free)."""
+def _model_errors(model_id: str, as_of, db: sqlite_utils.Database, since=None) -> pd.DataFrame:
+    """Served predictions from `since` (the model's train_end: none is served before) up to `as_of` with known
+    actuals, with log-return errors (scale-free). The bound lets the read seek the (model, day) index range."""
     # shadow predictions count too: they are this model's forecasts, only not shown to the user
-    log_frame = prediction_log(model_id=model_id, end=as_of, served_only=False, db=db).dropna(subset=["actual_close"])
+    log_frame = prediction_log(model_id=model_id, start=since, end=as_of, served_only=False,
+                               db=db).dropna(subset=["actual_close"])
     log_frame = log_frame[log_frame["target_date"] <= _day(as_of)]
     out = pd.DataFrame({
         "as_of": log_frame["as_of"].to_numpy(),
@@ -163,7 +165,7 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     except MarketDataError as exc:
         raise DriftInputError(f"{model_id}: {exc}") from exc
     validation = validation_predictions(model_id)
-    errors = _model_errors(model_id, as_of, db)
+    errors = _model_errors(model_id, as_of, db, since=model["train_end"])
     window_start = _day(current.index[0])
     recent = errors[errors["as_of"] >= window_start]
     performance = performance_check(recent, validation, settings)
