@@ -17,10 +17,11 @@ Each measurement runs on a copy of the cached state, so the cached state is neve
 Printed per state: every page's first visit (a fresh `python -c` running one AppTest of the page;
 streamlit is imported before the clock starts, as in a running server) and its warm load (new AppTest
 sessions in one process, min of 3 after one untimed), then one daily cycle for every deployed model
-(the sequential detectors' first catch-up is done before, untimed, as a scheduler does once per model).
+(the sequential detectors' first catch-up is done before, untimed, as a scheduler does once per model), with
+its wall and CPU seconds: on a shared host the wall time is mostly other processes' load.
 Goals at ~1M rows: Home < 1 s warm, every page < 2 s warm, first visit < 3 s, cycle for 100 models < 30 s.
 
-    .venv/bin/python bench/scale_bench.py [--dir /tmp/mlsa-scale-bench] [--tickers 100] [--days 11000]
+    .venv/bin/python bench/scale_bench.py [--dir /tmp/mlsa-scale-bench] [--tickers 100] [--days 11000] [--cycle-only]
 """
 from __future__ import annotations
 
