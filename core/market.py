@@ -220,7 +220,6 @@ class PriceCache:
         self.db = db or get_db()
         self.max_tickers = max_tickers
         self._frames: OrderedDict[str, pd.DataFrame] = OrderedDict()
-        self.reads: list[str] = []  # every ticker read from the database, in order (a test counts them)
 
     def full(self, symbol: str) -> pd.DataFrame:
         """The ticker's whole history (read the first time it is asked for)."""
@@ -229,12 +228,12 @@ class PriceCache:
             self._frames.move_to_end(symbol)
         else:
             self._frames[symbol] = load_prices(symbol, db=self.db)
-            self.reads.append(symbol)
             while len(self._frames) > self.max_tickers:
                 self._frames.popitem(last=False)
         return self._frames[symbol]
 
     def load(self, symbol: str, start=None, end=None) -> pd.DataFrame:
+        """`load_prices(symbol, start, end)`, sliced from the history read once."""
         frame = self.full(symbol)
         lo = _day(start) if start is not None else None
         hi = _day(end) if end is not None else None
