@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 SRM_ALPHA = 0.001  # sample-ratio-mismatch flag: p below this means the split is broken, not unlucky
 MIXTURE_EFFECT_SD = 0.5  # mSPRT prior: standardised effect ~ N(0, 0.5^2), a "medium" effect (Cohen 1988)
@@ -125,6 +124,7 @@ def confidence_sequence(looks: Looks, alpha: float, min_samples: int, effect_sd:
 
 def fixed_horizon_pvalues(looks: Looks) -> np.ndarray:
     """Two-sided t-test p-value at each look (Welch or paired): valid only if looked at once."""
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = looks.difference / np.sqrt(looks.variance)
         p = 2 * stats.t.sf(np.abs(t), looks.df)
@@ -230,6 +230,7 @@ def compare_arms(
 
 
 def _compare_pair(loss_a, loss_b, look_a, look_b, control, arm, paired, alpha_each, min_samples, enough, rule):
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
     n_looks = int(max(look_a.max(initial=-1), look_b.max(initial=-1))) + 1
     if paired:
         looks = looks_paired(*cumulative_by_look(loss_b - loss_a, look_a, n_looks))
@@ -284,6 +285,7 @@ def srm_pvalue(counts: Sequence[int], shares: Sequence[float]) -> float | None:
     >>> round(srm_pvalue([4500, 5500], [0.5, 0.5]), 12) < 0.001
     True
     """
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
     counts = np.asarray(counts, dtype=float)
     total = counts.sum()
     if total == 0:

@@ -42,8 +42,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import solve_toeplitz
-from scipy.signal import lfilter
 
 from core.config import get_settings
 
@@ -194,6 +192,8 @@ def ar_sieve(x: np.ndarray, max_order: int = 5) -> tuple[float, np.ndarray, np.n
     >>> np.round(ar_sieve(x)[1], 1)
     array([0.5])
     """
+    from scipy.linalg import solve_toeplitz  # lazy: a page that fits no profile never imports scipy (issue 16)
+
     x = np.asarray(x, dtype=float)
     finite = np.isfinite(x)
     mean = float(x[finite].mean()) if finite.any() else 0.0
@@ -218,6 +218,8 @@ def ar_sieve(x: np.ndarray, max_order: int = 5) -> tuple[float, np.ndarray, np.n
 def _sieve_paths(column: np.ndarray, index: np.ndarray, max_order: int, burn: int) -> np.ndarray:
     """Simulated paths of one reference series: its AR(p) filter driven by block-resampled residuals
     (`index` has `burn` extra leading days, dropped); NaN where the resampled day had no observation."""
+    from scipy.signal import lfilter  # lazy: scipy.signal is ~2 s of a page's first visit (issue 16)
+
     mean, coefs, residuals = ar_sieve(column, max_order)
     shocks = residuals[index]
     missing = np.isnan(shocks)

@@ -23,7 +23,7 @@ from core.alerts import deliver_pending, evaluate_model
 from core.cluster import Executor, Handle, executor, task_settings
 from core.config import get_settings
 from core.drift import check_within_data, data_ends
-from core.market import MarketDataError, load_prices
+from core.market import MarketDataError, PriceCache, load_prices
 from core.metrics import METRICS_LOOKBACK_DAYS, upsert_daily_metrics
 from core.predict import backfill_actuals, predict
 from core.registry import get_model, list_models, model_kind
@@ -113,7 +113,8 @@ def _price_only(model: dict, what: str) -> None:
         raise StepSkipped(f"{what} cover price models; a direction model is scored by the metrics and drift steps")
 
 
-def _watch_all(models: list[dict], model_days: dict[str, str], db: sqlite_utils.Database) -> dict[str, Any]:
+def _watch_all(models: list[dict], model_days: dict[str, str], db: sqlite_utils.Database,
+               prices: PriceCache | None = None) -> dict[str, Any]:
     """The sequential detectors of all the day's models advanced in one batched `drift_watch.update` per model day
     (normally one: one read per ticker, one vectorised step, one transaction). model_id -> days stored, or the
     exception of its batch: that model's watch step then runs alone, so one model's fault stops no other."""
@@ -123,7 +124,7 @@ def _watch_all(models: list[dict], model_days: dict[str, str], db: sqlite_utils.
     done: dict[str, Any] = {}
     for day, ids in by_day.items():
         try:
-            stored = drift_watch.update(ids, day, db=db)
+            stored = drift_watch.update(ids, day, db=db, cache=prices)
         except Exception as exc:  # noqa: BLE001 - each model retries alone in its own step, which reports the fault
             log.warning("%s: batched drift watch of %d models failed (%s); each runs alone", day, len(ids), exc)
             stored = {model_id: exc for model_id in ids}
@@ -137,7 +138,7 @@ def _step_watch(model: dict, day: str, context: dict, db: sqlite_utils.Database)
     _price_only(model, "the sequential detectors")
     stored = context.get("watched", {}).get(model["model_id"])
     if stored is None or isinstance(stored, Exception):
-        stored = drift_watch.update([model["model_id"]], day, db=db).get(model["model_id"], 0)
+        stored = drift_watch.update([model["model_id"]], day, db=db, cache=context["prices"]).get(model["model_id"], 0)
     return f"{stored} day(s) of sequential detectors stored"
 
 
@@ -156,21 +157,21 @@ class StepSkipped(Exception):
     days after the model's training window than it needs): recorded as skipped, with the reason."""
 
 
-def _days_after_training(model: dict, day: str, db: sqlite_utils.Database) -> int:
+def _days_after_training(model: dict, day: str, db: sqlite_utils.Database, cache: PriceCache | None = None) -> int:
     """Trading days after the model's train_end up to `day` (the drift check's current window)."""
-    days = load_prices(model["symbol"], start=model["train_end"], end=day, db=db).index
+    days = load_prices(model["symbol"], start=model["train_end"], end=day, db=db, cache=cache).index
     return int((days > pd.Timestamp(model["train_end"])).sum())
 
 
 def _step_drift(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
-    after = _days_after_training(model, day, db)
+    after = _days_after_training(model, day, db, context["prices"])
     if after < drift.MIN_SAMPLES:  # the first days after training, and after every automatic deploy
         raise StepSkipped(f"{after} of {drift.MIN_SAMPLES} days after training")
     stored = db.execute("SELECT 1 FROM drift_checks WHERE model_id = ? AND as_of = ? LIMIT 1",
                         [model["model_id"], day]).fetchone()
     on_cluster = {"windows": context["windows"]} if context.get("windows") else {}  # computed there; else here
     report = drift.check_model(model["model_id"], day, window_days=get_settings().drift_window_days, db=db,
-                               store=stored is None, **on_cluster)  # a day already checked is recomputed, never stored twice
+                               store=stored is None, cache=context["prices"], **on_cluster)  # a day already checked is recomputed, never stored twice
     context["report"] = report
     return f"drift {report.severity}" + (" (already checked today)" if stored else "")
 
@@ -198,13 +199,13 @@ def _step_retrain(model: dict, day: str, context: dict, db: sqlite_utils.Databas
 
 
 def _step_forecast(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
-    trading_day = _day(load_prices(model["symbol"], end=day, db=db).index[-1])
+    trading_day = _day(load_prices(model["symbol"], end=day, db=db, cache=context["prices"]).index[-1])
     kind = model_kind(model["model_type"])  # a ticker's price and direction models each serve once a day
     served = db.execute("SELECT 1 FROM predictions WHERE symbol = ? AND as_of = ? AND served = 1 AND (p_up IS NULL) = ? "
                         "LIMIT 1", [model["symbol"], trading_day, int(kind == "price")]).fetchone()
     if served:
         return f"forecast for {trading_day} already logged"
-    made = predict(model["symbol"], trading_day, db=db, kind=kind)
+    made = predict(model["symbol"], trading_day, db=db, kind=kind, cache=context["prices"])
     # count it in today's metrics now, so a second run of the same day finds nothing new to add
     upsert_daily_metrics(trading_day, trading_day, [made.model_id], db=db)
     said = f"P(up) {made.p_up:.1%}" if made.p_up is not None else f"${made.predicted_close:.2f}"
@@ -218,10 +219,13 @@ STEP_FUNCTIONS: dict[str, Callable[[dict, str, dict, sqlite_utils.Database], str
 
 
 def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, should_stop: StopCheck | None,
-               db: sqlite_utils.Database, windows: Handle | None = None, watched: dict | None = None) -> dict[str, Any]:
+               db: sqlite_utils.Database, windows: Handle | None = None, watched: dict | None = None,
+               prices: PriceCache | None = None) -> dict[str, Any]:
+    """The steps of one model; `watched` is the cycle's batched detector update, `prices` its PriceCache (a new
+    one when run alone)."""
     started = time.perf_counter()
     context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices, "windows": windows,
-                               "watched": watched or {}}
+                               "watched": watched or {}, "prices": prices or PriceCache(db)}
     entry: dict[str, Any] = {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok",
                              "steps_run": 0, "failed_steps": [], "errors": {}, "skipped_steps": {}}
     for step in STEPS:
@@ -271,7 +275,7 @@ def _cycle_days(as_of, models: list[dict], refresh_prices: bool,
 
 
 def _submit_drift_windows(tasks: Executor, models: list[dict], model_days: dict[str, str],
-                          db: sqlite_utils.Database) -> dict[str, Handle]:
+                          db: sqlite_utils.Database, cache: PriceCache | None = None) -> dict[str, Handle]:
     """On a cluster, every model's drift windows (the cycle's heavy, pure work) start at once as tasks with plain
     inputs (its row, its prices, settings without secrets); the driver reads each in the model's drift step and
     does every read and write itself. In process there is nothing to submit: the step computes them as before."""
@@ -284,7 +288,7 @@ def _submit_drift_windows(tasks: Executor, models: list[dict], model_days: dict[
             continue
         plain = {key: model[key] for key in ("model_id", "symbol", "features", "train_start", "train_end")}
         try:
-            prices = drift.window_prices(plain, day, db=db)
+            prices = drift.window_prices(plain, day, db=db, cache=cache)
         except MarketDataError:  # the drift step computes in process and fails with its own words
             continue
         handles[model["model_id"]] = tasks.submit(f"drift-windows {model['model_id']} {day}", drift.compare_windows,
@@ -320,10 +324,11 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
         log.warning("alert delivery retry failed: %s", exc)
     rates = error_rates(day, db=db) if day else {}
     entries, skipped = [], []
+    prices = PriceCache(db)  # each ticker's prices read once in this cycle, not ~10 times per model (issue 16)
     with executor() as tasks:  # MLSA_DASK_SCHEDULER: the drift windows run on that cluster
-        windows = _submit_drift_windows(tasks, models, model_days, db)
+        windows = _submit_drift_windows(tasks, models, model_days, db, prices)
         watched = _watch_all([m for m in models if model_days[m["model_id"]] >= m["train_end"]
-                              and model_kind(m["model_type"]) == "price"], model_days, db)
+                              and model_kind(m["model_type"]) == "price"], model_days, db, prices)
         for model in models:
             if should_stop is not None and should_stop():
                 break
@@ -334,7 +339,7 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
                                           f"{model['train_end']}); it runs from {model['train_end']}"})
                 continue
             entry = _run_model(model, model_day, rates.get(model["model_id"], 0.0),
-                               False, should_stop, db, windows.get(model["model_id"]), watched)  # prices refreshed above
+                               False, should_stop, db, windows.get(model["model_id"]), watched, prices)  # refreshed above
             entries.append({**entry, "as_of": model_day})
         ran_on = tasks.where
     summary = {

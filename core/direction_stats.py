@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import beta
 
 RELIABILITY_BINS = 10
 BELIEF_LEVEL = 0.90  # the interval of belief around a calibrated P(up)
@@ -128,6 +127,8 @@ def belief_interval(p_up: float, reliability: pd.DataFrame, level: float = BELIE
         return 0.0, 1.0
     ups, count = int(inside["ups"].iloc[0]), int(inside["count"].iloc[0])
     tail = (1 - level) / 2
+    from scipy.stats import beta  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
+
     return float(beta.ppf(tail, ups + 0.5, count - ups + 0.5)), float(beta.ppf(1 - tail, ups + 0.5, count - ups + 0.5))
 
 

@@ -20,7 +20,7 @@ from core.drift_report import (FEATURE_TABLE_COLUMNS, MIN_PERF_SAMPLES, DriftRep
                                concept_check, performance_check, prediction_check, streaming_check, volatility_check)
 from core.drift_stats import check_budget, compare_frames
 from core.features import build_features
-from core.market import MarketDataError, last_trading_day, load_prices
+from core.market import MarketDataError, PriceCache, last_trading_day, load_prices
 from core.metrics import live_days, skill_drop
 from core.predict import prediction_log
 from core.registry import DIRECTION_TYPE, get_model, validation_predictions
@@ -37,17 +37,18 @@ class BeyondDataError(DriftInputError):
 def _day(value) -> str:
     return f"{pd.Timestamp(value):%Y-%m-%d}"
 
-def model_windows(model: dict, as_of, window_days: int,
-                  db: sqlite_utils.Database | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def model_windows(model: dict, as_of, window_days: int, db: sqlite_utils.Database | None = None,
+                  cache: PriceCache | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(reference, current) feature frames: the training window, and the last `window_days` days to `as_of`."""
-    return windows_from_prices(model, window_prices(model, as_of, db=db), as_of, window_days)
+    return windows_from_prices(model, window_prices(model, as_of, db=db, cache=cache), as_of, window_days)
 
 
-def window_prices(model: dict, as_of, db: sqlite_utils.Database | None = None) -> pd.DataFrame:
+def window_prices(model: dict, as_of, db: sqlite_utils.Database | None = None,
+                  cache: PriceCache | None = None) -> pd.DataFrame:
     """The prices both windows are built from: the training window (with its feature warm-up) to `as_of`."""
     warmup_start = pd.Timestamp(model["train_start"]) - pd.Timedelta(days=120)  # > 50 trading days: the longest feature window
     return load_prices(model["symbol"], start=warmup_start, end=max(pd.Timestamp(as_of), pd.Timestamp(model["train_end"])),
-                       db=db or get_db())
+                       db=db or get_db(), cache=cache)
 
 
 def windows_from_prices(model: dict, prices: pd.DataFrame, as_of, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -76,10 +77,11 @@ def compare_windows(model: dict, prices: pd.DataFrame, as_of, window_days: int, 
                                               alpha=check_budget(settings).window)
 
 
-def data_ends(symbols: list[str], db: sqlite_utils.Database | None = None) -> dict[str, pd.Timestamp]:
+def data_ends(symbols: list[str], db: sqlite_utils.Database | None = None,
+              cache: PriceCache | None = None) -> dict[str, pd.Timestamp]:
     """The last trading day the data has for each ticker: "today" for every check and cycle (with live
     yfinance data that is today's close once it is in; on the bundled data, the file's last day)."""
-    return {symbol: last_trading_day(symbol, db=db) for symbol in symbols}
+    return {symbol: last_trading_day(symbol, db=db, cache=cache) for symbol in symbols}
 
 
 def check_within_data(as_of, ends: dict[str, pd.Timestamp]) -> pd.Timestamp:
@@ -121,10 +123,12 @@ def default_as_of(model_id: str, db: sqlite_utils.Database | None = None) -> pd.
     return load_prices(get_model(model_id, db=db)["symbol"], db=db).index[-1]
 
 
-def _model_errors(model_id: str, as_of, db: sqlite_utils.Database) -> pd.DataFrame:
-    """Served predictions up to `as_of` with known actuals, with log-return errors (scale-free)."""
+def _model_errors(model_id: str, as_of, db: sqlite_utils.Database, since=None) -> pd.DataFrame:
+    """Served predictions from `since` (the model's train_end: none is served before) up to `as_of` with known
+    actuals, with log-return errors (scale-free). The bound lets the read seek the (model, day) index range."""
     # shadow predictions count too: they are this model's forecasts, only not shown to the user
-    log_frame = prediction_log(model_id=model_id, end=as_of, served_only=False, db=db).dropna(subset=["actual_close"])
+    log_frame = prediction_log(model_id=model_id, start=since, end=as_of, served_only=False,
+                               db=db).dropna(subset=["actual_close"])
     log_frame = log_frame[log_frame["target_date"] <= _day(as_of)]
     out = pd.DataFrame({
         "as_of": log_frame["as_of"].to_numpy(),
@@ -139,12 +143,14 @@ def _model_errors(model_id: str, as_of, db: sqlite_utils.Database) -> pd.DataFra
 
 
 def check_model(model_id: str, as_of=None, window_days: int | None = None,
-                db: sqlite_utils.Database | None = None, store: bool = True, windows=None) -> DriftReport:
+                db: sqlite_utils.Database | None = None, store: bool = True, windows=None,
+                cache: PriceCache | None = None) -> DriftReport:
     """Every drift check for `model_id` on `as_of` (default: where its prediction log stands).
 
     Reference = the model's training window features; current = the last `window_days` trading days
     up to `as_of`. Stores the report in `drift_checks` when `store`. `windows` is a handle whose
-    `result()` is `compare_windows` for the same arguments, computed elsewhere (a cluster task).
+    `result()` is `compare_windows` for the same arguments, computed elsewhere (a cluster task). `cache`: the
+    pass's `PriceCache` (the daily cycle's), so the ticker's prices are not read again for each window.
     """
     db = db or get_db()
     settings = get_settings()
@@ -152,10 +158,10 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     budget = check_budget(settings)  # the window test and the sequential alarms share one false-alarm budget
     model = get_model(model_id, db=db)
     as_of = pd.Timestamp(as_of) if as_of is not None else default_as_of(model_id, db=db)
-    check_within_data(as_of, data_ends([model["symbol"]], db=db))
+    check_within_data(as_of, data_ends([model["symbol"]], db=db, cache=cache))
     try:
         if windows is None:
-            reference, current = model_windows(model, as_of, window_days, db)
+            reference, current = model_windows(model, as_of, window_days, db, cache=cache)
             comparison = compare_frames(reference, current, settings=settings, serial=True, alpha=budget.window)
         else:
             reference, current, comparison = windows.result()
@@ -163,14 +169,15 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
         raise DriftInputError(f"{model_id}: {exc}") from exc
     validation = validation_predictions(model_id)
     window_start = _day(current.index[0])
-    prices = load_prices(model["symbol"], start=reference.index[0] - pd.Timedelta(days=7), end=as_of, db=db)["close"]
+    prices = load_prices(model["symbol"], start=reference.index[0] - pd.Timedelta(days=7), end=as_of, db=db,
+                         cache=cache)["close"]
     returns = np.log(prices).diff()
     if model["model_type"] == DIRECTION_TYPE:  # a classifier: its P(up) and scoring rules, not price errors
         performance, concept, prediction, streaming, own_reasons = classifier_checks(
             model_id, as_of, window_start, validation, returns.loc[reference.index].dropna().to_numpy(),
             returns.loc[current.index].dropna().to_numpy(), settings, db)
     else:
-        errors = _model_errors(model_id, as_of, db)
+        errors = _model_errors(model_id, as_of, db, since=model["train_end"])
         recent = errors[errors["as_of"] >= window_start]
         performance = performance_check(recent, validation, settings)
         # degraded = live skill vs naive credibly below validation skill on the same days (core.metrics), not $ or %
@@ -188,7 +195,7 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     reasons = own_reasons + report_reasons(comparison, {**performance, "degraded": performance["degraded"] and not own_reasons},
                                            {**concept, "bias_drift": concept["bias_drift"] and not own_reasons},
                                            prediction, streaming, settings)
-    sequential = drift_watch.alarms(model_id, as_of, db=db)  # the window test says what changed, the alarms when
+    sequential = drift_watch.alarms(model_id, as_of, db=db, cache=cache)  # the window test says what changed, the alarms when
     severity, reasons = combine(severity, reasons, sequential)
     features = comparison.features.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
     report = DriftReport(
@@ -205,7 +212,7 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
         reference=reference, current=current,
     )
     if store:
-        store_report(report, db=db)
+        store_report(report, db=db, cache=cache)
     log.info("drift check %s as of %s: %s (%d reasons)", model_id, report.as_of, severity, len(reasons))
     return report
 
@@ -280,11 +287,11 @@ def classifier_checks(model_id: str, as_of, window_start: str, validation: pd.Da
 
 # --- storage -------------------------------------------------------------------------------------------
 
-def store_report(report: DriftReport, db: sqlite_utils.Database | None = None) -> int:
+def store_report(report: DriftReport, db: sqlite_utils.Database | None = None, cache: PriceCache | None = None) -> int:
     """Append the report to `drift_checks` (full JSON); returns the row id. A report dated after the
     last trading day of its ticker's data is refused (BeyondDataError): no check exists for such a day."""
     db = db or get_db()
-    check_within_data(report.as_of, data_ends([get_model(report.model_id, db=db)["symbol"]], db=db))
+    check_within_data(report.as_of, data_ends([get_model(report.model_id, db=db)["symbol"]], db=db, cache=cache))
     with transaction(db):
         table = db["drift_checks"]
         table.insert({"model_id": report.model_id, "as_of": report.as_of, "window_days": report.window_days,

@@ -8,21 +8,28 @@ same length would show. `psi`, `ks_test` and `wasserstein` are the one-column fo
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 
-try:  # scipy's exact two-sample KS p-value, the routine ks_2samp itself calls (see _exact_ks_p)
-    from scipy.stats._stats_py import _attempt_exact_2kssamp as _scipy_exact_ks
-except ImportError:  # pragma: no cover - a future scipy; the public ks_2samp is used instead
-    _scipy_exact_ks = None
+@functools.cache
+def _scipy_exact_ks() -> Callable | None:
+    """scipy's exact two-sample KS p-value, the routine ks_2samp itself calls (see _exact_ks_p); None in a future
+    scipy that moves it (the public ks_2samp is used then). Imported on first use: scipy.stats is ~2 s of a page's
+    first visit that tests nothing (issue 16)."""
+    try:
+        from scipy.stats._stats_py import _attempt_exact_2kssamp
+    except ImportError:  # pragma: no cover - a future scipy
+        return None
+    return _attempt_exact_2kssamp
 
 MIN_SAMPLES = 5  # fewer finite values than this in either window: the column is "insufficient data"
 PSI_EPSILON = 1e-4  # floor for empty bins (DESIGN.md), so ln(a / e) stays finite
@@ -212,11 +219,13 @@ def _exact_ks_p(n1: int, n2: int, statistic: float, ref: np.ndarray, cur: np.nda
     Calls scipy's own exact routine directly (27 us) instead of ks_2samp's public wrapper (~3 ms of
     argument handling per call); falls back to the public function if a scipy release moves it.
     """
-    if _scipy_exact_ks is None:
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
+    exact = _scipy_exact_ks()
+    if exact is None:
         return float(stats.ks_2samp(ref[np.isfinite(ref)], cur[np.isfinite(cur)]).pvalue)
     g = math.gcd(n1, n2)
     if n1 // g < np.iinfo(np.int32).max / (n2 // g):
-        success, _, prob = _scipy_exact_ks(n1, n2, g, statistic, "two-sided")
+        success, _, prob = exact(n1, n2, g, statistic, "two-sided")
         if success:
             return float(prob)
     big, small = max(n1, n2), min(n1, n2)  # scipy's fallback: Smirnov's asymptotic distribution
@@ -282,6 +291,7 @@ def column_stats(ref: np.ndarray, cur: np.ndarray, bins: int = 10, serial: bool 
     (`psi_null`): KS and PSI assume independent values, daily rolling features are far from it.
     Columns with fewer than MIN_SAMPLES finite values in either sample get NaN.
     """
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
     if bins < 2:
         raise DriftInputError(f"bins must be at least 2, got {bins}.")
     starts = range(0, ref.shape[0], COLUMN_BLOCK)
@@ -358,6 +368,7 @@ def psi(reference: Any, current: Any, bins: int = 10) -> float:
 
 def ks_test(reference: Any, current: Any) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp): (statistic, p-value); NaN/inf dropped."""
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
     ref, cur = _vector(reference, "reference"), _vector(current, "current")
     result = stats.ks_2samp(ref[np.isfinite(ref)], cur[np.isfinite(cur)])
     return float(result.statistic), float(result.pvalue)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from core.config import Settings
 from core.drift_kernels import MIN_SAMPLES, ks_test
@@ -109,6 +108,7 @@ def concept_check(reference_returns: np.ndarray, current_returns: np.ndarray, re
                   validation: pd.DataFrame, settings: Settings) -> dict:
     """Did the market or the model's relation to it change? Volatility (Brown-Forsythe / Levene with
     median centring), the return distribution (KS), and the bias of the errors (Welch t-test)."""
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
     alpha = settings.drift_ks_alpha
     volatility = volatility_check(reference_returns, current_returns, alpha)
     ret_ks, ret_p = ks_test(reference_returns, current_returns)
@@ -128,6 +128,7 @@ def concept_check(reference_returns: np.ndarray, current_returns: np.ndarray, re
 def volatility_check(reference_returns: np.ndarray, current_returns: np.ndarray, alpha: float) -> dict:
     """Realised volatility change: ratio of standard deviations, Brown-Forsythe (Levene, median) p-value;
     drift when significant at `alpha` and the ratio is beyond x1.5 either way."""
+    from scipy import stats  # lazy: scipy.stats is ~2 s of a page's first visit (issue 16)
     vol_ref, vol_cur = float(np.std(reference_returns, ddof=1)), float(np.std(current_returns, ddof=1))
     vol_ratio = vol_cur / vol_ref if vol_ref > 0 else float("nan")
     vol_p = float(stats.levene(reference_returns, current_returns, center="median").pvalue)
@@ -157,7 +158,7 @@ def streaming_check(errors: pd.DataFrame, validation: pd.DataFrame, window_start
     from river.drift import ADWIN, PageHinkley  # third-party, slow to import; only this check needs it
 
     scale = float(np.mean(np.abs(validation["pred_return"] - validation["actual_return"])))
-    daily = errors.groupby("as_of")["error"].apply(lambda e: float(np.mean(np.abs(e))))
+    daily = errors["error"].abs().groupby(errors["as_of"]).mean()  # one vectorised pass, not a Python call per day
     stream = daily / scale if scale > 0 else daily
     adwin, page_hinkley = ADWIN(), PageHinkley(mode="up")
     adwin_days, ph_days = [], []

@@ -46,7 +46,7 @@ import sqlite_utils
 from core.config import get_settings
 from core.drift_report import RANGE, combine, in_words, reason, retrain_trigger  # noqa: F401 (alarms in words)
 from core.drift_stats import HOLD_DAYS  # trading days an alarm stays current (its share of a check's budget)
-from core.market import MarketDataError, load_prices
+from core.market import MarketDataError, PriceCache, load_prices
 from core.registry import SERVABLE_TYPES, get_model, list_models
 from core.sequential import DETECTORS, fit_profile
 from core.store import get_db, transaction, utc_now
@@ -157,7 +157,8 @@ class Batch:
     inputs: list[DayInputs]
 
 
-def read_batch(model_ids: Sequence[str] | None, day: Any, db: sqlite_utils.Database) -> Batch:
+def read_batch(model_ids: Sequence[str] | None, day: Any, db: sqlite_utils.Database,
+               cache: PriceCache | None = None) -> Batch:
     """The reads of `update`, batched: models, profiles and resume points one query each, prices once per ticker,
     features once per (ticker, anchor), forecasts in one query. A model whose data cannot be read is left out
     (logged with why); a latest day without its full state is recomputed from the training window's end."""
@@ -170,7 +171,7 @@ def read_batch(model_ids: Sequence[str] | None, day: Any, db: sqlite_utils.Datab
             log.warning("%s: no full detector state on %s; recomputing from the training window's end",
                         model_id, points[model_id].last)
     afters = [points[m["model_id"]].last if resumed else str(m["train_end"])[:10] for m, resumed in zip(models, resumes)]
-    inputs = day_inputs_many(models, [profiles[i] for i in ids], afters, day, db)
+    inputs = day_inputs_many(models, [profiles[i] for i in ids], afters, day, db, cache=cache)
     batch = Batch([], [], [], [], [])
     for model_id, resumed, found in zip(ids, resumes, inputs):
         if isinstance(found, MarketDataError):
@@ -184,15 +185,15 @@ def read_batch(model_ids: Sequence[str] | None, day: Any, db: sqlite_utils.Datab
     return batch
 
 
-def update(model_ids: Sequence[str] | None = None, day: Any = None, db: sqlite_utils.Database | None = None
-           ) -> dict[str, int]:
+def update(model_ids: Sequence[str] | None = None, day: Any = None, db: sqlite_utils.Database | None = None,
+           cache: PriceCache | None = None) -> dict[str, int]:
     """Advance the given models (default: every deployed model) to `day` (default: each ticker's last data day);
     returns model_id -> days stored now. Idempotent: it starts after the last stored day, and the insert ignores
     a (model, detector, day) already there. Never stores a day inside the training window or beyond the data.
     The profile of a model without one is fitted first (`ensure_profile`). The reads (`read_batch`), the
     vectorised step (`advance`) and the writes (one transaction, executemany) each run once for all the models."""
     db = db or get_db()
-    batch = read_batch(model_ids, day, db)
+    batch = read_batch(model_ids, day, db, cache)  # cache: the daily cycle's PriceCache (prices read once)
     inserts, resumes, stored = [], [], {}
     for model_id, point, result in zip(batch.ids, batch.points, advance(batch.profiles, batch.states, batch.inputs)):
         rows, resume = _store_rows(model_id, point, result)
@@ -301,7 +302,8 @@ def episodes(model_id: str, db: sqlite_utils.Database | None = None, end: Any = 
     return sorted(found, key=lambda e: (e["alarm_day"], e["detector"]))
 
 
-def alarms(model_id: str, as_of: Any = None, db: sqlite_utils.Database | None = None) -> list[dict]:
+def alarms(model_id: str, as_of: Any = None, db: sqlite_utils.Database | None = None,
+           cache: PriceCache | None = None) -> list[dict]:
     """The alarm episodes current on `as_of` (default: the last stored day): their latest alarm fell on one of
     the last `HOLD_DAYS` trading days of the ticker up to `as_of`. [] when the model has no stored state."""
     db = db or get_db()
@@ -309,7 +311,7 @@ def alarms(model_id: str, as_of: Any = None, db: sqlite_utils.Database | None = 
     if not found:
         return []
     as_of = _day(as_of) if as_of is not None else history_end(model_id, db)
-    calendar = load_prices(get_model(model_id, db=db)["symbol"], end=as_of, db=db).index[-HOLD_DAYS:]
+    calendar = load_prices(get_model(model_id, db=db)["symbol"], end=as_of, db=db, cache=cache).index[-HOLD_DAYS:]
     since = _day(calendar[0]) if len(calendar) else as_of
     return [e | {"as_of": as_of, "reason": reason(e)} for e in found if since <= e["alarm_day"] <= as_of]
 

@@ -12,7 +12,6 @@ import hashlib
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import lfilter
 
 from core.market import MarketDataError, validate_prices
 
@@ -50,9 +49,10 @@ def _rolling_std(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _ewm(x: np.ndarray, alpha: float) -> np.ndarray:
-    """pandas' `ewm(alpha, adjust=False).mean()` as one IIR filter: y[t] = a x[t] + (1 - a) y[t-1], y[0] = x[0]."""
-    y, _ = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * x[0]])
-    return y
+    """y[t] = a x[t] + (1 - a) y[t-1], y[0] = x[0]: pandas' `ewm(alpha, adjust=False).mean()` itself (its compiled
+    loop; the same numbers as scipy's `lfilter`, bit for bit), so building features never imports scipy.signal,
+    ~2 s of every page's first visit (issue 16)."""
+    return pd.Series(x, copy=False).ewm(alpha=alpha, adjust=False).mean().to_numpy()
 
 
 def _rsi(close: np.ndarray, period: int = 14) -> np.ndarray:
@@ -77,7 +77,7 @@ def build_features(prices: pd.DataFrame, symbol: str = "", dropna: bool = True) 
     prediction uses. `close` rides along to turn predicted returns into prices. With `dropna`,
     warm-up rows (incomplete windows) are dropped; the last row is always kept.
     Built with numpy on whole columns (the serving path calls this on every request): trailing
-    windows via `sliding_window_view`, EWMs via one `lfilter` each; `tests/test_features.py`
+    windows via `sliding_window_view`, EWMs via pandas' compiled `ewm` each; `tests/test_features.py`
     checks every column against the pandas formulation.
     """
     prices = validate_prices(prices, symbol or prices.attrs.get("symbol", "prices"))

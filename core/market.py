@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -169,12 +170,16 @@ def load_prices(
     end: str | pd.Timestamp | None = None,
     refresh: bool = False,
     db: sqlite_utils.Database | None = None,
+    cache: PriceCache | None = None,
 ) -> pd.DataFrame:
     """Daily OHLCV for `symbol` between `start` and `end` (inclusive), date-indexed.
 
     Source order: the SQLite cache, yfinance (unless MLSA_OFFLINE=1), the bundled file. Rows from a
-    network or bundled read are cached in `prices`. `attrs["source"]` names the source used.
+    network or bundled read are cached in `prices`. `attrs["source"]` names the source used. With `cache`
+    (a `PriceCache` of this pass) the range is sliced from the ticker's history read once.
     """
+    if cache is not None and not refresh:
+        return cache.load(symbol, start, end)
     symbol = (symbol or "").strip().upper()
     if not symbol:
         raise MarketDataError("No ticker given: pick one of the available symbols.")
@@ -201,6 +206,48 @@ def load_prices(
     return frame
 
 
+class PriceCache:
+    """Each ticker's whole price history read once, then served in slices, for one pass such as a daily cycle.
+
+    A cycle asks for the same ticker's prices ~10 times per model (windows, calendars, the last day); at 11,000
+    days each read costs ~15-40 ms (issue 16). Made by the caller for one pass and passed down, never global, so
+    the next pass reads prices again (a refresh between two passes is seen). A slice is what `load_prices`
+    returns for the same range: the same rows, validated, with `attrs` source and symbol, and the same error
+    for an empty range. It keeps the `max_tickers` most recently used tickers (memory stays bounded with
+    thousands of tickers; a pass that finishes one ticker before the next reads each once)."""
+
+    def __init__(self, db: sqlite_utils.Database | None = None, max_tickers: int = 8):
+        self.db = db or get_db()
+        self.max_tickers = max_tickers
+        self._frames: OrderedDict[str, pd.DataFrame] = OrderedDict()
+
+    def full(self, symbol: str) -> pd.DataFrame:
+        """The ticker's whole history (read the first time it is asked for)."""
+        symbol = (symbol or "").strip().upper()
+        if symbol in self._frames:
+            self._frames.move_to_end(symbol)
+        else:
+            self._frames[symbol] = load_prices(symbol, db=self.db)
+            while len(self._frames) > self.max_tickers:
+                self._frames.popitem(last=False)
+        return self._frames[symbol]
+
+    def load(self, symbol: str, start=None, end=None) -> pd.DataFrame:
+        """`load_prices(symbol, start, end)`, sliced from the history read once."""
+        frame = self.full(symbol)
+        lo = _day(start) if start is not None else None
+        hi = _day(end) if end is not None else None
+        if lo is not None and hi is not None and lo > hi:
+            raise MarketDataError(f"{frame.attrs['symbol']}: the start date {lo} is after the end date {hi}.")
+        picked = frame.loc[lo:hi].copy()  # a copy: a caller may add columns to its frame
+        if picked.empty:
+            raise MarketDataError(
+                f"{frame.attrs['symbol']}: no trading days between {lo or 'the start'} and {hi or 'the end'}; "
+                f"data covers {_day(frame.index[0])} to {_day(frame.index[-1])}.")
+        picked.attrs = dict(frame.attrs)
+        return picked
+
+
 def _fetch_into_cache(db: sqlite_utils.Database, symbol: str) -> tuple[str, str]:
     """yfinance, else the bundled file; store what answered and return its (first, last) day."""
     settings = get_settings()
@@ -216,9 +263,15 @@ def _fetch_into_cache(db: sqlite_utils.Database, symbol: str) -> tuple[str, str]
     return _day(full.index[0]), _day(full.index[-1])
 
 
-def last_trading_day(symbol: str, db: sqlite_utils.Database | None = None) -> pd.Timestamp:
-    """The default `as_of`: the last day with a price for `symbol`."""
-    return load_prices(symbol, db=db).index[-1]
+def last_trading_day(symbol: str, db: sqlite_utils.Database | None = None,
+                     cache: PriceCache | None = None) -> pd.Timestamp:
+    """The default `as_of`: the last day with a price for `symbol`: the last cached day (one index seek, not the
+    whole history: the daily cycle dates 100 tickers with it), or through `load_prices` for a ticker not cached yet.
+    Its rows are validated where they are read."""
+    if cache is not None:
+        return cache.full(symbol).index[-1]
+    span = _cached_span(db or get_db(), (symbol or "").strip().upper())
+    return pd.Timestamp(span[1]) if span else load_prices(symbol, db=db).index[-1]
 
 
 def next_trading_day(symbol: str, as_of: pd.Timestamp, db: sqlite_utils.Database | None = None) -> pd.Timestamp:

@@ -60,35 +60,62 @@ def compute_daily_metrics(start, end, model_ids: list[str] | None = None,
             return pd.DataFrame(columns=["model_id", "date", *METRIC_COLUMNS])
         clauses.append(f"model_id IN ({', '.join('?' * len(model_ids))})")
         params.extend(model_ids)
-    frame = pd.read_sql_query(
+    rows = db.execute(
         "SELECT model_id, as_of, predicted_close, last_close, actual_close, latency_ms FROM predictions "
-        f"WHERE {' AND '.join(clauses)}", db.conn, params=params,
-    )
-    if frame.empty:
+        f"WHERE {' AND '.join(clauses)} ORDER BY model_id, as_of", params,
+    ).fetchall()
+    if not rows:
         return pd.DataFrame(columns=["model_id", "date", *METRIC_COLUMNS])
-    # a column read back all-NULL comes as object dtype (rows logged through `abtest.record_prediction` have
-    # no latency and may have no last close), and groupby quantiles and arithmetic refuse objects: make them floats
-    numeric = ["predicted_close", "last_close", "actual_close", "latency_ms"]
-    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
-    actual = frame["actual_close"]
-    error = frame["predicted_close"] - actual
-    known = actual.notna()
-    frame["abs_error"] = error.abs()
-    frame["sq_error"] = error**2
-    frame["ape"] = error.abs() / actual * 100
-    hit = np.sign(frame["predicted_close"] - frame["last_close"]) == np.sign(actual - frame["last_close"])
-    frame["hit"] = hit.astype(float).where(known & frame["last_close"].notna())  # no last close: direction unknown
-    frame["naive_abs_error"] = (frame["last_close"] - actual).abs()
-    grouped = frame.groupby(["model_id", "as_of"])
-    out = grouped.agg(
-        n_predictions=("latency_ms", "size"), mae=("abs_error", "mean"), rmse=("sq_error", "mean"),
-        mape=("ape", "mean"), directional_accuracy=("hit", "mean"), naive_mae=("naive_abs_error", "mean"),
-    )
-    out["rmse"] = np.sqrt(out["rmse"])
-    out["directional_accuracy"] = out["directional_accuracy"] * 100
-    latency = grouped["latency_ms"].quantile([0.5, 0.95, 0.99]).unstack()
-    out["latency_p50"], out["latency_p95"], out["latency_p99"] = latency[0.5], latency[0.95], latency[0.99]
-    return out.reset_index().rename(columns={"as_of": "date"})[["model_id", "date", *METRIC_COLUMNS]]
+    model_col, day_col, *values = (np.array(column, dtype=object) for column in zip(*rows))
+    # NULL -> NaN: rows logged through `abtest.record_prediction` have no latency and may have no last close
+    predicted, last, actual, latency = (column.astype(float) for column in values)
+    # rows come sorted by (model, day): a group starts where either changes
+    starts = np.r_[True, (model_col[1:] != model_col[:-1]) | (day_col[1:] != day_col[:-1])]
+    codes, n_groups = np.cumsum(starts) - 1, int(starts.sum())
+    error = np.abs(predicted - actual)
+    hit = np.where(np.isnan(actual) | np.isnan(last), np.nan,
+                   (np.sign(predicted - last) == np.sign(actual - last)).astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ape = error / actual * 100
+    out = pd.DataFrame({
+        "model_id": pd.array(model_col[starts], dtype="str"), "date": pd.array(day_col[starts], dtype="str"),
+        "n_predictions": np.bincount(codes, minlength=n_groups),
+        "mae": _group_mean(codes, error, n_groups), "rmse": np.sqrt(_group_mean(codes, error**2, n_groups)),
+        "mape": _group_mean(codes, ape, n_groups), "directional_accuracy": _group_mean(codes, hit, n_groups) * 100,
+        "naive_mae": _group_mean(codes, np.abs(last - actual), n_groups),
+    })
+    for q, column in ((0.5, "latency_p50"), (0.95, "latency_p95"), (0.99, "latency_p99")):
+        out[column] = _group_quantile(codes, latency, n_groups, q)
+    return out
+
+
+def _group_mean(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean per group skipping NaN (NaN for a group without a value), as pandas' groupby mean: two bincounts
+    instead of pandas' per-call machinery, which cost ~10 ms per model per cycle step at 100 models (issue 16)."""
+    known = ~np.isnan(values)
+    total = np.bincount(codes[known], weights=values[known], minlength=n_groups)
+    count = np.bincount(codes[known], minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _group_quantile(codes: np.ndarray, values: np.ndarray, n_groups: int, q: float) -> np.ndarray:
+    """The q-quantile per group with linear interpolation, skipping NaN (NaN for a group without a value), as
+    pandas' groupby quantile: sort by (group, value), then interpolate inside each group's run of known values."""
+    known = ~np.isnan(values)
+    codes, values = codes[known], values[known]
+    order = np.lexsort((values, codes))
+    codes, values = codes[order], values[order]
+    count = np.bincount(codes, minlength=n_groups)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    position = q * np.maximum(count - 1, 0)
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, np.maximum(count - 1, 0))
+    out = np.full(n_groups, np.nan)
+    has = count > 0
+    low, high = values[(start + below)[has]], values[(start + above)[has]]
+    out[has] = low + (high - low) * (position - below)[has]
+    return out
 
 
 def upsert_daily_metrics(start, end, model_ids: list[str] | None = None,

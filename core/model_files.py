@@ -68,7 +68,9 @@ def estimator_from_bytes(model_type: str, data: bytes) -> Any:
     if model_type == "xgb":
         from xgboost import XGBRegressor  # lazy: heavy (2 s of a page's first visit that loads no model)
 
-        estimator = XGBRegressor()
+        # one thread: a served model predicts one row, where XGBoost's default pool (every core) costs ~20 ms of CPU
+        # per call (~90 ms wall on a busy host) against ~3 ms single-threaded (issue 16)
+        estimator = XGBRegressor(n_jobs=1)
         estimator.load_model(bytearray(data))  # XGBoost reads JSON / UBJ from a raw buffer
         return estimator
     if model_type == "naive":

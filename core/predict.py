@@ -32,7 +32,7 @@ from core.ab_stats import route_key
 from core.alerts import raise_alert
 from core.features import build_features, check_feature_frame
 from core.training import naive_metrics, price_metrics, skill
-from core.market import MarketDataError, load_prices, next_trading_day
+from core.market import MarketDataError, PriceCache, load_prices, next_trading_day
 from core.model_files import LoadedModel
 from core.registry import DIRECTION_TYPE, RegistryError, deployed_model, load_model, model_kind
 from core.store import get_db, transaction, utc_now, where_clause
@@ -173,10 +173,11 @@ def _report_broken_arm(db: sqlite_utils.Database, route: Route, exc: Exception, 
     raise_alert(route.model_id, ARM_BROKEN_ALERT, "critical", message, day, db=db, deliver=False)
 
 
-def feature_row(symbol: str, as_of, db: sqlite_utils.Database) -> tuple[pd.Timestamp, float, np.ndarray, list[str]]:
+def feature_row(symbol: str, as_of, db: sqlite_utils.Database,
+                cache: PriceCache | None = None) -> tuple[pd.Timestamp, float, np.ndarray, list[str]]:
     """(as_of trading day, its close, the feature row, columns) from the recent price history."""
     start = pd.Timestamp(as_of) - pd.Timedelta(days=int(HISTORY_DAYS * 1.5)) if as_of is not None else None
-    prices = load_prices(symbol, start=start, end=as_of, db=db)
+    prices = load_prices(symbol, start=start, end=as_of, db=db, cache=cache)
     features = build_features(prices.iloc[-HISTORY_DAYS:], symbol, dropna=False)
     return features.index[-1], float(features["close"].iloc[-1]), features.iloc[[-1]], list(features.columns)
 
@@ -209,6 +210,7 @@ def predict(
     log_prediction: bool = True,
     db: sqlite_utils.Database | None = None,
     kind: str = "price",
+    cache: PriceCache | None = None,
 ) -> Prediction:
     """Forecast the close of the trading day after `as_of` (default: the last day with data); with
     `kind="direction"`, P(up) of the ticker's deployed direction model (or direction test arm) instead.
@@ -216,12 +218,13 @@ def predict(
     `log_prediction=True` serves a request: the forecast is logged once. A request already logged
     for the same (symbol, day, model, experiment arm) returns the logged row (same prediction_id,
     nothing written); a day inside the serving model's training window is refused with
-    `InSampleForecastError`. `log_prediction=False` is a what-if: computed, never written.
+    `InSampleForecastError`. `log_prediction=False` is a what-if: computed, never written. `cache`: the daily
+    cycle's `PriceCache` (its prices read once per ticker).
     """
     db = db or get_db()
     started = time.perf_counter()
     symbol = (symbol or "").strip().upper()
-    day, last_close, features, _ = feature_row(symbol, as_of, db)
+    day, last_close, features, _ = feature_row(symbol, as_of, db, cache)
     if features.isna().to_numpy()[:, :-2].any():
         raise MarketDataError(f"{symbol}: not enough history before {day.date()} to build the features.")
     request_key = request_key or f"{symbol}:{day:%Y-%m-%d}"

@@ -24,7 +24,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.features import build_features
-from core.market import MarketDataError, load_prices
+from core.market import MarketDataError, PriceCache, load_prices
 from core.registry import ModelIntegrityError, validation_predictions
 from core.store import get_db
 from core.watch_step import DayInputs, dumps
@@ -67,8 +67,8 @@ def reference_inputs(model: Mapping, db: sqlite_utils.Database | None = None
     return returns, (absolute / scale if scale > 0 else None), features, (scale if scale > 0 else None)
 
 
-def _feature_frames(models: Sequence[Mapping], until: Any, db: sqlite_utils.Database
-                    ) -> list[pd.DataFrame | MarketDataError]:
+def _feature_frames(models: Sequence[Mapping], until: Any, db: sqlite_utils.Database,
+                    cache: PriceCache | None = None) -> list[pd.DataFrame | MarketDataError]:
     """Per model its feature frame from its anchor to `until`: one price read per ticker, one feature build per
     (ticker, anchor). A read that fails for the ticker's earliest anchor is retried per anchor, so one model's
     bad or missing data never costs another model its inputs."""
@@ -78,12 +78,12 @@ def _feature_frames(models: Sequence[Mapping], until: Any, db: sqlite_utils.Data
         by_symbol.setdefault(model["symbol"], {}).setdefault(anchor(model), []).append(i)
     for symbol, anchors in by_symbol.items():
         try:
-            prices = load_prices(symbol, start=min(anchors), end=until, db=db)
+            prices = load_prices(symbol, start=min(anchors), end=until, db=db, cache=cache)
         except MarketDataError:
             prices = None
         for start, members in anchors.items():
             try:
-                sliced = (load_prices(symbol, start=start, end=until, db=db) if prices is None
+                sliced = (load_prices(symbol, start=start, end=until, db=db, cache=cache) if prices is None
                           else prices.loc[start:])
                 if sliced.empty:  # what load_prices says for an empty range
                     raise MarketDataError(f"{symbol}: no trading days between {start:%Y-%m-%d} and "
@@ -128,14 +128,15 @@ class _Columns:
 
 
 def day_inputs_many(models: Sequence[Mapping], profiles: Sequence[Mapping], afters: Sequence[str], until: Any,
-                    db: sqlite_utils.Database | None = None) -> list[DayInputs | MarketDataError]:
+                    db: sqlite_utils.Database | None = None, cache: PriceCache | None = None
+                    ) -> list[DayInputs | MarketDataError]:
     """Per model the trading days of its ticker in (after, until] and their raw inputs (`until` None: to the last
     day of the data; a day beyond the data is never among them), or the MarketDataError that says why not.
 
     err[i] = |log(predicted close / close)| / the profile's error_scale of the forecast the model made on the
     trading day before days[i] (NaN when it made none or has no error scale)."""
     db = db or get_db()
-    frames = _feature_frames(models, until, db)
+    frames = _feature_frames(models, until, db, cache)
     converted: dict[int, _Columns] = {}
     parts: list[tuple[_Columns, np.ndarray] | MarketDataError] = []
     for frame, after in zip(frames, afters):

@@ -27,7 +27,7 @@ def install_fake_drift(monkeypatch, report_for=lambda model_id, as_of: FakeRepor
 
     calls: list = []
 
-    def check_model(model_id, as_of, window_days=30, db=None, store=True):
+    def check_model(model_id, as_of, window_days=30, db=None, store=True, cache=None):
         db = db or get_db()
         report = report_for(model_id, as_of)
         calls.append((model_id, as_of, store))

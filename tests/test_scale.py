@@ -17,7 +17,7 @@ PAGES = ["Home.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").g
 
 
 # an index search bounded to a window of the log: a day range or day, one experiment, one row
-_BOUNDED = re.compile(r"\((?:[^)]*\b(?:as_of[>=]|experiment_id=|rowid=|id=)|symbol=\? AND target_date)")
+_BOUNDED = re.compile(r"\((?:[^)]*\b(?:as_of[>=]|target_date[>=]|experiment_id=|rowid=|id=)|symbol=\? AND target_date)")
 
 
 def _scans_of_predictions(db, sql: str) -> list[str]:
@@ -285,3 +285,47 @@ def test_stored_json_read_by_sqlite_equals_pythons_parse_also_with_nan(registry_
     rates = [sum(len(m.get("failed_steps", [])) for m in s.get("models", [])) / max(1, sum(m.get("steps_run", 0)
              for m in s.get("models", []))) for s in stored]
     assert list(runs["error_rate"]) == pytest.approx(rates[-len(runs):])
+
+
+def test_a_page_imports_scipy_only_to_compute(registry_copy):
+    """scipy costs ~2 s of a first visit (scipy.signal and scipy.stats import each other): the pages that only
+    draw stored numbers never import it (features' EWM is pandas', the statistics import scipy where they run)."""
+    from core.config import get_settings
+
+    settings = get_settings()
+    env = {"MLSA_DB_PATH": str(settings.db_path), "MLSA_MODELS_DIR": str(settings.models_dir), "MLSA_OFFLINE": "1",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    for page in ("Home.py", "pages/3_Drift.py", "pages/6_Monitoring.py", "pages/2_Model_Management.py"):
+        done = subprocess.run([sys.executable, "-c", IMPORTS.format(page=str(ROOT / page), heavy=("scipy",))], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert not result["exception"] and not result["heavy"], (page, result, done.stderr[-2000:])
+
+
+BIG_TABLES = ("predictions", "prices", "daily_metrics", "drift_checks", "drift_watch_state", "alerts", "audit_log")
+
+
+def test_the_daily_cycle_reads_each_tickers_prices_once_through_indexes(registry_copy, demo_registry, traced_sql,
+                                                                        monkeypatch):
+    """At 100 tickers the cycle read each ticker's prices ~10 times per model (issue 16): now one read per ticker
+    (the cycle's PriceCache), and every read of a growing table is an index search, never a scan."""
+    from core import cycle, market
+    from core.store import get_db
+
+    reads: list[str] = []
+    real = market._from_cache
+    monkeypatch.setattr(market, "_from_cache", lambda db, symbol, start, end: reads.append(symbol) or
+                        real(db, symbol, start, end))
+    summary = cycle.run_daily_cycle()
+    assert summary["ok"] == len(demo_registry) and not summary["failed"], summary
+    assert sorted(reads) == sorted(demo_registry), reads  # one read per ticker, whatever the steps ask for
+
+    db = get_db()
+    scans = {}
+    for sql in {s for s in traced_sql if s.lstrip().upper().startswith(("SELECT", "WITH"))}:
+        plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()]
+        full = [line for line in plan if re.match(rf"SCAN ({'|'.join(BIG_TABLES)})\b", line)
+                and "USING" not in line and not re.search(r"\bLIMIT\b", sql, re.IGNORECASE)]
+        if full or (re.search(r"\bpredictions\b", sql) and _scans_of_predictions(db, sql)):
+            scans[sql[:300]] = plan
+    assert not scans, json.dumps(scans, indent=1)
