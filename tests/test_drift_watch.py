@@ -269,8 +269,8 @@ def test_daily_cycle_advances_all_models_in_one_batched_update_equal_to_one_at_a
     start = max(drift_watch.history_end(m, db) for m in deployed)
     day = _days_after("AAPL", start, db)[1]
     calls, real = [], drift_watch.update
-    monkeypatch.setattr(drift_watch, "update", lambda ids=None, day=None, db=None: calls.append(list(ids)) or
-                        real(ids, day, db=db))
+    monkeypatch.setattr(drift_watch, "update", lambda ids=None, day=None, db=None, cache=None: calls.append(list(ids))
+                        or real(ids, day, db=db, cache=cache))
     summary = run_daily_cycle(day, db=db)
     assert summary["failed"] == 0 and calls == [deployed]  # one batched call, no per-model call
     assert all(drift_watch.history_end(m, db) == day for m in deployed)
