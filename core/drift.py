@@ -137,12 +137,12 @@ def _model_errors(model_id: str, as_of, db: sqlite_utils.Database) -> pd.DataFra
 
 
 def check_model(model_id: str, as_of=None, window_days: int | None = None,
-                db: sqlite_utils.Database | None = None, store: bool = True, windows=None) -> DriftReport:
+                db: sqlite_utils.Database | None = None, store: bool = True, computed=None) -> DriftReport:
     """Every drift check for `model_id` on `as_of` (default: where its prediction log stands).
 
     Reference = the model's training window features; current = the last `window_days` trading days
-    up to `as_of`. Stores the report in `drift_checks` when `store`. `windows` is a handle whose
-    `result()` is `compare_windows` for the same arguments, computed elsewhere (a cluster task).
+    up to `as_of`. Stores the report in `drift_checks` when `store`. `computed` is a handle whose
+    `result()` is `report_from_inputs` for the same arguments, computed elsewhere (a cluster task).
     """
     db = db or get_db()
     settings = get_settings()
@@ -150,31 +150,45 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
     model = get_model(model_id, db=db)
     as_of = pd.Timestamp(as_of) if as_of is not None else default_as_of(model_id, db=db)
     check_within_data(as_of, data_ends([model["symbol"]], db=db))
-    try:
-        if windows is None:
-            reference, current = model_windows(model, as_of, window_days, db)
-            comparison = compare_frames(reference, current, settings=settings, serial=True)
-        else:
-            reference, current, comparison = windows.result()
-    except MarketDataError as exc:
-        raise DriftInputError(f"{model_id}: {exc}") from exc
-    validation = validation_predictions(model_id)
-    errors = _model_errors(model_id, as_of, db)
+    if computed is not None:
+        report = computed.result()
+    else:
+        try:
+            prices = window_prices(model, as_of, db=db)
+        except MarketDataError as exc:
+            raise DriftInputError(f"{model_id}: {exc}") from exc
+        report = report_from_inputs(model, prices, as_of, window_days, *report_inputs(model_id, as_of, db), settings)
+    if store:
+        store_report(report, db=db)
+    log.info("drift check %s as of %s: %s (%d reasons)", model_id, report.as_of, report.severity, len(report.reasons))
+    return report
+
+
+def report_inputs(model_id: str, as_of, db: sqlite_utils.Database) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """What a check reads besides prices: the model's scored predictions, its validation predictions and its
+    sequential detectors' alarms (read after the cycle advanced them)."""
+    return _model_errors(model_id, as_of, db), validation_predictions(model_id), drift_watch.alarms(model_id, as_of, db=db)
+
+
+def report_from_inputs(model: dict, prices: pd.DataFrame, as_of, window_days: int, errors: pd.DataFrame,
+                       validation: pd.DataFrame, sequential: list[dict], settings) -> DriftReport:
+    """The whole drift report from plain inputs (the model's row, its `window_prices`, `report_inputs`, a settings
+    snapshot): pure, no database, so the daily cycle can run it as a cluster task."""
+    model_id, as_of = model["model_id"], pd.Timestamp(as_of)
+    reference, current, comparison = compare_windows(model, prices, as_of, window_days, settings)
     window_start = _day(current.index[0])
     recent = errors[errors["as_of"] >= window_start]
     performance = performance_check(recent, validation, settings)
-    prices = load_prices(model["symbol"], start=reference.index[0] - pd.Timedelta(days=7), end=as_of, db=db)["close"]
-    returns = np.log(prices).diff()
+    returns = np.log(prices.loc[reference.index[0] - pd.Timedelta(days=7):as_of, "close"]).diff()
     concept = concept_check(returns.loc[reference.index].dropna().to_numpy(), returns.loc[current.index].dropna().to_numpy(),
                             recent, validation, settings)
     prediction = prediction_check(recent["pred_return"].to_numpy(), validation, settings)
     streaming = streaming_check(errors, validation, window_start)
     severity = overall_severity(comparison.dataset_drift, performance, concept, prediction, streaming, comparison.features)
     reasons = report_reasons(comparison, performance, concept, prediction, streaming, settings)
-    sequential = drift_watch.alarms(model_id, as_of, db=db)  # the window test says what changed, the alarms when
-    severity, reasons = combine(severity, reasons, sequential)
+    severity, reasons = combine(severity, reasons, sequential)  # the window test says what changed, the alarms when
     features = comparison.features.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
-    report = DriftReport(
+    return DriftReport(
         model_id=model_id, as_of=_day(as_of), window_days=window_days,
         overall_drift=severity in ("significant", "critical"), severity=severity, reasons=reasons,
         features=features[FEATURE_TABLE_COLUMNS], performance=json_safe(performance), concept=json_safe(concept),
@@ -186,10 +200,6 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
                         "current_start": window_start, "current_end": _day(current.index[-1])}),
         reference=reference, current=current,
     )
-    if store:
-        store_report(report, db=db)
-    log.info("drift check %s as of %s: %s (%d reasons)", model_id, report.as_of, severity, len(reasons))
-    return report
 
 
 

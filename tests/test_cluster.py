@@ -23,7 +23,7 @@ from core import cluster, drift, training  # noqa: E402
 from core.cycle import run_daily_cycle  # noqa: E402
 from core.store import get_db  # noqa: E402
 
-REAL_COMPARE_WINDOWS = drift.compare_windows
+REAL_DRIFT_REPORT = drift.report_from_inputs
 REAL_TRAIN_MODEL = training.train_model
 VOLATILE = {"id", "created_at", "logged_at", "at", "heartbeat_at", "finished_at", "latency_ms",
             "latency_p50", "latency_p95", "latency_p99", "seconds", "ran_on", "owner_pid", "owner_start"}
@@ -66,7 +66,9 @@ def _plain(value):
 
 def _state(db) -> dict:
     tables = ["predictions", "daily_metrics", "drift_checks", "alerts", "retrain_jobs", "drift_watch_state", "models"]
-    state = {t: [_plain(dict(r)) for r in db.query(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+    # in content order: on a cluster the models' steps interleave (two passes), so rows are written in another order
+    state = {t: sorted((_plain(dict(r)) for r in db.query(f"SELECT * FROM {t}")), key=lambda row: json.dumps(row, sort_keys=True, default=str))
+             for t in tables}
     state["cycles"] = [_plain(r["details_json"]) for r in db.query(
         "SELECT details_json FROM audit_log WHERE action = 'daily_cycle' ORDER BY id")]
     return state
@@ -90,10 +92,9 @@ def _cycle(env: dict[str, str], monkeypatch, scheduler_address: str | None) -> t
     return summary, _state(db)
 
 
-def _kill_own_worker_then_compare(markers: Path, victim: str, kills: int, model: dict, prices, as_of,
-                                  window_days: int, settings):
+def _kill_own_worker_then_check(markers: Path, victim: str, kills: int, model: dict, *inputs):
     """On the worker: SIGKILL this worker process on the first `kills` attempts for `victim` (counted in files, so
-    an attempt rescheduled on another worker sees them), then compute the real windows."""
+    an attempt rescheduled on another worker sees them), then compute the real drift report."""
     if model["model_id"] == victim:
         for attempt in range(kills):
             try:
@@ -101,12 +102,12 @@ def _kill_own_worker_then_compare(markers: Path, victim: str, kills: int, model:
             except FileExistsError:
                 continue
             os.kill(os.getpid(), signal.SIGKILL)  # a real process death, mid-task
-    return REAL_COMPARE_WINDOWS(model, prices, as_of, window_days, settings)
+    return REAL_DRIFT_REPORT(model, *inputs)
 
 
 @pytest.fixture()
 def kill_worker(monkeypatch, tmp_path):
-    """`kill_worker(victim, kills)`: the cycle's drift-window task for `victim` kills its own worker `kills` times.
+    """`kill_worker(victim, kills)`: the cycle's drift-check task for `victim` kills its own worker `kills` times.
     Sent by value (workers cannot import the tests); returns the folder of attempt markers."""
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)
@@ -114,7 +115,7 @@ def kill_worker(monkeypatch, tmp_path):
     markers.mkdir()
 
     def arm(victim: str, kills: int) -> Path:
-        monkeypatch.setattr(drift, "compare_windows", partial(_kill_own_worker_then_compare, markers, victim, kills))
+        monkeypatch.setattr(drift, "report_from_inputs", partial(_kill_own_worker_then_check, markers, victim, kills))
         return markers
     yield arm
     cloudpickle.unregister_pickle_by_value(module)
@@ -127,7 +128,7 @@ def test_cycle_on_a_local_cluster_writes_what_the_in_process_cycle_writes(demo_r
         remote_summary, remote_state = _cycle(copies["remote"], monkeypatch, scheduler)
 
     day = remote_summary["as_of"]
-    assert ran == sorted(f"drift-windows {model_id} {day}" for model_id in demo_registry.values())
+    assert ran == sorted(f"drift-check {model_id} {day}" for model_id in demo_registry.values())
     assert local_summary["ran_on"] == "in process" and remote_summary["ran_on"] == f"dask {scheduler}"
     assert remote_summary["ok"] == len(demo_registry) and remote_summary["failed"] == 0
     assert [e["drift"] for e in remote_summary["models"]] == [e["drift"] for e in local_summary["models"]]
@@ -159,7 +160,7 @@ def test_a_task_whose_worker_dies_every_time_is_a_named_failure_with_nothing_wri
     assert (markers / "attempt-1").exists() and not (markers / "attempt-2").exists()  # killed, retried once, given up
     entry = next(e for e in remote_summary["models"] if e["model_id"] == victim)
     assert entry["status"] == "failed" and entry["failed_steps"] == ["drift"]
-    assert entry["errors"]["drift"].startswith(f"TaskFailed: task drift-windows {victim}")
+    assert entry["errors"]["drift"].startswith(f"TaskFailed: task drift-check {victim}")
     assert "worker died" in entry["errors"]["drift"]
     day = remote_summary["as_of"]
     assert not [r for r in remote_state["drift_checks"] if r["model_id"] == victim and r["as_of"] == day]
