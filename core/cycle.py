@@ -192,10 +192,14 @@ def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, s
                db: sqlite_utils.Database) -> dict[str, Any]:
     started = time.perf_counter()
     context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices}
-    entry: dict[str, Any] = {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok",
-                             "steps_run": 0, "failed_steps": [], "errors": {}, "skipped_steps": {}}
+    entry = _new_entry(model)
     _run_steps(STEPS, model, day, context, entry, should_stop, db)
     return _finish_entry(entry, context, time.perf_counter() - started)
+
+
+def _new_entry(model: dict) -> dict[str, Any]:
+    return {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok", "steps_run": 0,
+            "failed_steps": [], "errors": {}, "skipped_steps": {}}
 
 
 def _run_steps(steps: tuple[str, ...], model: dict, day: str, context: dict, entry: dict,
@@ -284,8 +288,7 @@ def _run_on_cluster(tasks: Executor, models: list[dict], model_days: dict[str, s
         day = model_days[model["model_id"]]
         context: dict[str, Any] = {"error_rate": rates.get(model["model_id"], 0.0), "refresh_prices": False,
                                    "served_today": served_today}
-        entry: dict[str, Any] = {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok",
-                                 "steps_run": 0, "failed_steps": [], "errors": {}, "skipped_steps": {}}
+        entry = _new_entry(model)
         started = time.perf_counter()
         if not _run_steps(BEFORE_DRIFT, model, day, context, entry, should_stop, db):
             runs.append((model, day, context, entry, time.perf_counter() - started, False))
@@ -366,12 +369,13 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
     with executor() as tasks:  # MLSA_DASK_SCHEDULER: the drift checks run on that cluster
         if tasks.remote:
             entries = _run_on_cluster(tasks, runnable, model_days, rates, should_stop, db)
-        for model in runnable if not tasks.remote else []:
-            if should_stop is not None and should_stop():
-                break
-            entry = _run_model(model, model_days[model["model_id"]], rates.get(model["model_id"], 0.0),
-                               False, should_stop, db)  # prices refreshed above
-            entries.append({**entry, "as_of": model_days[model["model_id"]]})
+        else:
+            for model in runnable:
+                if should_stop is not None and should_stop():
+                    break
+                entry = _run_model(model, model_days[model["model_id"]], rates.get(model["model_id"], 0.0),
+                                   False, should_stop, db)  # prices refreshed above
+                entries.append({**entry, "as_of": model_days[model["model_id"]]})
         ran_on = tasks.where
     summary = {
         "as_of": day, "ok": sum(e["status"] == "ok" for e in entries),
