@@ -85,10 +85,10 @@ def retrain_all(symbols: list[str] | None = None, as_of=None, actor: str = "sche
                 result = {"status": outcome["status"], "decision": outcome["decision"], "job_id": outcome["job_id"],
                           "challenger_id": outcome["challenger_id"]}
             except (RetrainError, RegistryError) as exc:  # its job is closed as failed; the others go on
-                job = db.execute("SELECT id FROM retrain_jobs WHERE model_id = ? AND id > ? ORDER BY id DESC LIMIT 1",
-                                 [champion["model_id"], last_job]).fetchone()  # this batch's job, if it got one
+                job = db.execute("SELECT id, challenger_id FROM retrain_jobs WHERE model_id = ? AND id > ? "
+                                 "ORDER BY id DESC LIMIT 1", [champion["model_id"], last_job]).fetchone()  # this batch's
                 result = {"status": "failed", "decision": str(exc), "job_id": job[0] if job else None,
-                          "challenger_id": None}
+                          "challenger_id": job[1] if job else None}  # registered before it failed: a candidate
             results.append({"symbol": symbol, "champion_id": champion["model_id"], "as_of": champion["day"], **result})
             say(_line(results[-1]))
         ran_on = tasks.where
