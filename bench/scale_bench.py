@@ -280,7 +280,7 @@ class AbHistory:
 
     Why not one 100k-request test: a test is on one ticker (`experiments.symbol`), lasts at most 365 days, and a
     ticker-day is one request (predictions are unique per ticker, day, model, experiment and arm), so the largest
-    test the design allows is ~261 requests (x its arms' rows in shadow mode). A desk with 100k A/B requests in a
+    test the design allows is a year of trading days (~252 requests; 261 on this weekday calendar). A desk with 100k A/B requests in a
     year of history is many such tests: this grows ~100k requests over 400 stopped tests (plus the running one)."""
 
     def __init__(self, calendar, cut1, cut2) -> None:
