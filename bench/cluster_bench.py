@@ -106,9 +106,10 @@ def run(label: str, day: str, scheduler: str | None) -> tuple[float, dict]:
 
 
 def timed_in_process(day: str) -> tuple[float, dict, float, dict[str, float]]:
-    """The in-process run, timing inside it each step and the drift check's computing (`drift.report_from_inputs`,
-    what the cluster runs instead): (cycle seconds, summary, seconds of that computing, seconds per step)."""
-    spent = {"offloadable": 0.0, **{step: 0.0 for step in cycle.STEPS}}
+    """The in-process run, timing inside it each step, the drift check's computing (`drift.report_from_inputs`,
+    what the cluster runs instead) and the forecast step's one-model metric counts (one batch in a cluster run):
+    (cycle seconds, summary, seconds of that computing, seconds of those counts, seconds per step)."""
+    spent = {"offloadable": 0.0, "counted": 0.0, **{step: 0.0 for step in cycle.STEPS}}
 
     def timed(function, key):
         def wrapper(*args, **kwargs):
@@ -119,16 +120,20 @@ def timed_in_process(day: str) -> tuple[float, dict, float, dict[str, float]]:
                 spent[key] += time.perf_counter() - started
         return wrapper
 
-    originals = {"report": drift.report_from_inputs, "steps": dict(cycle.STEP_FUNCTIONS)}
+    originals = {"report": drift.report_from_inputs, "steps": dict(cycle.STEP_FUNCTIONS),
+                 "upsert": cycle.upsert_daily_metrics}
     drift.report_from_inputs = timed(drift.report_from_inputs, "offloadable")
+    counted = timed(cycle.upsert_daily_metrics, "counted")  # the forecast step's one-day count (start == end)
+    cycle.upsert_daily_metrics = lambda start, end, *a, **k: (counted if start == end else originals["upsert"])(start, end, *a, **k)
     cycle.STEP_FUNCTIONS.update({step: timed(function, step) for step, function in originals["steps"].items()})
     try:
         seconds, summary = run("in process", day, None)
     finally:
         drift.report_from_inputs = originals["report"]
         cycle.STEP_FUNCTIONS.update(originals["steps"])
-    offloadable = spent.pop("offloadable")
-    return seconds, summary, offloadable, spent
+        cycle.upsert_daily_metrics = originals["upsert"]
+    offloadable, counted_seconds = spent.pop("offloadable"), spent.pop("counted")
+    return seconds, summary, offloadable, counted_seconds, spent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"setup: {args.models} light deployed models, {time.perf_counter() - started:.0f} s (not timed); "
           f"one daily cycle on {day}:", flush=True)
     print(f"  ({os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the start: other work shares them)")
-    base_seconds, base_summary, offloadable, steps = timed_in_process(day)
+    base_seconds, base_summary, offloadable, counted, steps = timed_in_process(day)
     results = {"in process": (base_seconds, base_summary)}
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -156,18 +161,21 @@ def main(argv: list[str] | None = None) -> int:
           f"2 workers vs 1: {one / two:.2f}x")
     verdicts = [[(e["model_id"], e["drift"], e["status"]) for e in summary["models"]] for _, summary in results.values()]
     same = all(v == verdicts[0] for v in verdicts)
-    rest = base - offloadable
+    rest = base - offloadable - counted
     n = max(1, len(base_summary["models"]))
     print("where the in-process time goes (seconds in all, ms per model):")
     for step, spent in steps.items():
-        print(f"  {step:<9} {spent:6.1f} s  {1000 * spent / n:5.0f} ms" + ("  (its computing, on the workers when "
-              f"clustered: {offloadable:.1f} s, {1000 * offloadable / n:.0f} ms)" if step == "drift" else ""))
+        extra = {"drift": f"its computing, on the workers when clustered: {offloadable:.1f} s, {1000 * offloadable / n:.0f} ms",
+                 "forecast": f"its per-model metric count, one batch when clustered: {counted:.1f} s, "
+                             f"{1000 * counted / n:.0f} ms"}.get(step)
+        print(f"  {step:<9} {spent:6.1f} s  {1000 * spent / n:5.0f} ms" + (f"  ({extra})" if extra else ""))
     around = base - sum(steps.values())
     print(f"  {'around':<9} {around:6.1f} s  {1000 * around / n:5.0f} ms  (dating the cycle, reconcile, error rates, audit row)")
     print(f"of the in-process {base:.1f} s, {offloadable:.1f} s ({offloadable / base:.0%}) is the drift checks' computing "
-          f"the workers take over; the other {rest:.1f} s (the steps' SQLite reads and writes and the pandas work around "
-          f"them) stay on the driver, so no number of workers brings this cycle below ~{rest:.0f} s (at most "
-          f"{base / rest:.2f}x), and on 2 shared cores the driver and the workers also compete for the same CPUs")
+          f"the workers take over and {counted:.1f} s ({counted / base:.0%}) the per-model metric counts a cluster run "
+          f"batches; the other {rest:.1f} s (the steps' SQLite reads and writes and the pandas work around them) stay on "
+          f"the driver, so no number of workers brings this cycle below ~{rest:.0f} s (at most {base / rest:.2f}x), and on "
+          f"2 shared cores the driver and the workers also compete for the same CPUs")
     print(f"same drift verdicts and statuses in the three runs: {'yes' if same else 'NO'}")
     return 0 if same and not any(summary["failed"] for _, summary in results.values()) else 1
 
