@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=11_000, help="trading days per grown ticker")
     args = parser.parse_args(argv)
     base = Path(args.dir)
-    grown_dir = base / f"grown-{args.tickers}x{args.days}-d{DEPLOYED_DAYS}"
+    grown_dir = base / f"grown-{args.tickers}x{args.days}-d{DEPLOYED_DAYS}-ab{AB_TESTS_PER_TICKER}"  # a new growth, a new cache
     started = time.perf_counter()
     build_demo_state(base / "demo")
     print(f"demo state ready ({time.perf_counter() - started:.0f} s)", flush=True)
