@@ -4,6 +4,10 @@
     python scheduled_tasks.py --once [--as-of D]   # one cycle and exit (cron); default: the data's last day
     python scheduled_tasks.py --replay START END   # the cycle for each trading day in [START, END]
                                    [--approve]   #   and a simulated reviewer approving the queue
+    python scheduled_tasks.py --retrain-all [TICKER ...] [--as-of D]
+                                                   # retrain those tickers' deployed models (default: all) as a
+                                                   # batch, each through Retrain Now's gate; on the Dask cluster
+                                                   # MLSA_DASK_SCHEDULER names, the trainings run side by side
 
 "Today" is the last trading day the data has (per ticker), never the wall clock; a day beyond the
 data is refused. One scheduler per database file: an exclusive `flock` on `<real db path>.scheduler.lock`
@@ -23,12 +27,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import schedule
 
+from core.bulk_retrain import retrain_all
 from core.cluster import ClusterUnavailable
 from core.config import get_settings, log_setting_names
 from core.drift import BeyondDataError, check_within_data, data_ends
@@ -45,7 +51,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED, EXIT_DB_UNAVAILABLE, EXIT_BEYOND_
 EXIT_CLUSTER_UNAVAILABLE = 6
 EXIT_CODES = """exit codes:
   0  every model's cycle succeeded (or the loop was stopped)
-  1  a cycle step failed for at least one model (the failures are printed)
+  1  a cycle step failed for at least one model (the failures are printed); with --retrain-all,
+     a ticker failed or was refused
   2  usage error: bad option, bad date, START after END
   3  another scheduler holds the lock on this database file
   4  the database is unavailable: busy, read-only, disk full or damaged (the line says which)
@@ -173,6 +180,16 @@ def run_once(as_of, stop: threading.Event, refresh_prices: bool = False) -> int:
     return EXIT_FAILED if summary["failed"] else EXIT_OK
 
 
+def retrain_batch(symbols: list[str], as_of) -> int:
+    """`--retrain-all`: one line per ticker; exit 1 when a ticker failed or was refused (nothing trained)."""
+    outcome = retrain_all(symbols or None, as_of, actor="scheduler", report=lambda line: print(f"  {line}", flush=True))
+    results = outcome["results"]
+    counts = Counter(r["status"] for r in results)
+    print(f"retrained {len(results)} ticker(s) on {outcome['ran_on']}: "
+          + (", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no deployed model"), flush=True)
+    return EXIT_FAILED if counts["failed"] or counts["refused"] else EXIT_OK
+
+
 def print_loop(start, end) -> None:
     """The loops the replay started: trigger, gate, shadow test, decision, and what it was worth afterwards."""
     worth = decisions_worth(start, end)
@@ -247,15 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one daily cycle and exit (for cron)")
     mode.add_argument("--replay", nargs=2, metavar=("START", "END"), help="run the cycle for each trading day in the range")
-    parser.add_argument("--as-of", help="the day of the --once cycle (default: the last trading day of the data)")
+    mode.add_argument("--retrain-all", nargs="*", metavar="TICKER",
+                      help="retrain the deployed model of each TICKER (none given: every deployed ticker) through the "
+                           "validation gate, as a batch; on MLSA_DASK_SCHEDULER's cluster when set")
+    parser.add_argument("--as-of", help="the day of the --once cycle or --retrain-all "
+                                        "(default: the last trading day of the data)")
     parser.add_argument("--approve", action="store_true",
                         help="during --replay, approve each day's approval queue (a simulated reviewer, named in the audit log)")
     parser.add_argument("--verbose", action="store_true", help="log one line per model per step during --replay too")
     args = parser.parse_args(argv)  # a usage error exits with 2 (argparse)
     if args.approve and not args.replay:
         parser.error("--approve goes with --replay")
-    if args.as_of and not args.once:
-        parser.error("--as-of goes with --once")
+    if args.as_of and not (args.once or args.retrain_all is not None):
+        parser.error("--as-of goes with --once or --retrain-all")
     as_of = _date(parser, args.as_of, "--as-of") if args.as_of else None
     start = end = None
     if args.replay:
@@ -276,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_once(as_of, stop)
             if args.replay:
                 return replay(start, end, stop, approve=args.approve)
+            if args.retrain_all is not None:
+                return retrain_batch(args.retrain_all, as_of)
             return loop(stop)
     except SchedulerLocked as exc:
         print(str(exc), file=sys.stderr)

@@ -4,9 +4,10 @@ What a "model" costs here: a light random forest (20 trees, depth 4) on 500 trai
 ^GSPC or ^IXIC. Its cycle is the real one (backfill, sequential watch, metrics, drift, alerts, retrain
 decision, forecast): the drift check builds 20 features over the training window and the last 30 days
 and compares them (PSI, KS, Wasserstein: ~0.1 s, the part that runs on the cluster); every other step
-reads or writes SQLite on the driver (~0.05 s). With `MLSA_DASK_SCHEDULER` set the cycle submits all
-drift windows at once and reads each in its model's drift step, so the driver's SQLite work overlaps
-the workers' computing.
+reads or writes SQLite on the driver. With `MLSA_DASK_SCHEDULER` set the cycle runs two passes: each
+model's backfill, detectors and metrics, its whole drift check submitted as a task as soon as its inputs are
+written; then each model's drift (the task's report, stored), alerts, retrain and forecast; so the driver's
+SQLite work overlaps the workers' computing. The in-process run also prints where the time goes per step.
 
 Setup (not timed): a scratch database in a temp folder; `--models` tickers copying the last ~800 days of
 ^GSPC / ^IXIC; the two source models trained once, each copy registered through `registry.register`
@@ -104,29 +105,35 @@ def run(label: str, day: str, scheduler: str | None) -> tuple[float, dict]:
     return seconds, summary
 
 
-def offloadable_seconds(day: str) -> tuple[float, dict, float]:
-    """The in-process run, timing inside it the drift windows' computing (what the cluster runs instead):
-    (cycle seconds, summary, seconds of that computing)."""
-    spent = [0.0]
-    originals = {name: getattr(drift, name) for name in ("windows_from_prices", "compare_frames")}
+def timed_in_process(day: str) -> tuple[float, dict, float, dict[str, float]]:
+    """The in-process run, timing inside it each step, the drift check's computing (`drift.report_from_inputs`,
+    what the cluster runs instead) and the forecast step's one-model metric counts (one batch in a cluster run):
+    (cycle seconds, summary, seconds of that computing, seconds of those counts, seconds per step)."""
+    spent = {"offloadable": 0.0, "counted": 0.0, **{step: 0.0 for step in cycle.STEPS}}
 
-    def timed(function):
+    def timed(function, key):
         def wrapper(*args, **kwargs):
             started = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                spent[0] += time.perf_counter() - started
+                spent[key] += time.perf_counter() - started
         return wrapper
 
-    for name, function in originals.items():
-        setattr(drift, name, timed(function))
+    originals = {"report": drift.report_from_inputs, "steps": dict(cycle.STEP_FUNCTIONS),
+                 "upsert": cycle.upsert_daily_metrics}
+    drift.report_from_inputs = timed(drift.report_from_inputs, "offloadable")
+    counted = timed(cycle.upsert_daily_metrics, "counted")  # the forecast step's one-day count (start == end)
+    cycle.upsert_daily_metrics = lambda start, end, *a, **k: (counted if start == end else originals["upsert"])(start, end, *a, **k)
+    cycle.STEP_FUNCTIONS.update({step: timed(function, step) for step, function in originals["steps"].items()})
     try:
         seconds, summary = run("in process", day, None)
     finally:
-        for name, function in originals.items():
-            setattr(drift, name, function)
-    return seconds, summary, spent[0]
+        drift.report_from_inputs = originals["report"]
+        cycle.STEP_FUNCTIONS.update(originals["steps"])
+        cycle.upsert_daily_metrics = originals["upsert"]
+    offloadable, counted_seconds = spent.pop("offloadable"), spent.pop("counted")
+    return seconds, summary, offloadable, counted_seconds, spent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"setup: {args.models} light deployed models, {time.perf_counter() - started:.0f} s (not timed); "
           f"one daily cycle on {day}:", flush=True)
     print(f"  ({os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the start: other work shares them)")
-    base_seconds, base_summary, offloadable = offloadable_seconds(day)
+    base_seconds, base_summary, offloadable, counted, steps = timed_in_process(day)
     results = {"in process": (base_seconds, base_summary)}
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -154,11 +161,21 @@ def main(argv: list[str] | None = None) -> int:
           f"2 workers vs 1: {one / two:.2f}x")
     verdicts = [[(e["model_id"], e["drift"], e["status"]) for e in summary["models"]] for _, summary in results.values()]
     same = all(v == verdicts[0] for v in verdicts)
-    rest = base - offloadable
-    print(f"of the in-process {base:.1f} s, {offloadable:.1f} s ({offloadable / base:.0%}) is the drift windows' computing "
-          f"the workers take over; the other {rest:.1f} s (the steps' SQLite reads and writes and the work around them) "
-          f"stay on the driver, so no number of "
-          f"workers brings this cycle below ~{rest:.0f} s (at most {base / rest:.2f}x)")
+    rest = base - offloadable - counted
+    n = max(1, len(base_summary["models"]))
+    print("where the in-process time goes (seconds in all, ms per model):")
+    for step, spent in steps.items():
+        extra = {"drift": f"its computing, on the workers when clustered: {offloadable:.1f} s, {1000 * offloadable / n:.0f} ms",
+                 "forecast": f"its per-model metric count, one batch when clustered: {counted:.1f} s, "
+                             f"{1000 * counted / n:.0f} ms"}.get(step)
+        print(f"  {step:<9} {spent:6.1f} s  {1000 * spent / n:5.0f} ms" + (f"  ({extra})" if extra else ""))
+    around = base - sum(steps.values())
+    print(f"  {'around':<9} {around:6.1f} s  {1000 * around / n:5.0f} ms  (dating the cycle, reconcile, error rates, audit row)")
+    print(f"of the in-process {base:.1f} s, {offloadable:.1f} s ({offloadable / base:.0%}) is the drift checks' computing "
+          f"the workers take over and {counted:.1f} s ({counted / base:.0%}) the per-model metric counts a cluster run "
+          f"batches; the other {rest:.1f} s (the steps' SQLite reads and writes and the pandas work around them) stay on "
+          f"the driver, so no number of workers brings this cycle below ~{rest:.0f} s (at most {base / rest:.2f}x), and on "
+          f"2 shared cores the driver and the workers also compete for the same CPUs")
     print(f"same drift verdicts and statuses in the three runs: {'yes' if same else 'NO'}")
     return 0 if same and not any(summary["failed"] for _, summary in results.values()) else 1
 

@@ -8,7 +8,8 @@ Two scratch states under `--dir` (never the user's database), both cached there 
     `core.lifecycle.register_with_artifacts`; the xgb deployed), every trading day after a model's
     training served by it (bulk inserted: the rows `core.predict.predict` writes, the forecasts computed by the
     loaded model in one vectorised call; checked against `predict(..., log_prediction=False)` on sample days),
-    a running shadow A/B test on one ticker, actuals by `backfill_actuals`, daily metrics by
+    a running shadow A/B test on one ticker and, on every ticker, four stopped year-long shadow tests before
+    (~100k requests in all: `grow_ab_history`), actuals by `backfill_actuals`, daily metrics by
     `upsert_daily_metrics`, a drift check on each of the last 250 days (the report of a real
     `drift.check_model` per model), an alert per ~1.5 checks, a year of daily-cycle audit rows, and the
     sequential detectors caught up to the day before the last (`drift_watch.update`).
@@ -160,6 +161,12 @@ def grow(tickers: int, days: int) -> None:
     print(f"  models: {2 * tickers} registered with artifacts in {time.perf_counter() - t0:.0f} s", flush=True)
 
     t0 = time.perf_counter()
+    ab_history = AbHistory(calendar, cut1, cut2)  # before the running test: a ticker runs one test at a time
+    requests, rows = grow_ab_history(ab_history, symbols, deployed, trained["rf"])
+    print(f"  A/B history: {len(symbols) * AB_TESTS_PER_TICKER} stopped shadow tests, {requests:,} requests "
+          f"({rows:,} rows) in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    t0 = time.perf_counter()
     ab_symbol = symbols[0]
     ab_start = calendar[-253]
     experiment_id = create_experiment("bench shadow test", ab_symbol, [(deployed[ab_symbol][1], 0.5),
@@ -190,6 +197,8 @@ def grow(tickers: int, days: int) -> None:
         for k in range(len(day_text) - 1):  # the last day is served by the timed cycle, through predict()
             day = features.index[k]
             if day < cut1:
+                continue
+            if ab_history.covers(symbol, day):  # served by a past A/B test's arms: grow_ab_history logs them
                 continue
             owner = rf_id if day < cut2 else xgb_id
             key = f"{symbol}:{day_text[k]}"
@@ -260,6 +269,96 @@ def grow(tickers: int, days: int) -> None:
     drift_watch.update(None, calendar[-2])  # the sequential detectors, as the daily cycles before today left them
     print(f"  sequential detectors: {tickers} models caught up to {calendar[-2]:%Y-%m-%d} in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+
+AB_TESTS_PER_TICKER = 4  # back-to-back year-long tests per ticker: 100 tickers x 4 x ~261 days ~ 104k requests
+
+
+class AbHistory:
+    """The spans of the past A/B tests: on every ticker, AB_TESTS_PER_TICKER back-to-back tests of the longest
+    duration a test may have (`ab_validation.DURATION_DAYS`, 365 days), ending the day before the deployed xgb's
+    training end (`cut2`), between the rf (trained to `cut1`) and the naive model (trained to `cut1` too).
+
+    Why not one 100k-request test: a test is on one ticker (`experiments.symbol`), lasts at most 365 days, and a
+    ticker-day is one request (predictions are unique per ticker, day, model, experiment and arm), so the largest
+    test the design allows is a year of trading days (~252 requests; 261 on this weekday calendar). A desk with 100k A/B requests in a
+    year of history is many such tests: this grows ~100k requests over 400 stopped tests (plus the running one)."""
+
+    def __init__(self, calendar, cut1, cut2) -> None:
+        import pandas as pd
+
+        year = pd.Timedelta(days=365)
+        self.starts = [cut2 - (AB_TESTS_PER_TICKER - j) * year for j in range(AB_TESTS_PER_TICKER)]
+        assert self.starts[0] > cut1, "the tests must start after the arms' training window"
+        self.first, self.last = self.starts[0], self.starts[-1] + year - pd.Timedelta(days=1)
+
+    def covers(self, symbol: str, day) -> bool:
+        return self.first <= day <= self.last
+
+
+def grow_ab_history(history: AbHistory, symbols: list[str], deployed: dict[str, list[str]], rf) -> tuple[int, int]:
+    """Every ticker's past A/B tests through the app's own functions: the naive arm registered
+    (`register_with_artifacts`), each test created (`abtest.create_experiment`, shadow mode), its requests
+    routed by `predict.route` and bulk inserted as the rows `predict` writes (forecasts of the loaded models, in
+    one vectorised call per model), its actuals filled (`backfill_actuals`) and the test stopped at its end
+    without a deploy (`abtest.stop`, which records the winner). Returns (requests, rows)."""
+    import dataclasses as dc
+
+    import numpy as np
+
+    from core.abtest import create_experiment, get_experiment, stop
+    from core.features import build_features, check_feature_frame
+    from core.lifecycle import register_with_artifacts
+    import pandas as pd
+
+    from core.market import load_prices
+    from core.predict import backfill_actuals, route
+    from core.registry import load_model
+    from core.store import get_db, utc_now
+    from core.training import train_model
+
+    db = get_db()
+    rng = np.random.default_rng(11)
+    naive = train_model(symbols[0], "naive", train_end=pd.Timestamp(rf.train_end))
+    columns = ["model_id", "symbol", "as_of", "target_date", "predicted_close", "lower", "upper", "last_close",
+               "latency_ms", "experiment_id", "arm", "request_key", "actual_close", "served", "created_at"]
+    requests = rows_total = 0
+    for symbol in symbols:
+        arms = [deployed[symbol][0], register_with_artifacts(dc.replace(naive, symbol=symbol), reason="bench A/B arm",
+                                                             actor="bench")]
+        features = build_features(load_prices(symbol), symbol, dropna=False)
+        span = (features.index >= history.first) & (features.index <= history.last)
+        last_close, days = features["close"].to_numpy()[span], features.index[span]
+        day_text = days.strftime("%Y-%m-%d")
+        after = features.index[np.searchsorted(features.index, days[-1]) + 1]
+        target = np.append(day_text[1:], f"{after:%Y-%m-%d}")
+        forecasts = {}
+        for model_id in arms:
+            model = load_model(model_id)
+            r = model.predict_returns(check_feature_frame(features[span], model.feature_columns))
+            q = model.interval_halfwidth
+            forecasts[model_id] = (last_close * np.exp(r), last_close * np.exp(r - q), last_close * np.exp(r + q))
+        for j, start in enumerate(history.starts):
+            experiment_id = create_experiment(f"bench history {symbol} #{j + 1}", symbol, [(arms[0], 0.5), (arms[1], 0.5)],
+                                              start, duration_days=365, shadow=True, actor="bench")
+            experiment = get_experiment(experiment_id)
+            end = pd.Timestamp(experiment["end_date"])
+            rows, created = [], utc_now()
+            for k in np.flatnonzero((days >= start) & (days <= end)):
+                key = f"{symbol}:{day_text[k]}"
+                chosen = route(experiment, key)
+                for model_id, arm, served in [(chosen.model_id, chosen.arm, 1), *[(m, a, 0) for a, m in chosen.shadows]]:
+                    close, lower, upper = (float(v[k]) for v in forecasts[model_id])
+                    rows.append((model_id, symbol, day_text[k], target[k], close, lower, upper, float(last_close[k]),
+                                 float(rng.lognormal(1.5, 0.3)), experiment_id, arm, key, None, served, created))
+                requests += 1
+            db.conn.executemany(f"INSERT INTO predictions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                                rows)
+            db.conn.commit()
+            rows_total += len(rows)
+            backfill_actuals(min(end, days[-1]), symbol=symbol)
+            stop(experiment_id, deploy_winner=False, as_of=min(end, days[-1]), actor="bench")
+    return requests, rows_total
 
 
 def build_grown_state(folder: Path, tickers: int, days: int) -> None:
@@ -341,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycle-only", action="store_true", help="time the daily cycles only, no page loads")
     args = parser.parse_args(argv)
     base = Path(args.dir)
-    grown_dir = base / f"grown-{args.tickers}x{args.days}-d{DEPLOYED_DAYS}"
+    grown_dir = base / f"grown-{args.tickers}x{args.days}-d{DEPLOYED_DAYS}-ab{AB_TESTS_PER_TICKER}"  # a new growth, a new cache
     started = time.perf_counter()
     build_demo_state(base / "demo")
     print(f"demo state ready ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -1,9 +1,9 @@
 """Where per-model work runs: in this process (the default), or as tasks on a Dask cluster.
 
-`MLSA_DASK_SCHEDULER=tcp://host:8786` sends the heavy per-model computations (drift windows of the
-daily cycle, training, certification refits) to that scheduler's workers through `dask.distributed`.
-A task takes plain inputs (prices, feature rows, a settings snapshot without secrets) and returns plain
-results (frames, a fitted model, test statistics); none needs a stored model's bytes (the drift windows use
+`MLSA_DASK_SCHEDULER=tcp://host:8786` sends the heavy per-model computations (the daily cycle's drift checks,
+training and bulk retraining, certification refits) to that scheduler's workers through `dask.distributed`.
+A task takes plain inputs (prices, scored predictions, a settings snapshot without secrets) and returns plain
+results (a drift report, a fitted model, test statistics); none needs a stored model's bytes (the drift checks use
 prices, training and the certification refits fit their own): workers never open the database, so the driver stays the only
 writer, in its usual transactions, and a worker that dies mid-task leaves nothing half written.
 

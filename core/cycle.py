@@ -169,7 +169,7 @@ def _step_drift(model: dict, day: str, context: dict, db: sqlite_utils.Database)
         raise StepSkipped(f"{after} of {drift.MIN_SAMPLES} days after training")
     stored = db.execute("SELECT 1 FROM drift_checks WHERE model_id = ? AND as_of = ? LIMIT 1",
                         [model["model_id"], day]).fetchone()
-    on_cluster = {"windows": context["windows"]} if context.get("windows") else {}  # computed there; else here
+    on_cluster = {"computed": context["computed"]} if context.get("computed") else {}  # computed there; else here
     report = drift.check_model(model["model_id"], day, window_days=get_settings().drift_window_days, db=db,
                                store=stored is None, cache=context["prices"], **on_cluster)  # a day already checked is recomputed, never stored twice
     context["report"] = report
@@ -206,8 +206,10 @@ def _step_forecast(model: dict, day: str, context: dict, db: sqlite_utils.Databa
     if served:
         return f"forecast for {trading_day} already logged"
     made = predict(model["symbol"], trading_day, db=db, kind=kind, cache=context["prices"])
-    # count it in today's metrics now, so a second run of the same day finds nothing new to add
-    upsert_daily_metrics(trading_day, trading_day, [made.model_id], db=db)
+    if "served_today" in context:  # a cluster run counts every model's forecast in one batch after the last model
+        context["served_today"].append((trading_day, made.model_id, model["model_id"]))
+    else:  # count it in today's metrics now, so a second run of the same day finds nothing new to add
+        upsert_daily_metrics(trading_day, trading_day, [made.model_id], db=db)
     said = f"P(up) {made.p_up:.1%}" if made.p_up is not None else f"${made.predicted_close:.2f}"
     return f"forecast {made.target_date}: {said} by {made.model_id}"
 
@@ -219,19 +221,29 @@ STEP_FUNCTIONS: dict[str, Callable[[dict, str, dict, sqlite_utils.Database], str
 
 
 def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, should_stop: StopCheck | None,
-               db: sqlite_utils.Database, windows: Handle | None = None, watched: dict | None = None,
-               prices: PriceCache | None = None) -> dict[str, Any]:
+               db: sqlite_utils.Database, watched: dict | None = None, prices: PriceCache | None = None) -> dict[str, Any]:
     """The steps of one model; `watched` is the cycle's batched detector update, `prices` its PriceCache (a new
     one when run alone)."""
     started = time.perf_counter()
-    context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices, "windows": windows,
-                               "watched": watched or {}, "prices": prices or PriceCache(db)}
-    entry: dict[str, Any] = {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok",
-                             "steps_run": 0, "failed_steps": [], "errors": {}, "skipped_steps": {}}
-    for step in STEPS:
+    context: dict[str, Any] = {"error_rate": error_rate, "refresh_prices": refresh_prices, "watched": watched or {},
+                               "prices": prices or PriceCache(db)}
+    entry = _new_entry(model)
+    _run_steps(STEPS, model, day, context, entry, should_stop, db)
+    return _finish_entry(entry, context, time.perf_counter() - started)
+
+
+def _new_entry(model: dict) -> dict[str, Any]:
+    return {"model_id": model["model_id"], "symbol": model["symbol"], "status": "ok", "steps_run": 0,
+            "failed_steps": [], "errors": {}, "skipped_steps": {}}
+
+
+def _run_steps(steps: tuple[str, ...], model: dict, day: str, context: dict, entry: dict,
+               should_stop: StopCheck | None, db: sqlite_utils.Database) -> bool:
+    """Run `steps` of one model in order, each isolated; False when stopped (SIGTERM) before one of them."""
+    for step in steps:
         if should_stop is not None and should_stop():
             entry["status"] = "stopped"
-            break
+            return False
         try:
             outcome = STEP_FUNCTIONS[step](model, day, context, db)
             log.info("%s %s %s: %s", day, model["model_id"], step, outcome)
@@ -245,11 +257,15 @@ def _run_model(model: dict, day: str, error_rate: float, refresh_prices: bool, s
             entry["status"] = "failed"
             log.warning("%s %s %s: FAILED %s: %s", day, model["model_id"], step, type(exc).__name__, exc)
         entry["steps_run"] += 1
+    return True
+
+
+def _finish_entry(entry: dict, context: dict, seconds: float) -> dict[str, Any]:
     report = context.get("report")
     entry["drift"] = None if report is None else report.severity
     entry["alerts"] = context.get("alerts", [])
     entry["retrain"] = context.get("retrain")
-    entry["seconds"] = round(time.perf_counter() - started, 3)
+    entry["seconds"] = round(seconds, 3)
     return entry
 
 
@@ -274,26 +290,80 @@ def _cycle_days(as_of, models: list[dict], refresh_prices: bool,
     return _day(requested), days
 
 
-def _submit_drift_windows(tasks: Executor, models: list[dict], model_days: dict[str, str],
-                          db: sqlite_utils.Database, cache: PriceCache | None = None) -> dict[str, Handle]:
-    """On a cluster, every model's drift windows (the cycle's heavy, pure work) start at once as tasks with plain
-    inputs (its row, its prices, settings without secrets); the driver reads each in the model's drift step and
-    does every read and write itself. In process there is nothing to submit: the step computes them as before."""
-    if not tasks.remote:
-        return {}
-    settings, handles = task_settings(), {}
+BEFORE_DRIFT = STEPS[:STEPS.index("drift")]  # backfill, watch, metrics: the drift check reads what they wrote
+
+
+def _submit_drift_check(tasks: Executor, model: dict, day: str, settings, db: sqlite_utils.Database,
+                        cache: PriceCache | None = None) -> Handle | None:
+    """One model's drift check as a task with plain inputs (its row, its prices, its scored predictions, validation
+    predictions and detectors' alarms, settings without secrets), read here after the steps it depends on; None
+    when the drift step must run here (too few days after training: skipped; or an input it cannot read: the step
+    fails in process with its own words)."""
+    try:
+        prices = drift.window_prices(model, day, db=db, cache=cache)
+        if int((prices.index > pd.Timestamp(model["train_end"])).sum()) < drift.MIN_SAMPLES:
+            return None
+        inputs = drift.report_inputs(model, day, db, cache)
+    except Exception:
+        return None
+    plain = {key: model[key] for key in ("model_id", "symbol", "model_type", "features", "train_start", "train_end")}
+    return tasks.submit(f"drift-check {model['model_id']} {day}", drift.report_from_inputs, plain, prices, day,
+                        settings.drift_window_days, *inputs, settings)
+
+
+def _run_on_cluster(tasks: Executor, models: list[dict], model_days: dict[str, str], rates: dict[str, float],
+                    should_stop: StopCheck | None, db: sqlite_utils.Database, watched: dict[str, Any],
+                    prices: PriceCache) -> list[dict[str, Any]]:
+    """The cycle with every model's drift check on the cluster. Two passes over the models: first the steps the
+    check depends on (backfill, watch, metrics: SQLite work), each model's check submitted as soon as its inputs
+    are written, so the workers compute while this process goes on; then drift (the task's report, stored here),
+    alerts, retrain and forecast. Each model's steps run in the same order as in process and only this process
+    writes, in the steps' usual transactions."""
+    settings = task_settings()
+    runs, served_today = [], []
     for model in models:
         day = model_days[model["model_id"]]
-        if day < model["train_end"]:
-            continue
-        plain = {key: model[key] for key in ("model_id", "symbol", "features", "train_start", "train_end")}
+        context: dict[str, Any] = {"error_rate": rates.get(model["model_id"], 0.0), "refresh_prices": False,
+                                   "served_today": served_today, "watched": watched, "prices": prices}
+        entry = _new_entry(model)
+        started = time.perf_counter()
+        if not _run_steps(BEFORE_DRIFT, model, day, context, entry, should_stop, db):
+            runs.append((model, day, context, entry, time.perf_counter() - started, False))
+            break
+        context["computed"] = _submit_drift_check(tasks, model, day, settings, db, prices)
+        runs.append((model, day, context, entry, time.perf_counter() - started, True))
+    entries = []
+    for model, day, context, entry, seconds, going in runs:
+        started = time.perf_counter()
+        going = going and _run_steps(STEPS[len(BEFORE_DRIFT):], model, day, context, entry, should_stop, db)
+        entries.append({**_finish_entry(entry, context, seconds + time.perf_counter() - started), "as_of": day})
+        if not going:  # stopped: the models after it are not run, as in process
+            break
+    _count_forecasts(served_today, entries, db)
+    return entries
+
+
+def _count_forecasts(served: list[tuple[str, str, str]], entries: list[dict], db: sqlite_utils.Database) -> None:
+    """The day's forecasts (day, served model, cycle model) in `daily_metrics`: one query and one upsert per day for
+    every model (one model's costs ~30 ms of pandas whatever its size). If the batch fails, each is counted alone
+    and a failure is its model's forecast step's; the next cycle's metrics step recounts the lookback anyway."""
+    by_day: dict[str, list[tuple[str, str]]] = {}
+    for day, served_id, model_id in served:
+        by_day.setdefault(day, []).append((served_id, model_id))
+    for day, pairs in by_day.items():
         try:
-            prices = drift.window_prices(plain, day, db=db, cache=cache)
-        except MarketDataError:  # the drift step computes in process and fails with its own words
+            upsert_daily_metrics(day, day, [served_id for served_id, _ in pairs], db=db)
             continue
-        handles[model["model_id"]] = tasks.submit(f"drift-windows {model['model_id']} {day}", drift.compare_windows,
-                                                  plain, prices, day, settings.drift_window_days, settings)
-    return handles
+        except Exception as exc:
+            log.warning("%s: counting %d forecasts in one batch failed (%s); counting each alone", day, len(pairs), exc)
+        for served_id, model_id in pairs:
+            try:
+                upsert_daily_metrics(day, day, [served_id], db=db)
+            except Exception as exc:
+                entry = next(e for e in entries if e["model_id"] == model_id)
+                entry["failed_steps"].append("forecast")
+                entry["errors"]["forecast"] = f"{type(exc).__name__}: {exc}"
+                entry["status"] = "failed"
 
 
 def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_stop: StopCheck | None = None,
@@ -324,23 +394,27 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
         log.warning("alert delivery retry failed: %s", exc)
     rates = error_rates(day, db=db) if day else {}
     entries, skipped = [], []
+    runnable = []
+    for model in models:
+        model_day = model_days[model["model_id"]]
+        if model_day < model["train_end"]:  # never monitored or scored inside its own training window
+            skipped.append({"model_id": model["model_id"], "symbol": model["symbol"], "as_of": model_day,
+                            "reason": f"{model_day} is inside its training window (trained on the closes up to "
+                                      f"{model['train_end']}); it runs from {model['train_end']}"})
+        else:
+            runnable.append(model)
     prices = PriceCache(db)  # each ticker's prices read once in this cycle, not ~10 times per model (issue 16)
-    with executor() as tasks:  # MLSA_DASK_SCHEDULER: the drift windows run on that cluster
-        windows = _submit_drift_windows(tasks, models, model_days, db, prices)
-        watched = _watch_all([m for m in models if model_days[m["model_id"]] >= m["train_end"]
-                              and model_kind(m["model_type"]) == "price"], model_days, db, prices)
-        for model in models:
-            if should_stop is not None and should_stop():
-                break
-            model_day = model_days[model["model_id"]]
-            if model_day < model["train_end"]:  # never monitored or scored inside its own training window
-                skipped.append({"model_id": model["model_id"], "symbol": model["symbol"], "as_of": model_day,
-                                "reason": f"{model_day} is inside its training window (trained on the closes up to "
-                                          f"{model['train_end']}); it runs from {model['train_end']}"})
-                continue
-            entry = _run_model(model, model_day, rates.get(model["model_id"], 0.0),
-                               False, should_stop, db, windows.get(model["model_id"]), watched, prices)  # refreshed above
-            entries.append({**entry, "as_of": model_day})
+    watched = _watch_all([m for m in runnable if model_kind(m["model_type"]) == "price"], model_days, db, prices)
+    with executor() as tasks:  # MLSA_DASK_SCHEDULER: the drift checks run on that cluster
+        if tasks.remote:
+            entries = _run_on_cluster(tasks, runnable, model_days, rates, should_stop, db, watched, prices)
+        else:
+            for model in runnable:
+                if should_stop is not None and should_stop():
+                    break
+                entry = _run_model(model, model_days[model["model_id"]], rates.get(model["model_id"], 0.0),
+                                   False, should_stop, db, watched, prices)  # prices refreshed above
+                entries.append({**entry, "as_of": model_days[model["model_id"]]})
         ran_on = tasks.where
     summary = {
         "as_of": day, "ok": sum(e["status"] == "ok" for e in entries),
@@ -349,7 +423,7 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
         "seconds": round(time.perf_counter() - started, 3), "models": entries,
         "skipped": skipped,  # deployed models not run on this day, each with why
         "reconciled": reconciled,  # what reconcile repaired or found before the cycle
-        "ran_on": ran_on,  # "in process", or the Dask scheduler the drift windows ran on
+        "ran_on": ran_on,  # "in process", or the Dask scheduler the drift checks ran on
     }
     with transaction(db):
         audit(db, actor, "daily_cycle", "scheduler", summary)

@@ -143,62 +143,83 @@ def _model_errors(model_id: str, as_of, db: sqlite_utils.Database, since=None) -
 
 
 def check_model(model_id: str, as_of=None, window_days: int | None = None,
-                db: sqlite_utils.Database | None = None, store: bool = True, windows=None,
+                db: sqlite_utils.Database | None = None, store: bool = True, computed=None,
                 cache: PriceCache | None = None) -> DriftReport:
     """Every drift check for `model_id` on `as_of` (default: where its prediction log stands).
 
     Reference = the model's training window features; current = the last `window_days` trading days
-    up to `as_of`. Stores the report in `drift_checks` when `store`. `windows` is a handle whose
-    `result()` is `compare_windows` for the same arguments, computed elsewhere (a cluster task). `cache`: the
+    up to `as_of`. Stores the report in `drift_checks` when `store`. `computed` is a handle whose
+    `result()` is `report_from_inputs` for the same arguments, computed elsewhere (a cluster task). `cache`: the
     pass's `PriceCache` (the daily cycle's), so the ticker's prices are not read again for each window.
     """
     db = db or get_db()
     settings = get_settings()
     window_days = int(window_days or settings.drift_window_days)
-    budget = check_budget(settings)  # the window test and the sequential alarms share one false-alarm budget
     model = get_model(model_id, db=db)
     as_of = pd.Timestamp(as_of) if as_of is not None else default_as_of(model_id, db=db)
     check_within_data(as_of, data_ends([model["symbol"]], db=db, cache=cache))
-    try:
-        if windows is None:
-            reference, current = model_windows(model, as_of, window_days, db, cache=cache)
-            comparison = compare_frames(reference, current, settings=settings, serial=True, alpha=budget.window)
-        else:
-            reference, current, comparison = windows.result()
-    except MarketDataError as exc:
-        raise DriftInputError(f"{model_id}: {exc}") from exc
-    validation = validation_predictions(model_id)
-    window_start = _day(current.index[0])
-    prices = load_prices(model["symbol"], start=reference.index[0] - pd.Timedelta(days=7), end=as_of, db=db,
-                         cache=cache)["close"]
-    returns = np.log(prices).diff()
-    if model["model_type"] == DIRECTION_TYPE:  # a classifier: its P(up) and scoring rules, not price errors
-        performance, concept, prediction, streaming, own_reasons = classifier_checks(
-            model_id, as_of, window_start, validation, returns.loc[reference.index].dropna().to_numpy(),
-            returns.loc[current.index].dropna().to_numpy(), settings, db)
+    if computed is not None:
+        report = computed.result()
     else:
-        errors = _model_errors(model_id, as_of, db, since=model["train_end"])
-        recent = errors[errors["as_of"] >= window_start]
+        try:
+            prices = window_prices(model, as_of, db=db, cache=cache)
+        except MarketDataError as exc:
+            raise DriftInputError(f"{model_id}: {exc}") from exc
+        report = report_from_inputs(model, prices, as_of, window_days, *report_inputs(model, as_of, db, cache), settings)
+    if store:
+        store_report(report, db=db, cache=cache)
+    log.info("drift check %s as of %s: %s (%d reasons)", model_id, report.as_of, report.severity, len(report.reasons))
+    return report
+
+
+def report_inputs(model: dict, as_of, db: sqlite_utils.Database,
+                  cache: PriceCache | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[dict], dict | None]:
+    """What a check reads besides prices: (scored, validation predictions, the sequential detectors' alarms (read
+    after the cycle advanced them), the live-skill judgement). `scored` is a price model's scored predictions (from
+    its train_end: the index) or a direction model's P(up) rows; the live-skill judgement (`metrics.skill_drop`: live
+    skill vs naive against validation skill on the same days) is a price model's, None for a direction model."""
+    model_id = model["model_id"]
+    validation = validation_predictions(model_id)
+    sequential = drift_watch.alarms(model_id, as_of, db=db, cache=cache)
+    if model["model_type"] == DIRECTION_TYPE:
+        return _served_probabilities(model_id, as_of, db), validation, sequential, None
+    judged = skill_drop(live_days([model_id], as_of, db=db), model["metrics"].get("skill"))
+    return _model_errors(model_id, as_of, db, since=model["train_end"]), validation, sequential, judged
+
+
+def report_from_inputs(model: dict, prices: pd.DataFrame, as_of, window_days: int, scored: pd.DataFrame,
+                       validation: pd.DataFrame, sequential: list[dict], judged: dict | None, settings) -> DriftReport:
+    """The whole drift report from plain inputs (the model's row, its `window_prices`, `report_inputs`, a settings
+    snapshot): pure, no database, so the daily cycle can run it as a cluster task."""
+    model_id, as_of = model["model_id"], pd.Timestamp(as_of)
+    budget = check_budget(settings)  # the window test and the sequential alarms share one false-alarm budget
+    reference, current, comparison = compare_windows(model, prices, as_of, window_days, settings)
+    window_start = _day(current.index[0])
+    returns = np.log(prices.loc[reference.index[0] - pd.Timedelta(days=7):as_of, "close"]).diff()
+    reference_returns = returns.loc[reference.index].dropna().to_numpy()
+    current_returns = returns.loc[current.index].dropna().to_numpy()
+    if model.get("model_type") == DIRECTION_TYPE:  # a classifier: its P(up) and scoring rules, not price errors
+        performance, concept, prediction, streaming, own_reasons = classifier_checks(
+            scored, window_start, validation, reference_returns, current_returns, settings)
+    else:
+        recent = scored[scored["as_of"] >= window_start]
         performance = performance_check(recent, validation, settings)
         # degraded = live skill vs naive credibly below validation skill on the same days (core.metrics), not $ or %
         # errors of a volatile live period against a calm validation one
-        judged = skill_drop(live_days([model_id], as_of, db=db), model["metrics"].get("skill"))
         performance.update(degraded=judged["degraded"], live_skill=judged["live_skill"],
                            validation_skill=judged["validation_skill"], skill_drop=judged["drop"],
                            skill_days=judged["days"], skill_p_value=judged["p_value"])
-        concept = concept_check(returns.loc[reference.index].dropna().to_numpy(), returns.loc[current.index].dropna().to_numpy(),
-                                recent, validation, settings)
+        concept = concept_check(reference_returns, current_returns, recent, validation, settings)
         prediction = prediction_check(recent["pred_return"].to_numpy(), validation, settings)
-        streaming = streaming_check(errors, validation, window_start)
+        streaming = streaming_check(scored, validation, window_start)
         own_reasons = []
     severity = overall_severity(comparison.dataset_drift, performance, concept, prediction, streaming, comparison.features)
     reasons = own_reasons + report_reasons(comparison, {**performance, "degraded": performance["degraded"] and not own_reasons},
                                            {**concept, "bias_drift": concept["bias_drift"] and not own_reasons},
                                            prediction, streaming, settings)
-    sequential = drift_watch.alarms(model_id, as_of, db=db, cache=cache)  # the window test says what changed, the alarms when
-    severity, reasons = combine(severity, reasons, sequential)
+    severity, reasons = combine(severity, reasons, sequential)  # the window test says what changed, the alarms when
     features = comparison.features.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
-    report = DriftReport(
+    return DriftReport(
         model_id=model_id, as_of=_day(as_of), window_days=window_days,
         overall_drift=severity in ("significant", "critical"), severity=severity, reasons=reasons,
         features=features[FEATURE_TABLE_COLUMNS], performance=json_safe(performance), concept=json_safe(concept),
@@ -211,11 +232,6 @@ def check_model(model_id: str, as_of=None, window_days: int | None = None,
                         "current_start": window_start, "current_end": _day(current.index[-1])}),
         reference=reference, current=current,
     )
-    if store:
-        store_report(report, db=db, cache=cache)
-    log.info("drift check %s as of %s: %s (%d reasons)", model_id, report.as_of, severity, len(reasons))
-    return report
-
 
 
 # --- direction models: drift of P(up) and of its scoring rules ------------------------------------------
@@ -230,8 +246,8 @@ def _served_probabilities(model_id: str, as_of, db: sqlite_utils.Database) -> pd
                          "up": up.to_numpy()})
 
 
-def classifier_checks(model_id: str, as_of, window_start: str, validation: pd.DataFrame, reference_returns: np.ndarray,
-                      current_returns: np.ndarray, settings, db: sqlite_utils.Database) -> tuple[dict, dict, dict, dict, list[str]]:
+def classifier_checks(served: pd.DataFrame, window_start: str, validation: pd.DataFrame, reference_returns: np.ndarray,
+                      current_returns: np.ndarray, settings) -> tuple[dict, dict, dict, dict, list[str]]:
     """(performance, concept, prediction, streaming, reasons) of a direction model, in the shapes of the price checks.
 
     Reference = its walk-forward validation P(up) and labels. Prediction drift: the window's P(up) against the
@@ -243,7 +259,6 @@ def classifier_checks(model_id: str, as_of, window_start: str, validation: pd.Da
     """
     from scipy import stats  # lazy: only a check needs it
 
-    served = _served_probabilities(model_id, as_of, db)
     recent = served[served["as_of"] >= window_start]
     scored = recent.dropna(subset=["up"])
     p_val, y_val = validation["p_up"].to_numpy(dtype=float), validation["label"].to_numpy(dtype=float)

@@ -22,6 +22,7 @@ import sqlite_utils
 
 from core import challenger, drift, registry, retrain
 from core.certification import Certification, certify
+from core.cluster import Handle
 from core.drift_kernels import DriftInputError
 from core.explain import ExplainError
 from core.model_card import write_model_artifacts
@@ -76,10 +77,12 @@ def certify_with_card(model_id: str, progress: Progress | None = None, store: bo
 # --- retraining, with challengers registered through the lifecycle --------------------------------------
 
 def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None = None,
-                db: sqlite_utils.Database | None = None) -> dict[str, Any]:
-    """The "Retrain Now" button (`core.retrain.retrain_now`)."""
+                db: sqlite_utils.Database | None = None, trained_by: Handle | None = None) -> dict[str, Any]:
+    """The "Retrain Now" button (`core.retrain.retrain_now`); `trained_by`: its training already submitted
+    (a bulk retrain, `core.bulk_retrain`)."""
     return retrain.retrain_now(symbol, as_of, actor=actor, progress=progress, db=db,
-                               register_challenger=register_with_artifacts, open_test=challenger.open_test)
+                               register_challenger=register_with_artifacts, open_test=challenger.open_test,
+                               trained_by=trained_by)
 
 
 def retrain_summary(symbol: str, outcome: dict) -> dict:

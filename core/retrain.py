@@ -36,7 +36,7 @@ import sqlite_utils
 
 from core import training
 from core.alerts import raise_alert
-from core.cluster import executor, task_settings
+from core.cluster import Executor, Handle, executor, task_settings
 from core.config import get_settings
 from core.market import load_prices
 from core.drift_report import should_retrain
@@ -141,11 +141,24 @@ def _close_job(db: sqlite_utils.Database, job_id: int, status: str, decision: st
         update_job(db, job_id, status, decision, details, challenger_id=challenger_id, finished=finished, actor=actor)
 
 
+def training_task(tasks: Executor, champion: dict, day: str, db: sqlite_utils.Database,
+                  progress: Progress | None = None) -> Handle:
+    """The challenger's training as a task: plain inputs (the champion's ticker, type and params, its prices up to
+    `day`, settings without secrets) on a cluster; in process it reads the database and reports `progress`."""
+    return tasks.submit(
+        f"retrain {champion['model_id']} {day}", training.train_model, champion["symbol"], champion["model_type"],
+        train_end=day, params=champion["params"], prices=load_prices(champion["symbol"], end=day, db=db),
+        **({"settings": task_settings()} if tasks.remote else {"db": db, "progress": progress}))
+
+
 def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", actor: str = "ui",
             progress: Progress | None = None, job_id: int | None = None,
             db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger,
-            open_test: OpenTest | None = None) -> dict[str, Any]:
+            open_test: OpenTest | None = None, trained_by: Handle | None = None) -> dict[str, Any]:
     """Train a challenger up to `as_of`, register it as the champion's child, gate it, deploy it if it passes.
+
+    `trained_by`: the challenger's training already submitted (`training_task`, by `core.bulk_retrain`, which
+    starts every ticker's training at once on a cluster); the rest of the path is the same.
 
     With `open_test` (and MLSA_CHALLENGER_AB_TEST on), a challenger that passes is not deployed: its
     shadow A/B test is opened and the job waits in "testing" (`core.challenger` decides it later).
@@ -178,13 +191,11 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
 
     try:
         step(0.05, f"Training a {champion['model_type']} challenger for {champion['symbol']} on data up to {day}")
-        with executor() as tasks:  # on the Dask cluster when MLSA_DASK_SCHEDULER names one: plain inputs, result here
-            trained = tasks.submit(
-                f"retrain {champion_id} {day}", training.train_model, champion["symbol"], champion["model_type"],
-                train_end=day, params=champion["params"], prices=load_prices(champion["symbol"], end=day, db=db),
-                **({"settings": task_settings(settings)} if tasks.remote else
-                   {"db": db, "progress": lambda f, text: step(0.05 + 0.7 * f, text)}),
-            ).result()
+        if trained_by is None:
+            with executor() as tasks:  # on the Dask cluster when MLSA_DASK_SCHEDULER names one: plain inputs, result here
+                trained = training_task(tasks, champion, day, db, lambda f, text: step(0.05 + 0.7 * f, text)).result()
+        else:  # submitted by a bulk retrain with the others; a worker that died raises TaskFailed here: job "failed"
+            trained = trained_by.result()
         step(0.8, "Validation gate: challenger vs champion vs naive on the recent holdout")
         gate = validation_gate(trained, champion_id, settings.retrain_margin, db=db)
         challenger_id = register_challenger(trained, parent_id=champion_id, actor=actor, db=db,
@@ -376,7 +387,7 @@ def decline(job_id: int, actor: str = "ui", db: sqlite_utils.Database | None = N
 
 def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None = None,
                 db: sqlite_utils.Database | None = None, *, register_challenger: RegisterChallenger,
-                open_test: OpenTest | None = None) -> dict[str, Any]:
+                open_test: OpenTest | None = None, trained_by: Handle | None = None) -> dict[str, Any]:
     """The "Retrain Now" button: no flag, confirmation or cooldown, but the same gate and validation window."""
     db = db or get_db()
     champion = deployed_model(symbol, db=db)
@@ -386,7 +397,8 @@ def retrain_now(symbol: str, as_of, actor: str = "ui", progress: Progress | None
         raise RetrainError(f"{symbol}'s challenger {open_job['challenger_id']} (job {open_job['id']}) is "
                            f"{open_job['status']}: one challenger per ticker at a time.")
     return retrain(champion["model_id"], as_of, trigger="manual", reason="Retrain Now", actor=actor,
-                   progress=progress, db=db, register_challenger=register_challenger, open_test=open_test)
+                   progress=progress, db=db, register_challenger=register_challenger, open_test=open_test,
+                   trained_by=trained_by)
 
 
 # --- validation window --------------------------------------------------------------------------------

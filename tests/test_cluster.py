@@ -19,11 +19,12 @@ import cloudpickle  # noqa: E402  (a dependency of distributed)
 import dask  # noqa: E402
 
 from conftest import copy_registry  # noqa: E402
-from core import cluster, drift  # noqa: E402
+from core import cluster, drift, training  # noqa: E402
 from core.cycle import run_daily_cycle  # noqa: E402
 from core.store import get_db  # noqa: E402
 
-REAL_COMPARE_WINDOWS = drift.compare_windows
+REAL_DRIFT_REPORT = drift.report_from_inputs
+REAL_TRAIN_MODEL = training.train_model
 VOLATILE = {"id", "created_at", "logged_at", "at", "heartbeat_at", "finished_at", "latency_ms",
             "latency_p50", "latency_p95", "latency_p99", "seconds", "ran_on", "owner_pid", "owner_start"}
 
@@ -65,7 +66,9 @@ def _plain(value):
 
 def _state(db) -> dict:
     tables = ["predictions", "daily_metrics", "drift_checks", "alerts", "retrain_jobs", "drift_watch_state", "models"]
-    state = {t: [_plain(dict(r)) for r in db.query(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+    # in content order: on a cluster the models' steps interleave (two passes), so rows are written in another order
+    state = {t: sorted((_plain(dict(r)) for r in db.query(f"SELECT * FROM {t}")), key=lambda row: json.dumps(row, sort_keys=True, default=str))
+             for t in tables}
     state["cycles"] = [_plain(r["details_json"]) for r in db.query(
         "SELECT details_json FROM audit_log WHERE action = 'daily_cycle' ORDER BY id")]
     return state
@@ -89,10 +92,9 @@ def _cycle(env: dict[str, str], monkeypatch, scheduler_address: str | None) -> t
     return summary, _state(db)
 
 
-def _kill_own_worker_then_compare(markers: Path, victim: str, kills: int, model: dict, prices, as_of,
-                                  window_days: int, settings):
+def _kill_own_worker_then_check(markers: Path, victim: str, kills: int, model: dict, *inputs):
     """On the worker: SIGKILL this worker process on the first `kills` attempts for `victim` (counted in files, so
-    an attempt rescheduled on another worker sees them), then compute the real windows."""
+    an attempt rescheduled on another worker sees them), then compute the real drift report."""
     if model["model_id"] == victim:
         for attempt in range(kills):
             try:
@@ -100,12 +102,12 @@ def _kill_own_worker_then_compare(markers: Path, victim: str, kills: int, model:
             except FileExistsError:
                 continue
             os.kill(os.getpid(), signal.SIGKILL)  # a real process death, mid-task
-    return REAL_COMPARE_WINDOWS(model, prices, as_of, window_days, settings)
+    return REAL_DRIFT_REPORT(model, *inputs)
 
 
 @pytest.fixture()
 def kill_worker(monkeypatch, tmp_path):
-    """`kill_worker(victim, kills)`: the cycle's drift-window task for `victim` kills its own worker `kills` times.
+    """`kill_worker(victim, kills)`: the cycle's drift-check task for `victim` kills its own worker `kills` times.
     Sent by value (workers cannot import the tests); returns the folder of attempt markers."""
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)
@@ -113,7 +115,7 @@ def kill_worker(monkeypatch, tmp_path):
     markers.mkdir()
 
     def arm(victim: str, kills: int) -> Path:
-        monkeypatch.setattr(drift, "compare_windows", partial(_kill_own_worker_then_compare, markers, victim, kills))
+        monkeypatch.setattr(drift, "report_from_inputs", partial(_kill_own_worker_then_check, markers, victim, kills))
         return markers
     yield arm
     cloudpickle.unregister_pickle_by_value(module)
@@ -126,7 +128,7 @@ def test_cycle_on_a_local_cluster_writes_what_the_in_process_cycle_writes(demo_r
         remote_summary, remote_state = _cycle(copies["remote"], monkeypatch, scheduler)
 
     day = remote_summary["as_of"]
-    assert ran == sorted(f"drift-windows {model_id} {day}" for model_id in demo_registry.values())
+    assert ran == sorted(f"drift-check {model_id} {day}" for model_id in demo_registry.values())
     assert local_summary["ran_on"] == "in process" and remote_summary["ran_on"] == f"dask {scheduler}"
     assert remote_summary["ok"] == len(demo_registry) and remote_summary["failed"] == 0
     assert [e["drift"] for e in remote_summary["models"]] == [e["drift"] for e in local_summary["models"]]
@@ -158,7 +160,7 @@ def test_a_task_whose_worker_dies_every_time_is_a_named_failure_with_nothing_wri
     assert (markers / "attempt-1").exists() and not (markers / "attempt-2").exists()  # killed, retried once, given up
     entry = next(e for e in remote_summary["models"] if e["model_id"] == victim)
     assert entry["status"] == "failed" and entry["failed_steps"] == ["drift"]
-    assert entry["errors"]["drift"].startswith(f"TaskFailed: task drift-windows {victim}")
+    assert entry["errors"]["drift"].startswith(f"TaskFailed: task drift-check {victim}")
     assert "worker died" in entry["errors"]["drift"]
     day = remote_summary["as_of"]
     assert not [r for r in remote_state["drift_checks"] if r["model_id"] == victim and r["as_of"] == day]
@@ -295,3 +297,88 @@ def test_demo_training_on_the_cluster_registers_the_models_the_process_pool_trai
     for model_id, model in built.items():
         assert facts(model) == facts(session[model_id]), model_id
     assert any(facts(model)["checks"] for model in built.values())  # the deployed one was certified
+
+
+# --- bulk retraining ----------------------------------------------------------------------------------------
+
+def _jobs_and_models(db) -> dict:
+    """What a batch decided: the jobs (status, decision, challenger) and the models (rounded metrics)."""
+    jobs = [{k: r[k] for k in ("model_id", "trigger", "status", "decision", "challenger_id")}
+            for r in db.query("SELECT * FROM retrain_jobs ORDER BY id")]
+    models = [_rounded({k: r[k] for k in ("model_id", "symbol", "status", "train_start", "train_end", "metrics_json",
+                                          "parent_id")}) for r in db.query("SELECT * FROM models ORDER BY model_id")]
+    return {"jobs": jobs, "models": models}
+
+
+def test_bulk_retrain_on_the_cluster_decides_what_the_in_process_batch_decides(scheduler, tmp_path, monkeypatch, capsys):
+    import scheduled_tasks
+    from core.bulk_retrain import retrain_all
+
+    states, ran = {}, {}
+    for name, address in (("local", None), ("remote", scheduler)):
+        db = _use(monkeypatch, tmp_path / name, address)
+        champions = {symbol: _light_champion(symbol) for symbol in ("AAPL", "MSFT")}
+        day = champions["MSFT"][1]
+        with cluster_tasks(scheduler) as ran[name]:
+            if address is None:  # the scheduler's flag, in process; IBM has no deployed model: refused, exit 1
+                code = scheduled_tasks.main(["--retrain-all", "MSFT", "aapl", "IBM", "--as-of", day])
+                assert code == scheduled_tasks.EXIT_FAILED
+                printed = capsys.readouterr().out
+                assert "IBM: refused: No model is deployed for IBM" in printed
+                assert "retrained 3 ticker(s) on in process:" in printed
+            else:
+                outcome = retrain_all(["MSFT", "AAPL"], day, actor="scheduler")
+                assert outcome["ran_on"] == f"dask {scheduler}"
+                assert [r["symbol"] for r in outcome["results"]] == ["AAPL", "MSFT"]
+                assert all(r["status"] in ("validating", "testing", "rejected") for r in outcome["results"])
+        states[name] = _jobs_and_models(db)
+        assert db.execute("SELECT COUNT(*) FROM retrain_jobs WHERE status = 'running'").fetchone()[0] == 0
+
+    assert ran["local"] == []
+    assert ran["remote"] == sorted(f"retrain {champions[s][0]} {day}" for s in ("AAPL", "MSFT"))
+    assert len(states["local"]["jobs"]) == 2 and all(j["challenger_id"] for j in states["local"]["jobs"])
+    assert states["remote"] == states["local"]
+
+
+def _kill_own_worker_then_train(markers: Path, victim: str, kills: int, symbol: str, *args, **kwargs):
+    """On the worker: SIGKILL this worker process on the first `kills` trainings of `victim`, then train for real."""
+    if symbol == victim:
+        for attempt in range(kills):
+            try:
+                os.close(os.open(markers / f"attempt-{attempt}", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+            os.kill(os.getpid(), signal.SIGKILL)
+    return REAL_TRAIN_MODEL(symbol, *args, **kwargs)
+
+
+def test_a_bulk_retrain_whose_worker_dies_every_time_fails_that_ticker_with_nothing_half_written(
+        scheduler, tmp_path, monkeypatch):
+    from core.bulk_retrain import retrain_all
+
+    db = _use(monkeypatch, tmp_path / "killed", scheduler)
+    champions = {symbol: _light_champion(symbol) for symbol in ("AAPL", "MSFT")}
+    models_before = {r[0] for r in db.execute("SELECT model_id FROM models")}
+    markers = tmp_path / "kills"
+    markers.mkdir()
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        monkeypatch.setattr(training, "train_model", partial(_kill_own_worker_then_train, markers, "AAPL", 5))
+        outcome = retrain_all(None, champions["MSFT"][1], actor="scheduler")
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+
+    assert (markers / "attempt-1").exists() and not (markers / "attempt-2").exists()  # killed, retried once, given up
+    results = {r["symbol"]: r for r in outcome["results"]}
+    assert results["AAPL"]["status"] == "failed" and results["AAPL"]["challenger_id"] is None
+    assert results["AAPL"]["decision"].startswith(f"Retraining AAPL failed: task retrain {champions['AAPL'][0]} ")
+    assert "worker died" in results["AAPL"]["decision"] and "The deployed model was not changed" in results["AAPL"]["decision"]
+    job = db.execute("SELECT status, decision, challenger_id, finished_at FROM retrain_jobs WHERE id = ?",
+                     [results["AAPL"]["job_id"]]).fetchone()
+    assert job[0] == "failed" and "worker died" in job[1] and job[2] is None and job[3]
+    assert db.execute("SELECT COUNT(*) FROM retrain_jobs WHERE status = 'running'").fetchone()[0] == 0
+    new_models = {r[0]: r[1] for r in db.execute("SELECT model_id, symbol FROM models")
+                  if r[0] not in models_before}
+    assert list(new_models.values()) == ["MSFT"] == [s for s, r in results.items() if r["challenger_id"]]
+    assert {p.name for p in (tmp_path / "killed" / "models").iterdir() if p.is_dir()} == models_before | set(new_models)
