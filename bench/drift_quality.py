@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -237,58 +237,65 @@ def _episode_arrays(frame: pd.DataFrame, rows: slice, beta: np.ndarray, mae: flo
             "feat": values[rows], "prev": values[rows.start - 1:rows.stop - 1]}
 
 
-def sequential_episodes(step: int, horizon: int, window: int, reference_days: int, seq_horizon: int,
-                        arl: float) -> list[dict]:
-    """The same windows as `run` (same start grid and calm criterion); for every window: a profile fitted on its
-    reference (core.sequential.fit_profile), the oracle thresholds, and the innovations of the window plus
-    `seq_horizon` days, unchanged ("none") and, for calm windows, with each change injected from the day after."""
-    episodes = []
+def window_grid(step: int, horizon: int, window: int,
+                reference_days: int) -> Iterator[tuple[str, pd.DataFrame, np.ndarray, int, bool]]:
+    """Every window of the bench, in order (symbol, then start): (symbol, prices, log returns, start, calm). The
+    start grid and the calm criterion all sections share, so their calm windows line up one to one."""
     bundle = bundled_frame()
     for symbol in sorted(bundle["symbol"].unique()):
         prices = bundle[bundle["symbol"] == symbol].set_index("date").sort_index()
         prices = prices[["open", "high", "low", "close", "adj_close", "volume"]]
         log_ret = np.diff(np.log(prices["close"].to_numpy()), prepend=np.nan)
         for start in range(WARMUP_DAYS + reference_days + 1, len(prices) - window - horizon, step):
-            calm = is_calm(log_ret, start, window, reference_days)
-            lo = start - reference_days - WARMUP_DAYS - 1
-            segment = prices.iloc[lo:start + window + seq_horizon + 1]
-            offset = start - lo
-            ref = slice(offset - reference_days, offset)
-            rows = slice(offset - WARM, min(offset + window + seq_horizon, len(segment)))
-            base = build_features(segment, symbol, dropna=False)
-            errors, beta = ridge_errors(base, ref)
-            mae = float(np.nanmean(errors[ref]))
-            ref_ret = log_ret[start - reference_days:start]
-            profile = fit_profile(ref_ret, errors[ref] / mae, base.iloc[ref][FEATURE_COLUMNS], arl_days=arl,
-                                  seed=len(episodes))
-            reference = {"volatility x2": (np.mean(ref_ret), np.std(ref_ret)),
-                         "mean shift +0.5 sd/day": (np.mean(ref_ret), np.std(ref_ret)),
-                         "error jump +2 MAE": (np.mean(errors[ref] / mae), np.std(errors[ref] / mae)),
-                         SEQ_SCENARIOS[1]: (np.mean(base[SCALED_FEATURE].iloc[ref]),
-                                            np.std(base[SCALED_FEATURE].iloc[ref]))}
-            oracle_ref = {"volatility x2": ref_ret, "mean shift +0.5 sd/day": ref_ret,
-                          "error jump +2 MAE": errors[ref] / mae,
-                          SEQ_SCENARIOS[1]: base[SCALED_FEATURE].to_numpy(dtype=float)[ref]}
-            episode = {"symbol": symbol, "calm": calm, "profile": profile, "reference": reference,
-                       "oracle_h": {name: calibrate({name: Stream(oracle_increments(name, reference, values), (0.0,),
-                                                                  False)}, arl, seed=len(episodes),
-                                                    calm=calm_days(ref_ret)).thresholds[name][0]
-                                    for name, values in oracle_ref.items()},  # each oracle alone, same ARL, same calm
-                       "data": {"none": _episode_arrays(base, rows, beta, mae)}}
-            if calm:
-                onset = offset + window
-                sd, mean = float(np.nanstd(ref_ret)), float(np.nanmean(ref_ret))
-                fns = scenarios(sd, mean)
-                for name in ("volatility x2", "mean shift +0.5 sd/day"):
-                    frame = build_features(_with_returns(segment, onset, fns[name]), symbol, dropna=False)
-                    episode["data"][name] = _episode_arrays(frame, rows, beta, mae)
-                scaled = base.copy()
-                scaled.iloc[onset:, scaled.columns.get_loc(SCALED_FEATURE)] *= 10
-                episode["data"][SEQ_SCENARIOS[1]] = _episode_arrays(scaled, rows, beta, mae)
-                jump = dict(episode["data"]["none"])
-                jump["err"] = jump["err"] + np.where(np.arange(len(jump["err"])) >= WARM + window, 2.0, 0.0)
-                episode["data"]["error jump +2 MAE"] = jump
-            episodes.append(episode)
+            yield symbol, prices, log_ret, start, is_calm(log_ret, start, window, reference_days)
+
+
+def sequential_episodes(step: int, horizon: int, window: int, reference_days: int, seq_horizon: int,
+                        arl: float) -> list[dict]:
+    """The same windows as `run` (same start grid and calm criterion); for every window: a profile fitted on its
+    reference (core.sequential.fit_profile), the oracle thresholds, and the innovations of the window plus
+    `seq_horizon` days, unchanged ("none") and, for calm windows, with each change injected from the day after."""
+    episodes = []
+    for symbol, prices, log_ret, start, calm in window_grid(step, horizon, window, reference_days):
+        lo = start - reference_days - WARMUP_DAYS - 1
+        segment = prices.iloc[lo:start + window + seq_horizon + 1]
+        offset = start - lo
+        ref = slice(offset - reference_days, offset)
+        rows = slice(offset - WARM, min(offset + window + seq_horizon, len(segment)))
+        base = build_features(segment, symbol, dropna=False)
+        errors, beta = ridge_errors(base, ref)
+        mae = float(np.nanmean(errors[ref]))
+        ref_ret = log_ret[start - reference_days:start]
+        profile = fit_profile(ref_ret, errors[ref] / mae, base.iloc[ref][FEATURE_COLUMNS], arl_days=arl,
+                              seed=len(episodes))
+        reference = {"volatility x2": (np.mean(ref_ret), np.std(ref_ret)),
+                     "mean shift +0.5 sd/day": (np.mean(ref_ret), np.std(ref_ret)),
+                     "error jump +2 MAE": (np.mean(errors[ref] / mae), np.std(errors[ref] / mae)),
+                     SEQ_SCENARIOS[1]: (np.mean(base[SCALED_FEATURE].iloc[ref]),
+                                        np.std(base[SCALED_FEATURE].iloc[ref]))}
+        oracle_ref = {"volatility x2": ref_ret, "mean shift +0.5 sd/day": ref_ret,
+                      "error jump +2 MAE": errors[ref] / mae,
+                      SEQ_SCENARIOS[1]: base[SCALED_FEATURE].to_numpy(dtype=float)[ref]}
+        episode = {"symbol": symbol, "calm": calm, "profile": profile, "reference": reference,
+                   "oracle_h": {name: calibrate({name: Stream(oracle_increments(name, reference, values), (0.0,),
+                                                              False)}, arl, seed=len(episodes),
+                                                calm=calm_days(ref_ret)).thresholds[name][0]
+                                for name, values in oracle_ref.items()},  # each oracle alone, same ARL, same calm
+                   "data": {"none": _episode_arrays(base, rows, beta, mae)}}
+        if calm:
+            onset = offset + window
+            sd, mean = float(np.nanstd(ref_ret)), float(np.nanmean(ref_ret))
+            fns = scenarios(sd, mean)
+            for name in ("volatility x2", "mean shift +0.5 sd/day"):
+                frame = build_features(_with_returns(segment, onset, fns[name]), symbol, dropna=False)
+                episode["data"][name] = _episode_arrays(frame, rows, beta, mae)
+            scaled = base.copy()
+            scaled.iloc[onset:, scaled.columns.get_loc(SCALED_FEATURE)] *= 10
+            episode["data"][SEQ_SCENARIOS[1]] = _episode_arrays(scaled, rows, beta, mae)
+            jump = dict(episode["data"]["none"])
+            jump["err"] = jump["err"] + np.where(np.arange(len(jump["err"])) >= WARM + window, 2.0, 0.0)
+            episode["data"]["error jump +2 MAE"] = jump
+        episodes.append(episode)
     return episodes
 
 
@@ -440,21 +447,16 @@ def daily_window_tests(step: int, horizon: int, window: int, reference_days: int
     alpha) of the reference against the k days after the training window (the last `window` of them, so day
     `window` is the last-day check). Days before MIN_SAMPLES have no check (check_model refuses them)."""
     verdicts = []
-    bundle = bundled_frame()
-    for symbol in sorted(bundle["symbol"].unique()):
-        prices = bundle[bundle["symbol"] == symbol].set_index("date").sort_index()
-        prices = prices[["open", "high", "low", "close", "adj_close", "volume"]]
-        log_ret = np.diff(np.log(prices["close"].to_numpy()), prepend=np.nan)
-        for start in range(WARMUP_DAYS + reference_days + 1, len(prices) - window - horizon, step):
-            if not is_calm(log_ret, start, window, reference_days):
-                continue
-            lo = start - reference_days - WARMUP_DAYS - 1
-            features = build_features(prices.iloc[lo:start + window], symbol, dropna=False)[FEATURE_COLUMNS]
-            offset = start - lo
-            reference = features.iloc[offset - reference_days:offset]
-            verdicts.append(np.array([compare_frames(reference, features.iloc[offset:offset + k], settings=settings,
-                                                     serial=True, alpha=alpha).dataset_drift
-                                      for k in range(MIN_SAMPLES, window + 1)]))
+    for symbol, prices, _, start, calm in window_grid(step, horizon, window, reference_days):
+        if not calm:
+            continue
+        lo = start - reference_days - WARMUP_DAYS - 1
+        features = build_features(prices.iloc[lo:start + window], symbol, dropna=False)[FEATURE_COLUMNS]
+        offset = start - lo
+        reference = features.iloc[offset - reference_days:offset]
+        verdicts.append(np.array([compare_frames(reference, features.iloc[offset:offset + k], settings=settings,
+                                                 serial=True, alpha=alpha).dataset_drift
+                                  for k in range(MIN_SAMPLES, window + 1)]))
     return verdicts
 
 
