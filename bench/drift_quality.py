@@ -20,17 +20,21 @@ error. (c) One day's vectorised update for 1,000 models.
 
     .venv/bin/python bench/drift_quality.py [--step 60] [--horizon 15] [--window 30]
     .venv/bin/python bench/drift_quality.py --only sequential --seq-step 40   # more calm windows (~4 min)
-    .venv/bin/python bench/drift_quality.py --step 40 --cache /tmp/w40.pkl --seq-cache /tmp/s40.pkl  # the README's run
+    .venv/bin/python bench/drift_quality.py --step 40 --cache /tmp/w40.pkl --seq-cache /tmp/s40.pkl \
+        --daily-cache /tmp/d40.pkl  # the README's run
 
-The last lines split one check's false-alarm budget (`core.drift_stats.check_budget`): the window test at its
-share, a sequential alarm current on the window's last day (and on every day of the calm windows), and both.
+The last lines measure one drift check's false alarms against its budget (`core.drift_stats.check_budget`): the
+window test at its share, a sequential alarm current (its last HOLD_DAYS days), and the combined verdict (either), on
+each calm window's last day and on every day of the calm windows on which check_model runs (window test =
+`compare_frames` on the days after the training window), with a cluster bootstrap CI by calm window
+(checks on nearby days of one window are correlated). `--daily-cache` keeps those window tests (5,642 at --step 40, ~80 s; the whole run from scratch ~6 min).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +47,8 @@ from scipy import stats  # noqa: E402
 from core.calibration import Stream, calibrate, calm_days  # noqa: E402
 from core.config import get_settings  # noqa: E402
 from core.drift_kernels import column_stats  # noqa: E402
-from core.drift_stats import HOLD_DAYS, check_budget, distribution_drift  # noqa: E402
+from core.drift_kernels import MIN_SAMPLES  # noqa: E402
+from core.drift_stats import HOLD_DAYS, check_budget, compare_frames, distribution_drift  # noqa: E402
 from core.drift_report import volatility_check  # noqa: E402
 from core.features import FEATURE_COLUMNS, WARMUP_DAYS, build_features  # noqa: E402
 from core.market import bundled_frame  # noqa: E402
@@ -232,58 +237,65 @@ def _episode_arrays(frame: pd.DataFrame, rows: slice, beta: np.ndarray, mae: flo
             "feat": values[rows], "prev": values[rows.start - 1:rows.stop - 1]}
 
 
-def sequential_episodes(step: int, horizon: int, window: int, reference_days: int, seq_horizon: int,
-                        arl: float) -> list[dict]:
-    """The same windows as `run` (same start grid and calm criterion); for every window: a profile fitted on its
-    reference (core.sequential.fit_profile), the oracle thresholds, and the innovations of the window plus
-    `seq_horizon` days, unchanged ("none") and, for calm windows, with each change injected from the day after."""
-    episodes = []
+def window_grid(step: int, horizon: int, window: int,
+                reference_days: int) -> Iterator[tuple[str, pd.DataFrame, np.ndarray, int, bool]]:
+    """Every window of the bench, in order (symbol, then start): (symbol, prices, log returns, start, calm). The
+    start grid and the calm criterion all sections share, so their calm windows line up one to one."""
     bundle = bundled_frame()
     for symbol in sorted(bundle["symbol"].unique()):
         prices = bundle[bundle["symbol"] == symbol].set_index("date").sort_index()
         prices = prices[["open", "high", "low", "close", "adj_close", "volume"]]
         log_ret = np.diff(np.log(prices["close"].to_numpy()), prepend=np.nan)
         for start in range(WARMUP_DAYS + reference_days + 1, len(prices) - window - horizon, step):
-            calm = is_calm(log_ret, start, window, reference_days)
-            lo = start - reference_days - WARMUP_DAYS - 1
-            segment = prices.iloc[lo:start + window + seq_horizon + 1]
-            offset = start - lo
-            ref = slice(offset - reference_days, offset)
-            rows = slice(offset - WARM, min(offset + window + seq_horizon, len(segment)))
-            base = build_features(segment, symbol, dropna=False)
-            errors, beta = ridge_errors(base, ref)
-            mae = float(np.nanmean(errors[ref]))
-            ref_ret = log_ret[start - reference_days:start]
-            profile = fit_profile(ref_ret, errors[ref] / mae, base.iloc[ref][FEATURE_COLUMNS], arl_days=arl,
-                                  seed=len(episodes))
-            reference = {"volatility x2": (np.mean(ref_ret), np.std(ref_ret)),
-                         "mean shift +0.5 sd/day": (np.mean(ref_ret), np.std(ref_ret)),
-                         "error jump +2 MAE": (np.mean(errors[ref] / mae), np.std(errors[ref] / mae)),
-                         SEQ_SCENARIOS[1]: (np.mean(base[SCALED_FEATURE].iloc[ref]),
-                                            np.std(base[SCALED_FEATURE].iloc[ref]))}
-            oracle_ref = {"volatility x2": ref_ret, "mean shift +0.5 sd/day": ref_ret,
-                          "error jump +2 MAE": errors[ref] / mae,
-                          SEQ_SCENARIOS[1]: base[SCALED_FEATURE].to_numpy(dtype=float)[ref]}
-            episode = {"symbol": symbol, "calm": calm, "profile": profile, "reference": reference,
-                       "oracle_h": {name: calibrate({name: Stream(oracle_increments(name, reference, values), (0.0,),
-                                                                  False)}, arl, seed=len(episodes),
-                                                    calm=calm_days(ref_ret)).thresholds[name][0]
-                                    for name, values in oracle_ref.items()},  # each oracle alone, same ARL, same calm
-                       "data": {"none": _episode_arrays(base, rows, beta, mae)}}
-            if calm:
-                onset = offset + window
-                sd, mean = float(np.nanstd(ref_ret)), float(np.nanmean(ref_ret))
-                fns = scenarios(sd, mean)
-                for name in ("volatility x2", "mean shift +0.5 sd/day"):
-                    frame = build_features(_with_returns(segment, onset, fns[name]), symbol, dropna=False)
-                    episode["data"][name] = _episode_arrays(frame, rows, beta, mae)
-                scaled = base.copy()
-                scaled.iloc[onset:, scaled.columns.get_loc(SCALED_FEATURE)] *= 10
-                episode["data"][SEQ_SCENARIOS[1]] = _episode_arrays(scaled, rows, beta, mae)
-                jump = dict(episode["data"]["none"])
-                jump["err"] = jump["err"] + np.where(np.arange(len(jump["err"])) >= WARM + window, 2.0, 0.0)
-                episode["data"]["error jump +2 MAE"] = jump
-            episodes.append(episode)
+            yield symbol, prices, log_ret, start, is_calm(log_ret, start, window, reference_days)
+
+
+def sequential_episodes(step: int, horizon: int, window: int, reference_days: int, seq_horizon: int,
+                        arl: float) -> list[dict]:
+    """The same windows as `run` (same start grid and calm criterion); for every window: a profile fitted on its
+    reference (core.sequential.fit_profile), the oracle thresholds, and the innovations of the window plus
+    `seq_horizon` days, unchanged ("none") and, for calm windows, with each change injected from the day after."""
+    episodes = []
+    for symbol, prices, log_ret, start, calm in window_grid(step, horizon, window, reference_days):
+        lo = start - reference_days - WARMUP_DAYS - 1
+        segment = prices.iloc[lo:start + window + seq_horizon + 1]
+        offset = start - lo
+        ref = slice(offset - reference_days, offset)
+        rows = slice(offset - WARM, min(offset + window + seq_horizon, len(segment)))
+        base = build_features(segment, symbol, dropna=False)
+        errors, beta = ridge_errors(base, ref)
+        mae = float(np.nanmean(errors[ref]))
+        ref_ret = log_ret[start - reference_days:start]
+        profile = fit_profile(ref_ret, errors[ref] / mae, base.iloc[ref][FEATURE_COLUMNS], arl_days=arl,
+                              seed=len(episodes))
+        reference = {"volatility x2": (np.mean(ref_ret), np.std(ref_ret)),
+                     "mean shift +0.5 sd/day": (np.mean(ref_ret), np.std(ref_ret)),
+                     "error jump +2 MAE": (np.mean(errors[ref] / mae), np.std(errors[ref] / mae)),
+                     SEQ_SCENARIOS[1]: (np.mean(base[SCALED_FEATURE].iloc[ref]),
+                                        np.std(base[SCALED_FEATURE].iloc[ref]))}
+        oracle_ref = {"volatility x2": ref_ret, "mean shift +0.5 sd/day": ref_ret,
+                      "error jump +2 MAE": errors[ref] / mae,
+                      SEQ_SCENARIOS[1]: base[SCALED_FEATURE].to_numpy(dtype=float)[ref]}
+        episode = {"symbol": symbol, "calm": calm, "profile": profile, "reference": reference,
+                   "oracle_h": {name: calibrate({name: Stream(oracle_increments(name, reference, values), (0.0,),
+                                                              False)}, arl, seed=len(episodes),
+                                                calm=calm_days(ref_ret)).thresholds[name][0]
+                                for name, values in oracle_ref.items()},  # each oracle alone, same ARL, same calm
+                   "data": {"none": _episode_arrays(base, rows, beta, mae)}}
+        if calm:
+            onset = offset + window
+            sd, mean = float(np.nanstd(ref_ret)), float(np.nanmean(ref_ret))
+            fns = scenarios(sd, mean)
+            for name in ("volatility x2", "mean shift +0.5 sd/day"):
+                frame = build_features(_with_returns(segment, onset, fns[name]), symbol, dropna=False)
+                episode["data"][name] = _episode_arrays(frame, rows, beta, mae)
+            scaled = base.copy()
+            scaled.iloc[onset:, scaled.columns.get_loc(SCALED_FEATURE)] *= 10
+            episode["data"][SEQ_SCENARIOS[1]] = _episode_arrays(scaled, rows, beta, mae)
+            jump = dict(episode["data"]["none"])
+            jump["err"] = jump["err"] + np.where(np.arange(len(jump["err"])) >= WARM + window, 2.0, 0.0)
+            episode["data"]["error jump +2 MAE"] = jump
+        episodes.append(episode)
     return episodes
 
 
@@ -378,7 +390,8 @@ def _false_alarm_row(label: str, group: list[dict], window: int, arl: float, fir
     result = run_sequential(group, "none", WARM + window, first)
     every = _model_alarms(result)
     alarms = every[:, WARM - first:]  # count only the window's days
-    lookback = [every[:, max(0, WARM - first + d - HOLD_DAYS + 1):WARM - first + d + 1].any(axis=1) for d in range(window)]
+    lookback = np.column_stack([every[:, max(0, WARM - first + d - HOLD_DAYS + 1):WARM - first + d + 1].any(axis=1)
+                                for d in range(window)])  # (N, window): an alarm current on each day of the window
     count, days = int(alarms.sum()), alarms.size
     low, high = (stats.chi2.ppf(0.025, 2 * count) / 2 if count else 0.0), stats.chi2.ppf(0.975, 2 * count + 2) / 2
     by_detector = ", ".join(f"{k} {int(v['alarm'][:, WARM - first:].sum())}" for k, v in result.items())
@@ -387,12 +400,12 @@ def _false_alarm_row(label: str, group: list[dict], window: int, arl: float, fir
             "x 1/ARL": count / days * arl, "95% CI x 1/ARL": f"{low / days * arl:.2f}-{high / days * arl:.2f}",
             f"any alarm in the {window} d %": 100 * alarms.any(axis=1).mean(),
             "current at the end %": 100 * current.mean(), "current on any day %": 100 * np.mean(lookback),
-            "by detector": by_detector}, current
+            "by detector": by_detector}, lookback
 
 
-def summarise_sequential(episodes: list[dict], window: int, seq_horizon: int, arl: float) -> tuple[np.ndarray, float]:
-    """Prints false alarms and delays; returns, per calm window, whether a check on its last day carries a current
-    sequential alarm, and the share of all the calm windows' days (warm detectors) on which one is current."""
+def summarise_sequential(episodes: list[dict], window: int, seq_horizon: int, arl: float) -> np.ndarray:
+    """Prints false alarms and delays; returns (calm windows, window days): whether a check on that day of that calm
+    window carries a current sequential alarm (warm detectors; the last column is the check on its last day)."""
     calm = [e for e in episodes if e["calm"]]
     print(f"\nSequential detectors (core/sequential.py), budget ARL = {arl:.0f} trading days: 1/ARL = {1 / arl:.4f} "
           f"alarms per model-day; {window}-day windows; 'warm': detectors started {WARM} days before the window")
@@ -425,7 +438,78 @@ def summarise_sequential(episodes: list[dict], window: int, seq_horizon: int, ar
           f"windows, warm detectors, horizon {seq_horizon} d. Oracle: Page's CUSUM on the Gaussian log-likelihood "
           f"ratio of the TRUE change (reference mean/sd before, the injected change after), alone at the same ARL")
     print(pd.DataFrame(rows).round(2).to_string(index=False))
-    return current, warm["current on any day %"] / 100
+    return current
+
+
+def daily_window_tests(step: int, horizon: int, window: int, reference_days: int, alpha: float, settings) -> list[np.ndarray]:
+    """Per calm window (the order of `run`): the window test's verdict on each of its days k = MIN_SAMPLES..window,
+    as `check_model` gives it for a model trained on the reference: `compare_frames` (serial, the budget's window
+    alpha) of the reference against the k days after the training window (the last `window` of them, so day
+    `window` is the last-day check). Days before MIN_SAMPLES have no check (check_model refuses them)."""
+    verdicts = []
+    for symbol, prices, _, start, calm in window_grid(step, horizon, window, reference_days):
+        if not calm:
+            continue
+        lo = start - reference_days - WARMUP_DAYS - 1
+        features = build_features(prices.iloc[lo:start + window], symbol, dropna=False)[FEATURE_COLUMNS]
+        offset = start - lo
+        reference = features.iloc[offset - reference_days:offset]
+        verdicts.append(np.array([compare_frames(reference, features.iloc[offset:offset + k], settings=settings,
+                                                 serial=True, alpha=alpha).dataset_drift
+                                  for k in range(MIN_SAMPLES, window + 1)]))
+    return verdicts
+
+
+def cluster_bootstrap(alarms: np.ndarray, checked: np.ndarray, repeats: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of sum(alarms) / sum(checked), resampling whole clusters (rows) with replacement: checks on
+    nearby days of one stretch are correlated, so a binomial CI over the checks would be too narrow."""
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(alarms), (repeats, len(alarms)))
+    per_alarm, per_checked = alarms.sum(axis=1), checked.sum(axis=1)
+    rates = per_alarm[rows].sum(axis=1) / per_checked[rows].sum(axis=1)
+    low, high = np.quantile(rates, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def combined_section(last_day: np.ndarray, daily: list[np.ndarray], current: np.ndarray, window: int, budget) -> None:
+    """The combined verdict (window test OR a sequential alarm current), on each calm window's last day and on
+    every day of it on which check_model runs, with a cluster bootstrap CI by calm window."""
+    n = len(last_day)
+    first = MIN_SAMPLES - 1  # column of day MIN_SAMPLES
+    tests = np.vstack(daily)  # (N, window - MIN_SAMPLES + 1)
+    sequential = current[:, first:]
+    both = tests | sequential
+    ones = np.ones_like(both, dtype=bool)
+    last = last_day | current[:, -1]
+    low, high = stats.beta.ppf(0.025, last.sum(), n - last.sum() + 1), stats.beta.ppf(0.975, last.sum() + 1, n - last.sum())
+    agree = int(np.sum(tests[:, -1] == last_day))
+    print(f"\nFalse alarms of one drift check on calm windows, {budget.describe()}. A check = the window test "
+          f"(compare_frames, alpha {budget.window:.3g}) OR a sequential alarm current (one in its last {HOLD_DAYS} days)."
+          f"\n(a) On each calm window's last day ({n} checks): window test {100 * last_day.mean():.1f}%, sequential "
+          f"{100 * current[:, -1].mean():.1f}%, combined {100 * last.mean():.1f}% ({int(last.sum())} of {n}; binomial "
+          f"95% CI {100 * np.nan_to_num(low):.1f}-{100 * high:.1f}%)."
+          f"\n(b) On every day {MIN_SAMPLES}..{window} of each calm window (check_model needs {MIN_SAMPLES} days after "
+          f"training; {both.size} checks, {n} windows; the window test on day {window} agrees with (a) on {agree} of {n}):")
+    rows = []
+    for label, flags in (("window test", tests), (f"sequential current (last {HOLD_DAYS} d)", sequential),
+                         ("combined (either)", both)):
+        w_low, w_high = cluster_bootstrap(flags, ones)
+        rows.append({"verdict": label, "checks": flags.size, "alarms": int(flags.sum()), "rate %": 100 * flags.mean(),
+                     "95% CI by calm window %": f"{100 * w_low:.1f}-{100 * w_high:.1f}",
+                     "windows with any alarm %": 100 * flags.any(axis=1).mean(), "budget %": 100 * (
+                         budget.window if label == "window test" else budget.sequential if label.startswith("seq")
+                         else budget.total)})
+    print(pd.DataFrame(rows).round(2).to_string(index=False))
+    spans, rows = [(MIN_SAMPLES, 10), (11, 20), (21, 29), (window, window)], []
+    for low_day, high_day in spans:  # the window test has fewer days (less power) early in the window
+        cols = slice(low_day - MIN_SAMPLES, high_day - MIN_SAMPLES + 1)
+        c_low, c_high = cluster_bootstrap(both[:, cols], ones[:, cols])
+        rows.append({"days of the window": f"{low_day}-{high_day}" if low_day != high_day else f"{low_day}",
+                     "checks": both[:, cols].size, "window test %": 100 * tests[:, cols].mean(),
+                     "sequential %": 100 * sequential[:, cols].mean(), "combined %": 100 * both[:, cols].mean(),
+                     "95% CI by calm window %": f"{100 * c_low:.1f}-{100 * c_high:.1f}"})
+    print("by day of the window (days after the training window):")
+    print(pd.DataFrame(rows).round(2).to_string(index=False))
 
 
 def speed(profile: dict, n_models: int = 1000, repeats: int = 20) -> None:
@@ -517,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-step", type=int, help="sequential: trading days between windows (default: --step)")
     parser.add_argument("--seq-cache", help="pickle file: reuse the sequential windows (profiles, oracles, inputs) "
                                              "if it exists, else write them (same --step / --arl only)")
+    parser.add_argument("--daily-cache", help="pickle file: reuse the window tests on every day of the calm windows")
     parser.add_argument("--only", choices=("window", "sequential"), help="run one section only")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 250)
@@ -532,21 +617,18 @@ def main(argv: list[str] | None = None) -> int:
                 pd.to_pickle(episodes, args.seq_cache)
         print(f"\n{len(episodes)} windows for the sequential detectors, profiles and oracles fitted in "
               f"{time.perf_counter() - started:.0f} s ({(time.perf_counter() - started) / len(episodes):.2f} s per window)")
-        current, any_day = summarise_sequential(episodes, args.window, args.seq_horizon, args.arl)
+        current = summarise_sequential(episodes, args.window, args.seq_horizon, args.arl)
         if window_verdicts is not None and len(window_verdicts) == len(current):  # the same calm windows
-            both, budget = window_verdicts | current, check_budget(settings)
-            n = len(both)
-            low, high = stats.beta.ppf(0.025, both.sum(), n - both.sum() + 1), stats.beta.ppf(0.975, both.sum() + 1,
-                                                                                               n - both.sum())
-            print(f"\nA check on a calm window's last day (as the window test's false alarms are counted), "
-                  f"{n} calm windows, {budget.describe()}: the window test says drift in "
-                  f"{100 * window_verdicts.mean():.1f}% (share {100 * budget.window:.1f}%), a sequential alarm of its "
-                  f"last {HOLD_DAYS} days is current in {100 * current.mean():.1f}% (share {100 * budget.sequential:.1f}%), "
-                  f"the combined verdict (either) in {100 * both.mean():.1f}% ({int(both.sum())} of {n}; 95% CI "
-                  f"{100 * np.nan_to_num(low):.1f}-{100 * high:.1f}%; budget {100 * budget.total:.0f}%). On every "
-                  f"day of the calm windows ({n * args.window} checks, not only the last), a sequential alarm is current "
-                  f"in {100 * any_day:.1f}%: window test {100 * window_verdicts.mean():.1f}% + {100 * any_day:.1f}% = "
-                  f"{100 * (window_verdicts.mean() + any_day):.1f}% bounds the combined verdict (Bonferroni)")
+            budget, started = check_budget(settings), time.perf_counter()
+            if args.daily_cache and Path(args.daily_cache).exists():
+                daily = pd.read_pickle(args.daily_cache)
+            else:
+                daily = daily_window_tests(args.step, args.horizon, args.window, args.reference_days, budget.window, settings)
+                if args.daily_cache:
+                    pd.to_pickle(daily, args.daily_cache)
+            print(f"\nwindow tests on every day of the calm windows: {sum(map(len, daily))} in "
+                  f"{time.perf_counter() - started:.0f} s")
+            combined_section(window_verdicts, daily, current, args.window, budget)
         speed(episodes[0]["profile"])
     return 0
 
