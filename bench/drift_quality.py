@@ -22,12 +22,17 @@ error. (c) One day's vectorised update for 1,000 models.
     .venv/bin/python bench/drift_quality.py --only sequential --seq-step 40   # more calm windows (~4 min)
     .venv/bin/python bench/drift_quality.py --step 40 --cache /tmp/w40.pkl --seq-cache /tmp/s40.pkl \
         --daily-cache /tmp/d40.pkl  # the README's run
+    .venv/bin/python bench/drift_quality.py --step 20 --cache /tmp/w20.pkl --seq-cache /tmp/s20.pkl \
+        --daily-cache /tmp/d20.pkl  # twice the calm windows, overlapping (13 min from scratch)
 
 The last lines measure one drift check's false alarms against its budget (`core.drift_stats.check_budget`): the
 window test at its share, a sequential alarm current (its last HOLD_DAYS days), and the combined verdict (either), on
 each calm window's last day and on every day of the calm windows on which check_model runs (window test =
 `compare_frames` on the days after the training window), with a cluster bootstrap CI by calm window
 (checks on nearby days of one window are correlated). `--daily-cache` keeps those window tests (5,642 at --step 40, ~80 s; the whole run from scratch ~6 min).
+Then the same two figures with a moving-block bootstrap over window starts per ticker (`block_bootstrap`), usable at
+any --step, also where calm windows overlap (a last-day check depends on WARM + window days of returns); the references
+overlap at any step, so blocks up to a reference's length are printed.
 """
 from __future__ import annotations
 
@@ -471,7 +476,69 @@ def cluster_bootstrap(alarms: np.ndarray, checked: np.ndarray, repeats: int = 40
     return float(low), float(high)
 
 
-def combined_section(last_day: np.ndarray, daily: list[np.ndarray], current: np.ndarray, window: int, budget) -> None:
+def block_bootstrap(alarms: np.ndarray, checked: np.ndarray, symbols: np.ndarray, block: int, repeats: int = 4000,
+                    seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of sum(alarms) / sum(checked) over the bench's start grid (one row per window start, calm or
+    not: a window that is not calm has checked = 0), by a moving-block bootstrap per ticker: blocks of `block`
+    consecutive starts, so windows that share days (starts closer than the window plus its warm-up) are resampled
+    together; tickers are kept (stratified). Longer blocks also carry the slower dependence of overlapping
+    references; the caller prints several lengths."""
+    rng = np.random.default_rng(seed)
+    alarm_sum, checked_sum = np.zeros(repeats), np.zeros(repeats)
+    for symbol in np.unique(symbols):
+        a, c = alarms[symbols == symbol], checked[symbols == symbol]
+        length = min(block, len(a))
+        n_blocks = -(-len(a) // length)
+        starts = rng.integers(0, len(a) - length + 1, (repeats, n_blocks))
+        rows = (starts[:, :, None] + np.arange(length)).reshape(repeats, -1)[:, :len(a)]
+        alarm_sum += a[rows].sum(axis=1)
+        checked_sum += c[rows].sum(axis=1)
+    return alarm_sum / checked_sum
+
+
+def effective_clopper_pearson(alarms: int, n: int, replicates: np.ndarray) -> tuple[float, float]:
+    """Clopper-Pearson 95% CI at the effective sample size n / design effect (the block bootstrap's variance over the
+    binomial one, at least 1; Korn & Graubard 1998): with few alarms a percentile bootstrap CI is too narrow."""
+    rate = alarms / n
+    effect = max(1.0, float(np.var(replicates)) / (rate * (1 - rate) / n)) if 0 < alarms < n else 1.0
+    size, count = n / effect, alarms / effect
+    low = stats.beta.ppf(0.025, count, size - count + 1) if count > 0 else 0.0
+    return float(low), float(stats.beta.ppf(0.975, count + 1, size - count))
+
+
+def overlap_section(last: np.ndarray, every: np.ndarray, grid: tuple[np.ndarray, np.ndarray], step: int,
+                    window: int) -> None:
+    """(a) and (b) again with CIs that respect overlap: at a start spacing below the days a check depends on (the
+    window plus the detectors' WARM-day warm-up), neighbouring calm windows share days, so neither a binomial CI
+    over windows nor a bootstrap by window holds. Blocks of 100-1000 trading days of starts per ticker (1000, the
+    reference's length: only a few blocks per ticker, so that CI is the crudest)."""
+    symbols, calm = grid
+    last_alarms, every_alarms = np.zeros(len(calm)), np.zeros(len(calm))
+    last_alarms[calm], every_alarms[calm] = last, every.sum(axis=1)
+    every_checked = np.where(calm, every.shape[1], 0)
+    rows = []
+    for days in (100, 250, 500, 1000):
+        block = -(-days // step)
+        a_reps = block_bootstrap(last_alarms, calm.astype(float), symbols, block)
+        b_low, b_high = np.quantile(block_bootstrap(every_alarms, every_checked.astype(float), symbols, block),
+                                    [0.025, 0.975])
+        a_low, a_high = np.quantile(a_reps, [0.025, 0.975])
+        e_low, e_high = effective_clopper_pearson(int(last.sum()), len(last), a_reps)
+        rows.append({"block (trading days of starts)": f"{days} ({block} starts)",
+                     "(a) last day 95% CI % (percentile)": f"{100 * a_low:.1f}-{100 * a_high:.1f}",
+                     "(a) Clopper-Pearson at n / design effect %": f"{100 * e_low:.1f}-{100 * e_high:.1f}",
+                     "design effect": round(float(np.var(a_reps)) / (last.mean() * (1 - last.mean()) / len(last)), 2),
+                     "(b) every day 95% CI %": f"{100 * b_low:.1f}-{100 * b_high:.1f}"})
+    print(f"Combined verdict, CIs by a moving-block bootstrap over window starts per ticker ({len(calm)} starts "
+          f"every {step} d, {int(calm.sum())} calm, {len(np.unique(symbols))} tickers; a last-day check depends on "
+          f"{WARM + window} d of returns, plus its {get_settings().train_window_days}-d reference which overlaps its "
+          f"neighbours' at any step): (a) {100 * last.mean():.2f}% ({int(last.sum())} of {len(last)}), "
+          f"(b) {100 * every.mean():.2f}% ({int(every.sum())} of {every.size})")
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+def combined_section(last_day: np.ndarray, daily: list[np.ndarray], current: np.ndarray, window: int, budget,
+                     grid: tuple[np.ndarray, np.ndarray], step: int) -> None:
     """The combined verdict (window test OR a sequential alarm current), on each calm window's last day and on
     every day of it on which check_model runs, with a cluster bootstrap CI by calm window."""
     n = len(last_day)
@@ -487,7 +554,7 @@ def combined_section(last_day: np.ndarray, daily: list[np.ndarray], current: np.
           f"(compare_frames, alpha {budget.window:.3g}) OR a sequential alarm current (one in its last {HOLD_DAYS} days)."
           f"\n(a) On each calm window's last day ({n} checks): window test {100 * last_day.mean():.1f}%, sequential "
           f"{100 * current[:, -1].mean():.1f}%, combined {100 * last.mean():.1f}% ({int(last.sum())} of {n}; binomial "
-          f"95% CI {100 * np.nan_to_num(low):.1f}-{100 * high:.1f}%)."
+          f"95% CI {100 * np.nan_to_num(low):.1f}-{100 * high:.1f}%, windows taken as independent)."
           f"\n(b) On every day {MIN_SAMPLES}..{window} of each calm window (check_model needs {MIN_SAMPLES} days after "
           f"training; {both.size} checks, {n} windows; the window test on day {window} agrees with (a) on {agree} of {n}):")
     rows = []
@@ -510,6 +577,7 @@ def combined_section(last_day: np.ndarray, daily: list[np.ndarray], current: np.
                      "95% CI by calm window %": f"{100 * c_low:.1f}-{100 * c_high:.1f}"})
     print("by day of the window (days after the training window):")
     print(pd.DataFrame(rows).round(2).to_string(index=False))
+    overlap_section(last, both, grid, step, window)
 
 
 def speed(profile: dict, n_models: int = 1000, repeats: int = 20) -> None:
@@ -628,7 +696,10 @@ def main(argv: list[str] | None = None) -> int:
                     pd.to_pickle(daily, args.daily_cache)
             print(f"\nwindow tests on every day of the calm windows: {sum(map(len, daily))} in "
                   f"{time.perf_counter() - started:.0f} s")
-            combined_section(window_verdicts, daily, current, args.window, budget)
+            grid = [(symbol, calm) for symbol, _, _, _, calm in window_grid(args.step, args.horizon, args.window,
+                                                                             args.reference_days)]
+            combined_section(window_verdicts, daily, current, args.window, budget,
+                             (np.array([g[0] for g in grid]), np.array([g[1] for g in grid])), args.step)
         speed(episodes[0]["profile"])
     return 0
 
