@@ -115,3 +115,13 @@ def page_app(page: str | None = None, timeout: int = 120):
 
     app = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=timeout)
     return app.switch_page(page) if page else app
+
+
+@pytest.fixture(autouse=True)
+def fresh_page_caches():
+    """Streamlit's `st.cache_data` is process-wide: a page an earlier test ran (on another registry copy) must not
+    serve its cached frames to this test within their ttl (Monitoring's `load_metrics` keeps one for 30 s)."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    yield
