@@ -176,12 +176,6 @@ def sparkline(values: pd.Series, color: str = PALETTE["model"], tick_prefix: str
     return fig
 
 
-def skill_color(value: float | None) -> str:
-    if value is None or not np.isfinite(value):
-        return PALETTE["muted"]
-    return PALETTE["good"] if value > 0 else PALETTE["bad"]
-
-
 # --- monitoring (issue: daily cycle): volume, latency, error rate, intervals, rolling accuracy, PSI, alerts ---
 
 ALERT_SEVERITY_COLORS = {"info": "#2563eb", "warning": "#d97706", "critical": "#dc2626"}

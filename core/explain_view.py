@@ -101,10 +101,6 @@ def shap_progress(model_id: str, start: str, end: str) -> str:
     return f"Computing SHAP values for {model_id}, {start} to {end}…"
 
 
-def permutation_progress(repeats: int, n_rows: int) -> str:
-    return f"Permutation importance: each feature shuffled {repeats} times on {n_rows:,} days…"
-
-
 def window_caption(model_id: str, n_days: int, start: str, end: str, stored: bool = False) -> str:
     return (f"SHAP values of {escape_markdown(model_id)}: {n_days:,} trading days, {start} to {end}."
             + (f" {STORED_NOTE}" if stored else ""))

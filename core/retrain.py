@@ -257,13 +257,10 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
 # --- the automatic path -------------------------------------------------------------------------------
 
 def _trigger(report) -> tuple[str | None, str]:
+    """("drift", why) when the check calls for a retrain, else (None, why). A degraded model is one of
+    `should_retrain`'s own reasons (live skill credibly below validation skill), so it needs no branch here."""
     fire, reason = should_retrain(report)
-    if fire:
-        return "drift", reason
-    performance = getattr(report, "performance", None) or {}
-    if performance.get("degraded"):
-        return "performance", f"live MAE {performance.get('change_pct', float('nan')):+.0f}% vs validation"
-    return None, reason
+    return ("drift" if fire else None), reason
 
 
 def _confirmations(db: sqlite_utils.Database, model_id: str, day: str, needed: int) -> int:
