@@ -23,6 +23,7 @@ from core.drift_kernels import PSI_EPSILON, check_frames, column_stats, column_m
 MISSING_RATE_JUMP = 0.10  # a rise of 10 points in the share of missing values is a data-quality drift
 HOLD_DAYS = 5  # trading days a sequential alarm stays current in a check's verdict (core/drift_watch.py)
 MIN_WINDOW_SHARE = 0.2  # the window test keeps at least this share of the check's budget, whatever the ARL
+ARL_TOLERANCE = 1.5  # a model's detectors may alarm up to 1.5x as often as their budget (issue 13's tolerance)
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,12 @@ class CheckBudget:
     A check on a calm month says "drift" when its window test fires OR a sequential alarm of its last
     `HOLD_DAYS` trading days is current, so P(false alarm) <= P(window) + P(sequential) (Bonferroni). The
     detectors' share follows from their own budget: at one false alarm per `arl_days` model-days, an alarm
-    falls in a given `HOLD_DAYS`-day stretch with probability <= HOLD_DAYS / arl_days (2% at 5 / 250). The
-    window test gets what is left of `total` (drift_ks_alpha, 5%: 3% at the defaults), never less than
-    `MIN_WINDOW_SHARE` of it (an ARL under HOLD_DAYS / (0.8 total) = 125 days then spends more than `total`).
+    falls in a given `HOLD_DAYS`-day stretch with probability <= HOLD_DAYS / arl_days (2% at 5 / 250). That
+    rate is calibrated on a finite reference (1000 days): a model's detectors may alarm up to `ARL_TOLERANCE`
+    (1.5x) as often, so the sequential part is charged 1.5 x 2% = 3%, and the window test gets what is left of
+    `total` (drift_ks_alpha, 5%: 2% at the defaults), never less than `MIN_WINDOW_SHARE` of it (an ARL under
+    1.5 x HOLD_DAYS / (0.8 total) = 188 days then spends more than `total`). Measured on calm months by
+    bench/drift_quality.py (README, "Sequential drift detection").
     """
 
     total: float
@@ -50,19 +54,9 @@ def check_budget(settings: Settings | None = None) -> CheckBudget:
     """The split of drift_ks_alpha between the window test and the sequential alarms (`CheckBudget`)."""
     settings = settings or get_settings()
     total = settings.drift_ks_alpha
-    sequential = HOLD_DAYS / settings.drift_arl_days
-    window = round(max(total - sequential, MIN_WINDOW_SHARE * total), 12)  # 0.03, not 0.030000000000000002
+    sequential = ARL_TOLERANCE * HOLD_DAYS / settings.drift_arl_days
+    window = round(max(total - sequential, MIN_WINDOW_SHARE * total), 12)  # 0.02, not 0.020000000000000004
     return CheckBudget(total=total, sequential=sequential, window=window)
-
-
-def psi_band(value: float, settings: Settings | None = None) -> str:
-    """'none', 'moderate' or 'significant' for a PSI value (thresholds from config)."""
-    settings = settings or get_settings()
-    if not np.isfinite(value):
-        return "insufficient data"
-    if value >= settings.drift_psi_threshold:
-        return "significant"
-    return "moderate" if value >= settings.drift_psi_moderate else "none"
 
 
 # --- frames ------------------------------------------------------------------------------------------
