@@ -36,7 +36,6 @@ import pandas as pd  # noqa: E402
 
 from core import cycle, drift_watch, metrics  # noqa: E402
 from core.market import load_prices  # noqa: E402
-from core.market import load_prices  # noqa: E402
 from core.predict import backfill_actuals, predict, prediction_log  # noqa: E402
 from core.lifecycle import register_with_artifacts  # noqa: E402
 from core.registry import deploy  # noqa: E402

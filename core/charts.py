@@ -124,17 +124,6 @@ def price_forecast_figure(prices: pd.DataFrame, forecast: dict | None = None, hi
     return apply_layout(fig, title, yaxis_title="Price ($)")
 
 
-def metrics_comparison_figure(model: dict, naive: dict) -> go.Figure:
-    """Model vs naive, MAE and RMSE in $ side by side."""
-    names = ["MAE ($)", "RMSE ($)"]
-    fig = go.Figure([
-        go.Bar(name="Model", x=names, y=[model["mae"], model["rmse"]], marker_color=PALETTE["model"]),
-        go.Bar(name="Naive", x=names, y=[naive["mae"], naive["rmse"]], marker_color=PALETTE["naive"]),
-    ])
-    fig.update_layout(barmode="group")
-    return apply_layout(fig, height=300)
-
-
 def validation_figure(validation: pd.DataFrame) -> go.Figure:
     """Walk-forward out-of-sample errors: rolling 20-day MAE of model vs naive."""
     model_err = (validation["predicted_close"] - validation["actual_close"]).abs().rolling(20).mean()
@@ -144,19 +133,6 @@ def validation_figure(validation: pd.DataFrame) -> go.Figure:
         go.Scatter(x=validation.index, y=naive_err, name="Naive (20-day MAE)", line=dict(color=PALETTE["naive"])),
     ])
     return apply_layout(fig, "Walk-forward validation error", height=320, yaxis_title="MAE ($)")
-
-
-def live_error_figure(log: pd.DataFrame, window: int = 20) -> go.Figure:
-    """Rolling MAE of served predictions vs naive, from the prediction log."""
-    done = log.dropna(subset=["actual_close"])
-    x = pd.to_datetime(done["target_date"])
-    fig = go.Figure([
-        go.Scatter(x=x, y=done["abs_error"].rolling(window, min_periods=1).mean(), name=f"Model ({window}-day MAE)",
-                   line=dict(color=PALETTE["model"])),
-        go.Scatter(x=x, y=done["naive_abs_error"].rolling(window, min_periods=1).mean(), name=f"Naive ({window}-day MAE)",
-                   line=dict(color=PALETTE["naive"])),
-    ])
-    return apply_layout(fig, "Live error, model vs naive", height=320, yaxis_title="MAE ($)")
 
 
 def sparkline(values: pd.Series, color: str = PALETTE["model"], tick_prefix: str = "$") -> go.Figure:

@@ -46,16 +46,6 @@ def drift_error_stream_figure(streaming: dict, window_start: str | None = None) 
     return apply_layout(fig, "Error stream with streaming detections", height=320, yaxis_title="|error| / validation MAE")
 
 
-def drift_psi_history_figure(history: pd.DataFrame, threshold: float) -> go.Figure:
-    """Heatmap of PSI per feature (rows) per stored check (columns); colour capped at 2x the threshold."""
-    fig = go.Figure(go.Heatmap(z=history.T.to_numpy(), x=list(history.index), y=list(history.columns),
-                               zmin=0, zmax=2 * threshold, colorscale=[[0, "#f0fdf4"], [0.5, "#fbbf24"], [1, "#dc2626"]],
-                               colorbar=dict(title="PSI")))
-    fig = apply_layout(fig, "PSI per feature over past checks", height=max(320, 18 * history.shape[1] + 80))
-    fig.update_layout(hovermode="closest")
-    return fig
-
-
 # --- sequential drift (issue 13): each detector's evidence against its threshold, onsets on the price ---
 
 SEQUENTIAL_ORDER = ("returns_mean", "returns_variance", "error", "feature_scale", "feature_range")

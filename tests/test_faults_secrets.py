@@ -41,7 +41,7 @@ MALFORMED = [
 @pytest.mark.parametrize("url", MALFORMED)
 def test_redact_never_raises_and_masks_every_quoted_piece(url, monkeypatch):
     monkeypatch.setenv("MLSA_SLACK_WEBHOOK_URL", url)
-    quoted = [url, repr(url), f"nonnumeric port: 'SECRET123'", "SECRET123", url.replace("SECRET123", "SECRET123 ")]
+    quoted = [url, repr(url), "nonnumeric port: 'SECRET123'", "SECRET123", url.replace("SECRET123", "SECRET123 ")]
     for text in quoted:
         assert "SECRET123" not in redact(f"Error: {text} (while delivering)")
     assert redact("nothing secret here") == "nothing secret here"

@@ -111,7 +111,7 @@ def test_a_day_beyond_the_data_exits_5_names_the_last_day_and_stores_nothing(reg
     before = _counts(registry_copy)
     assert scheduled_tasks.main(["--once", "--as-of", "2030-01-01"]) == scheduled_tasks.EXIT_BEYOND_DATA
     err = capsys.readouterr().err
-    assert f"2030-01-01 is after the last trading day in the data" in err and last in err
+    assert "2030-01-01 is after the last trading day in the data" in err and last in err
     assert scheduled_tasks.main(["--replay", last, "2030-01-01"]) == scheduled_tasks.EXIT_BEYOND_DATA
     assert last in capsys.readouterr().err
     assert _counts(registry_copy) == before
