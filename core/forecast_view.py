@@ -14,6 +14,7 @@ import pandas as pd
 from core import direction
 from core.market import MarketDataError, load_prices, source_label
 from core.metrics import LIVE_SKILL_DAYS, SKILL_CONFIDENCE, live_skill_of
+from core.model_view import validation_evidence
 from core.runbook import runbook_caption
 from core.text import escape_markdown
 from core.training import DEFAULT_PARAMS, MODEL_LABELS, MODEL_TYPES, Progress, TrainedModel, train_model
@@ -178,12 +179,11 @@ def skill_verdict(model: Mapping, as_of=None) -> tuple[str, str]:
     certified = "" if model["certified"] else " It is not certified (Model Management runs the five checks)."
     name = escape_markdown(model["model_id"])
     if live["days"] == 0:
-        skill_now = model["metrics"]["skill"]
-        where = "on validation (no live history yet: it has not served a scored forecast)"
-        if skill_now <= 0:
-            return "warning", (f"{name} loses to the naive forecast {where} (skill {skill_now:+.3f}). "
-                               f"For daily stock returns this is common: treat its forecast with that in mind.{certified}")
-        return "warning", f"{name} beats the naive forecast {where} (skill {skill_now:+.3f}).{certified}"
+        words, _ = validation_evidence(model["metrics"])
+        return ("warning" if model["metrics"]["skill"] <= 0 else "info"), (
+            f"{name} has not served a scored forecast yet, so there is no live history. On validation its skill is "
+            f"{model['metrics']['skill']:+.3f} ({words}). For daily stock returns a skill near 0 is common: treat its "
+            f"forecast with that in mind.{certified}")
     where = f"over its last {live['days']} scored days live (skill {live['skill']:+.3f})"
     gain = (f"the daily gain over naive is \\${live['gain_low']:+.3f} to \\${live['gain_high']:+.3f} "
             f"({SKILL_CONFIDENCE:.0%} interval)")
@@ -211,7 +211,7 @@ def trained_message(new_id: str, mae: float, naive_mae: float, skill_value: floa
         verdict = "beats" if skill_value > 0 else "does not beat"
         return (f"Registered **{escape_markdown(new_id)}** as a candidate: validation accuracy {mae:.1%} vs "
                 f"{naive_mae:.1%} for the better baseline (Brier skill {skill_value:+.4f}, {verdict} it). Its P(up) is "
-                "shown above; direction models are not deployed (the serving path forecasts prices).")
+                "shown above. Review and deploy it on Model Management.")
     verdict = "beats" if skill_value > 0 else "does not beat"
     # \$: two dollar signs in one markdown string would render the text between them as LaTeX
     return (f"Registered **{escape_markdown(new_id)}** as a candidate: validation MAE \\${mae:.3f} vs naive "

@@ -24,6 +24,7 @@ from core.explain import (CARD_FILE, IMPORTANCE_CSV, IMPORTANCE_JSON, SHAP_WINDO
 from core.explain_store import save_window
 from core.figure_export import RenderUnavailable, render_png
 from core.model_files import atomic_write, model_folder
+from core.model_view import validation_evidence
 from core.registry import get_model
 from core.store import get_db, utc_now
 from core.direction import DIRECTION
@@ -167,8 +168,9 @@ def _direction_metric_lines(m: dict) -> list[str]:
              "| metric | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for key in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier"):
         lines.append(f"| {key} | " + " | ".join(f"{values[key]:.4f}" for _, values in columns) + " |")
-    verdict = "beats" if m["skill"] > 0 else "does not beat"
-    return [*lines, "", f"Brier skill vs {m['best_baseline']}: **{m['skill']:+.4f}** ({verdict} it); calibration error "
+    verdict, _ = validation_evidence(m, "the baseline's error rate")
+    return [*lines, "", f"Brier skill vs {m['best_baseline']}: **{m['skill']:+.4f}** (error-rate skill: {verdict}); "
+                        f"calibration error "
                         f"(ECE) {m['ece_uncalibrated']:.3f} before, {m['ece']:.3f} after {m['calibration']}."]
 
 
@@ -208,7 +210,7 @@ def model_card_markdown(row: dict, importance: pd.DataFrame | None, window: dict
         lines.append(f"| {name} | {fmt.format(model_value) if model_value is not None else 'n/a'} | "
                      f"{fmt.format(naive_value) if naive_value is not None else 'n/a'} |")
     if m.get("skill") is not None:
-        lines += ["", f"Skill (1 - MAE/MAE_naive): **{m['skill']:+.4f}** ({'beats' if m['skill'] > 0 else 'does not beat'} naive); "
+        lines += ["", f"Skill (1 - MAE/MAE_naive): **{m['skill']:+.4f}** ({validation_evidence(m)[0]}); "
                   f"per fold: {', '.join(f'{s:+.3f}' for s in m.get('fold_skill', []))}."]
     if m.get("interval_coverage_nominal") is not None:
         lines.append(f"Interval coverage: {m['interval_coverage_empirical']:.0%} on the last fold vs "

@@ -104,35 +104,54 @@ def model_facts(model: dict) -> pd.DataFrame:
     return pd.DataFrame({"fact": list(facts), "value": list(facts.values())})
 
 
+def validation_evidence(metrics: Mapping, baseline: str = "naive") -> tuple[str, str]:
+    """(words, colour) for a model's validation skill against `baseline`: "beats" or "loses to" only when the
+    certification's block-bootstrap 95% interval of the skill excludes 0 (a +0.001 on 250 days is luck as often
+    as not); "on par" when it includes 0; "untested" before a certification has run."""
+    ci = (metrics.get("certification") or {}).get("bootstrap_ci")
+    if not ci:
+        return "not yet tested: certify it for a 95% interval", "gray"
+    low, high = ci
+    interval = f"95% CI {low:+.3f} to {high:+.3f}"
+    if low > 0:
+        return f"beats {baseline}, {interval}", "green"
+    if high < 0:
+        return f"loses to {baseline}, {interval}", "red"
+    return f"on par with {baseline}, {interval}", "gray"
+
+
 def headline(model: dict) -> list[dict[str, Any]]:
     """The four numbers above a model's tabs, each the keyword arguments of one `st.metric`."""
     metrics = model["metrics"]
     if metrics.get("kind") == DIRECTION:
         return direction_headline(model)
-    beats = metrics["skill"] > 0
+    words, color = validation_evidence(metrics)
     return [
         {"label": "Status", "value": model["status"]},
         {"label": "Validation MAE", "value": f"${metrics['mae']:.3f}", "delta": f"naive ${metrics['naive']['mae']:.3f}",
          "delta_color": "off", "delta_arrow": "off"},
-        {"label": "Skill vs naive", "value": f"{metrics['skill']:+.3f}",
-         "delta": "beats naive" if beats else "loses to naive",
-         "delta_color": "green" if beats else "red", "delta_arrow": "off"},
+        {"label": "Skill vs naive", "value": f"{metrics['skill']:+.3f}", "delta": words, "delta_color": color,
+         "delta_arrow": "off", "help": "1 - MAE / naive MAE on the walk-forward validation days; the words follow "
+                                        "the certification's block-bootstrap 95% interval of it"},
         {"label": "Interval coverage", "value": f"{metrics['interval_coverage_empirical']:.0%}",
          "delta": f"nominal {metrics['interval_coverage_nominal']:.0%}", "delta_color": "off", "delta_arrow": "off"},
     ]
 
 
 def direction_headline(model: dict) -> list[dict[str, Any]]:
-    """A direction model's four numbers: status, accuracy against the better baseline, Brier skill, calibration error."""
+    """A direction model's four numbers: status, accuracy against the better baseline, Brier skill, calibration error.
+    The words under the Brier skill follow the certification's interval of the error-rate skill (`validation_evidence`)."""
     metrics = model["metrics"]
-    best, beats = metrics["baselines"][metrics["best_baseline"]], metrics["skill"] > 0
+    best = metrics["baselines"][metrics["best_baseline"]]
+    words, color = validation_evidence(metrics, "the baseline's error rate")
     return [
         {"label": "Status", "value": model["status"]},
         {"label": "Validation accuracy", "value": f"{metrics['accuracy']:.1%}", "delta": f"baseline {best['accuracy']:.1%}",
          "delta_color": "off", "delta_arrow": "off"},
-        {"label": f"Brier skill vs {metrics['best_baseline']}", "value": f"{metrics['skill']:+.4f}",
-         "delta": "beats the baseline" if beats else "loses to the baseline",
-         "delta_color": "green" if beats else "red", "delta_arrow": "off"},
+        {"label": f"Brier skill vs {metrics['best_baseline']}", "value": f"{metrics['skill']:+.4f}", "delta": words,
+         "delta_color": color, "delta_arrow": "off",
+         "help": "1 - Brier / baseline Brier on validation; the words follow the certification's block-bootstrap 95% "
+                 "interval of the error-rate skill (1 - misses / baseline misses)"},
         {"label": "Calibration error (ECE)", "value": f"{metrics['ece']:.3f}",
          "delta": f"{metrics['ece_uncalibrated']:.3f} before calibration", "delta_color": "off", "delta_arrow": "off"},
     ]

@@ -140,3 +140,36 @@ def test_a_sparkline_card_is_coloured_by_the_words_not_the_sign():
     assert verdict_color("beats naive") == PALETTE["good"] and verdict_color("worse than naive") == PALETTE["bad"]
     assert {verdict_color(w) for w in ("on par with naive", "too few days to judge", "no live history yet", None)} == {
         PALETTE["muted"]}
+
+
+@pytest.mark.parametrize("interval, words, color", [
+    ((0.004, 0.06), "beats naive, 95% CI +0.004 to +0.060", "green"),
+    ((-0.08, -0.01), "loses to naive, 95% CI -0.080 to -0.010", "red"),
+    ((-0.02, 0.03), "on par with naive, 95% CI -0.020 to +0.030", "gray"),
+])
+def test_validation_words_follow_the_certifications_interval_not_the_sign(interval, words, color):
+    """A validation skill of +0.012 'beats naive' only when the certification's bootstrap interval excludes 0."""
+    from core.model_view import validation_evidence
+
+    metrics = {"skill": 0.012, "certification": {"bootstrap_ci": list(interval)}}
+    assert validation_evidence(metrics) == (words, color)
+    assert validation_evidence({"skill": 0.012})[0].startswith("not yet tested")
+
+
+def test_the_model_headline_and_card_use_the_stored_interval(demo_registry):
+    """On the demo: the deployed model's headline words come from the interval stored by its certification (or say
+    it is untested), never from the sign of the skill alone; the Forecast page's pre-live verdict says the same."""
+    from core.model_card import model_card_markdown
+    from core.model_view import headline, validation_evidence
+    from core.registry import get_model
+
+    model = get_model(demo_registry["AAPL"])
+    card = next(c for c in headline(model) if c["label"] == "Skill vs naive")
+    words, color = validation_evidence(model["metrics"])
+    assert (card["delta"], card["delta_color"]) == (words, color)
+    ci = (model["metrics"].get("certification") or {}).get("bootstrap_ci")
+    if ci is None:
+        assert words.startswith("not yet tested")
+    else:
+        assert words.startswith("beats" if ci[0] > 0 else "loses" if ci[1] < 0 else "on par")
+    assert f"({words})" in model_card_markdown(model, None, None, None)
