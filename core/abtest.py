@@ -26,7 +26,7 @@ from core.config import get_settings
 from core.formatting import NOT_ENOUGH, finite, interval, number, p_value
 from core.market import next_trading_day
 from core.predict import in_training_window, log_external_prediction, set_experiment_actual
-from core.registry import deploy, deployed_model, get_model, model_kind
+from core.registry import DIRECTION_TYPE, deploy, deployed_model, get_model, model_kind
 from core.store import audit, get_db, transaction, utc_now, where_clause
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,14 @@ def create_experiment(
     with transaction(db):
         if list(db.query("SELECT id FROM experiments WHERE name = ?", [name])):
             raise ExperimentError(f"An experiment named {name!r} already exists: choose another name.")
-        running = list(db.query("SELECT name FROM experiments WHERE symbol = ? AND status = 'running'", [symbol]))
+        kind = model_kind(get_model(str(arms[0][0]), db=db)["model_type"])  # validate_new: all arms of one kind
+        running = list(db.query(  # one running test per ticker and kind: a direction test never routes a price request
+            "SELECT DISTINCT e.name FROM experiments e JOIN experiment_arms a ON a.experiment_id = e.id "
+            "JOIN models m ON m.model_id = a.model_id WHERE e.symbol = ? AND e.status = 'running' "
+            "AND (m.model_type = ?) = ?", [symbol, DIRECTION_TYPE, int(kind == "direction")]))
         if running:
-            raise ExperimentError(f"{symbol} already has a running experiment ({running[0]['name']}): stop it first.")
+            what = "experiment" if kind == "price" else "direction experiment"
+            raise ExperimentError(f"{symbol} already has a running {what} ({running[0]['name']}): stop it first.")
         table = db["experiments"]
         table.insert({
             "name": name, "symbol": symbol, "status": "running", "created_at": utc_now(),

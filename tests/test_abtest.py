@@ -280,6 +280,7 @@ def test_a_direction_test_compares_its_arms_on_log_loss_computed_by_hand(registr
     from core.abtest import ExperimentError, analyze, create_experiment
     from core.ab_validation import default_metric
     from core.direction import train_direction
+    from core.predict import active_route
     from core.registry import register
 
     arms = [register(train_direction("MSFT", "logit", train_end="2012-05-31", window_days=300), db=registry_copy),
@@ -293,6 +294,14 @@ def test_a_direction_test_compares_its_arms_on_log_loss_computed_by_hand(registr
         create_experiment("by mae", "MSFT", [(arms[0], 0.5), (arms[1], 0.5)], "2012-06-01")
     experiment_id = create_experiment("direction", "MSFT", [(arms[0], 0.5), (arms[1], 0.5)], "2012-06-01",
                                       duration_days=60, min_samples=5, metric="log_loss")
+    with pytest.raises(ExperimentError, match="already has a running direction experiment"):
+        create_experiment("second direction", "MSFT", [(arms[1], 0.5), (arms[0], 0.5)], "2012-06-01", metric="log_loss")
+    price = registry_copy.execute("SELECT model_id FROM models WHERE symbol = 'MSFT' AND status = 'deployed' "
+                                  "AND model_type != 'direction'").fetchone()[0]
+    price_test = create_experiment("price beside it", "MSFT", [(price, 0.5), (price, 0.5)], "2012-06-01")
+    routes = {kind: active_route(registry_copy, "MSFT", "MSFT:2012-06-04", "2012-06-04", kind=kind)
+              for kind in ("price", "direction")}  # each test routes requests of its own kind only
+    assert (routes["price"].experiment_id, routes["direction"].experiment_id) == (price_test, experiment_id)
     logged = simulate(experiment_id, "2012-06-01", "2012-07-30")
     rows = pd.read_sql_query("SELECT id, arm, p_up, predicted_close, last_close, actual_close FROM predictions "
                              "WHERE experiment_id = ? AND served = 1", registry_copy.conn, params=[experiment_id])
