@@ -63,6 +63,9 @@ st.dataframe(  # the columns an analyst acts on come first and fit 1400 px; the 
         "verdict": st.column_config.TextColumn(width="medium"),
         "certification": st.column_config.TextColumn(width="medium"),
         TREND_COLUMN: st.column_config.LineChartColumn(help=f"{SPARK_WINDOW}-day rolling MAE of the deployed model"),
+        f"direction accuracy ({LIVE_DAYS} d)": st.column_config.TextColumn(
+            help="The deployed direction model's share of correct up/down calls over its last scored days, beside "
+                 "always saying 'up' (learnt from its training window); Brier and log loss on Monitoring"),
     },
 )
 st.caption(f"Live error: the deployed model's own served predictions of its last {LIVE_DAYS} days with a known close, "

@@ -1,7 +1,8 @@
 """The Home dashboard's data: read-only aggregates across the tables, one SQL query per concern.
 
-Per ticker, "the deployed model" here is its price model (a ticker may also have a deployed direction model,
-`core.registry.model_kind`; its P(up) and scores are on Forecast and Monitoring, not in these $ aggregates).
+Per ticker, "the deployed model" here is its price model; a ticker may also have a deployed direction model
+(`core.registry.model_kind`), shown in its own two columns: its id and its live accuracy beside "always up" over
+its last scored days (`direction_live`, from the daily_metrics rows the cycle writes; details on Monitoring).
 
 Nothing here writes. Every function works on an empty database (fresh install, tables other modules
 have not filled yet) and returns empty frames or None, which the page words as "no drift check yet"
@@ -89,6 +90,37 @@ def latest_drift(db: sqlite_utils.Database, as_of=None) -> pd.DataFrame:
         "JOIN drift_checks c ON c.id = (SELECT n.id FROM drift_checks n WHERE n.model_id = m.model_id AND n.as_of <= ? "
         "ORDER BY n.as_of DESC, n.id DESC LIMIT 1) WHERE m.status = 'deployed' AND m.model_type != 'direction'", db.conn, params=[_until(as_of)],
     )
+
+
+def direction_live(db: sqlite_utils.Database, as_of=None, days: int = LIVE_DAYS) -> pd.DataFrame:
+    """Per ticker with a deployed direction model: its id, and over its last `days` scored days (daily_metrics
+    rows with a Brier score, up to `as_of`) the prediction-weighted accuracy % of the model and of "always up",
+    and the number of days. A model with no scored day yet has NaN accuracies and 0 days."""
+    frame = pd.read_sql_query(
+        "SELECT m.symbol, m.model_id, d.n_predictions, d.accuracy, d.always_up_accuracy FROM models m "
+        "LEFT JOIN (SELECT model_id, n_predictions, accuracy, always_up_accuracy, ROW_NUMBER() OVER "
+        "(PARTITION BY model_id ORDER BY date DESC) AS recent FROM daily_metrics WHERE brier IS NOT NULL AND date <= ? "
+        "AND model_id IN (SELECT model_id FROM models WHERE status = 'deployed' AND model_type = 'direction')) d "
+        "ON d.model_id = m.model_id AND d.recent <= ? WHERE m.status = 'deployed' AND m.model_type = 'direction'",
+        db.conn, params=[_until(as_of), int(days)])
+    frame["weight"] = pd.to_numeric(frame["n_predictions"], errors="coerce").fillna(0.0)
+    out = []
+    for (symbol, model_id), rows in frame.groupby(["symbol", "model_id"]):
+        scored = rows[rows["weight"] > 0]
+        weights = scored["weight"].to_numpy(dtype=float)
+        out.append({"symbol": symbol, "model_id": model_id, "days": len(scored),
+                    **{k: float(np.average(scored[k].astype(float), weights=weights)) if len(scored) else np.nan
+                       for k in ("accuracy", "always_up_accuracy")}})
+    return pd.DataFrame(out, columns=["symbol", "model_id", "days", "accuracy", "always_up_accuracy"])
+
+
+def direction_label(row) -> str:
+    """"53.3% vs always up 51.7% (30 d)", "no live history yet", or "—" without a deployed direction model."""
+    if row is None:
+        return "—"
+    if not row["days"]:
+        return "no live history yet"
+    return f"{row['accuracy']:.1f}% vs always up {row['always_up_accuracy']:.1f}% ({row['days']} d)"
 
 
 def running_experiments(db: sqlite_utils.Database) -> pd.DataFrame:
@@ -235,6 +267,7 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
     live = live_errors(db, as_of).set_index("symbol")
     drift = latest_drift(db, as_of).set_index("symbol")
     alert_counts = open_alert_counts(db).set_index("symbol")
+    directions = direction_live(db, as_of).set_index("symbol")
     rows = []
     for symbol in symbols:
         if symbol in spans.index:
@@ -248,6 +281,7 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
         check = drift.loc[symbol] if symbol in drift.index else None
         skill = perf["skill"] if perf is not None else None
         counts = alert_counts.loc[symbol] if symbol in alert_counts.index else None
+        direction = directions.loc[symbol] if symbol in directions.index else None
         rows.append({  # the columns an analyst acts on first; the data span last
             "ticker": symbol,
             "deployed model": model["model_id"] if model is not None else "none",
@@ -261,6 +295,8 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
             if model is not None else "—",
             "live MAE $ (30 d)": perf["mae"] if perf is not None else None,
             "naive MAE $ (30 d)": perf["naive_mae"] if perf is not None else None,
+            "direction model": direction["model_id"] if direction is not None else "none",
+            f"direction accuracy ({LIVE_DAYS} d)": direction_label(direction),
             "data": data,
         })
     return pd.DataFrame(rows)

@@ -181,7 +181,7 @@ def skill_verdict(model: Mapping, as_of=None) -> tuple[str, str]:
     if live["days"] == 0:
         words, _ = validation_evidence(model["metrics"])
         return ("warning" if model["metrics"]["skill"] <= 0 else "info"), (
-            f"{name} has not served a scored forecast yet, so there is no live history. On validation its skill is "
+            f"{name} has no live history yet (it has not served a scored forecast). On validation its skill is "
             f"{model['metrics']['skill']:+.3f} ({words}). For daily stock returns a skill near 0 is common: treat its "
             f"forecast with that in mind.{certified}")
     where = f"over its last {live['days']} scored days live (skill {live['skill']:+.3f})"

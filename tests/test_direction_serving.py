@@ -191,3 +191,12 @@ def test_migration_007_keeps_the_model_deployed_last_when_a_hand_edited_database
     assert "archived by migration 007" in get_model("rf_v2_XYZ", db=db)["reason"] and "rf_v2_XYZ" in caplog.text
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("UPDATE models SET status = 'deployed' WHERE model_id = 'rf_v2_XYZ'")
+    # Home: the direction model's own column, the same accuracy as sklearn's on its served days, beside always up
+    from core.dashboard import load_dashboard
+
+    home = load_dashboard(db=registry_copy).tickers.set_index("ticker")
+    assert home.loc["MSFT", "direction model"] == model_id and home.loc["AAPL", "direction model"] == "none"
+    always_up = accuracy_score(y, np.full(len(y), rate >= 0.5)) * 100
+    assert home.loc["MSFT", "direction accuracy (30 d)"] == (
+        f"{accuracy_score(y, p >= 0.5) * 100:.1f}% vs always up {always_up:.1f}% ({len(scored)} d)")
+    assert home.loc["MSFT", "deployed model"] != model_id  # the price columns stay the price model's
