@@ -458,5 +458,6 @@ def backfill_history(start, end=None, symbols: list[str] | None = None, drift_ev
             except Exception as exc:  # a day without enough history is skipped, the rest goes on
                 log.info("backfill drift check %s %s skipped: %s", model["model_id"], _day(day), exc)
         if report:
-            report(f"  {model['symbol']}: daily metrics and {len(days)} drift checks (every {drift_every} trading days)")
+            report(f"  {model['symbol']} ({model['model_id']}): daily metrics and {len(days)} drift checks "
+                   f"(every {drift_every} trading days)")
     return {"metric_rows": rows, "drift_checks": checks}

@@ -12,6 +12,10 @@ loop end to end with its honest outcome: drift, retrain, gate, shadow A/B test, 
 decision was worth on the days after it (Home, Model Management's timeline). The app's own default
 stays MLSA_ENABLE_AUTO_RETRAIN=false; only this replay turns it on.
 
+`DIRECTION_SYMBOL` (IBM) also gets a direction model (logistic regression, calibrated P(up)) trained at the
+same cutoff and deployed beside its price model, so the replay serves and scores P(up) every day: Home,
+Forecast and Monitoring show a direction model in production from the first start.
+
 Run `python -m core.demo` (the Makefile does it on first start); `--force` rebuilds from scratch.
 """
 from __future__ import annotations
@@ -34,6 +38,7 @@ from core.cluster import executor, task_settings
 from core.config import get_settings
 from core.market import MarketDataError, bundled_frame, load_prices
 from core.cycle import backfill_history, run_daily_cycle
+from core.direction import train_direction
 from core.lifecycle import approve_all, certify_with_card, register_with_artifacts
 from core.loop_view import decisions_worth, worth_in_words
 from core.predict import backfill_actuals, predict
@@ -44,6 +49,7 @@ from core.training import TrainedModel, train_model
 log = logging.getLogger(__name__)
 
 REPLAY_DAYS = 252  # one trading year
+DIRECTION_SYMBOL = "IBM"  # the ticker whose demo also serves a direction model (logistic regression: seconds)
 Report = Callable[[str], None]
 Train = Callable[..., TrainedModel]
 
@@ -94,15 +100,37 @@ def train_and_deploy(symbol: str, report: Report, train: Train = train_model) ->
     else:  # daily returns are nearly unpredictable: most honest models fail; the demo still needs a live model
         deploy(best, actor="demo", override=True,
                reason=f"{reason}; not certified (failed: {failed}), override so the demo has a live model to monitor")
+    if symbol == DIRECTION_SYMBOL:
+        deploy_direction(symbol, cutoff, report)
     return best
+
+
+def deploy_direction(symbol: str, cutoff: pd.Timestamp, report: Report) -> str:
+    """Train, certify and deploy a direction model (logistic regression) of `symbol` at the demo's cutoff."""
+    trained = train_direction(symbol, "logit", train_end=cutoff)
+    model_id = register_with_artifacts(trained, reason="demo: direction model", actor="demo")
+    certification = certify_with_card(model_id)
+    failed = ", ".join(c.label for c in certification.checks if not c.passed)
+    best = trained.metrics["baselines"][trained.metrics["best_baseline"]]["accuracy"]
+    report(f"  {symbol}: {model_id} accuracy {trained.metrics['accuracy']:.1%} vs {best:.1%} for the better baseline "
+           f"(Brier skill {trained.metrics['skill']:+.4f}), " + ("certified" if certification.certified
+                                                                 else f"not certified (failed: {failed})"))
+    reason = "demo: a direction model beside the price model"
+    deploy(model_id, actor="demo", override=not certification.certified,
+           reason=reason if certification.certified else f"{reason}; not certified (failed: {failed}), override so "
+                                                          "the demo serves P(up)")
+    return model_id
 
 
 def replay(symbol: str, start: pd.Timestamp, end: pd.Timestamp | None = None) -> int:
     """Predict and backfill each trading day in (start, end] as the live system would have."""
     days = load_prices(symbol, start=start, end=end).index
+    direction = deployed_model(symbol, kind="direction") is not None  # also served, once per day (`DIRECTION_SYMBOL`)
     count = 0
     for day in days:
         predict(symbol, day)
+        if direction:
+            predict(symbol, day, kind="direction")
         backfill_actuals(day, symbol=symbol)
         count += 1
     return count

@@ -63,9 +63,11 @@ def symbol_options(models: Sequence[Mapping], ticker: str, model_id: str) -> tup
 
 
 def model_options(candidates: Mapping[str, Mapping], linked: str) -> tuple[list[str], int]:
-    """A ticker's model ids and the one to open on: a deep link's, else the deployed one, else the newest."""
+    """A ticker's model ids and the one to open on: a deep link's, else the deployed price model (the one Home
+    shows), else a deployed direction model, else the newest."""
     ids = list(candidates)
-    deployed = next((i for i, m in candidates.items() if m["status"] == "deployed"), ids[0])
+    ranked = sorted(ids, key=lambda i: (candidates[i]["status"] != "deployed", candidates[i]["model_type"] == DIRECTION))
+    deployed = ranked[0] if candidates[ranked[0]]["status"] == "deployed" else ids[0]
     return ids, ids.index(linked if linked in ids else deployed)
 
 

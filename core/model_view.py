@@ -60,9 +60,12 @@ def _direction_columns(metrics: dict) -> dict[str, float | None]:
 
 
 def default_model_index(table: pd.DataFrame) -> int:
-    """Which row of `models_table` the model picker opens on: the first deployed model, else the first row."""
-    deployed = (table["status"] == "deployed").to_numpy().nonzero()[0]
-    return int(deployed[0]) if len(deployed) else 0
+    """Which row of `models_table` the model picker opens on: the first deployed price model (the one Home shows),
+    else the first deployed model (a direction model), else the first row."""
+    deployed = (table["status"] == "deployed").to_numpy()
+    price = (deployed & (table["type"] != DIRECTION).to_numpy()).nonzero()[0]
+    anyone = deployed.nonzero()[0]
+    return int(price[0]) if len(price) else int(anyone[0]) if len(anyone) else 0
 
 
 def validation_chart(model_id: str) -> tuple[go.Figure | None, str | None]:

@@ -143,7 +143,7 @@ def _models(symbol: str):
     from core.registry import deployed_model, list_models
 
     champion = deployed_model(symbol)["model_id"]
-    other = next(m["model_id"] for m in list_models(symbol) if m["model_id"] != champion)
+    other = next(m["model_id"] for m in list_models(symbol) if m["model_id"] != champion and m["model_type"] != "direction")
     return champion, other
 
 

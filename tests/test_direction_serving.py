@@ -96,7 +96,10 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
     from core.metrics import direction_live_summary, metrics_frame
 
     model_id = _deploy(trained_msft[0], registry_copy)
-    days = load_prices("MSFT", start="2012-06-01", end="2012-06-20", db=registry_copy).index
+    # the days after the registry's replay: the cycle serves a ticker's direction request once per day, whoever
+    # served it (a registry whose demo also served P(up) on MSFT, for instance)
+    last_served = registry_copy.execute("SELECT MAX(as_of) FROM predictions WHERE symbol = 'MSFT'").fetchone()[0]
+    days = load_prices("MSFT", start=pd.Timestamp(last_served) + pd.Timedelta(days=1), db=registry_copy).index[:14]
     for day in days:
         summary = run_daily_cycle(day, symbols=["MSFT"], db=registry_copy)
         entry = next(e for e in summary["models"] if e["model_id"] == model_id)
@@ -128,6 +131,15 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
     table = direction_live_summary(daily).set_index("who")
     assert table.loc["model", "Brier"] == pytest.approx(brier_score_loss(y, p))
     assert table.loc["always up", "days"] == len(scored)
+    # Home: the direction model's own column, the same accuracy as sklearn's on its served days, beside always up
+    from core.dashboard import load_dashboard
+
+    home = load_dashboard(db=registry_copy).tickers.set_index("ticker")
+    assert home.loc["MSFT", "direction model"] == model_id and home.loc["AAPL", "direction model"] == "none"
+    always_up = accuracy_score(y, np.full(len(y), rate >= 0.5)) * 100
+    assert home.loc["MSFT", "direction accuracy (30 d)"] == (
+        f"{accuracy_score(y, p >= 0.5) * 100:.1f}% vs always up {always_up:.1f}% ({len(scored)} d)")
+    assert home.loc["MSFT", "deployed model"] != model_id  # the price columns stay the price model's
 
 
 def test_drift_of_a_direction_model_reads_its_probabilities_and_fails_when_they_go_wrong(trained_msft, registry_copy):
@@ -191,12 +203,3 @@ def test_migration_007_keeps_the_model_deployed_last_when_a_hand_edited_database
     assert "archived by migration 007" in get_model("rf_v2_XYZ", db=db)["reason"] and "rf_v2_XYZ" in caplog.text
     with pytest.raises(sqlite3.IntegrityError):
         db.execute("UPDATE models SET status = 'deployed' WHERE model_id = 'rf_v2_XYZ'")
-    # Home: the direction model's own column, the same accuracy as sklearn's on its served days, beside always up
-    from core.dashboard import load_dashboard
-
-    home = load_dashboard(db=registry_copy).tickers.set_index("ticker")
-    assert home.loc["MSFT", "direction model"] == model_id and home.loc["AAPL", "direction model"] == "none"
-    always_up = accuracy_score(y, np.full(len(y), rate >= 0.5)) * 100
-    assert home.loc["MSFT", "direction accuracy (30 d)"] == (
-        f"{accuracy_score(y, p >= 0.5) * 100:.1f}% vs always up {always_up:.1f}% ({len(scored)} d)")
-    assert home.loc["MSFT", "deployed model"] != model_id  # the price columns stay the price model's

@@ -94,7 +94,7 @@ def test_compare_tab_puts_two_versions_side_by_side(demo_registry):
     at = page_app(PAGE).run()
     at.selectbox(key="ex_symbol").set_value("MSFT").run()
     champion = demo_registry["MSFT"]
-    other = next(m["model_id"] for m in registry.list_models("MSFT") if m["model_id"] != champion and m["model_type"] != "naive")
+    other = next(m["model_id"] for m in registry.list_models("MSFT") if m["model_id"] != champion and m["model_type"] not in ("naive", "direction"))
     assert at.selectbox(key="ex_model").value == champion
     at.selectbox(key="ex_other").set_value(other).run()
     assert not at.exception and not at.error
