@@ -168,7 +168,7 @@ def _direction_metric_lines(m: dict) -> list[str]:
              "| metric | " + " | ".join(name for name, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for key in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "brier"):
         lines.append(f"| {key} | " + " | ".join(f"{values[key]:.4f}" for _, values in columns) + " |")
-    verdict, _ = validation_evidence(m, "the baseline's error rate")
+    verdict, _ = validation_evidence(m, "the baseline")
     return [*lines, "", f"Brier skill vs {m['best_baseline']}: **{m['skill']:+.4f}** (error-rate skill: {verdict}); "
                         f"calibration error "
                         f"(ECE) {m['ece_uncalibrated']:.3f} before, {m['ece']:.3f} after {m['calibration']}."]

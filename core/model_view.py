@@ -123,19 +123,26 @@ def validation_evidence(metrics: Mapping, baseline: str = "naive") -> tuple[str,
     return f"on par with {baseline}, {interval}", "gray"
 
 
+def _metric_words(words: str) -> tuple[str, str]:
+    """A metric card's delta is one short line: the verdict there, the interval (or what to do) in its tooltip."""
+    verdict, _, rest = words.partition(", " if ", " in words else ": ")
+    return verdict, rest
+
+
 def headline(model: dict) -> list[dict[str, Any]]:
     """The four numbers above a model's tabs, each the keyword arguments of one `st.metric`."""
     metrics = model["metrics"]
     if metrics.get("kind") == DIRECTION:
         return direction_headline(model)
     words, color = validation_evidence(metrics)
+    verdict, detail = _metric_words(words)
     return [
         {"label": "Status", "value": model["status"]},
         {"label": "Validation MAE", "value": f"${metrics['mae']:.3f}", "delta": f"naive ${metrics['naive']['mae']:.3f}",
          "delta_color": "off", "delta_arrow": "off"},
-        {"label": "Skill vs naive", "value": f"{metrics['skill']:+.3f}", "delta": words, "delta_color": color,
-         "delta_arrow": "off", "help": "1 - MAE / naive MAE on the walk-forward validation days; the words follow "
-                                        "the certification's block-bootstrap 95% interval of it"},
+        {"label": "Skill vs naive", "value": f"{metrics['skill']:+.3f}", "delta": verdict, "delta_color": color,
+         "delta_arrow": "off", "help": f"1 - MAE / naive MAE on the walk-forward validation days: {words}. The words "
+                                        "follow the certification's block-bootstrap 95% interval of the skill"},
         {"label": "Interval coverage", "value": f"{metrics['interval_coverage_empirical']:.0%}",
          "delta": f"nominal {metrics['interval_coverage_nominal']:.0%}", "delta_color": "off", "delta_arrow": "off"},
     ]
@@ -146,15 +153,16 @@ def direction_headline(model: dict) -> list[dict[str, Any]]:
     The words under the Brier skill follow the certification's interval of the error-rate skill (`validation_evidence`)."""
     metrics = model["metrics"]
     best = metrics["baselines"][metrics["best_baseline"]]
-    words, color = validation_evidence(metrics, "the baseline's error rate")
+    words, color = validation_evidence(metrics, "the baseline")
+    verdict, _ = _metric_words(words)
     return [
         {"label": "Status", "value": model["status"]},
         {"label": "Validation accuracy", "value": f"{metrics['accuracy']:.1%}", "delta": f"baseline {best['accuracy']:.1%}",
          "delta_color": "off", "delta_arrow": "off"},
-        {"label": f"Brier skill vs {metrics['best_baseline']}", "value": f"{metrics['skill']:+.4f}", "delta": words,
+        {"label": f"Brier skill vs {metrics['best_baseline']}", "value": f"{metrics['skill']:+.4f}", "delta": verdict,
          "delta_color": color, "delta_arrow": "off",
-         "help": "1 - Brier / baseline Brier on validation; the words follow the certification's block-bootstrap 95% "
-                 "interval of the error-rate skill (1 - misses / baseline misses)"},
+         "help": f"1 - Brier / baseline Brier on validation. Error rate: {words}. The words follow the "
+                 "certification's block-bootstrap 95% interval of the error-rate skill (1 - misses / baseline misses)"},
         {"label": "Calibration error (ECE)", "value": f"{metrics['ece']:.3f}",
          "delta": f"{metrics['ece_uncalibrated']:.3f} before calibration", "delta_color": "off", "delta_arrow": "off"},
     ]
