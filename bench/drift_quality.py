@@ -25,6 +25,8 @@ error. (c) One day's vectorised update for 1,000 models.
     .venv/bin/python bench/drift_quality.py --step 20 --cache /tmp/w20.pkl --seq-cache /tmp/s20.pkl \
         --daily-cache /tmp/d20.pkl  # twice the calm windows, overlapping (13 min from scratch)
 
+`--bank-sweep` adds the volatility detector alone with each drift bank of `VARIANCE_BANKS` (how its bank was chosen).
+
 The last lines measure one drift check's false alarms against its budget (`core.drift_stats.check_budget`): the
 window test at its share, a sequential alarm current (its last HOLD_DAYS days), and the combined verdict (either), on
 each calm window's last day and on every day of the calm windows on which check_model runs (window test =
@@ -49,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scipy import stats  # noqa: E402
 
-from core.calibration import Stream, calibrate, calm_days  # noqa: E402
+from core.calibration import Standardiser, Stream, calibrate, calm_days  # noqa: E402
 from core.config import get_settings  # noqa: E402
 from core.drift_kernels import column_stats  # noqa: E402
 from core.drift_kernels import MIN_SAMPLES  # noqa: E402
@@ -57,7 +59,7 @@ from core.drift_stats import HOLD_DAYS, check_budget, compare_frames, distributi
 from core.drift_report import volatility_check  # noqa: E402
 from core.features import FEATURE_COLUMNS, WARMUP_DAYS, build_features  # noqa: E402
 from core.market import bundled_frame  # noqa: E402
-from core.sequential import (CusumArray, fit_profile, innovations, innovations_many, new_detectors,  # noqa: E402
+from core.sequential import (DETECTORS, CusumArray, fit_profile, innovations, innovations_many, new_detectors,  # noqa: E402
                              stack_standardisers)
 from core.watch_step import pack, unpack  # noqa: E402
 
@@ -446,6 +448,40 @@ def summarise_sequential(episodes: list[dict], window: int, seq_horizon: int, ar
     return current
 
 
+VARIANCE_BANKS = ((0.25, 0.5, 1.0), (0.5, 1.0), (0.5, 1.0, 2.0))  # the volatility detector's drift banks compared
+
+
+def variance_bank_sweep(episodes: list[dict], step: int, horizon: int, window: int, reference_days: int,
+                        seq_horizon: int, arl: float) -> pd.DataFrame:
+    """The volatility detector ALONE at the whole ARL, with each drift bank of `VARIANCE_BANKS` (same transform,
+    standardiser and calibration as `core.sequential`), on the calm windows' volatility x2 injection: median delay
+    next to the oracle's, and false alarms per model-day before the change. How the product's bank was chosen."""
+    spec = DETECTORS["returns_variance"]
+    calm = [(log_ret[start - reference_days:start], episode) for (_, _, log_ret, start, _), episode
+            in zip(window_grid(step, horizon, window, reference_days), episodes) if episode["calm"]]
+    length, onset_day = WARM + window + seq_horizon, WARM + window + 1
+    oracle = _delays(run_oracle([e for _, e in calm], "volatility x2", length), onset_day)
+    rows = []
+    for drifts in VARIANCE_BANKS:
+        thresholds, inputs = [], np.full((len(calm), length), np.nan)
+        for i, (reference, episode) in enumerate(calm):
+            standardise = Standardiser.fit(reference, spec.transform, spec.clip)
+            thresholds.append(calibrate({"v": Stream(standardise(reference), drifts, spec.two_sided)}, arl, seed=i,
+                                        calm=calm_days(reference)).thresholds["v"])
+            changed = standardise(episode["data"]["volatility x2"]["ret"][:length])
+            inputs[i, :len(changed)] = changed
+        detector, alarms = CusumArray(np.array(thresholds), drifts, spec.two_sided), np.zeros(inputs.shape, bool)
+        for t in range(length):
+            alarms[:, t] = detector.update(inputs[:, t]).drift_detected
+        ours = _delays(alarms, onset_day)
+        median, oracle_median = (float(np.sort(d)[(len(d) - 1) // 2]) for d in (ours, oracle))
+        rows.append({"drifts (sd)": "-".join(f"{k:g}" for k in drifts), "n": len(calm), "median d": median,
+                     "oracle median d": oracle_median, "median / oracle": median / oracle_median,
+                     "<= 5 d %": 100 * np.mean(ours <= 5), f"<= {seq_horizon} d %": 100 * np.mean(np.isfinite(ours)),
+                     "false alarms x 1/ARL (before the change)": alarms[:, :WARM + window].mean() * arl})
+    return pd.DataFrame(rows)
+
+
 def daily_window_tests(step: int, horizon: int, window: int, reference_days: int, alpha: float, settings) -> list[np.ndarray]:
     """Per calm window (the order of `run`): the window test's verdict on each of its days k = MIN_SAMPLES..window,
     as `check_model` gives it for a model trained on the reference: `compare_frames` (serial, the budget's window
@@ -671,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "if it exists, else write them (same --step / --arl only)")
     parser.add_argument("--daily-cache", help="pickle file: reuse the window tests on every day of the calm windows")
     parser.add_argument("--only", choices=("window", "sequential"), help="run one section only")
+    parser.add_argument("--bank-sweep", action="store_true", help="sequential: also run the volatility detector alone "
+                                                                   "with each drift bank of VARIANCE_BANKS (~15 s a bank)")
     args = parser.parse_args(argv)
     pd.set_option("display.width", 250)
     window_verdicts = window_section(args, settings) if args.only != "sequential" else None
@@ -686,6 +724,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{len(episodes)} windows for the sequential detectors, profiles and oracles fitted in "
               f"{time.perf_counter() - started:.0f} s ({(time.perf_counter() - started) / len(episodes):.2f} s per window)")
         current = summarise_sequential(episodes, args.window, args.seq_horizon, args.arl)
+        if args.bank_sweep:
+            print(f"\nThe volatility detector alone (returns_variance, at the whole ARL {args.arl:.0f}) by drift bank, on the "
+                  f"calm windows' volatility x2 (the product's bank: {'-'.join(f'{k:g}' for k in DETECTORS['returns_variance'].drifts)})")
+            print(variance_bank_sweep(episodes, args.seq_step or args.step, args.horizon, args.window,
+                                      args.reference_days, args.seq_horizon, args.arl).round(2).to_string(index=False))
         if window_verdicts is not None and len(window_verdicts) == len(current):  # the same calm windows
             budget, started = check_budget(settings), time.perf_counter()
             if args.daily_cache and Path(args.daily_cache).exists():
