@@ -20,7 +20,7 @@ from core.direction import DIRECTION, forecast_direction
 from core.direction_charts import confusion_figure, live_brier_figure, reliability_figure
 from core.direction_stats import belief_interval
 from core.market import MarketDataError, last_trading_day
-from core.metrics import direction_live_summary
+from core.metrics import calls_in_words, direction_calls, direction_live_summary
 from core.predict import InSampleForecastError, logged_forecast, predict
 from core.registry import RegistryError, deployed_model, list_models
 from core.store import action_guard
@@ -166,7 +166,8 @@ def monitoring_elements(metrics: pd.DataFrame, prices_scored: bool, window: int 
         beats = model["Brier"] < best["Brier"]
         words = (f"{model_id} {'beats' if beats else 'does not beat'} the better baseline, {best['who']}, on live days: "
                  f"Brier {model['Brier']:.4f} vs {best['Brier']:.4f}, accuracy {model['accuracy %']:.1f}% vs "
-                 f"{best['accuracy %']:.1f}% over {int(model['days'])} scored days.")
+                 f"{best['accuracy %']:.1f}% over {int(model['days'])} scored days; it "
+                 f"{calls_in_words(*direction_calls(str(model_id)))}.")
         elements += [("markdown", dict(body=f"**{escape_markdown(model_id)}**: served P(up), scored")),
                      ("success" if beats else "warning", dict(body=escape_markdown(words))),
                      ("dataframe", dict(data=table, hide_index=True, key=f"mon_dir_table_{model_id}")),

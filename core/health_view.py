@@ -16,7 +16,7 @@ import sqlite_utils
 
 from core import model_health
 from core.explain import ExplainError, artifact_files, window_features
-from core.metrics import SKILL_CONFIDENCE, live_skill_of
+from core.metrics import SKILL_CONFIDENCE, calls_in_words, direction_calls, direction_live_summary, live_skill_of, metrics_frame
 from core.registry import DIRECTION_TYPE, get_model
 from core.store import get_db
 
@@ -121,9 +121,29 @@ def default_model(metrics: pd.DataFrame, db: sqlite_utils.Database | None = None
     return str((live if not live.empty else days).idxmax())
 
 
+def direction_skill_card(model_id: str, db: sqlite_utils.Database | None = None) -> dict:
+    """`st.metric` arguments for a direction model: its live accuracy over its scored days beside "always up",
+    and how often it called up (a model that always calls up scores exactly what "always up" scores)."""
+    summary = direction_live_summary(metrics_frame(model_id=model_id, db=db)).set_index("who")
+    days, calls = int(summary.loc["model", "days"]), calls_in_words(*direction_calls(model_id, db))
+    if days == 0:
+        return {"label": "Live accuracy", "value": "—", "delta": f"no scored P(up) yet; {calls}", "delta_color": "off",
+                "delta_arrow": "off"}
+    model, up = summary.loc["model"], summary.loc["always up"]
+    better = min(("always up", "same as today"), key=lambda who: summary.loc[who, "Brier"])
+    return {"label": f"Live accuracy ({days} scored days)", "value": f"{model['accuracy %']:.1f}%",
+            "delta": f"always up {up['accuracy %']:.1f}%; {calls}", "delta_color": "off", "delta_arrow": "off",
+            "help": f"{model_id}: share of correct up/down calls over its served, scored days. Brier "
+                    f"{model['Brier']:.4f} vs {summary.loc[better, 'Brier']:.4f} for the better baseline, {better} "
+                    "(lower is better); the accuracy tab has every day."}
+
+
 def skill_card(model_id: str | None, db: sqlite_utils.Database | None = None) -> dict:
     """`st.metric` arguments for a model's live skill: the number and words of `core.metrics.live_skill_of`, the
     ones Home, Forecast and the accuracy alert show for the same model."""
+    model = get_model(model_id, db=db, missing_ok=True) if model_id else None
+    if model is not None and model["model_type"] == DIRECTION_TYPE:
+        return direction_skill_card(model_id, db)
     live = live_skill_of(model_id, db=db) if model_id else None
     if live is None or live["days"] == 0:
         return {"label": "Live skill", "value": "—", "delta": "no live history yet", "delta_color": "off", "delta_arrow": "off"}

@@ -434,3 +434,20 @@ def direction_live_summary(metrics: pd.DataFrame) -> pd.DataFrame:
         rows.append({"who": who, "accuracy %": average["accuracy"], "Brier": average["brier"],
                      "log loss": average["log_loss"], "days": int(done["date"].nunique())})
     return pd.DataFrame(rows)
+
+
+def direction_calls(model_id: str, db: sqlite_utils.Database | None = None) -> tuple[int, int]:
+    """(days a direction model called "up", days it served a P(up)): a model that calls one side every day is
+    acting as "always up" (or down), whatever its features; its accuracy then equals that baseline's."""
+    db = db or get_db()
+    up, served = db.execute("SELECT COALESCE(SUM(p_up >= 0.5), 0), COUNT(*) FROM predictions "
+                            "WHERE model_id = ? AND served = 1 AND p_up IS NOT NULL", [model_id]).fetchone()
+    return int(up), int(served)
+
+
+def calls_in_words(up: int, served: int) -> str:
+    """"called up on 253 of 253 days (always up)", "called up on 120 of 253 days"."""
+    if served == 0:
+        return "no P(up) served yet"
+    side = " (always up)" if up == served else " (always down)" if up == 0 else ""
+    return f"called up on {up} of {served} days{side}"
