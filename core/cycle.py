@@ -135,7 +135,6 @@ def _watch_all(models: list[dict], model_days: dict[str, str], db: sqlite_utils.
 def _step_watch(model: dict, day: str, context: dict, db: sqlite_utils.Database) -> str:
     """Hook (issue 13): the model's sequential detectors, advanced to the day by the cycle's batched update
     (`_watch_all`); alone (fits its profile the first time) when that batch failed or did not include it."""
-    _price_only(model, "the sequential detectors")
     stored = context.get("watched", {}).get(model["model_id"])
     if stored is None or isinstance(stored, Exception):
         stored = drift_watch.update([model["model_id"]], day, db=db, cache=context["prices"]).get(model["model_id"], 0)
@@ -404,7 +403,7 @@ def run_daily_cycle(as_of=None, db: sqlite_utils.Database | None = None, should_
         else:
             runnable.append(model)
     prices = PriceCache(db)  # each ticker's prices read once in this cycle, not ~10 times per model (issue 16)
-    watched = _watch_all([m for m in runnable if model_kind(m["model_type"]) == "price"], model_days, db, prices)
+    watched = _watch_all(runnable, model_days, db, prices)  # price and direction models alike
     with executor() as tasks:  # MLSA_DASK_SCHEDULER: the drift checks run on that cluster
         if tasks.remote:
             entries = _run_on_cluster(tasks, runnable, model_days, rates, should_stop, db, watched, prices)

@@ -296,7 +296,7 @@ def classifier_checks(served: pd.DataFrame, window_start: str, validation: pd.Da
     prediction = prediction_check(recent["p_up"].to_numpy(), validation.assign(pred_return=validation["p_up"]), settings)
     errors = pd.DataFrame({"as_of": served["as_of"], "error": served["p_up"] - served["up"]}).dropna()
     streaming = streaming_check(errors, validation.assign(pred_return=validation["p_up"], actual_return=validation["label"]),
-                                window_start)
+                                window_start) | {"unit": "|P(up) − outcome| / validation mean"}
     return performance, concept, prediction, streaming, reasons
 
 

@@ -29,10 +29,12 @@ def drift_overlay_figure(reference: pd.Series, current: pd.Series, feature: str)
 
 
 def drift_error_stream_figure(streaming: dict, window_start: str | None = None) -> go.Figure:
-    """Daily |error| in units of the validation MAE, with ADWIN and Page-Hinkley detections marked."""
+    """Daily |error| in units of the validation MAE (a direction model: |P(up) - outcome| in units of its validation
+    mean, `streaming["unit"]`), with ADWIN and Page-Hinkley detections marked."""
+    unit = streaming.get("unit", "|error| / validation MAE")
     stream = pd.Series(streaming.get("stream", {}).get("value", []),
                        index=pd.to_datetime(streaming.get("stream", {}).get("date", [])), dtype=float)
-    fig = go.Figure(go.Scatter(x=stream.index, y=stream.to_numpy(), mode="lines", name="|error| / validation MAE",
+    fig = go.Figure(go.Scatter(x=stream.index, y=stream.to_numpy(), mode="lines", name=unit,
                                line=dict(color=PALETTE["model"], width=1.5)))
     for key, label, symbol in (("adwin", "ADWIN", "triangle-up"), ("page_hinkley", "Page-Hinkley", "x")):
         days = pd.to_datetime(streaming.get(key, []))
@@ -43,7 +45,7 @@ def drift_error_stream_figure(streaming: dict, window_start: str | None = None) 
     if window_start:
         fig.add_vrect(x0=pd.Timestamp(window_start), x1=stream.index.max() if len(stream) else pd.Timestamp(window_start),
                       fillcolor=PALETTE["band"], line_width=0, annotation_text="current window")
-    return apply_layout(fig, "Error stream with streaming detections", height=320, yaxis_title="|error| / validation MAE")
+    return apply_layout(fig, "Error stream with streaming detections", height=320, yaxis_title=unit)
 
 
 # --- sequential drift (issue 13): each detector's evidence against its threshold, onsets on the price ---
@@ -114,8 +116,14 @@ def onset_price_figure(close: pd.Series, episodes: list[dict]) -> go.Figure:
                                  marker=dict(symbol="triangle-up", size=11, color=PALETTE["warn"]),
                                  text=[f"{e['detector']}: {e['signal']} ({e['direction']}), alarm {e['first_alarm_day']}"
                                        for e in episodes], hovertemplate="%{x|%Y-%m-%d} %{text}<extra></extra>"))
-        days = pd.to_datetime(sorted({e["alarm_day"] for e in episodes} | {e["first_alarm_day"] for e in episodes}))
+        fired: dict[str, list[str]] = {}  # day -> which detectors alarmed (first or latest alarm of an episode)
+        for e in episodes:
+            for day in dict.fromkeys((e["first_alarm_day"], e["alarm_day"])):
+                fired.setdefault(day, []).append(f"{e['detector']} ({e['stream']}, {e['direction']})")
+        days = pd.to_datetime(sorted(fired))
         fig.add_trace(go.Scatter(x=days, y=close.reindex(days).to_numpy(), mode="markers", name="alarm",
+                                 text=["alarm: " + ", ".join(fired[f"{d:%Y-%m-%d}"]) for d in days],
+                                 hovertemplate="%{x|%Y-%m-%d} %{text}<extra></extra>",
                                  marker=dict(symbol="x", size=9, color=PALETTE["bad"])))
     fig = apply_layout(fig, "Price with the estimated onset of each change (shaded: onset to alarm)", height=360,
                   yaxis_title="close ($)")

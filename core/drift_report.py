@@ -234,7 +234,8 @@ RANGE = "feature_range"  # the detector of values far outside the training range
 RETRAIN_DETECTORS = ("error", "returns_mean", "returns_variance")  # data-quality alarms call for a fix, not a retrain
 
 
-def _moved(record: Mapping) -> str:
+def what_moved(record: Mapping) -> str:
+    """What an alarm says moved, in words: "the volatility of daily returns rose", "macd above the training range"."""
     word = "rose" if record["direction"] == "up" else "fell"
     if record["detector"] == RANGE:
         word = "above" if record["direction"] == "up" else "below"
@@ -246,21 +247,27 @@ def _moved(record: Mapping) -> str:
 
 def reason(record: Mapping) -> str:
     """The verdict's line: "changed since <onset>: <signal> (<detector>, statistic X vs threshold H)"."""
-    return (f"changed since {record['onset_day']}: {_moved(record)} ({record['detector']}, statistic "
+    return (f"changed since {record['onset_day']}: {what_moved(record)} ({record['detector']}, statistic "
             f"{record['statistic']:.2f} vs threshold {record['threshold']:.2f}; alarm on {record['alarm_day']})")
 
 
 def in_words(records: Sequence[Mapping]) -> str:
-    """One sentence for the page, e.g. "Changed since Tuesday 28 August 2012: the model error / validation MAE
-    rose (first alarm on 2012-08-30, 3 trading days after the onset; latest 2012-09-05)." ("" without alarms)."""
+    """One sentence for the page, each detector with its own dates, e.g. "Changed since Tuesday 28 August 2012
+    (the earliest onset): the model error / its validation mean rose (since 2012-08-28, alarm on 2012-08-30,
+    3 trading days later; latest 2012-09-05); the volatility of daily returns rose (since ...)." ("" without
+    alarms). Ordered by onset, so the first named is the change that started first."""
     if not records:
         return ""
-    first = min(records, key=lambda r: r["onset_day"])
-    onset = pd.Timestamp(first["onset_day"])
-    what = "; ".join(_moved(r) for r in records)
-    delay = first["delay_days"]
-    return (f"Changed since {onset:%A} {onset.day} {onset:%B %Y}: {what} (first alarm on {first['first_alarm_day']}, "
-            f"{delay} trading day{'s' if delay != 1 else ''} after the onset; latest {first['alarm_day']}).")
+    ordered = sorted(records, key=lambda r: (r["onset_day"], r["detector"]))
+    onset = pd.Timestamp(ordered[0]["onset_day"])
+
+    def dated(r: Mapping) -> str:
+        delay, latest = r["delay_days"], (f"; latest {r['alarm_day']}" if r["alarm_day"] != r["first_alarm_day"] else "")
+        return (f"{what_moved(r)} (since {r['onset_day']}, alarm on {r['first_alarm_day']}, {delay} trading "
+                f"day{'s' if delay != 1 else ''} later{latest})")
+
+    earliest = " (the earliest onset)" if len(ordered) > 1 else ""
+    return f"Changed since {onset:%A} {onset.day} {onset:%B %Y}{earliest}: " + "; ".join(dated(r) for r in ordered) + "."
 
 
 def combine(severity: str, reasons: list[str], records: Sequence[Mapping]) -> tuple[str, list[str]]:

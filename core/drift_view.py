@@ -18,6 +18,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.config import Settings, get_settings
+from core.drift_report import what_moved
 from core.formatting import finite, p_value
 from core.store import get_db
 
@@ -129,3 +130,15 @@ def verdict_history(model_id: str, db: sqlite_utils.Database | None = None) -> t
         psis[r["as_of"]] = {f["feature"]: f.get("psi") for f in features}
     as_frame = lambda data: pd.DataFrame.from_dict(data, orient="index").astype(float).sort_index()  # noqa: E731
     return as_frame(codes), as_frame(psis)
+
+
+def episode_table(episodes: list[Mapping]) -> pd.DataFrame:
+    """Every alarm episode of the sequential detectors (`core.drift_watch.episodes`), newest first, one row each:
+    what moved (naming the feature), when it started, when it alarmed first and last, and the evidence."""
+    rows = [{"what changed": what_moved(e), "detector": e["detector"], "onset (estimated)": e["onset_day"],
+             "first alarm": e["first_alarm_day"], "latest alarm": e["alarm_day"], "alarm days": e["n_alarms"],
+             "days onset → alarm": e["delay_days"],
+             "evidence": f"statistic {e['statistic']:.2f} vs threshold {e['threshold']:.2f}"} for e in episodes]
+    columns = ["what changed", "detector", "onset (estimated)", "first alarm", "latest alarm", "alarm days",
+               "days onset → alarm", "evidence"]
+    return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)

@@ -7,13 +7,15 @@ calibrated to `MLSA_DRIFT_ARL_DAYS`); `core/watch_step.py` advances many models 
 
 - `ensure_profile(model_id)`: the model's calibrated profile (standardisers, thresholds, feature ranges),
   fitted once on its reference (training) window: the daily log returns, its walk-forward validation
-  errors divided by their mean (the validation MAE, in log-return units) and its feature frame; stored in
+  errors divided by their mean (a price model's |error| and MAE in log-return units, a direction model's
+  log loss of P(up) and its mean: `core.watch_inputs.day_errors`) and its feature frame; stored in
   `drift_profiles`. Later calls read it (a changed `MLSA_DRIFT_ARL_DAYS` applies to models fitted after).
 - `update(model_ids, day)`: advances every given model to `day` (default: the last day of its ticker's
   data), one trading day at a time in order, from the day after the last stored one (the first time: the
   day after `train_end`), so a gap is caught up and a day already stored is never applied twice. Each day
   the detectors see that day's log return, the error of the model's forecast made the trading day before
-  (|log(predicted close / close)| / validation MAE; NaN when it made none: the error detector skips the
+  (|log(predicted close / close)| / validation MAE, or a direction model's log loss / its validation mean;
+  NaN when it made none: the error detector skips the
   day) and the change of its features since the day before; `feature_range` flags values far outside the
   training range. All models are read, advanced and written together (one transaction).
 - `history`, `alarms`, `replay`: what the Drift page, `core/drift.py`'s verdict and alerts read.
@@ -47,7 +49,7 @@ from core.config import get_settings
 from core.drift_report import RANGE, combine, in_words, reason, retrain_trigger  # noqa: F401 (alarms in words)
 from core.drift_stats import HOLD_DAYS  # trading days an alarm stays current (its share of a check's budget)
 from core.market import MarketDataError, PriceCache, load_prices
-from core.registry import SERVABLE_TYPES, get_model, list_models
+from core.registry import DEPLOYABLE_TYPES, get_model, list_models
 from core.sequential import DETECTORS, fit_profile
 from core.store import get_db, transaction, utc_now
 from core.watch_inputs import day_inputs, day_inputs_many, day_text, reference_inputs
@@ -69,7 +71,8 @@ def _signal(detector: str) -> str:
 
 def fit_model_profile(model: Mapping, db: sqlite_utils.Database | None = None) -> dict:
     """`core.sequential.fit_profile` on the model's reference window (0.1-0.5 s), plus `error_scale` (the
-    validation MAE in log-return units that live errors are divided by). Computes, stores nothing."""
+    validation mean error that live errors are divided by: MAE in log-return units, or mean log loss of a
+    direction model). Computes, stores nothing."""
     returns, errors, features, scale = reference_inputs(model, db)
     seed = int(hashlib.sha256(model["model_id"].encode()).hexdigest()[:8], 16)
     profile = fit_profile(returns, errors, features, arl_days=get_settings().drift_arl_days, seed=seed)
@@ -127,8 +130,8 @@ def _profiles(model_ids: Sequence[str], db: sqlite_utils.Database) -> dict[str, 
 
 def _models(model_ids: Sequence[str] | None, db: sqlite_utils.Database) -> list[dict]:
     """The models asked for (default: every deployed one); many are read in one query, not one each."""
-    if model_ids is None:  # the detectors watch price errors: a deployed direction model is not theirs
-        return list_models(status="deployed", db=db, model_types=SERVABLE_TYPES)
+    if model_ids is None:  # price and direction models: the same data detectors, each its own error detector
+        return list_models(status="deployed", db=db, model_types=DEPLOYABLE_TYPES)
     if len(model_ids) <= 1:
         return [get_model(m, db=db) for m in model_ids]
     every = {m["model_id"]: m for m in list_models(db=db)}

@@ -15,7 +15,8 @@ reference sd, see `core.calibration.Standardiser`:
   member needs a threshold near 20 at this budget, too slow to help, and its share of the budget
   slowed the others: bench/drift_quality.py measured 41 days against the oracle's 25 with
   0.25-0.5-1 and 24 with this bank, the variance detector alone).
-- `error`: |error| / validation MAE, robust z clipped at +-4; one-sided (up); k = 0.25, 0.5, 1.
+- `error`: |error| / validation MAE (a direction model: log loss / its validation mean), robust z clipped
+  at +-4; one-sided (up); k = 0.25, 0.5, 1.
 - `feature_scale`: log(1 + z^2) of each feature's day-to-day change (a rolling feature's level is
   strongly autocorrelated, its change far less); the maximum over features against one threshold;
   two-sided; k = 0.5 (slow drifts, shrinking or frozen features), 2 and 4 (units changes: x10 makes
@@ -68,7 +69,7 @@ DETECTORS: dict[str, DetectorSpec] = {
     "returns_mean": DetectorSpec("mean daily return", "return", "level", 4.0, DRIFTS, True),
     "returns_variance": DetectorSpec("volatility of daily returns", "return", "log_square", np.inf, VARIANCE_DRIFTS,
                                      True),
-    "error": DetectorSpec("model error / validation MAE", "error", "level", 4.0, DRIFTS, False),
+    "error": DetectorSpec("model error / its validation mean", "error", "level", 4.0, DRIFTS, False),
     "feature_scale": DetectorSpec("scale of a feature", "feature_change", "log_square", np.inf, (0.5, 2.0, 4.0),
                                   True),
 }

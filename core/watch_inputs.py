@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.direction_stats import probability_losses
 from core.features import build_features
 from core.market import MarketDataError, PriceCache, load_prices
-from core.registry import ModelIntegrityError, validation_predictions
+from core.registry import DIRECTION_TYPE, ModelIntegrityError, validation_predictions
 from core.store import get_db
 from core.watch_step import DayInputs, dumps
 
@@ -48,10 +49,23 @@ def _frame(model: Mapping, end: Any, db: sqlite_utils.Database) -> pd.DataFrame:
                           dropna=False)
 
 
+def is_direction(model: Mapping) -> bool:
+    return model.get("model_type") == DIRECTION_TYPE
+
+
+def day_errors(model: Mapping, validation: pd.DataFrame) -> np.ndarray:
+    """A model's error per validation day, in the units its live errors are measured in: a price model's
+    |predicted - actual log return|, a direction model's log loss of its P(up) (its scoring rule)."""
+    if is_direction(model):
+        return probability_losses(validation["p_up"].to_numpy(dtype=float), validation["label"].to_numpy(dtype=float))[0]
+    return np.abs(validation["pred_return"] - validation["actual_return"]).to_numpy(dtype=float)
+
+
 def reference_inputs(model: Mapping, db: sqlite_utils.Database | None = None
                      ) -> tuple[np.ndarray, np.ndarray | None, pd.DataFrame, float | None]:
-    """(daily log returns, validation |error| / validation MAE, feature frame, validation MAE) of the model's
-    training window; the errors are None when its validation predictions are missing."""
+    """(daily log returns, validation error / its mean, feature frame, that mean) of the model's training window
+    (`day_errors`: |error| and the MAE of a price model, log loss and its mean of a direction model); the errors
+    are None when its validation predictions are missing."""
     db = db or get_db()
     start, end = pd.Timestamp(model["train_start"]), pd.Timestamp(model["train_end"])
     frame = _frame(model, end, db)
@@ -62,7 +76,7 @@ def reference_inputs(model: Mapping, db: sqlite_utils.Database | None = None
     except ModelIntegrityError as exc:
         log.warning("%s: drift profile without the error detector (%s)", model["model_id"], exc)
         return returns, None, features, None
-    absolute = np.abs(validation["pred_return"] - validation["actual_return"]).to_numpy(dtype=float)
+    absolute = day_errors(model, validation)
     scale = float(np.mean(absolute))
     return returns, (absolute / scale if scale > 0 else None), features, (scale if scale > 0 else None)
 
@@ -96,19 +110,20 @@ def _feature_frames(models: Sequence[Mapping], until: Any, db: sqlite_utils.Data
     return out
 
 
-def _forecasts(wanted: Sequence[tuple[str, str, str]], db: sqlite_utils.Database) -> dict[tuple[str, str, str], float]:
-    """(model_id, made on, for day) -> predicted close of the forecasts with target day in each model's
+def _forecasts(wanted: Sequence[tuple[str, str, str]], db: sqlite_utils.Database
+               ) -> dict[tuple[str, str, str], tuple[float | None, float | None]]:
+    """(model_id, made on, for day) -> (predicted close, P(up)) of the forecasts with target day in each model's
     (first, last) range, all models in one query; the served row first, else the earliest."""
     if not wanted:
         return {}
     rows = db.execute(
-        "SELECT p.model_id, p.as_of, p.target_date, p.predicted_close FROM json_each(?) AS w "
+        "SELECT p.model_id, p.as_of, p.target_date, p.predicted_close, p.p_up FROM json_each(?) AS w "
         "JOIN predictions AS p ON p.model_id = json_extract(w.value, '$[0]') "
         "AND p.target_date >= json_extract(w.value, '$[1]') AND p.target_date <= json_extract(w.value, '$[2]') "
         "ORDER BY p.served DESC, p.id", [dumps(list(wanted))]).fetchall()
-    made: dict[tuple[str, str, str], float] = {}
-    for model_id, as_of, target, predicted in rows:
-        made.setdefault((model_id, as_of, target), predicted)
+    made: dict[tuple[str, str, str], tuple[float | None, float | None]] = {}
+    for model_id, as_of, target, predicted, p_up in rows:
+        made.setdefault((model_id, as_of, target), (predicted, p_up))
     return made
 
 
@@ -133,8 +148,9 @@ def day_inputs_many(models: Sequence[Mapping], profiles: Sequence[Mapping], afte
     """Per model the trading days of its ticker in (after, until] and their raw inputs (`until` None: to the last
     day of the data; a day beyond the data is never among them), or the MarketDataError that says why not.
 
-    err[i] = |log(predicted close / close)| / the profile's error_scale of the forecast the model made on the
-    trading day before days[i] (NaN when it made none or has no error scale)."""
+    err[i] = the error of the forecast the model made on the trading day before days[i], divided by the profile's
+    error_scale: |log(predicted close / close)| for a price model, the log loss of its P(up) for a direction
+    model (`day_errors`' units; NaN when it made none or has no error scale)."""
     db = db or get_db()
     frames = _feature_frames(models, until, db, cache)
     converted: dict[int, _Columns] = {}
@@ -157,13 +173,16 @@ def day_inputs_many(models: Sequence[Mapping], profiles: Sequence[Mapping], afte
         columns, positions = part
         days, previous = list(columns.days[positions]), list(columns.days[positions - 1])
         close, scale = np.exp(columns.log_close[positions]), profile.get("error_scale")
+        ret = columns.log_close[positions] - columns.log_close[positions - 1]
         err = np.full(len(days), np.nan)
         for t, (day, before) in enumerate(zip(days, previous)):
-            predicted = made.get((model["model_id"], before, day)) if scale else None
-            if predicted is not None and predicted > 0:
+            predicted, p_up = made.get((model["model_id"], before, day), (None, None)) if scale else (None, None)
+            if is_direction(model) and p_up is not None:
+                err[t] = probability_losses(np.array([p_up]), np.array([float(ret[t] > 0)]))[0][0] / scale
+            elif predicted is not None and predicted > 0:
                 err[t] = abs(np.log(predicted / close[t])) / scale
         streams = profile["detectors"].get("feature_scale", {}).get("streams", [])
-        out.append(DayInputs(days=days, ret=columns.log_close[positions] - columns.log_close[positions - 1], err=err,
+        out.append(DayInputs(days=days, ret=ret, err=err,
                              feat=columns.take(streams, positions), prev=columns.take(streams, positions - 1),
                              values=columns.take(profile["range"]["features"], positions)))
     return out

@@ -7,7 +7,8 @@ from core import drift, drift_kernels, drift_report, drift_watch, registry, runb
 from core.charts import SEVERITY_COLORS, empty_figure_note
 from core.drift_charts import (drift_error_stream_figure, drift_overlay_figure, drift_verdict_history_figure, onset_price_figure,
                                sequential_statistics_figure)
-from core.drift_view import PSI_P_EXPLAINED, feature_table, performance_card, prediction_label, verdict_history
+from core.drift_view import (PSI_P_EXPLAINED, episode_table, feature_table, performance_card, prediction_label,
+                             verdict_history)
 from core.config import get_settings
 from core.formatting import number
 from core.text import escape_markdown
@@ -129,10 +130,17 @@ else:
         st.warning(escape_markdown(drift_watch.in_words(current)))
     else:
         st.success(f"No sequential alarm in the last {drift_watch.HOLD_DAYS} trading days up to {last}.")
-    st.caption("CUSUM detectors on the daily innovations (return, error, feature changes), calibrated on the training "
-               "window to about one false alarm per model per year; the onset is where the evidence started to build.")
+    st.caption("CUSUM detectors on the daily innovations (the day's return, the model's error, each feature's change), "
+               "calibrated on the training window so that on calm data they raise about one false alarm per model per "
+               "year. **Alarm**: a detector's evidence reached its threshold (1 on the chart); it then restarts from "
+               "zero, so a change that lasts alarms again and again (the alarm days of one episode below). **Onset**: "
+               "the last day the evidence was at zero before the alarm, i.e. when the change began to show.")
     st.plotly_chart(sequential_statistics_figure(watch), key="drift_sequential")
     st.plotly_chart(onset_price_figure(close, episodes), key="drift_onset")
+    if episodes:
+        st.markdown(f"**Alarm episodes** ({len(episodes)}, newest first, {watch['as_of'].min():%Y-%m-%d} to {last})")
+        st.dataframe(episode_table(episodes), hide_index=True, key="drift_episodes",
+                     column_config={"what changed": st.column_config.TextColumn(width="large")})
 
 st.subheader("History of checks")
 with page_guard(st.error, st.stop):

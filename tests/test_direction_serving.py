@@ -104,7 +104,8 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
         summary = run_daily_cycle(day, symbols=["MSFT"], db=registry_copy)
         entry = next(e for e in summary["models"] if e["model_id"] == model_id)
         assert entry["status"] == "ok", entry["errors"]
-        assert set(entry["skipped_steps"]) >= {"watch", "retrain"}  # price-only steps say so, they do not fail
+        assert "retrain" in entry["skipped_steps"]  # a price-only step says so, it does not fail
+        assert "watch" not in entry["skipped_steps"]  # the sequential detectors watch direction models too
     run_daily_cycle(days[-1], symbols=["MSFT"], db=registry_copy)  # a day run twice adds nothing
     served = serving.prediction_log(model_id=model_id, kind="direction", db=registry_copy)
     assert list(served["as_of"]) == [f"{d:%Y-%m-%d}" for d in days]  # one served P(up) per day, by the cycle
@@ -130,6 +131,30 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
     assert daily["persistence_accuracy"].mean() == pytest.approx(accuracy_score(y, persistence >= 0.5) * 100)
     table = direction_live_summary(daily).set_index("who")
     assert table.loc["model", "Brier"] == pytest.approx(brier_score_loss(y, p))
+    # Monitoring's card: its live accuracy beside always up, and how often it called up (all served days)
+    from core.health_view import skill_card
+
+    card = skill_card(model_id, db=registry_copy)
+    served_up = int((served["p_up"] >= 0.5).sum())
+    assert card["label"] == f"Live accuracy ({len(scored)} scored days)"
+    assert card["value"] == f"{accuracy_score(y, p >= 0.5) * 100:.1f}%"
+    assert card["delta"].endswith(f"called up on {served_up} of {len(served)} days"
+                                  + (" (always up)" if served_up == len(served) else ""))
+    # the sequential detectors: the day's returns and features as for any model; the error detector sees the log
+    # loss of each served P(up) over the validation mean log loss
+    from core import drift_watch, watch_inputs
+    from core.registry import get_model, validation_predictions
+
+    watched = drift_watch.history(model_id, db=registry_copy)
+    assert {"returns_mean", "returns_variance", "error", "feature_scale"} <= set(watched["detector"])
+    assert f"{watched['as_of'].max():%Y-%m-%d}" == f"{days[-1]:%Y-%m-%d}"
+    profile = drift_watch.get_profile(model_id, registry_copy)
+    validation = validation_predictions(model_id)
+    assert profile["error_scale"] == pytest.approx(log_loss(validation["label"], validation["p_up"], labels=[0, 1]))
+    inputs = watch_inputs.day_inputs(get_model(model_id, db=registry_copy), profile, f"{days[0]:%Y-%m-%d}",
+                                     days[-1], db=registry_copy)
+    assert inputs.days == [f"{d:%Y-%m-%d}" for d in days[1:]]  # err[i]: the P(up) served the day before days[i]
+    assert np.mean(inputs.err) * profile["error_scale"] == pytest.approx(log_loss(y, p, labels=[0, 1]))
     assert table.loc["always up", "days"] == len(scored)
     # Home: the direction model's own column, the same accuracy as sklearn's on its served days, beside always up
     from core.dashboard import load_dashboard

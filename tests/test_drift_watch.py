@@ -186,13 +186,30 @@ def test_error_jump_raises_an_alarm_within_days_with_the_right_onset(error_jump)
     [record] = [r for r in drift_watch.alarms(model["model_id"], alarm_day, db=db) if r["detector"] == "error"]
     assert record["onset_day"] == onset and record["direction"] == "up"
     assert record["statistic"] >= record["threshold"] and record["alarm_day"] == alarm_day
-    assert record["reason"].startswith(f"changed since {onset}: the model error / validation MAE rose (error, statistic")
+    assert record["reason"].startswith(f"changed since {onset}: the model error / its validation mean rose (error, statistic")
     # the change lasts: the detector alarms again after its restart; one episode, the same onset
     later = days[days.index(alarm_day) + 3]
     drift_watch.update([model["model_id"]], later, db=db)
     [again] = [r for r in drift_watch.alarms(model["model_id"], later, db=db) if r["detector"] == "error"]
     assert again["onset_day"] == onset and again["n_alarms"] >= 2 and again["first_alarm_day"] == alarm_day
     assert "Changed since" in drift_watch.in_words([again]) and pd.Timestamp(onset).strftime("%B") in drift_watch.in_words([again])
+
+
+def test_the_verdict_in_words_gives_each_detector_its_own_dates():
+    from core.drift_report import in_words
+
+    volatility = {"detector": "returns_variance", "signal": "volatility of daily returns", "direction": "up",
+                  "stream": "return", "onset_day": "2018-10-10", "first_alarm_day": "2018-11-07",
+                  "alarm_day": "2018-12-24", "delay_days": 20}
+    error = {"detector": "error", "signal": "model error / its validation mean", "direction": "up", "stream": "error",
+             "onset_day": "2018-12-18", "first_alarm_day": "2018-12-20", "alarm_day": "2018-12-20", "delay_days": 3}
+    words = in_words([error, volatility])
+    assert words.startswith("Changed since Wednesday 10 October 2018 (the earliest onset): the volatility")
+    assert ("volatility of daily returns rose (since 2018-10-10, alarm on 2018-11-07, 20 trading days later; "
+            "latest 2018-12-24); the model error / its validation mean rose (since 2018-12-18, alarm on 2018-12-20, "
+            "3 trading days later).") in words
+    assert in_words([error]).startswith("Changed since Tuesday 18 December 2018: the model error")
+    assert in_words([]) == ""
 
 
 def test_a_step_in_returns_alarms_with_the_exact_onset(registry_copy):
