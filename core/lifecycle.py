@@ -240,7 +240,10 @@ def certify_for_page(model_id: str, progress: Progress) -> tuple[str | None, str
         result = certify_with_card(model_id, progress=lambda fraction, message: progress(min(fraction, 1.0), message))
     except (ValueError, RegistryError) as exc:
         return None, f"Certification failed to run: {exc}"
-    return f"{model_id}: {'certified' if result.certified else 'not certified'} ({result.seconds:.1f} s).", None
+    if result.certified:
+        return f"{model_id}: certified ({result.seconds:.1f} s).", None
+    failed = ", ".join(check.label for check in result.checks if not check.passed)
+    return f"{model_id}: not certified ({result.seconds:.1f} s); failed: {failed}. The checklist below has the numbers.", None
 
 
 def retrain_for_page(symbol: str, as_of, progress: Progress) -> tuple[dict | None, str | None]:

@@ -6,7 +6,7 @@ and words, no Streamlit. The registry owns the rows; this module only arranges t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -204,14 +204,17 @@ def drift_verdict(report_data: dict) -> list[tuple[str, str]]:
     ]
 
 
-def deep_link_state(model_id: str, session: Mapping[str, Any], db: sqlite_utils.Database | None = None) -> dict[str, str]:
-    """Session state for a deep link ?model=<id> on the page's first run: the linked model selected (with its
-    ticker, any status), and `mm_linked` set so later runs (`session` has it) leave the user's choices alone."""
+def deep_link_state(model_id: str, session: Mapping[str, Any], db: sqlite_utils.Database | None = None,
+                    ticker: str = "", symbols: Sequence[str] = ()) -> dict[str, str]:
+    """Session state for a deep link on the page's first run: ?model=<id> selects the linked model (with its
+    ticker, any status); else ?ticker=<symbol> (one of `symbols`) selects that ticker. `mm_linked` is set so
+    later runs (`session` has it) leave the user's choices alone."""
     if "mm_linked" in session:
         return {}
-    linked = registry.get_model(model_id, db=db, missing_ok=True)
+    linked = registry.get_model(model_id, db=db, missing_ok=True) if model_id else None
     if linked is None:
-        return {"mm_linked": ""}
+        ticker = (ticker or "").strip().upper()
+        return {"mm_linked": "", **({"mm_symbol": ticker} if ticker in symbols else {})}
     return {"mm_linked": linked["model_id"], "mm_symbol": linked["symbol"], "mm_status": "All",
             "mm_model": linked["model_id"]}
 
@@ -237,6 +240,21 @@ def number_columns(number_column: Callable[..., Any]) -> dict[str, Any]:
     """The models table's column config: `number_column` (the page passes `st.column_config.NumberColumn`; core
     never imports streamlit) with each column's format and help from TABLE_FORMATS."""
     return {column: number_column(format=fmt, help=text) for column, (fmt, text) in TABLE_FORMATS.items()}
+
+
+GATE_FORMATS = {  # the Retrain Now gate table: $ like the rest of the page, the margin in %
+    "challenger_mae": ("$%.3f", "MAE of the challenger on the holdout days, $"),
+    "champion_mae": ("$%.3f", "MAE of the deployed model on the same days, $"),
+    "naive_mae": ("$%.3f", "MAE of naive (tomorrow = today) on the same days, $"),
+    "margin": ("percent", "How much lower than the champion's the challenger's MAE must be"),
+    "holdout_days": ("%d", "Days out of sample for both models"),
+    "champion_in_sample_days": ("%d", "Recent days left out: the champion was trained on them"),
+}
+
+
+def gate_columns(number_column: Callable[..., Any]) -> dict[str, Any]:
+    """The gate table's column config (`number_column`: the page passes `st.column_config.NumberColumn`)."""
+    return {column: number_column(format=fmt, help=text) for column, (fmt, text) in GATE_FORMATS.items()}
 
 
 def opening_tab(action: str | None) -> str | None:

@@ -15,7 +15,8 @@ with page_guard(st.error, st.stop):  # a busy, read-only or damaged database: on
     symbols = ["All", *available_symbols()]
 for repaired in repaired_items:
     st.warning(escape_markdown(repaired))
-st.session_state.update(model_view.deep_link_state(st.query_params.get("model", ""), st.session_state))  # ?model=<id>, once
+st.session_state.update(model_view.deep_link_state(  # ?model=<id> or ?ticker=<symbol>, on the first run only
+    st.query_params.get("model", ""), st.session_state, ticker=st.query_params.get("ticker", ""), symbols=symbols))
 col_symbol, col_status = st.columns(2)
 symbol = col_symbol.selectbox("Ticker", symbols, key="mm_symbol")
 status = col_status.selectbox("Status", ["All", *registry.STATUSES], key="mm_status")
@@ -25,7 +26,10 @@ if table.empty:
     st.info("No models match. Train one on the Forecast page.")
     st.stop()
 st.dataframe(table, hide_index=True, column_config=model_view.number_columns(st.column_config.NumberColumn))
-model_id = st.selectbox("Model", table["model_id"].tolist(), index=model_view.default_model_index(table), key="mm_model")
+choices = table["model_id"].tolist()
+if st.session_state.get("mm_model") not in choices:  # first run, or the filters left the chosen model out
+    st.session_state["mm_model"] = choices[model_view.default_model_index(table)]
+model_id = st.selectbox("Model", choices, key="mm_model")
 model = registry.get_model(model_id)
 ticker, kind = model["symbol"], registry.model_kind(model["model_type"])  # price / direction: deployed apart
 st.query_params["model"] = model_id  # the URL names what is shown, so it can be shared
@@ -57,8 +61,8 @@ if pending:
                 st.session_state.update({"mm_flash": done, "mm_pending": None} if done else {"mm_flash_error": refused})
             st.rerun()
         b2.button("Cancel", key="mm_cancel", on_click=st.session_state.pop, args=("mm_pending", None))
-for kind in ("success", "error"):
-    if flash := st.session_state.pop("mm_flash" if kind == "success" else "mm_flash_error", None):
+for kind, key in (("success", "mm_flash"), ("warning", "mm_flash_warning"), ("error", "mm_flash_error")):
+    if flash := st.session_state.pop(key, None):
         getattr(st, kind)(escape_markdown(flash))
 if a3.button("Check for Drift", key="mm_drift_check", help=model_view.DRIFT_CHECK_HELP):
     with action_guard(st.error), st.spinner(f"Checking {model_id} for drift..."):
@@ -85,8 +89,8 @@ with tab_cert:
         cert_bar = st.progress(0.0, text="Starting the certification")
         with action_guard(lambda message: (cert_bar.empty(), st.error(message))):
             verdict, cert_error = lifecycle.certify_for_page(model_id, progress=cert_bar.progress)
-            if verdict:
-                st.session_state["mm_flash"] = verdict
+            if verdict:  # a model that fails certification is news to act on, not a success
+                st.session_state["mm_flash" if registry.get_model(model_id)["certified"] else "mm_flash_warning"] = verdict
                 st.rerun()
             st.error(cert_error)
 with tab_retrain:
@@ -105,7 +109,8 @@ with tab_retrain:
             st.error(retrain_error)
     if (result := st.session_state.get("mm_retrain_result")) and result["symbol"] == ticker:
         (st.success if result["deployed"] else st.warning)(escape_markdown(result["message"]))
-        st.dataframe([result["gate"]], hide_index=True, key="mm_gate_table")
+        st.dataframe([result["gate"]], hide_index=True, key="mm_gate_table",
+                     column_config=model_view.gate_columns(st.column_config.NumberColumn))
     queue = retrain_jobs.approval_queue()
     if queue.empty:
         st.caption(model_view.EMPTY_QUEUE)

@@ -79,6 +79,16 @@ def test_roll_back_is_disabled_with_nothing_to_go_back_to_and_deep_links_select_
     assert at.selectbox(key="mm_symbol").value == "MSFT" and at.selectbox(key="mm_model").value == other
     assert at.button(key="mm_rollback").disabled
     assert "no earlier deployed version" in at.button(key="mm_rollback").help
+    # ?ticker=<symbol> (Home's links) opens on that ticker's deployed price model; an unknown one on All
+    by_ticker = page_app(PAGE)
+    by_ticker.query_params["ticker"] = "msft"
+    by_ticker = by_ticker.run()
+    assert not by_ticker.exception
+    assert by_ticker.selectbox(key="mm_symbol").value == "MSFT" and by_ticker.selectbox(key="mm_model").value == champion
+    unknown = page_app(PAGE)
+    unknown.query_params["ticker"] = "NOPE"
+    unknown = unknown.run()
+    assert not unknown.exception and unknown.selectbox(key="mm_symbol").value == "All"
 
 
 def test_an_interrupted_approval_shows_as_interrupted_with_a_retry(demo_registry, registry_copy, monkeypatch):
