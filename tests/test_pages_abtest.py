@@ -19,7 +19,7 @@ def test_page_shows_demo_tests_and_decision(registry_copy):
     names = _listed_names(at)
     assert any("(50/50)" in n for n in names) and any("(shadow)" in n for n in names)
     labels = [m.label for m in at.metric]
-    assert labels == ["Status", "Winner", "Improvement", "Sample ratio"]
+    assert labels == ["Status", "Winner", "Improvement (observed)", "Sample ratio"]
     assert any("Decision rule in force" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 4
     assert at.button(key="ab_stop")  # the running test offers stop
@@ -27,8 +27,20 @@ def test_page_shows_demo_tests_and_decision(registry_copy):
     assert {"always-valid p", "t-test p (look once)", "always-valid interval"} <= set(table.columns)
     rendered = " ".join(table.astype(str).to_numpy().ravel())
     assert "inf" not in rendered.lower() and "nan" not in rendered.lower()  # "not enough data" instead
-    improvement = next(m for m in at.metric if m.label == "Improvement")
+    improvement = next(m for m in at.metric if m.label == "Improvement (observed)")
     assert "nan" not in improvement.value and " lower than arm " in improvement.delta or "not enough data" in improvement.value
+    winner = next(m for m in at.metric if m.label == "Winner")
+    assert ("not significant: may be chance" in improvement.delta) == (winner.delta == "not significant")
+    ratio = next(m for m in at.metric if m.label == "Sample ratio")
+    from core.abtest import get_experiment
+
+    shadow = bool(get_experiment(int(at.selectbox(key="ab_test").value))["shadow"])
+    assert (ratio.value == "n/a") == shadow  # a shadow test has no split to check
+    from core.abtest import list_experiments
+
+    shadow_id = int(list_experiments().query("shadow == 1")["id"].iloc[0])
+    at.selectbox(key="ab_test").set_value(shadow_id).run()
+    assert not at.exception and next(m for m in at.metric if m.label == "Sample ratio").value == "n/a"
     assert at.query_params["test"] == str(at.selectbox(key="ab_test").value)  # the URL names the test shown
 
 
