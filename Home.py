@@ -5,7 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.charts import sparkline
-from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard, verdict_color
+from core.dashboard import LIVE_DAYS, SPARK_CARDS, SPARK_WINDOW, TREND_COLUMN, load_dashboard, run_scope, verdict_color
 from core import runbook
 from core.loop_view import loop_states
 from core.text import escape_markdown
@@ -135,7 +135,7 @@ with right:
         status = "✅ succeeded" if run["succeeded"] else f"❌ failed for {run['failed']} model(s)"
         took = f", {run['seconds']:.1f} s" if run["seconds"] is not None else ""
         st.markdown(f"Last daily cycle for **{run['as_of']}**, run {run['at'][:16].replace('T', ' ')} UTC: {status} "
-                    f"({run['ok']} model(s) ok{took}).")
+                    f"({run['ok']} model(s) ok{took}; {escape_markdown(run_scope(run))}).")
     link("pages/6_Monitoring.py", "Open Monitoring")
 
 st.subheader("Pages")

@@ -175,8 +175,18 @@ def last_scheduler_run(db: sqlite_utils.Database) -> dict | None:
         return None
     summary = json.loads(row[1] or "{}")
     failed = int(summary.get("failed") or 0)
+    tickers = sorted({entry.get("symbol") for entry in summary.get("models", []) if entry.get("symbol")})
     return {"at": row[0], "as_of": summary.get("as_of"), "ok": int(summary.get("ok") or 0), "failed": failed,
-            "seconds": summary.get("seconds"), "succeeded": failed == 0 and not summary.get("stopped", False)}
+            "seconds": summary.get("seconds"), "succeeded": failed == 0 and not summary.get("stopped", False),
+            "tickers": tickers}
+
+
+def run_scope(run: dict) -> str:
+    """Which tickers a cycle covered, for the sentence under "Scheduler": "AAPL, MSFT" or "12 tickers"."""
+    tickers = run.get("tickers") or []
+    if not tickers:
+        return "no ticker"
+    return ", ".join(tickers) if len(tickers) <= 4 else f"{len(tickers)} tickers"
 
 
 def daily_errors(db: sqlite_utils.Database, as_of=None, days: int = SPARK_POINTS + SPARK_WINDOW - 1) -> pd.DataFrame:
@@ -293,10 +303,10 @@ def _ticker_rows(db: sqlite_utils.Database, as_of) -> pd.DataFrame:
             "open alerts": alerts_label(*(counts[["n_open", "n_critical"]] if counts is not None else (0, 0))),
             "certification": certification_label(model["certified"], model["certified_at"], model["override"])
             if model is not None else "—",
+            f"direction accuracy ({LIVE_DAYS} d)": direction_label(direction),
+            "direction model": direction["model_id"] if direction is not None else "none",
             "live MAE $ (30 d)": perf["mae"] if perf is not None else None,
             "naive MAE $ (30 d)": perf["naive_mae"] if perf is not None else None,
-            "direction model": direction["model_id"] if direction is not None else "none",
-            f"direction accuracy ({LIVE_DAYS} d)": direction_label(direction),
             "data": data,
         })
     return pd.DataFrame(rows)

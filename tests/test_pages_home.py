@@ -7,6 +7,7 @@ import pytest
 from conftest import ROOT, page_app
 
 from core.predict import live_performance
+from core.text import escape_markdown
 from core.store import close_all, get_db
 
 
@@ -120,6 +121,13 @@ def test_the_demo_shows_a_complete_product_from_the_first_start(demo_registry):
     assert not app.exception
     metrics = {m.label: (m.value, m.delta) for m in app.metric}
     assert metrics["Last scheduler run"][0] != "never"
+    from core.dashboard import last_scheduler_run, run_scope
+    from core.store import get_db
+
+    run = last_scheduler_run(get_db())  # a cycle may cover some tickers only (the demo's loop window: one): it says which
+    sentence = next(md.value for md in app.markdown if md.value.startswith("Last daily cycle for"))
+    assert run["tickers"] and set(run["tickers"]) <= set(demo_registry) and "model(s) ok" in sentence
+    assert sentence.endswith(f"; {escape_markdown(run_scope(run))}).") and run_scope(run) == ", ".join(run["tickers"])
     history = cycle_history()
     assert len(history) >= demo.CYCLE_DAYS and history["failed"].sum() == 0
     last_day = history["as_of"].iloc[-1]
