@@ -132,10 +132,26 @@ def direction_skill_card(model_id: str, db: sqlite_utils.Database | None = None)
     model, up = summary.loc["model"], summary.loc["always up"]
     better = min(("always up", "same as today"), key=lambda who: summary.loc[who, "Brier"])
     return {"label": f"Live accuracy ({days} scored days)", "value": f"{model['accuracy %']:.1f}%",
-            "delta": f"always up {up['accuracy %']:.1f}%; {calls}", "delta_color": "off", "delta_arrow": "off",
-            "help": f"{model_id}: share of correct up/down calls over its served, scored days. Brier "
+            "delta": f"always up {up['accuracy %']:.1f}%", "delta_color": "off", "delta_arrow": "off",
+            "help": f"{model_id}: share of correct up/down calls over its served, scored days; it {calls}. Brier "
                     f"{model['Brier']:.4f} vs {summary.loc[better, 'Brier']:.4f} for the better baseline, {better} "
                     "(lower is better); the accuracy tab has every day."}
+
+
+def one_sided_warning(model_id: str | None, db: sqlite_utils.Database | None = None) -> str | None:
+    """Words when a direction model made the same call on every served day: whatever its features say, it is
+    acting as "always up" (or down), and its accuracy is that baseline's by construction. None otherwise."""
+    model = get_model(model_id, db=db, missing_ok=True) if model_id else None
+    if model is None or model["model_type"] != DIRECTION_TYPE:
+        return None
+    up, served = direction_calls(model_id, db)
+    if served < 2 or 0 < up < served:
+        return None
+    side = "up" if up else "down"
+    return (f"{model_id} called {side} on every one of its {served} served days: it is acting as \"always {side}\" "
+            f"(its P(up) never crossed 50 %), so its accuracy is that baseline's by construction. Its probabilities "
+            "may still carry information (Brier, log loss on the Accuracy tab); a model that should call both ways "
+            "needs retraining or other features.")
 
 
 def skill_card(model_id: str | None, db: sqlite_utils.Database | None = None) -> dict:

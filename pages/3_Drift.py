@@ -140,7 +140,7 @@ else:
     if episodes:
         st.markdown(f"**Alarm episodes** ({len(episodes)}, newest first, {watch['as_of'].min():%Y-%m-%d} to {last})")
         st.dataframe(episode_table(episodes), hide_index=True, key="drift_episodes",
-                     column_config={"what changed": st.column_config.TextColumn(width="large")})
+                     column_config={"what changed": st.column_config.TextColumn(width="medium")})
 
 st.subheader("History of checks")
 with page_guard(st.error, st.stop):

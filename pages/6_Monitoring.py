@@ -4,7 +4,7 @@ import streamlit as st
 from core import alerts, charts, direction_view, health_charts, retrain_jobs, runbook
 from core.config import get_settings
 from core.cycle import cycle_history, last_cycle_run
-from core.health_view import default_model, display_table, model_health_view, skill_card
+from core.health_view import default_model, display_table, model_health_view, one_sided_warning, skill_card
 from core.metrics import WIDTH_WINDOW_DAYS, metrics_frame, monitored_models, psi_history, recent_interval_widths
 from core.store import page_guard
 from core.text import escape_markdown
@@ -56,6 +56,9 @@ m3.metric("Latency P95 (median day)", f"{metrics['latency_p95'].median():.1f} ms
 with page_guard(st.error, st.stop):
     open_alerts = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg, unacknowledged_only=True)
 m4.metric("Open alerts", len(open_alerts))
+with page_guard(st.error, st.stop):
+    if one_sided := one_sided_warning(model_arg):  # a direction model that always calls the same side
+        st.warning(escape_markdown(one_sided))
 
 tab_traffic, tab_accuracy, tab_health, tab_drift, tab_alerts, tab_retrain = st.tabs(
     ["Traffic & latency", "Accuracy", "Model health", "Drift", "Alerts", "Retrain jobs"])

@@ -31,6 +31,12 @@ def _deploy(trained, db) -> str:
     return model_id
 
 
+def deployed_model_id(symbol: str, db) -> str:
+    from core.registry import deployed_model
+
+    return deployed_model(symbol, db=db)["model_id"]
+
+
 def _outcomes(rows: pd.DataFrame) -> np.ndarray:
     return (rows["actual_close"].astype(float) > rows["last_close"].astype(float)).astype(int).to_numpy()
 
@@ -132,14 +138,16 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
     table = direction_live_summary(daily).set_index("who")
     assert table.loc["model", "Brier"] == pytest.approx(brier_score_loss(y, p))
     # Monitoring's card: its live accuracy beside always up, and how often it called up (all served days)
-    from core.health_view import skill_card
+    from core.health_view import one_sided_warning, skill_card
 
     card = skill_card(model_id, db=registry_copy)
     served_up = int((served["p_up"] >= 0.5).sum())
     assert card["label"] == f"Live accuracy ({len(scored)} scored days)"
-    assert card["value"] == f"{accuracy_score(y, p >= 0.5) * 100:.1f}%"
-    assert card["delta"].endswith(f"called up on {served_up} of {len(served)} days"
-                                  + (" (always up)" if served_up == len(served) else ""))
+    assert card["value"] == f"{accuracy_score(y, p >= 0.5) * 100:.1f}%" and card["delta"].startswith("always up ")
+    assert f"called up on {served_up} of {len(served)} days" in card["help"]
+    one_sided = one_sided_warning(model_id, db=registry_copy)  # words only for a model that always calls one side
+    assert (one_sided is not None) == (served_up in (0, len(served)))
+    assert one_sided_warning(deployed_model_id("MSFT", registry_copy), db=registry_copy) is None  # a price model
     # the sequential detectors: the day's returns and features as for any model; the error detector sees the log
     # loss of each served P(up) over the validation mean log loss
     from core import drift_watch, watch_inputs
@@ -155,6 +163,10 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
                                      days[-1], db=registry_copy)
     assert inputs.days == [f"{d:%Y-%m-%d}" for d in days[1:]]  # err[i]: the P(up) served the day before days[i]
     assert np.mean(inputs.err) * profile["error_scale"] == pytest.approx(log_loss(y, p, labels=[0, 1]))
+    # a model whose every served P(up) is above 1/2 is acting as "always up": Monitoring says so in words
+    with registry_copy.conn:
+        registry_copy.execute("UPDATE predictions SET p_up = 0.56 WHERE model_id = ?", [model_id])
+    assert f"called up on every one of its {len(served)} served days" in one_sided_warning(model_id, db=registry_copy)
     assert table.loc["always up", "days"] == len(scored)
     # Home: the direction model's own column, the same accuracy as sklearn's on its served days, beside always up
     from core.dashboard import load_dashboard
