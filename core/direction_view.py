@@ -83,9 +83,10 @@ def verdict(model: Mapping[str, Any]) -> tuple[str, str]:
     numbers = (f"Brier {m['brier']:.4f} vs {best['brier']:.4f} (skill {m['skill']:+.4f}), accuracy {m['accuracy']:.1%} "
                f"vs {best['accuracy']:.1%} over {m['n']} walk-forward days")
     if m["skill"] > 0 and m["accuracy_edge"] > 0:
-        return "success", f"{name} beats the better baseline, {baseline}: {numbers}."
-    return "warning", (f"{name} does not beat the better baseline, {baseline}: {numbers}. On daily prices 50-53 % "
-                       "accuracy is normal; treat its P(up) as close to a coin flip.")
+        return "success", (f"{name} is ahead of the better baseline by Brier score, {baseline}: {numbers}. "
+                           "Certification tests whether that is more than chance.")
+    return "warning", (f"{name} does not beat the better baseline by Brier score, {baseline}: {numbers}. On daily "
+                       "prices 50-53 % accuracy is normal; treat its P(up) as close to a coin flip.")
 
 
 def probability_cards(forecast: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[dict]:

@@ -207,15 +207,18 @@ def trained_summary(new_id: str, metrics: Mapping) -> tuple:
 
 
 def trained_message(new_id: str, mae: float, naive_mae: float, skill_value: float) -> str:
+    # point estimates on the walk-forward days: whether a gap is more than chance is certification's question
     if new_id.startswith(f"{direction.DIRECTION}_"):  # (id, accuracy, the better baseline's accuracy, Brier skill)
-        verdict = "beats" if skill_value > 0 else "does not beat"
+        side = "lower" if skill_value > 0 else "not lower"
         return (f"Registered **{escape_markdown(new_id)}** as a candidate: validation accuracy {mae:.1%} vs "
-                f"{naive_mae:.1%} for the better baseline (Brier skill {skill_value:+.4f}, {verdict} it). Its P(up) is "
-                "shown above. Review and deploy it on Model Management.")
-    verdict = "beats" if skill_value > 0 else "does not beat"
+                f"{naive_mae:.1%} for the better baseline by Brier score (Brier skill {skill_value:+.4f}: its Brier "
+                f"is {side} than that baseline's). Its P(up) is shown above. Certify it on Model Management to see "
+                "whether the gap is more than chance, then deploy.")
+    side = "lower" if skill_value > 0 else "not lower"
     # \$: two dollar signs in one markdown string would render the text between them as LaTeX
     return (f"Registered **{escape_markdown(new_id)}** as a candidate: validation MAE \\${mae:.3f} vs naive "
-            f"\\${naive_mae:.3f} (skill {skill_value:+.3f}, {verdict} naive). Review and deploy it on Model Management.")
+            f"\\${naive_mae:.3f} (skill {skill_value:+.3f}: its error is {side} than naive's on these days). Certify "
+            "it on Model Management to see whether the gap is more than chance, then deploy.")
 
 
 def model_management_link(model_id: str) -> dict:
