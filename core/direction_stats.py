@@ -94,6 +94,20 @@ def versus_baselines(model: dict[str, Any], baselines: dict[str, dict[str, Any]]
             "accuracy_edge": float(model["accuracy"] - max(b["accuracy"] for b in baselines.values()))}
 
 
+def paired_gap(model_losses: Any, baseline_losses: Any, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean of model - baseline loss per day, the t-interval of that mean at `level`, days): "beats" the
+    baseline is only said when the interval lies below 0. Days with either loss missing are dropped; with fewer
+    than 2 days the interval is NaN. Daily outcomes are close to independent, so a plain t-interval fits."""
+    from scipy import stats  # lazy: only the live verdict needs it
+
+    gap = np.asarray(model_losses, dtype=float) - np.asarray(baseline_losses, dtype=float)
+    gap = gap[np.isfinite(gap)]
+    if len(gap) < 2:
+        return (float(gap.mean()) if len(gap) else float("nan")), float("nan"), float("nan"), int(len(gap))
+    low, high = stats.ttest_1samp(gap, 0.0).confidence_interval(level)
+    return float(gap.mean()), float(low), float(high), int(len(gap))
+
+
 def reliability_table(y_true: np.ndarray, p_up: np.ndarray, n_bins: int = RELIABILITY_BINS) -> pd.DataFrame:
     """Equal-width bins of P(up): mean predicted probability, observed up rate and count per non-empty bin."""
     y = np.asarray(y_true, dtype=float)

@@ -18,7 +18,7 @@ import sqlite_utils
 
 from core.direction import DIRECTION, forecast_direction
 from core.direction_charts import confusion_figure, live_brier_figure, reliability_figure
-from core.direction_stats import belief_interval
+from core.direction_stats import belief_interval, paired_gap
 from core.market import MarketDataError, last_trading_day
 from core.metrics import calls_in_words, direction_calls, direction_live_summary
 from core.predict import InSampleForecastError, logged_forecast, predict
@@ -164,13 +164,17 @@ def monitoring_elements(metrics: pd.DataFrame, prices_scored: bool, window: int 
     for model_id, daily in direction.groupby("model_id"):
         table = direction_live_summary(daily)
         model, best = table.iloc[0], table.iloc[1:].sort_values("Brier").iloc[0]
-        beats = model["Brier"] < best["Brier"]
-        words = (f"{model_id} {'beats' if beats else 'does not beat'} the better baseline, {best['who']}, on live days: "
-                 f"Brier {model['Brier']:.4f} vs {best['Brier']:.4f}, accuracy {model['accuracy %']:.1f}% vs "
-                 f"{best['accuracy %']:.1f}% over {int(model['days'])} scored days; it "
+        prefix = {"always up": "always_up_", "same as today": "persistence_"}[best["who"]]
+        _, low, high, _ = paired_gap(daily["brier"], daily[f"{prefix}brier"])
+        judged = "beats" if high < 0 else "is worse than" if low > 0 else "is on par with"
+        words = (f"{model_id} {judged} the better baseline, {best['who']}, on live days: Brier {model['Brier']:.4f} vs "
+                 f"{best['Brier']:.4f} (daily gap 95% interval {low:+.4f} to {high:+.4f}), accuracy "
+                 f"{model['accuracy %']:.1f}% vs {best['accuracy %']:.1f}% over {int(model['days'])} scored days; it "
                  f"{calls_in_words(*direction_calls(str(model_id)))}.")
+        kind = "success" if judged == "beats" else "warning" if judged == "is worse than" else "info"
         elements += [("markdown", dict(body=f"**{escape_markdown(model_id)}**: served P(up), scored")),
-                     ("success" if beats else "warning", dict(body=escape_markdown(words))),
-                     ("dataframe", dict(data=table, hide_index=True, key=f"mon_dir_table_{model_id}")),
+                     (kind, dict(body=escape_markdown(words))),
+                     ("dataframe", dict(data=table.round({"accuracy %": 1, "Brier": 4, "log loss": 4}), hide_index=True,
+                                        key=f"mon_dir_table_{model_id}")),
                      ("plotly_chart", dict(figure_or_data=live_brier_figure(daily, window), key=f"mon_dir_brier_{model_id}"))]
     return elements

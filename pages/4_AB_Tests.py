@@ -12,8 +12,8 @@ from core.market import available_symbols, last_trading_day
 from core.store import action_guard, page_guard
 from core.text import escape_markdown
 
-st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="🧪", layout="wide")
-st.title("🧪 A/B Tests")
+st.set_page_config(page_title="A/B Tests · ML Stock Agent", page_icon="⚖️", layout="wide")
+st.title("⚖️ A/B Tests")
 st.caption(view.DECISION_CAPTION)
 st.expander(runbook.expander_label("ab")).markdown(runbook.section("ab"))  # each verdict: what it means, what to do
 for kind in ("success", "error"):  # flash messages are stored already escaped (see the module docstring)

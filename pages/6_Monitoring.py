@@ -9,8 +9,8 @@ from core.metrics import WIDTH_WINDOW_DAYS, metrics_frame, monitored_models, psi
 from core.store import page_guard
 from core.text import escape_markdown
 
-st.set_page_config(page_title="Monitoring · ML Stock Agent", page_icon="📈", layout="wide")
-st.title("📈 Monitoring")
+st.set_page_config(page_title="Monitoring · ML Stock Agent", page_icon="📊", layout="wide")
+st.title("📊 Monitoring")
 
 
 @st.cache_data(ttl=30)

@@ -201,3 +201,21 @@ def test_the_fast_p_up_is_sklearns_predict_proba(estimator):
     y = (rng.uniform(size=600) < 1 / (1 + np.exp(-X[:, 0]))).astype(int)
     model = calibrated(make_classifier(estimator, {"n_estimators": 20} if estimator == "xgb" else {}), X, y)
     np.testing.assert_allclose(up_probability(model, X[:50]), model.predict_proba(X[:50])[:, 1], rtol=1e-6, atol=1e-7)
+
+
+def test_the_live_verdicts_gap_is_the_t_interval_of_the_daily_loss_differences():
+    """Monitoring says a direction model "beats" a baseline only when this interval lies below 0."""
+    import math
+
+    from scipy import stats
+
+    from core.direction_stats import paired_gap
+
+    model = np.array([0.20, 0.25, 0.22, 0.30, 0.18, np.nan])
+    baseline = np.array([0.25, 0.25, 0.26, 0.28, 0.24, 0.25])
+    gap = model[:5] - baseline[:5]  # the day without a model loss is dropped
+    half = stats.t.ppf(0.975, 4) * gap.std(ddof=1) / math.sqrt(5)
+    mean, low, high, days = paired_gap(model, baseline)
+    assert (mean, days) == (pytest.approx(gap.mean()), 5)
+    assert low == pytest.approx(gap.mean() - half) and high == pytest.approx(gap.mean() + half)
+    assert math.isnan(paired_gap([0.2], [0.1])[1])  # one day: no interval, so no verdict

@@ -170,8 +170,12 @@ def test_monitoring_drift_and_ab_pages_with_a_direction_model(registry_copy):
     assert not mon.exception
     table = next(d.value for d in mon.dataframe if "who" in d.value.columns)
     assert list(table["who"]) == ["model", "always up", "same as today"] and table["days"].iloc[0] == len(days) - 1
-    words = [w.value for w in mon.warning] + [s.value for s in mon.success]
-    assert any("the better baseline" in w and "Brier" in w for w in words)
+    # "beats" (green) or "is worse than" (amber) only when the daily Brier gap's 95% interval excludes 0, else on par
+    said = {kind: [e.value for e in getattr(mon, kind) if "the better baseline" in e.value]
+            for kind in ("success", "warning", "info")}
+    [(kind, [sentence])] = [(kind, found) for kind, found in said.items() if found]
+    assert "daily gap 95% interval" in sentence and "Brier" in sentence
+    assert kind == ("success" if " beats " in sentence else "warning" if " is worse than " in sentence else "info")
 
     drift_page = page_app("pages/3_Drift.py", 120)
     drift_page.query_params["model"] = model_id
