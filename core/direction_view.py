@@ -26,7 +26,8 @@ from core.registry import RegistryError, deployed_model, list_models
 from core.store import action_guard
 from core.text import escape_markdown
 
-BASELINE_NAMES = {"always_up": "always up (majority class)", "persistence": "same as today (persistence)"}
+BASELINE_NAMES = {  # "always up" is the majority class of the days it learnt from: down where those fell more often
+    "always_up": "always up (majority class of its training days)", "persistence": "same as today (persistence)"}
 
 
 def latest_direction_model(symbol: str, db: sqlite_utils.Database | None = None) -> dict | None:

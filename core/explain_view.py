@@ -103,9 +103,17 @@ def shap_progress(model_id: str, start: str, end: str) -> str:
     return f"Computing SHAP values for {model_id}, {start} to {end}…"
 
 
-def window_caption(model_id: str, n_days: int, start: str, end: str, stored: bool = False) -> str:
+def window_caption(model_id: str, n_days: int, start: str, end: str, stored: bool = False,
+                   train_end: str | None = None) -> str:
+    """What the explained window is, and whether the model was trained on it: importance on the training days
+    says how the model fits them, not how it reasons on days it has not seen."""
+    sample = ""
+    if train_end and start <= train_end:
+        where = "inside" if end <= train_end else "partly inside"
+        sample = (f" In-sample: these days are {where} its training window (to {train_end}); pick days after it to "
+                  "see how it reasons on data it has not seen.")
     return (f"SHAP values of {escape_markdown(model_id)}: {n_days:,} trading days, {start} to {end}."
-            + (f" {STORED_NOTE}" if stored else ""))
+            + (f" {STORED_NOTE}" if stored else "") + sample)
 
 
 def day_cards(summary: Mapping) -> list[dict]:

@@ -80,7 +80,8 @@ else:
         permutation, permutation_error = cached_permutation(model_id, sha[model_id], start, end)
 values, X = explanation.shap, explanation.X
 rows, sampled_note = explain.summary_rows(explanation)
-st.caption(kind["caption"] + " " + view.window_caption(model_id, len(explanation.frame), start, end, use_stored))
+st.caption(kind["caption"] + " " + view.window_caption(model_id, len(explanation.frame), start, end, use_stored,
+                                                            candidates[model_id]["train_end"]))
 if sampled_note:
     st.caption(sampled_note)
 

@@ -41,7 +41,7 @@ def test_forecast_trains_a_direction_model_and_shows_p_up(registry_copy):
     assert any("the better baseline" in w for w in words)
     table = next(d.value for d in at.dataframe if "who" in d.value.columns and "Brier" in d.value.columns)
     assert list(table["who"]) == ["model (calibrated)", "model before calibration", "logistic regression",
-                                  "always up (majority class)", "same as today (persistence)"]
+                                  "always up (majority class of its training days)", "same as today (persistence)"]
     assert table["accuracy"].between(0.3, 0.7).all()
     charts = [c for c in at.get("plotly_chart")]
     assert len(charts) >= 3  # prices, reliability diagram, confusion matrix

@@ -31,6 +31,8 @@ def test_global_tab_shows_beeswarm_importance_and_downloads(demo_registry):
     titles = _chart_titles(at)
     assert {"SHAP summary", "Mean |SHAP|", "Permutation importance on this window"} <= set(titles)
     assert {"⬇ model_card.md", "⬇ importance.csv", "⬇ importance.json"} <= set(_downloads(at))
+    train_end = registry.get_model(demo_registry["AAPL"])["train_end"]  # the stored window is the training one's tail
+    assert any(f"In-sample: these days are inside its training window (to {train_end})" in c.value for c in at.caption)
 
 
 def test_local_tab_waterfall_units_and_lime(demo_registry):
@@ -70,6 +72,7 @@ def test_long_range_is_capped_for_the_summary_plots_and_the_range_follows_the_mo
     picker.set_value((date(2000, 6, 1), date(2013, 3, 1))).run()
     assert not at.exception and not at.error
     assert any(f"{SUMMARY_MAX_ROWS:,} of the window's" in c.value for c in at.caption)
+    assert any("partly inside its training window" in c.value for c in at.caption)  # 2000-2013 spans it
     beeswarm = next(c for c in at.get("plotly_chart") if "SHAP summary" in c.proto.spec)
     points = sum(len(trace.get("x", [])) for trace in json.loads(beeswarm.proto.spec)["data"])
     assert points <= SUMMARY_MAX_ROWS * 15
