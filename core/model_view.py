@@ -98,7 +98,10 @@ def model_facts(model: dict) -> pd.DataFrame:
         "trained on": f"{model['train_start']} → {model['train_end']} ({metrics.get('data_source', '')})",
         "validation window": f"{metrics['validation_start']} → {metrics['validation_end']} "
                              f"({metrics['n']} days, {len(metrics['fold_skill'])} walk-forward folds)",
-        "per-fold skill": ", ".join(f"{s:+.3f}" for s in metrics["fold_skill"]),
+        # a direction model's fold_skill is its accuracy minus the better baseline's, in points (certification's)
+        ("per-fold accuracy edge over the better baseline" if metrics.get("kind") == DIRECTION
+         else "per-fold skill vs naive"): ", ".join(
+            f"{100 * s:+.1f} pts" if metrics.get("kind") == DIRECTION else f"{s:+.3f}" for s in metrics["fold_skill"]),
         "feature signature": model["feature_signature"],
         "artifact": f"{model['artifact_path']} (sha256 {model['artifact_sha256']})",
         "features": ", ".join(model["features"]),

@@ -66,6 +66,11 @@ def test_model_management_lists_both_kinds_and_certifies_a_classifier(registry_c
     assert price_rows["MAE $"].notna().all() and price_rows["accuracy %"].isna().all()
     labels = [m.label for m in mm.metric]
     assert "Validation accuracy" in labels and "Calibration error (ECE)" in labels
+    from core.model_view import model_facts
+
+    facts = model_facts(get_model(model_id, db=registry_copy)).set_index("fact")["value"]
+    edges = get_model(model_id, db=registry_copy)["metrics"]["fold_skill"]  # accuracy minus the better baseline's
+    assert facts["per-fold accuracy edge over the better baseline"] == ", ".join(f"{100 * e:+.1f} pts" for e in edges)
     assert not mm.button(key="mm_deploy").disabled  # a classifier deploys too (test_deploy_and_serve_...)
     assert get_model(model_id, db=registry_copy)["status"] == "candidate"
     mm.button(key="mm_drift_check").click().run()  # trained up to the last day: no day after it to check yet
