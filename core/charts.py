@@ -218,9 +218,12 @@ def psi_history_figure(history: pd.DataFrame, threshold: float = 0.25, moderate:
         marker=dict(size=8, color=[SEVERITY_COLORS.get(s, PALETTE["muted"]) for s in history["severity"]]),
         text=history["severity"], hovertemplate="%{x|%Y-%m-%d}: PSI %{y:.3f} (%{text})<extra></extra>",
     ))
-    fig.add_hline(y=threshold, line_dash="dash", line_color=PALETTE["bad"], annotation_text=f"significant {threshold}")
-    fig.add_hline(y=moderate, line_dash="dot", line_color=PALETTE["warn"], annotation_text=f"moderate {moderate}")
-    return apply_layout(fig, "PSI over time", height=300, yaxis_title="PSI")
+    fig.add_hline(y=threshold, line_dash="dash", line_color=PALETTE["bad"], annotation_text=f"PSI test {threshold}")
+    fig.add_hline(y=moderate, line_dash="dot", line_color=PALETTE["warn"], annotation_text=f"moderate {moderate}",
+                  annotation_position="bottom right")  # apart from the other label, which sits above its line
+    fig = apply_layout(fig, "PSI over time", height=300, yaxis_title="largest feature PSI (log scale)")
+    fig.update_yaxes(type="log")  # rolling features reach PSIs of several units: a linear axis flattens the bands
+    return fig
 
 
 def alerts_timeline_figure(alerts: pd.DataFrame) -> go.Figure:

@@ -117,6 +117,10 @@ with tab_drift:
                 continue
             st.plotly_chart(charts.psi_history_figure(group, settings.drift_psi_threshold, settings.drift_psi_moderate)
                             .update_layout(title=f"{name}: PSI over time"), key=f"mon_psi_{name}")
+        st.caption("Marker colour = the check's verdict. PSI alone does not decide it: a feature drifts when its PSI "
+                   f"reaches {settings.drift_psi_threshold:g}, its KS test is significant, and its PSI is unusual even "
+                   "for its own training window (PSI p). Daily rolling features routinely reach PSIs of several units "
+                   "in a calm market, so a large PSI can still be green. The Drift page shows each feature's three tests.")
 with tab_alerts:
     shown = alerts.alerts_frame(symbol=symbol_arg, model_id=model_arg)
     st.expander(runbook.expander_label("alerts")).markdown(runbook.section("alerts"))  # each kind: its fix
