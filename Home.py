@@ -62,6 +62,7 @@ st.dataframe(  # the columns an analyst acts on come first and fit 1400 px; the 
                                                       help="1 − MAE_model / MAE_naive over the last 30 scored days"),
         "verdict": st.column_config.TextColumn(width="medium"),
         "certification": st.column_config.TextColumn(width="medium"),
+        "drift checked": st.column_config.TextColumn(width="small"),
         TREND_COLUMN: st.column_config.LineChartColumn(help=f"{SPARK_WINDOW}-day rolling MAE of the deployed model"),
         f"direction accuracy ({LIVE_DAYS} d)": st.column_config.TextColumn(
             help="The deployed direction model's share of correct up/down calls over its last scored days, beside "
@@ -72,7 +73,8 @@ st.caption(f"Live error: the deployed model's own served predictions of its last
            "out of sample (\"no live history yet\" until it has some; a predecessor's forecasts never count). Skill = "
            "1 − MAE_model / MAE_naive, where naive says tomorrow's close = today's; \"beats\" or \"worse than naive\" only "
            "when a paired test's 95% interval of the daily $ gain excludes 0, else \"on par\". Certification: five robustness "
-           "checks on Model Management; \"(override)\" means the model went live without passing them.")
+           "checks on Model Management; \"(override)\" means the model went live without passing them. Scroll the table "
+           "right for the direction model's live accuracy, the \\$ errors, the error trend and the data span.")
 t1, t2, t3 = st.columns(3)
 link("pages/1_Forecast.py", "Forecast a ticker or train a model", where=t1)
 link("pages/2_Model_Management.py", "Certify, deploy or roll back a model", where=t2)
