@@ -89,9 +89,8 @@ def summary_cards(analysis) -> list[dict]:
     return [
         dict(label="Status", value=exp["status"], delta=f"{exp['start_date']} → {exp['end_date']}", **quiet),
         dict(label="Winner", value=f"arm {analysis.winner}" if analysis.winner else "none yet", delta=winner_note, **quiet),
-        dict(label="Improvement (observed)", value=improvement_value, **quiet,
-             delta=improvement if analysis.significant or improvement == NOT_ENOUGH
-             else f"{improvement}; not significant: may be chance"),
+        dict(label="Improvement (observed)", value=improvement_value, **quiet, help=improvement,
+             delta=improvement if analysis.significant or improvement == NOT_ENOUGH else "not significant: may be chance"),
         sample_ratio_card(exp, result),
     ]
 
@@ -100,8 +99,8 @@ def sample_ratio_card(experiment: Mapping, result) -> dict:
     """The sample-ratio card: a shadow test sends every request to both arms, so there is no ratio to check;
     a split test's chi-square p of the served counts against the configured split, or "no traffic yet"."""
     if experiment["shadow"]:
-        return dict(label="Sample ratio", value="n/a", delta="shadow test: both arms score every request",
-                    delta_color="off", delta_arrow="off")
+        return dict(label="Sample ratio", value="n/a", delta="shadow test", delta_color="off", delta_arrow="off",
+                    help="A shadow test scores both arms on every request: there is no traffic split to check.")
     return dict(label="Sample ratio", value="MISMATCH" if result.srm_flag else "OK" if result.srm_p is not None else "—",
                 delta=f"chi-square p = {result.srm_p:.3g}" if result.srm_p is not None else "no traffic yet",
                 delta_color="red" if result.srm_flag else "off", delta_arrow="off")

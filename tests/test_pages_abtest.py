@@ -28,9 +28,9 @@ def test_page_shows_demo_tests_and_decision(registry_copy):
     rendered = " ".join(table.astype(str).to_numpy().ravel())
     assert "inf" not in rendered.lower() and "nan" not in rendered.lower()  # "not enough data" instead
     improvement = next(m for m in at.metric if m.label == "Improvement (observed)")
-    assert "nan" not in improvement.value and " lower than arm " in improvement.delta or "not enough data" in improvement.value
+    assert "nan" not in improvement.value and " lower than arm " in improvement.help or "not enough data" in improvement.value
     winner = next(m for m in at.metric if m.label == "Winner")
-    assert ("not significant: may be chance" in improvement.delta) == (winner.delta == "not significant")
+    assert (improvement.delta == "not significant: may be chance") == (winner.delta == "not significant")
     ratio = next(m for m in at.metric if m.label == "Sample ratio")
     from core.abtest import get_experiment
 
