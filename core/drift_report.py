@@ -246,9 +246,19 @@ def what_moved(record: Mapping) -> str:
 
 
 def reason(record: Mapping) -> str:
-    """The verdict's line: "changed since <onset>: <signal> (<detector>, statistic X vs threshold H)"."""
+    """The verdict's line: "changed since <onset>: <signal> (<detector>, statistic X vs threshold H; alarm on
+    <first alarm>[, latest <day>])", the same dates as `in_words` (a record without episode dates: its own day)."""
+    first = record.get("first_alarm_day", record["alarm_day"])
+    latest = f", latest {record['alarm_day']}" if record["alarm_day"] != first else ""
     return (f"changed since {record['onset_day']}: {what_moved(record)} ({record['detector']}, statistic "
-            f"{record['statistic']:.2f} vs threshold {record['threshold']:.2f}; alarm on {record['alarm_day']})")
+            f"{record['statistic']:.2f} vs threshold {record['threshold']:.2f}; alarm on {first}{latest})")
+
+
+def days_later(record: Mapping) -> str:
+    """How long after the onset the first alarm came, in trading days: "the same day", "1 trading day later".
+    (`delay_days` counts both ends, 1 = the same day, as the bench's detection delays do.)"""
+    later = int(record["delay_days"]) - 1
+    return "the same day" if later <= 0 else f"{later} trading day{'s' if later != 1 else ''} later"
 
 
 def in_words(records: Sequence[Mapping]) -> str:
@@ -262,9 +272,8 @@ def in_words(records: Sequence[Mapping]) -> str:
     onset = pd.Timestamp(ordered[0]["onset_day"])
 
     def dated(r: Mapping) -> str:
-        delay, latest = r["delay_days"], (f"; latest {r['alarm_day']}" if r["alarm_day"] != r["first_alarm_day"] else "")
-        return (f"{what_moved(r)} (since {r['onset_day']}, alarm on {r['first_alarm_day']}, {delay} trading "
-                f"day{'s' if delay != 1 else ''} later{latest})")
+        latest = f"; latest {r['alarm_day']}" if r["alarm_day"] != r["first_alarm_day"] else ""
+        return f"{what_moved(r)} (since {r['onset_day']}, alarm on {r['first_alarm_day']}, {days_later(r)}{latest})"
 
     earliest = " (the earliest onset)" if len(ordered) > 1 else ""
     return f"Changed since {onset:%A} {onset.day} {onset:%B %Y}{earliest}: " + "; ".join(dated(r) for r in ordered) + "."

@@ -137,8 +137,9 @@ def episode_table(episodes: list[Mapping]) -> pd.DataFrame:
     what moved (naming the feature), when it started, when it alarmed first and last, and the evidence."""
     rows = [{"what changed": what_moved(e), "detector": e["detector"], "onset (estimated)": e["onset_day"],
              "first alarm": e["first_alarm_day"], "latest alarm": e["alarm_day"], "alarm days": e["n_alarms"],
-             "days onset → alarm": e["delay_days"],
-             "evidence": f"statistic {e['statistic']:.2f} vs threshold {e['threshold']:.2f}"} for e in episodes]
+             "trading days onset → alarm": int(e["delay_days"]) - 1,  # 0: the same day
+             "evidence": f"statistic {e['statistic']:.2f} vs threshold {e['threshold']:.2f} "
+                         f"({e['statistic'] / e['threshold']:.2f}× the threshold)"} for e in episodes]
     columns = ["what changed", "detector", "onset (estimated)", "first alarm", "latest alarm", "alarm days",
-               "days onset → alarm", "evidence"]
+               "trading days onset → alarm", "evidence"]
     return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)

@@ -127,7 +127,8 @@ else:
     close = load_prices(symbol, start=watch["as_of"].min(), end=watch["as_of"].max())["close"]
     last = f"{watch['as_of'].max():%Y-%m-%d}"
     if current:
-        st.warning(escape_markdown(drift_watch.in_words(current)))
+        st.warning(f"Alarms of the last {drift_watch.HOLD_DAYS} trading days to {last} (older episodes: the table "
+                   f"below). {escape_markdown(drift_watch.in_words(current))}")
     else:
         st.success(f"No sequential alarm in the last {drift_watch.HOLD_DAYS} trading days up to {last}.")
     st.caption("CUSUM detectors on the daily innovations (the day's return, the model's error, each feature's change), "

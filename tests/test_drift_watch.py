@@ -205,11 +205,19 @@ def test_the_verdict_in_words_gives_each_detector_its_own_dates():
              "onset_day": "2018-12-18", "first_alarm_day": "2018-12-20", "alarm_day": "2018-12-20", "delay_days": 3}
     words = in_words([error, volatility])
     assert words.startswith("Changed since Wednesday 10 October 2018 (the earliest onset): the volatility")
-    assert ("volatility of daily returns rose (since 2018-10-10, alarm on 2018-11-07, 20 trading days later; "
+    # delay_days counts both ends (1 = the same day): 20 is 19 trading days later
+    assert ("volatility of daily returns rose (since 2018-10-10, alarm on 2018-11-07, 19 trading days later; "
             "latest 2018-12-24); the model error / its validation mean rose (since 2018-12-18, alarm on 2018-12-20, "
-            "3 trading days later).") in words
+            "2 trading days later).") in words
     assert in_words([error]).startswith("Changed since Tuesday 18 December 2018: the model error")
+    same_day = error | {"onset_day": "2018-12-20", "delay_days": 1}
+    assert "(since 2018-12-20, alarm on 2018-12-20, the same day)" in in_words([same_day])
     assert in_words([]) == ""
+    # the verdict's reason line names the same first alarm, then the latest
+    from core.drift_report import reason
+
+    assert reason(volatility | {"statistic": 16.7, "threshold": 16.1}).endswith(
+        "alarm on 2018-11-07, latest 2018-12-24)")
 
 
 def test_a_step_in_returns_alarms_with_the_exact_onset(registry_copy):
@@ -303,18 +311,21 @@ def test_daily_cycle_advances_all_models_in_one_batched_update_equal_to_one_at_a
 
 
 def test_drift_page_shows_the_detectors_and_changed_since(error_jump):
+    from core import drift_watch
+
     db, model, onset, alarm_day, days = error_jump
     at = page_app("pages/3_Drift.py").run()  # as the multipage app: the page links to Model Management
     assert not at.exception
     at.selectbox(key="drift_symbol").set_value("AAPL").run()
     at.selectbox(key="drift_model").set_value(model["model_id"]).run()
-    assert any(w.value.startswith("Changed since") for w in at.warning)  # the current alarm, in words
+    current = [w.value for w in at.warning if "Changed since" in w.value]  # the current alarm, in words
+    assert len(current) == 1 and current[0].startswith(f"Alarms of the last {drift_watch.HOLD_DAYS} trading days")
     assert len(at.get("plotly_chart")) >= 2  # detector small multiples, onset on the price
     at.date_input(key=f"drift_as_of_{model['model_id']}").set_value(pd.Timestamp(alarm_day).date())
     at.button[0].click().run()
     assert not at.exception
     assert any(f"changed since {onset}" in m.value.replace("\\", "") for m in at.markdown)  # the verdict's reason
-    assert sum(w.value.startswith("Changed since") for w in at.warning) == 2
+    assert sum("Changed since" in w.value for w in at.warning) == 2  # the verdict's and the detectors' section
 
 
 def test_drift_page_without_state_says_how_to_get_it(registry_copy):
