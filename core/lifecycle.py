@@ -90,7 +90,8 @@ def retrain_summary(symbol: str, outcome: dict) -> dict:
     gate, challenger = outcome["gate"], outcome.get("challenger_id")
     fate = {"validating": f"deployed {challenger}; it is watched for the validation window",
             "testing": f"put {challenger} in a shadow A/B test against the champion (it passed the validation gate)",
-            "rejected": f"rejected {challenger}: the validation gate {gate.reason}; the champion stays deployed",
+            "rejected": f"rejected {challenger} at the validation gate: {gate.reason.removeprefix('rejected: ')}; the "
+                        "champion stays deployed",
             "superseded": outcome["decision"]}.get(outcome["status"], outcome["decision"])
     return {"symbol": symbol, "challenger_id": challenger, "deployed": outcome["status"] == "validating",
             "message": f"Retrain Now {fate}.",
@@ -243,7 +244,7 @@ def certify_for_page(model_id: str, progress: Progress) -> tuple[str | None, str
     if result.certified:
         return f"{model_id}: certified ({result.seconds:.1f} s).", None
     failed = ", ".join(check.label for check in result.checks if not check.passed)
-    return f"{model_id}: not certified ({result.seconds:.1f} s); failed: {failed}. The checklist below has the numbers.", None
+    return f"{model_id}: not certified ({result.seconds:.1f} s); failed: {failed}. The Certification tab has the numbers.", None
 
 
 def retrain_for_page(symbol: str, as_of, progress: Progress) -> tuple[dict | None, str | None]:

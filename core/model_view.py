@@ -245,13 +245,12 @@ def number_columns(number_column: Callable[..., Any]) -> dict[str, Any]:
     return {column: number_column(format=fmt, help=text) for column, (fmt, text) in TABLE_FORMATS.items()}
 
 
-GATE_FORMATS = {  # the Retrain Now gate table: $ like the rest of the page, the margin in %
-    "challenger_mae": ("$%.3f", "MAE of the challenger on the holdout days, $"),
-    "champion_mae": ("$%.3f", "MAE of the deployed model on the same days, $"),
-    "naive_mae": ("$%.3f", "MAE of naive (tomorrow = today) on the same days, $"),
+GATE_FORMATS = {  # the Retrain Now gate table (`core.lifecycle.retrain_summary`): $ like the rest of the page, margin in %
+    "challenger MAE $": ("$%.3f", "MAE of the challenger on the holdout days"),
+    "champion MAE $": ("$%.3f", "MAE of the deployed model on the same days"),
+    "naive MAE $": ("$%.3f", "MAE of naive (tomorrow = today) on the same days"),
     "margin": ("percent", "How much lower than the champion's the challenger's MAE must be"),
-    "holdout_days": ("%d", "Days out of sample for both models"),
-    "champion_in_sample_days": ("%d", "Recent days left out: the champion was trained on them"),
+    "holdout days": ("%d", "Days out of sample for both models"),
 }
 
 

@@ -208,7 +208,7 @@ def retrain(champion_id: str, as_of, trigger: str = "manual", reason: str = "", 
                 _close_job(db, job_id, "rejected", gate.reason, outcome, challenger_id, actor)
                 reject(challenger_id, f"the validation gate {gate.reason}", actor=actor, db=db)
             raise_alert(champion_id, "retrain_rejected", "info", f"Challenger {challenger_id} {gate.reason}.", day, db=db)
-            notify(1.0, f"Challenger {challenger_id} rejected: {gate.reason}")
+            notify(1.0, f"Challenger {challenger_id} {gate.reason}")  # the reason starts "rejected: ..."
             return {**result, "status": "rejected", "decision": gate.reason}
         testing = open_test is not None and settings.challenger_ab_test
         step(0.9, f"Opening the shadow A/B test of {challenger_id}" if testing else f"Deploying {challenger_id}")

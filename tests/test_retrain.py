@@ -295,3 +295,16 @@ def test_retrain_failing_at_deploy_keeps_the_champion(champion, fresh_db, monkey
     assert len(candidates) == 1 and candidates[0]["parent_id"] == champion
     assert job["status"] == "failed" and job["challenger_id"] == candidates[0]["model_id"]
     assert get_model(champion)["status"] == "deployed"
+
+
+def test_the_retrain_summary_speaks_once_and_its_gate_table_is_formatted():
+    """The page's words say "rejected" once, and every gate column the page shows has a $ / % format."""
+    from core.lifecycle import retrain_summary
+    from core.model_view import GATE_FORMATS
+    from core.retrain import GateResult
+
+    gate = GateResult(False, 32.467, 32.968, 31.9, 0.02, 60, "2018-10-04", "2018-12-31", 0,
+                      "rejected: does not beat the champion by 2% ($32.467 vs $32.968) over 60 days")
+    summary = retrain_summary("^GSPC", {"gate": gate, "challenger_id": "rf_v2", "status": "rejected", "decision": ""})
+    assert summary["message"].count("rejected") == 1 and "does not beat the champion by 2%" in summary["message"]
+    assert set(GATE_FORMATS) == set(summary["gate"]) - {"passed"}
