@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.charts import PALETTE, apply_layout
+from core.charts import PALETTE, apply_layout, log_hline
 
 
 # --- A/B tests (issue: A/B tests): cumulative MAE per arm, error distributions, samples, significance ---
@@ -66,7 +66,7 @@ def ab_significance_figure(track: pd.DataFrame, alpha: float) -> go.Figure:
                                  line=dict(color=color, width=3)))
         fig.add_trace(go.Scatter(x=x, y=rows["p_fixed"], mode="lines", name=f"{name}: t-test p (if peeked)",
                                  line=dict(color=color, width=1, dash="dot")))
-    fig.add_hline(y=alpha, line_dash="dash", line_color=PALETTE["bad"], annotation_text=f"alpha {alpha:.3g}")
+    log_hline(fig, alpha, f"alpha {alpha:.3g}", PALETTE["bad"])
     fig = apply_layout(fig, "Significance tracker", height=320, yaxis_title="p-value")
     fig.update_yaxes(type="log", range=[-4, 0.05])
     return fig

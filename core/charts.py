@@ -177,7 +177,7 @@ def latency_figure(metrics: pd.DataFrame) -> go.Figure:
             ("latency_p95", "P95", PALETTE["warn"], 3, "dash", "diamond"),
             ("latency_p50", "P50", PALETTE["good"], 1.5, "dot", "circle"))
     ])
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick="D2")  # 2 and 5 between the powers of ten, not every digit (they overlapped)
     return apply_layout(fig, "Latency percentiles", height=300, yaxis_title="ms")
 
 
@@ -210,6 +210,16 @@ def rolling_accuracy_figure(metrics: pd.DataFrame, window: int = 20) -> go.Figur
     return apply_layout(fig, "Rolling accuracy vs naive", height=320, yaxis_title="MAE ($)")
 
 
+def log_hline(fig: go.Figure, y: float, text: str, color: str, dash: str = "dash", below: bool = False) -> go.Figure:
+    """A horizontal line at `y` on a log y-axis with its label on the line. Plotly places an hline's own
+    annotation in linear units, so on a log axis the label floats away from its line; a layout annotation
+    on a log axis takes log10(y)."""
+    fig.add_hline(y=y, line_dash=dash, line_color=color, line_width=1)
+    fig.add_annotation(x=1, xref="paper", y=float(np.log10(y)), yref="y", text=text, showarrow=False,
+                       xanchor="right", yanchor="top" if below else "bottom", font=dict(color=color, size=11))
+    return fig
+
+
 def psi_history_figure(history: pd.DataFrame, threshold: float = 0.25, moderate: float = 0.10) -> go.Figure:
     """Largest feature PSI per drift check, coloured by the check's severity, with the PSI bands."""
     fig = go.Figure(go.Scatter(
@@ -218,11 +228,10 @@ def psi_history_figure(history: pd.DataFrame, threshold: float = 0.25, moderate:
         marker=dict(size=8, color=[SEVERITY_COLORS.get(s, PALETTE["muted"]) for s in history["severity"]]),
         text=history["severity"], hovertemplate="%{x|%Y-%m-%d}: PSI %{y:.3f} (%{text})<extra></extra>",
     ))
-    fig.add_hline(y=threshold, line_dash="dash", line_color=PALETTE["bad"], annotation_text=f"PSI test {threshold}")
-    fig.add_hline(y=moderate, line_dash="dot", line_color=PALETTE["warn"], annotation_text=f"moderate {moderate}",
-                  annotation_position="bottom right")  # apart from the other label, which sits above its line
+    log_hline(fig, threshold, f"PSI test {threshold:g}", PALETTE["bad"])
+    log_hline(fig, moderate, f"moderate {moderate:g}", PALETTE["warn"], dash="dot", below=True)  # apart from the other
     fig = apply_layout(fig, "PSI over time", height=300, yaxis_title="largest feature PSI (log scale)")
-    fig.update_yaxes(type="log")  # rolling features reach PSIs of several units: a linear axis flattens the bands
+    fig.update_yaxes(type="log", dtick=1)  # rolling features reach PSIs of several units; ticks at 0.1, 1, 10
     return fig
 
 

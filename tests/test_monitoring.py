@@ -193,3 +193,19 @@ def test_psi_history_reads_the_real_drift_reports(registry_copy, demo_registry):
                                    "WHERE m.symbol = 'AAPL'").fetchone()[0]
     assert len(history) == stored > 0  # the demo backfills weekly checks
     assert history["max_psi"].notna().all() and (history["max_psi"] >= 0).all()
+
+
+def test_threshold_labels_sit_on_their_lines_on_a_log_axis():
+    """Plotly places an hline's own label in linear units; on a log axis it floated away from its line."""
+    import math
+
+    import pandas as pd
+
+    from core.charts import psi_history_figure
+
+    history = pd.DataFrame({"as_of": pd.to_datetime(["2018-01-05", "2018-01-12"]), "max_psi": [8.3, 4.1],
+                            "severity": ["none", "moderate"]})
+    fig = psi_history_figure(history, threshold=0.25, moderate=0.10)
+    labels = {a.text: a.y for a in fig.layout.annotations if a.text and a.text.startswith(("PSI test", "moderate"))}
+    assert labels == {"PSI test 0.25": math.log10(0.25), "moderate 0.1": math.log10(0.10)}
+    assert {shape.y0 for shape in fig.layout.shapes} == {0.25, 0.10} and fig.layout.yaxis.type == "log"
