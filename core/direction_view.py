@@ -166,13 +166,18 @@ def monitoring_elements(metrics: pd.DataFrame, prices_scored: bool, window: int 
         table = direction_live_summary(daily)
         model, best = table.iloc[0], table.iloc[1:].sort_values("Brier").iloc[0]
         prefix = {"always up": "always_up_", "same as today": "persistence_"}[best["who"]]
-        _, low, high, _ = paired_gap(daily["brier"], daily[f"{prefix}brier"])
+        _, low, high, _ = paired_gap(daily["brier"], daily[f"{prefix}brier"])  # lower Brier is better
+        _, acc_low, acc_high, _ = paired_gap(daily["accuracy"], daily[f"{prefix}accuracy"])  # higher is better
         judged = "beats" if high < 0 else "is worse than" if low > 0 else "is on par with"
-        words = (f"{model_id} {judged} the better baseline, {best['who']}, on live days: Brier {model['Brier']:.4f} vs "
-                 f"{best['Brier']:.4f} (daily gap 95% interval {low:+.4f} to {high:+.4f}), accuracy "
-                 f"{model['accuracy %']:.1f}% vs {best['accuracy %']:.1f}% over {int(model['days'])} scored days; it "
-                 f"{calls_in_words(*direction_calls(str(model_id)))}.")
-        kind = "success" if judged == "beats" else "warning" if judged == "is worse than" else "info"
+        calls = "fewer" if acc_high < 0 else "more" if acc_low > 0 else None
+        words = (f"{model_id} {judged} the better baseline by Brier score, {best['who']}, on live days: Brier "
+                 f"{model['Brier']:.4f} vs {best['Brier']:.4f} (daily gap 95% interval {low:+.4f} to {high:+.4f}). "
+                 f"Accuracy {model['accuracy %']:.1f}% vs {best['accuracy %']:.1f}% (gap 95% interval {acc_low:+.1f} to "
+                 f"{acc_high:+.1f} points"
+                 + (f": credibly {calls} right calls" if calls else ": not distinguishable") +
+                 f") over {int(model['days'])} scored days; it {calls_in_words(*direction_calls(str(model_id)))}.")
+        worse = judged == "is worse than" or calls == "fewer"
+        kind = "warning" if worse else "success" if judged == "beats" else "info"
         elements += [("markdown", dict(body=f"**{escape_markdown(model_id)}**: served P(up), scored")),
                      (kind, dict(body=escape_markdown(words))),
                      ("dataframe", dict(data=table.round({"accuracy %": 1, "Brier": 4, "log loss": 4}), hide_index=True,

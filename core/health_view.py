@@ -147,11 +147,11 @@ def one_sided_warning(model_id: str | None, db: sqlite_utils.Database | None = N
     up, served = direction_calls(model_id, db)
     if served < 2 or 0 < up < served:
         return None
-    side = "up" if up else "down"
+    side, stayed = ("up", "above") if up else ("down", "below")
     return (f"{model_id} called {side} on every one of its {served} served days: it is acting as \"always {side}\" "
-            f"(its P(up) never crossed 50 %), so its accuracy is that baseline's by construction. Its probabilities "
-            "may still carry information (Brier, log loss on the Accuracy tab); a model that should call both ways "
-            "needs retraining or other features.")
+            f"(its P(up) stayed {stayed} 50 % every day), so its accuracy is that baseline's by construction. Whether "
+            "its probabilities add anything shows in its Brier score and log loss against the baselines (Accuracy "
+            "tab); a model that should call both ways needs retraining or other features.")
 
 
 def skill_card(model_id: str | None, db: sqlite_utils.Database | None = None) -> dict:
