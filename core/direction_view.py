@@ -20,7 +20,7 @@ from core.direction import DIRECTION, forecast_direction
 from core.direction_charts import confusion_figure, live_brier_figure, reliability_figure
 from core.direction_stats import belief_interval, paired_gap
 from core.market import MarketDataError, last_trading_day
-from core.metrics import calls_in_words, direction_calls, direction_live_summary
+from core.metrics import calls_in_words, direction_calls, direction_live_summary, one_sided_warning
 from core.predict import InSampleForecastError, logged_forecast, predict
 from core.registry import RegistryError, deployed_model, list_models
 from core.store import action_guard
@@ -138,6 +138,8 @@ def direction_section(symbol: str, day, db: sqlite_utils.Database | None = None,
     except (MarketDataError, RegistryError) as exc:
         section.elements.append(("error", dict(body=escape_markdown(f"Cannot compute P(up) for {symbol}: {exc}"))))
     kind, words = verdict(model)
+    if one_sided := one_sided_warning(model["model_id"], db):  # live: the same call every day (validation hides it)
+        section.elements.append(("warning", dict(body=escape_markdown(one_sided))))
     section.elements += [
         (kind, dict(body=words)),
         ("dataframe", dict(data=comparison_table(m), hide_index=True, key="fc_dir_table")),

@@ -138,22 +138,6 @@ def direction_skill_card(model_id: str, db: sqlite_utils.Database | None = None)
                     "(lower is better); the accuracy tab has every day."}
 
 
-def one_sided_warning(model_id: str | None, db: sqlite_utils.Database | None = None) -> str | None:
-    """Words when a direction model made the same call on every served day: whatever its features say, it is
-    acting as "always up" (or down), and its accuracy is that baseline's by construction. None otherwise."""
-    model = get_model(model_id, db=db, missing_ok=True) if model_id else None
-    if model is None or model["model_type"] != DIRECTION_TYPE:
-        return None
-    up, served = direction_calls(model_id, db)
-    if served < 2 or 0 < up < served:
-        return None
-    side, stayed = ("up", "above") if up else ("down", "below")
-    return (f"{model_id} called {side} on every one of its {served} served days: it is acting as \"always {side}\" "
-            f"(its P(up) stayed {stayed} 50 % every day), so its accuracy is that baseline's by construction. Whether "
-            "its probabilities add anything shows in its Brier score and log loss against the baselines (Accuracy "
-            "tab); a model that should call both ways needs retraining or other features.")
-
-
 def skill_card(model_id: str | None, db: sqlite_utils.Database | None = None) -> dict:
     """`st.metric` arguments for a model's live skill: the number and words of `core.metrics.live_skill_of`, the
     ones Home, Forecast and the accuracy alert show for the same model."""

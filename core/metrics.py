@@ -27,6 +27,7 @@ import sqlite_utils
 
 from core.direction_stats import persistence_baseline, probability_losses
 from core.market import load_prices
+from core.registry import DIRECTION_TYPE
 from core.schema import DIRECTION_METRIC_COLUMNS
 from core.store import get_db, transaction, where_clause
 
@@ -451,3 +452,20 @@ def calls_in_words(up: int, served: int) -> str:
         return "no P(up) served yet"
     side = " (always up)" if up == served else " (always down)" if up == 0 else ""
     return f"called up on {up} of {served} days{side}"
+
+
+def one_sided_warning(model_id: str | None, db: sqlite_utils.Database | None = None) -> str | None:
+    """Words when a direction model made the same call on every served day: whatever its features say, it is
+    acting as "always up" (or down), and its accuracy is that baseline's by construction. None otherwise."""
+    db = db or get_db()
+    row = db.execute("SELECT model_type FROM models WHERE model_id = ?", [model_id]).fetchone() if model_id else None
+    if row is None or row[0] != DIRECTION_TYPE:
+        return None
+    up, served = direction_calls(model_id, db)
+    if served < 2 or 0 < up < served:
+        return None
+    side, stayed = ("up", "above") if up else ("down", "below")
+    return (f"{model_id} called {side} on every one of its {served} served days: it is acting as \"always {side}\" "
+            f"(its P(up) stayed {stayed} 50 % every day), so its accuracy is that baseline's by construction. Whether "
+            "its probabilities add anything shows in its Brier score and log loss against the baselines (Monitoring, "
+            "Accuracy tab); a model that should call both ways needs retraining or other features.")

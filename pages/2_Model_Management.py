@@ -5,6 +5,7 @@ from core import lifecycle, loop_view, model_view, registry, retrain_jobs, runbo
 from core.certification import checklist, stored_certification
 from core.explain import artifact_files
 from core.market import available_symbols, last_trading_day
+from core.metrics import one_sided_warning
 from core.store import action_guard, page_guard
 from core.text import escape_markdown
 
@@ -38,6 +39,9 @@ for column, card in zip(st.columns(4), model_view.headline(model)):
     column.metric(**card)
 if warning := model_view.skill_warning(model):
     st.warning(warning)
+with page_guard(st.error, st.stop):
+    if one_sided := one_sided_warning(model_id):  # a direction model that called the same side every served day
+        st.warning(escape_markdown(one_sided))
 pending = st.session_state.get("mm_pending")  # deploy / rollback wait here for a confirmation
 a1, a2, a3, _ = st.columns([1, 1, 1, 2])
 if a1.button("Deploy", disabled=not model_view.deployable(model), key="mm_deploy", help=model_view.deploy_help(model)):

@@ -4,8 +4,9 @@ import streamlit as st
 from core import alerts, charts, direction_view, health_charts, retrain_jobs, runbook
 from core.config import get_settings
 from core.cycle import cycle_history, last_cycle_run
-from core.health_view import default_model, display_table, model_health_view, one_sided_warning, skill_card
-from core.metrics import WIDTH_WINDOW_DAYS, metrics_frame, monitored_models, psi_history, recent_interval_widths
+from core.health_view import default_model, display_table, model_health_view, skill_card
+from core.metrics import (WIDTH_WINDOW_DAYS, metrics_frame, monitored_models, one_sided_warning, psi_history,
+                          recent_interval_widths)
 from core.store import page_guard
 from core.text import escape_markdown
 

@@ -138,7 +138,8 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
     table = direction_live_summary(daily).set_index("who")
     assert table.loc["model", "Brier"] == pytest.approx(brier_score_loss(y, p))
     # Monitoring's card: its live accuracy beside always up, and how often it called up (all served days)
-    from core.health_view import one_sided_warning, skill_card
+    from core.health_view import skill_card
+    from core.metrics import one_sided_warning
 
     card = skill_card(model_id, db=registry_copy)
     served_up = int((served["p_up"] >= 0.5).sum())
@@ -167,6 +168,11 @@ def test_the_daily_cycle_serves_and_scores_p_up_against_sklearn_with_both_baseli
     with registry_copy.conn:
         registry_copy.execute("UPDATE predictions SET p_up = 0.56 WHERE model_id = ?", [model_id])
     assert f"called up on every one of its {len(served)} served days" in one_sided_warning(model_id, db=registry_copy)
+    from core.direction_view import direction_section  # Forecast says it too, beside the validation numbers
+
+    section = direction_section("MSFT", days[-1], db=registry_copy)
+    assert any(kind == "warning" and "called up on every one of its" in body["body"].replace("\\", "")
+               for kind, body in section.elements)
     assert table.loc["always up", "days"] == len(scored)
     # Home: the direction model's own column, the same accuracy as sklearn's on its served days, beside always up
     from core.dashboard import load_dashboard
