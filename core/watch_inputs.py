@@ -26,7 +26,7 @@ import sqlite_utils
 from core.direction_stats import probability_losses
 from core.features import build_features
 from core.market import MarketDataError, PriceCache, load_prices
-from core.registry import DIRECTION_TYPE, ModelIntegrityError, validation_predictions
+from core.registry import ModelIntegrityError, model_kind, validation_predictions
 from core.store import get_db
 from core.watch_step import DayInputs, dumps
 
@@ -49,14 +49,10 @@ def _frame(model: Mapping, end: Any, db: sqlite_utils.Database) -> pd.DataFrame:
                           dropna=False)
 
 
-def is_direction(model: Mapping) -> bool:
-    return model.get("model_type") == DIRECTION_TYPE
-
-
 def day_errors(model: Mapping, validation: pd.DataFrame) -> np.ndarray:
     """A model's error per validation day, in the units its live errors are measured in: a price model's
     |predicted - actual log return|, a direction model's log loss of its P(up) (its scoring rule)."""
-    if is_direction(model):
+    if model_kind(model["model_type"]) == "direction":
         return probability_losses(validation["p_up"].to_numpy(dtype=float), validation["label"].to_numpy(dtype=float))[0]
     return np.abs(validation["pred_return"] - validation["actual_return"]).to_numpy(dtype=float)
 
@@ -175,12 +171,15 @@ def day_inputs_many(models: Sequence[Mapping], profiles: Sequence[Mapping], afte
         close, scale = np.exp(columns.log_close[positions]), profile.get("error_scale")
         ret = columns.log_close[positions] - columns.log_close[positions - 1]
         err = np.full(len(days), np.nan)
-        for t, (day, before) in enumerate(zip(days, previous)):
-            predicted, p_up = made.get((model["model_id"], before, day), (None, None)) if scale else (None, None)
-            if is_direction(model) and p_up is not None:
-                err[t] = probability_losses(np.array([p_up]), np.array([float(ret[t] > 0)]))[0][0] / scale
-            elif predicted is not None and predicted > 0:
-                err[t] = abs(np.log(predicted / close[t])) / scale
+        if scale:  # the day's lookups, then one vectorised error per kind (a catch-up can be a year of days)
+            found = np.array([made.get((model["model_id"], before, day), (None, None))
+                              for day, before in zip(days, previous)], dtype=float).reshape(len(days), 2)
+            if model_kind(model["model_type"]) == "direction":
+                known = np.isfinite(found[:, 1])
+                err[known] = probability_losses(found[known, 1], (ret[known] > 0).astype(float))[0] / scale
+            else:
+                known = found[:, 0] > 0  # NaN (no forecast) compares False
+                err[known] = np.abs(np.log(found[known, 0] / close[known])) / scale
         streams = profile["detectors"].get("feature_scale", {}).get("streams", [])
         out.append(DayInputs(days=days, ret=ret, err=err,
                              feat=columns.take(streams, positions), prev=columns.take(streams, positions - 1),
