@@ -20,7 +20,8 @@ from core.direction import DIRECTION, forecast_direction
 from core.direction_charts import confusion_figure, live_brier_figure, reliability_figure
 from core.direction_stats import belief_interval, paired_gap
 from core.market import MarketDataError, last_trading_day
-from core.metrics import calls_in_words, direction_calls, direction_live_summary, one_sided_warning
+from core.metrics import (DIRECTION_PREFIXES, better_baseline, calls_in_words, direction_calls, direction_live_summary,
+                          one_sided_warning)
 from core.predict import InSampleForecastError, logged_forecast, predict
 from core.registry import RegistryError, deployed_model, list_models
 from core.store import action_guard
@@ -166,8 +167,8 @@ def monitoring_elements(metrics: pd.DataFrame, prices_scored: bool, window: int 
     elements = []
     for model_id, daily in direction.groupby("model_id"):
         table = direction_live_summary(daily)
-        model, best = table.iloc[0], table.iloc[1:].sort_values("Brier").iloc[0]
-        prefix = {"always up": "always_up_", "same as today": "persistence_"}[best["who"]]
+        model, best = table.iloc[0], better_baseline(table)
+        prefix = DIRECTION_PREFIXES[best["who"]]
         _, low, high, _ = paired_gap(daily["brier"], daily[f"{prefix}brier"])  # lower Brier is better
         _, acc_low, acc_high, _ = paired_gap(daily["accuracy"], daily[f"{prefix}accuracy"])  # higher is better
         judged = "beats" if high < 0 else "is worse than" if low > 0 else "is on par with"

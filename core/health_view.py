@@ -16,7 +16,8 @@ import sqlite_utils
 
 from core import model_health
 from core.explain import ExplainError, artifact_files, window_features
-from core.metrics import SKILL_CONFIDENCE, calls_in_words, direction_calls, direction_live_summary, live_skill_of, metrics_frame
+from core.metrics import (SKILL_CONFIDENCE, better_baseline, calls_in_words, direction_calls, direction_live_summary,
+                          live_skill_of, metrics_frame)
 from core.registry import DIRECTION_TYPE, get_model
 from core.store import get_db
 
@@ -129,12 +130,11 @@ def direction_skill_card(model_id: str, db: sqlite_utils.Database | None = None)
     if days == 0:
         return {"label": "Live accuracy", "value": "—", "delta": f"no scored P(up) yet; {calls}", "delta_color": "off",
                 "delta_arrow": "off"}
-    model, up = summary.loc["model"], summary.loc["always up"]
-    better = min(("always up", "same as today"), key=lambda who: summary.loc[who, "Brier"])
+    model, up, best = summary.loc["model"], summary.loc["always up"], better_baseline(summary.reset_index())
     return {"label": f"Live accuracy ({days} scored days)", "value": f"{model['accuracy %']:.1f}%",
             "delta": f"always up {up['accuracy %']:.1f}%", "delta_color": "off", "delta_arrow": "off",
             "help": f"{model_id}: share of correct up/down calls over its served, scored days; it {calls}. Brier "
-                    f"{model['Brier']:.4f} vs {summary.loc[better, 'Brier']:.4f} for the better baseline, {better} "
+                    f"{model['Brier']:.4f} vs {best['Brier']:.4f} for the better baseline, {best['who']} "
                     "(lower is better); the accuracy tab has every day."}
 
 

@@ -423,13 +423,21 @@ def upsert_direction_metrics(start, end, model_ids: list[str] | None = None,
     return len(records)
 
 
+DIRECTION_PREFIXES = {"model": "", "always up": "always_up_", "same as today": "persistence_"}  # who -> column prefix
+
+
+def better_baseline(summary: pd.DataFrame) -> pd.Series:
+    """The row of `direction_live_summary` of the better baseline: the lower Brier score."""
+    return summary[summary["who"] != "model"].sort_values("Brier", kind="stable").iloc[0]
+
+
 def direction_live_summary(metrics: pd.DataFrame) -> pd.DataFrame:
     """The model and both baselines over the scored days of `metrics` (one direction model's daily rows),
     prediction-weighted: accuracy %, Brier, log loss and the days counted (what Monitoring shows)."""
     done = metrics.dropna(subset=["brier"])
     weights = done["n_predictions"].to_numpy(dtype=float)
     rows = []
-    for who, prefix in (("model", ""), ("always up", "always_up_"), ("same as today", "persistence_")):
+    for who, prefix in DIRECTION_PREFIXES.items():
         average = {name: float(np.average(done[f"{prefix}{name}"], weights=weights)) if len(done) else float("nan")
                    for name in ("accuracy", "brier", "log_loss")}
         rows.append({"who": who, "accuracy %": average["accuracy"], "Brier": average["brier"],
